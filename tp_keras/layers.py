@@ -1,0 +1,179 @@
+"""Keras layers that carry paired forward and feedback weights.
+
+Row-vector convention (Keras): a batch is a matrix with one sample per row, a forward layer computes
+h = s(x W + b) with W of shape (n_in, n_out), and a feedback map computes g(u) = t(u Q + d).
+
+* `TPDense`: one forward layer plus, optionally, the layer-wise feedback map that inverts it. In the paper's
+  numbering, the layer that computes h_{ℓ+1} from h_ℓ carries g_ℓ, which maps h_{ℓ+1} back to h_ℓ's space
+  (Q_ℓ is stored here as an (n_{ℓ+1}, n_ℓ) matrix). This is how the DTP family is parameterised.
+* `DirectFeedback`: the direct maps g_ℓ from the network output to every hidden layer (DDTP family, DFA).
+
+Initialisation follows the reference (spec §1.6): untruncated Xavier-normal weights drawn from each matrix's own
+shape, zero biases. Weights are drawn with NumPy from an explicit seed in float64 and then cast, so the same
+seed gives the same network in float32 and float64 and on every platform.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+ACTIVATIONS = {
+    "tanh": tf.tanh,
+    "linear": lambda a: a,
+}
+
+
+def activation_fn(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+
+
+@keras.saving.register_keras_serializable(package="tp_keras")
+class XavierNormal(keras.initializers.Initializer):
+    """Untruncated N(0, 2/(fan_in + fan_out)) (PyTorch's `xavier_normal_`; Keras' GlorotNormal is truncated)."""
+
+    def __init__(self, seed: int, gain: float = 1.0):
+        self.seed = int(seed)
+        self.gain = float(gain)
+
+    def __call__(self, shape, dtype=None):
+        fan_in, fan_out = shape[-2], shape[-1]
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        std = self.gain * np.sqrt(2.0 / (receptive * (fan_in + fan_out)))
+        values = np.random.default_rng(self.seed).standard_normal(shape) * std
+        return tf.constant(values, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"seed": self.seed, "gain": self.gain}
+
+
+class TPDense(keras.layers.Layer):
+    """Forward map h = s(x W + b), paired with its layer-wise feedback g(u) = t(u Q + d) (x's space ← h's space).
+
+    Args:
+      units: output size.
+      activation: forward non-linearity s ('tanh' or 'linear').
+      use_bias: whether the forward map has a bias b.
+      feedback_activation: t, or None for a layer without feedback weights.
+      feedback_bias: whether g has a bias d.
+      feedback_trainable: False freezes Q and d (they still exist and are saved).
+      seed: seed of this layer's initialisation (Q uses seed + 1).
+    """
+
+    def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
+                 feedback_activation: str | None = None, feedback_bias: bool = True,
+                 feedback_trainable: bool = True, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.feedback_activation = feedback_activation
+        self.feedback_bias = bool(feedback_bias)
+        self.feedback_trainable = bool(feedback_trainable)
+        self.seed = int(seed)
+        self._act = activation_fn(activation)
+        self._fb_act = activation_fn(feedback_activation) if feedback_activation else None
+
+    def build(self, input_shape):
+        n_in = int(input_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(n_in, self.units), initializer=XavierNormal(self.seed))
+        self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+                     if self.use_bias else None)
+        self.feedback_kernel = self.feedback_bias_var = None
+        if self.feedback_activation:
+            self.feedback_kernel = self.add_weight(
+                name="feedback_kernel", shape=(self.units, n_in), initializer=XavierNormal(self.seed + 1),
+                trainable=self.feedback_trainable)
+            if self.feedback_bias:
+                self.feedback_bias_var = self.add_weight(
+                    name="feedback_bias", shape=(n_in,), initializer="zeros", trainable=self.feedback_trainable)
+
+    def call(self, x):
+        a = tf.matmul(x, self.kernel)
+        if self.bias is not None:
+            a = a + self.bias
+        return self._act(a)
+
+    def feedback(self, u):
+        """g(u) = t(u Q + d): maps this layer's output space back to its input space."""
+        a = tf.matmul(u, self.feedback_kernel)
+        if self.feedback_bias_var is not None:
+            a = a + self.feedback_bias_var
+        return self._fb_act(a)
+
+    @property
+    def forward_variables(self):
+        return [v for v in (self.kernel, self.bias) if v is not None]
+
+    @property
+    def feedback_variables(self):
+        return [v for v in (self.feedback_kernel, self.feedback_bias_var) if v is not None]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
+                      feedback_activation=self.feedback_activation, feedback_bias=self.feedback_bias,
+                      feedback_trainable=self.feedback_trainable, seed=self.seed)
+        return config
+
+
+class DirectFeedback(keras.layers.Layer):
+    """Direct feedback from the output to every hidden layer: g_ℓ(u) = t(u Q_ℓ + d_ℓ), Q_ℓ of shape (n_L, n_ℓ).
+
+    All maps are applied with one matmul against the concatenated Q's (they share the input u).
+
+    Args:
+      hidden_units: n_1..n_{L−1}, one map per hidden layer.
+      activation: t ('linear' for DDTP-linear and DFA).
+      use_bias: one flag per hidden layer (the reference's DDTP-linear has no d on the last hidden layer).
+      trainable: False freezes every map (DFA).
+      seed: seed of the initialisation (map ℓ uses seed + ℓ).
+    """
+
+    def __init__(self, hidden_units: Sequence[int], activation: str = "linear",
+                 use_bias: Sequence[bool] | None = None, trainable: bool = True, seed: int = 0, **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.hidden_units = [int(n) for n in hidden_units]
+        self.activation = activation
+        self.use_bias = [True] * len(self.hidden_units) if use_bias is None else [bool(b) for b in use_bias]
+        if len(self.use_bias) != len(self.hidden_units):
+            raise ValueError("DirectFeedback: use_bias needs one flag per hidden layer")
+        self.seed = int(seed)
+        self._act = activation_fn(activation)
+
+    def build(self, input_shape):
+        n_out = int(input_shape[-1])
+        self.kernels = [
+            self.add_weight(name=f"kernel_{i + 1}", shape=(n_out, n), initializer=XavierNormal(self.seed + i))
+            for i, n in enumerate(self.hidden_units)]
+        self.biases = [
+            self.add_weight(name=f"bias_{i + 1}", shape=(n,), initializer="zeros") if has_bias else None
+            for i, (n, has_bias) in enumerate(zip(self.hidden_units, self.use_bias))]
+
+    def call(self, u):
+        """Returns [g_1(u), ..., g_{L−1}(u)]."""
+        kernel = tf.concat(self.kernels, axis=1) if len(self.kernels) > 1 else self.kernels[0]
+        parts = tf.split(tf.matmul(u, kernel), self.hidden_units, axis=1)
+        return [self._act(p + b) if b is not None else self._act(p) for p, b in zip(parts, self.biases)]
+
+    def feedback(self, index: int, u):
+        """g_ℓ(u) for the hidden layer with 0-based index `index` alone."""
+        a = tf.matmul(u, self.kernels[index])
+        if self.biases[index] is not None:
+            a = a + self.biases[index]
+        return self._act(a)
+
+    @property
+    def feedback_variables(self):
+        return self.kernels + [b for b in self.biases if b is not None]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_units=self.hidden_units, activation=self.activation, use_bias=self.use_bias,
+                      seed=self.seed)
+        return config

@@ -1,0 +1,107 @@
+"""Local forward losses and feedback (reconstruction / DRL) losses, exact to the reference's scales.
+
+* Local loss (spec §1.3): (1/B)·Σ_b‖h_ℓ − ĥ_ℓ‖², the target held fixed. Differentiated with the layer's input
+  detached, its gradient is exactly 2·s'(a_ℓ)⊙(h_ℓ − ĥ_ℓ)·h_{ℓ−1}ᵀ/B.
+* Feedback losses are element means (over batch × units) times a scale (spec §2): 1/σ² for DRL, 1/max(σ, 0.02)²
+  for DTP's reconstruction loss, 1 for DDTP-control.
+
+The DRL noisy passes (one corrupted copy per hidden layer, each sent to the output) are computed level by level
+on a stack of the corrupted copies along the batch axis, so the O(L²) layer applications become L−1 matmuls of
+growing height inside one graph (spec §6.1), never one tape or one Python-level pass per layer.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+DTP_SIGMA_FLOOR = 0.02  # the reference clamps DTP's 1/σ² at 1/0.02² = 2500
+
+
+def feedback_loss_scale(kind: str, sigma: float) -> float:
+    if kind == "drl":
+        return 1.0 / sigma ** 2
+    if kind == "reconstruction":
+        return 1.0 / max(sigma, DTP_SIGMA_FLOOR) ** 2
+    if kind == "control":
+        return 1.0
+    raise ValueError(f"no feedback loss scale for {kind!r}")
+
+
+def local_loss(h, target, batch_size):
+    """(1/B)·Σ‖h − ĥ‖² with ĥ a constant."""
+    return tf.reduce_sum(tf.square(h - tf.stop_gradient(target))) / tf.cast(batch_size, h.dtype)
+
+
+def element_mean_square(diff, batch_size):
+    """Mean of diff² over batch × units, with the batch count given explicitly (the global batch)."""
+    count = tf.cast(batch_size, diff.dtype) * tf.cast(tf.shape(diff)[-1], diff.dtype)
+    return tf.reduce_sum(tf.square(diff)) / count
+
+
+def noisy_forward_stack(layers, hs, noisy):
+    """Sends every corrupted copy h̃_ℓ = h_ℓ + σε_ℓ (ℓ = 1..L−1) forward to the output, all at once.
+
+    Level k of the loop applies forward layer k+1 to the copies of layers 1..k stacked along the batch axis, then
+    appends h̃_{k+1}. Returns the outputs [ỹ_1; ...; ỹ_{L−1}] stacked in that order, shape ((L−1)·B, n_L).
+    """
+    stack = noisy[0]
+    for k in range(1, len(layers)):
+        stack = layers[k](stack)
+        if k < len(layers) - 1:
+            stack = tf.concat([stack, noisy[k]], axis=0)
+    return stack
+
+
+def unstack_blocks(stack, count: int, batch):
+    """Splits a ((count·B), n) stack into `count` blocks of B rows."""
+    return tf.unstack(tf.reshape(stack, [count, batch, tf.shape(stack)[-1]]), num=count, axis=0)
+
+
+def layerwise_reconstruction_losses(layers, noisy, scale, batch_size):
+    """DTP (spec §2.2): L_k = c·mean‖g_k(f_{k+1}(h̃_k)) − h̃_k‖², one term per hidden layer k."""
+    return [scale * element_mean_square(layers[k].feedback(layers[k](noisy[k - 1])) - noisy[k - 1], batch_size)
+            for k in range(1, len(layers))]
+
+
+def layerwise_drl(layers, hs, noisy, clean_terms, scale, batch_size, top_target=None):
+    """DTPDRL (spec §2.4): every noisy output ỹ_ℓ returns along the difference-corrected feedback path.
+
+    The stack [ĥ_L (optional); ỹ_1; ...; ỹ_{L−1}] descends level by level: at level k, g_k^diff(u) = g_k(u) + c_k
+    is applied to every row, the rows of ỹ_k are finished (their loss trains g_k), the rest go one level down.
+    The input of each level is detached: each loss must train only its own g_k (the upper maps act as
+    constants), and that also keeps the tape from back-propagating through the whole path.
+    Riding ĥ_L along in the same stack yields the targets ĥ_{L−1}..ĥ_1 with the same matmuls.
+
+    Returns (losses [L_1..L_{L−1}], targets [ĥ_1..ĥ_{L−1}] or None).
+    """
+    batch = tf.shape(hs[0])[0]
+    stack = noisy_forward_stack(layers, hs, noisy)
+    with_targets = top_target is not None
+    if with_targets:
+        stack = tf.concat([top_target, stack], axis=0)
+    losses = [None] * (len(layers) - 1)
+    targets = [None] * (len(layers) - 1)
+    for k in range(len(layers) - 1, 0, -1):
+        blocks = k + int(with_targets)  # rows: [target], copies of layers 1..k
+        out = layers[k].feedback(tf.stop_gradient(stack))
+        out = tf.reshape(out, [blocks, batch, -1]) + clean_terms[k - 1]
+        losses[k - 1] = scale * element_mean_square(out[-1] - noisy[k - 1], batch_size)
+        if with_targets:
+            targets[k - 1] = out[0]
+        stack = tf.reshape(out[:-1], [(blocks - 1) * batch, -1])
+    return losses, (targets if with_targets else None)
+
+
+def direct_drl(direct, hs, noisy, layers, clean_outputs, scale, batch_size):
+    """DDTP (spec §2.5): L_ℓ = (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖² for every hidden layer ℓ."""
+    count = len(noisy)
+    outputs = unstack_blocks(noisy_forward_stack(layers, hs, noisy), count, tf.shape(hs[0])[0])
+    return [scale * element_mean_square(direct.feedback(i, outputs[i]) + hs[i + 1] - clean_outputs[i] - noisy[i],
+                                        batch_size)
+            for i in range(count)]
+
+
+def direct_control(direct, hs, noisy, layers, batch_size):
+    """DDTP-control (spec §2.7): L_ℓ = mean‖g_ℓ(ỹ_ℓ) − h̃_ℓ‖² (no difference correction, no scale)."""
+    count = len(noisy)
+    outputs = unstack_blocks(noisy_forward_stack(layers, hs, noisy), count, tf.shape(hs[0])[0])
+    return [element_mean_square(direct.feedback(i, outputs[i]) - noisy[i], batch_size) for i in range(count)]

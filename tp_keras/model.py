@@ -1,0 +1,112 @@
+"""`TPModel`: a Keras model of forward layers with the feedback parameters its training method needs."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from tp_keras.layers import DirectFeedback, TPDense
+from tp_keras.methods import Method, get_method
+
+
+@keras.saving.register_keras_serializable(package="tp_keras")
+class TPModel(keras.Model):
+    """An MLP (tanh hidden layers, linear output) set up for one training method of the registry.
+
+    Calling the model returns the output (logits); training goes through `tp_keras.step` (the one compiled step).
+
+    Args:
+      method: a registry name ('dtpdrl', 'ddtp_linear', ...) or a `Method`.
+      input_size, hidden_sizes, output_size: the architecture n_0, n_1..n_{L−1}, n_L.
+      target_stepsize: η̂ of the output target ĥ_L = h_L − η̂·e_L.
+      sigma: std of the noise of the feedback losses.
+      hidden_activation: s of the hidden layers.
+      last_hidden_bias: None keeps the method's reference behaviour (no bias on the last hidden layer for
+        DDTP-linear and DFA, spec §2.5); True/False forces it.
+      task: 'classification' (softmax cross-entropy on logits) or 'regression' (mean squared error).
+      seed: initialisation and noise seed.
+      dtype: 'float32' or 'float64' for every variable and computation.
+    """
+
+    def __init__(self, method: str | Method = "ddtp_linear", input_size: int = 784,
+                 hidden_sizes: Sequence[int] = (256,) * 5, output_size: int = 10, *,
+                 target_stepsize: float = 0.01, sigma: float = 0.08, hidden_activation: str = "tanh",
+                 last_hidden_bias: bool | None = None, task: str = "classification", seed: int = 42,
+                 dtype: str = "float32", **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self.method = get_method(method)
+        self.input_size = int(input_size)
+        self.hidden_sizes = [int(n) for n in hidden_sizes]
+        self.output_size = int(output_size)
+        self.target_stepsize = float(target_stepsize)
+        self.sigma = float(sigma)
+        self.hidden_activation = hidden_activation
+        self.last_hidden_bias = self.method.last_hidden_bias if last_hidden_bias is None else bool(last_hidden_bias)
+        self.task = task
+        self.seed = int(seed)
+        if not self.hidden_sizes:
+            raise ValueError("TPModel needs at least one hidden layer")
+
+        m = self.method
+        sizes = self.hidden_sizes + [self.output_size]
+        layerwise_fb = m.feedback_activation if m.feedback == "layerwise" else None
+        self.tp_layers = [
+            TPDense(n, activation="linear" if i == len(sizes) - 1 else hidden_activation,
+                    use_bias=self.last_hidden_bias or i != len(sizes) - 2,
+                    # Layer 1 would carry g_0 (to the input), which no method uses.
+                    feedback_activation=layerwise_fb if i > 0 else None,
+                    feedback_trainable=m.feedback_trained, seed=self.seed * 1009 + 2 * i, dtype=dtype,
+                    name=f"layer_{i + 1}")
+            for i, n in enumerate(sizes)]
+        self.direct_feedback = None
+        if m.feedback == "direct":
+            self.direct_feedback = DirectFeedback(
+                self.hidden_sizes, activation=m.feedback_activation,
+                use_bias=[True] * (len(self.hidden_sizes) - 1) + [self.last_hidden_bias],
+                trainable=m.feedback_trained, seed=self.seed * 1009 + 500, dtype=dtype, name="direct_feedback")
+        self.noise_seed = keras.random.SeedGenerator(self.seed + 7919, name="noise_seed")
+        self.build((None, self.input_size))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.tp_layers:
+            layer.build(shape)
+            shape = (shape[0], layer.units)
+        if self.direct_feedback is not None:
+            self.direct_feedback.build((None, self.output_size))
+        self.built = True
+
+    def activations(self, x, detach_inputs: bool = False):
+        """[h_0 = x, h_1, ..., h_L]. With `detach_inputs`, every layer's input is a constant for gradients, so a
+        tape over this pass gives each layer's local gradient alone."""
+        hs = [tf.cast(x, self.compute_dtype)]
+        for layer in self.tp_layers:
+            inp = tf.stop_gradient(hs[-1]) if detach_inputs else hs[-1]
+            hs.append(layer(inp))
+        return hs
+
+    def call(self, x):
+        return self.activations(x)[-1]
+
+    @property
+    def forward_variables(self):
+        return [v for layer in self.tp_layers for v in layer.forward_variables]
+
+    @property
+    def all_feedback_variables(self):
+        variables = [v for layer in self.tp_layers for v in layer.feedback_variables]
+        if self.direct_feedback is not None:
+            variables += self.direct_feedback.feedback_variables
+        return variables
+
+    @property
+    def feedback_variables(self):
+        """The feedback parameters the feedback optimizer trains (empty for BP and frozen feedback)."""
+        return self.all_feedback_variables if self.method.trains_feedback else []
+
+    def get_config(self):
+        return {"method": self.method.name, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
+                "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": self.sigma,
+                "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
+                "task": self.task, "seed": self.seed, "dtype": self.dtype_policy.name, "name": self.name}

@@ -1,0 +1,220 @@
+"""The one train step, shared by every method and every driver.
+
+`compute_updates` computes, for one batch and without changing any variable:
+  1. the clean forward pass, taped with every layer's input detached;
+  2. the output error e_L in closed form and the output target ĥ_L = h_L − η̂·e_L;
+  3. the hidden targets with the CURRENT feedback weights, and the feedback losses with the CURRENT forward
+     weights and fresh noise, under a tape that watches the feedback parameters only;
+  4. the local losses (1/B)Σ‖h_ℓ − ĥ_ℓ‖² and their gradients (each layer's own, nothing crosses layers).
+For BP it is the ordinary gradient of the batch-mean loss.
+
+`apply_updates` then takes one feedback optimizer step and one forward optimizer step. Both gradients were
+computed before either update, which is exactly the reference's per-batch order (targets with old feedback
+weights → feedback step with old forward weights → forward step).
+
+`Trainer` compiles these into `tf.function`s (optionally XLA) for the custom loop; a Keras `train_step` can call
+the same functions, so the two drivers cannot diverge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import keras
+import tensorflow as tf
+
+from tp_keras import losses as L
+from tp_keras import targets as T
+
+
+def _tf_variables(variables):
+    """The tf.Variables behind Keras variables (what GradientTape watches and differentiates against)."""
+    return [getattr(v, "value", v) for v in variables]
+
+
+@dataclasses.dataclass
+class Updates:
+    """Everything one batch produced. Gradient lists align with `model.forward_variables` and
+    `model.feedback_variables`; None where that half was not requested."""
+    forward_grads: list | None
+    feedback_grads: list | None
+    activations: list          # h_0..h_L (clean)
+    targets: list | None       # ĥ_1..ĥ_L (None for BP)
+    loss: tf.Tensor            # batch-mean output loss
+    accuracy: tf.Tensor        # batch accuracy (classification), 0 for regression
+    feedback_losses: list      # one per hidden layer (empty when feedback is not trained)
+
+
+def _noisy_copies(model, hs):
+    """h̃_ℓ = h_ℓ + σε_ℓ for ℓ = 1..L−1, fresh noise for each layer, drawn in one call.
+
+    The noise is drawn in float32 and cast, so float32 and float64 runs see the same noise.
+    """
+    hidden = hs[1:-1]
+    sizes = [int(h.shape[-1]) for h in hidden]
+    eps = keras.random.normal([tf.shape(hs[0])[0], sum(sizes)], seed=model.noise_seed, dtype="float32")
+    eps = tf.split(tf.cast(eps, hs[0].dtype) * tf.cast(model.sigma, hs[0].dtype), sizes, axis=1)
+    return [h + e for h, e in zip(hidden, eps)]
+
+
+def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with_losses: bool, batch_size):
+    """Hidden targets ĥ_1..ĥ_{L−1} and feedback losses, dispatched on the method's pieces."""
+    m = model.method
+    layers = model.tp_layers
+    difference = m.target_rule == "difference"
+    targets, fb_losses = None, []
+    noisy = _noisy_copies(model, hs) if with_losses else None
+    scale = L.feedback_loss_scale(m.feedback_loss, model.sigma) if with_losses else None
+
+    if m.feedback == "layerwise":
+        clean = T.layerwise_clean_terms(layers, hs) if difference else None
+        if with_losses and m.feedback_loss == "drl":
+            # The targets ride along in the DRL stack: same feedback weights, same matmuls.
+            fb_losses, targets = L.layerwise_drl(layers, hs, noisy, clean, scale, batch_size,
+                                                 top_target if with_targets else None)
+        else:
+            if with_targets:
+                targets = T.propagate_layerwise(layers, hs, top_target, clean)
+            if with_losses:
+                fb_losses = L.layerwise_reconstruction_losses(layers, noisy, scale, batch_size)
+    elif m.feedback == "direct":
+        direct = model.direct_feedback
+        clean = direct(hs[-1]) if (difference or m.feedback_loss == "drl") else None
+        if with_targets:
+            targets = T.direct_targets(direct, hs, top_target, clean if difference else None)
+        if with_losses:
+            if m.feedback_loss == "drl":
+                fb_losses = L.direct_drl(direct, hs, noisy, layers, clean, scale, batch_size)
+            elif m.feedback_loss == "control":
+                fb_losses = L.direct_control(direct, hs, noisy, layers, batch_size)
+            else:
+                raise ValueError(f"{m.name}: direct feedback cannot be trained with {m.feedback_loss!r}")
+    if with_targets:
+        targets = [tf.stop_gradient(t) for t in targets]
+    return targets, fb_losses
+
+
+def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True, batch_size=None) -> Updates:
+    """Gradients of one batch for the forward and/or feedback parameters (nothing is updated).
+
+    Args:
+      forward: compute targets and forward gradients.
+      feedback: compute the feedback losses and their gradients (if the method trains feedback).
+      batch_size: the B the losses are averaged over; defaults to this batch's size (under a distribution
+        strategy, pass the global batch size so that replicas sum to the single-device update).
+    """
+    m = model.method
+    x = tf.cast(x, model.compute_dtype)
+    batch_size = tf.shape(x)[0] if batch_size is None else batch_size
+    b = tf.cast(batch_size, model.compute_dtype)
+
+    if not m.uses_targets:  # BP
+        fwd_vars = _tf_variables(model.forward_variables)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(fwd_vars)
+            hs = model.activations(x)
+            per_sample = T.output_loss_per_sample(hs[-1], y, model.task)
+            loss = tf.reduce_sum(per_sample) / b
+        grads = tape.gradient(loss, fwd_vars) if forward else None
+        return Updates(grads, None, hs, None, tf.reduce_mean(per_sample), _accuracy(model, hs[-1], y), [])
+
+    fwd_vars = _tf_variables(model.forward_variables)
+    fb_vars = _tf_variables(model.feedback_variables)
+    train_fb = feedback and bool(fb_vars)
+    fwd_tape = tf.GradientTape(watch_accessed_variables=False)
+    with fwd_tape:
+        if forward:
+            fwd_tape.watch(fwd_vars)
+        hs = model.activations(x, detach_inputs=True)
+    outputs = hs[-1]
+    per_sample = T.output_loss_per_sample(outputs, y, model.task)
+    top_target = None
+    if forward:
+        error = T.output_error(outputs, y, model.task, batch_size)
+        top_target = tf.stop_gradient(T.output_target(outputs, error, model.target_stepsize))
+
+    with tf.GradientTape(watch_accessed_variables=False) as fb_tape:
+        if train_fb:
+            fb_tape.watch(fb_vars)
+        hidden_targets, fb_losses = _targets_and_feedback_losses(
+            model, [tf.stop_gradient(h) for h in hs], top_target, with_targets=forward, with_losses=train_fb,
+            batch_size=batch_size)
+        fb_total = tf.add_n(fb_losses) if fb_losses else None
+    fb_grads = fb_tape.gradient(fb_total, fb_vars) if train_fb else None
+
+    fwd_grads, all_targets = None, None
+    if forward:
+        all_targets = hidden_targets + [top_target]
+        with fwd_tape:
+            local = tf.add_n([L.local_loss(h, t, batch_size) for h, t in zip(hs[1:], all_targets)])
+        fwd_grads = fwd_tape.gradient(local, fwd_vars)
+    return Updates(fwd_grads, fb_grads, hs, all_targets, tf.reduce_mean(per_sample),
+                   _accuracy(model, outputs, y), fb_losses)
+
+
+def _accuracy(model, outputs, y):
+    if model.task != "classification":
+        return tf.zeros([], outputs.dtype)
+    return tf.reduce_mean(T.accuracy_per_sample(outputs, y))
+
+
+def apply_updates(model, updates: Updates, forward_optimizer, feedback_optimizer):
+    if updates.feedback_grads is not None:
+        feedback_optimizer.apply_gradients(zip(updates.feedback_grads, model.feedback_variables))
+    if updates.forward_grads is not None:
+        forward_optimizer.apply_gradients(zip(updates.forward_grads, model.forward_variables))
+
+
+def step_metrics(updates: Updates) -> dict:
+    metrics = {"loss": updates.loss, "accuracy": updates.accuracy}
+    if updates.feedback_losses:
+        # Mean over hidden layers (the reference logs only one layer for DRL/DDTP, spec §5.7).
+        metrics["rec_loss"] = tf.add_n(updates.feedback_losses) / len(updates.feedback_losses)
+    return metrics
+
+
+def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None):
+    """One batch: targets → feedback step → forward step (forward=False: the feedback-only step)."""
+    updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size)
+    apply_updates(model, updates, forward_optimizer, feedback_optimizer)
+    return step_metrics(updates)
+
+
+def eval_sums(model, x, y):
+    """Sums of per-sample loss and correct predictions, and the sample count (for weighted means)."""
+    outputs = model(x)
+    per_sample = T.output_loss_per_sample(outputs, y, model.task)
+    correct = T.accuracy_per_sample(outputs, y) if model.task == "classification" else tf.zeros_like(per_sample)
+    return {"loss_sum": tf.reduce_sum(per_sample), "correct": tf.reduce_sum(correct),
+            "count": tf.cast(tf.shape(per_sample)[0], per_sample.dtype)}
+
+
+class Trainer:
+    """The compiled steps of one model with its forward and feedback optimizers.
+
+    Args:
+      model: a `TPModel`.
+      forward_optimizer, feedback_optimizer: built here on `model.forward_variables` and
+        `model.feedback_variables` (pass feedback_optimizer=None when the method trains no feedback).
+      jit_compile: compile the steps with XLA.
+    """
+
+    def __init__(self, model, forward_optimizer, feedback_optimizer=None, *, jit_compile: bool = False):
+        self.model = model
+        self.forward_optimizer = forward_optimizer
+        self.feedback_optimizer = feedback_optimizer
+        forward_optimizer.build(model.forward_variables)
+        if model.feedback_variables:
+            if feedback_optimizer is None:
+                raise ValueError(f"method {model.method.name!r} trains feedback weights: pass a feedback_optimizer")
+            feedback_optimizer.build(model.feedback_variables)
+        compile_ = functools.partial(tf.function, jit_compile=jit_compile, reduce_retracing=True)
+        self.train_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,
+                                                     forward=True))
+        self.feedback_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,
+                                                        forward=False))
+        self.eval_step = compile_(functools.partial(eval_sums, model))
+
+    @property
+    def trains_feedback(self) -> bool:
+        return bool(self.model.feedback_variables)
