@@ -1,0 +1,129 @@
+"""`Config`: every setting of one experiment, with the paper's MNIST configuration of each method as defaults."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from tp_keras import paper_configs
+from tp_keras.data import DATASETS
+from tp_keras.methods import METHODS, get_method
+
+PRECISIONS = ("float32", "float64")
+
+# Keys of the reference's configs that map one-to-one onto Config fields.
+_PAPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb",
+               "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs", "epochs_fb",
+               "extra_fb_epochs", "num_hidden", "size_hidden")
+
+
+class ConfigError(ValueError):
+    """A bad setting. `str(err)` is one line naming the flag and the fix."""
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        super().__init__(f"--{flag}: {message}")
+
+
+@dataclasses.dataclass
+class Config:
+    method: str = "dtpdrl"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    seed: int = 42
+    # Architecture: num_hidden tanh layers of size_hidden units, linear output.
+    num_hidden: int = 5
+    size_hidden: int = 256
+    # Forward optimizer (PyTorch-semantics Adam); its learning rate is lr/target_stepsize when normalize_lr.
+    lr: float = 1e-4
+    target_stepsize: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    forward_wd: float = 0.0
+    normalize_lr: bool = True
+    # Feedback optimizer and feedback loss.
+    lr_fb: float = 1e-4
+    beta1_fb: float = 0.9
+    beta2_fb: float = 0.999
+    epsilon_fb: float = 1e-8
+    feedback_wd: float = 0.0
+    sigma: float = 0.08
+    # Schedule.
+    batch_size: int = 128
+    epochs: int = 100
+    epochs_fb: int = 0
+    extra_fb_epochs: int = 0
+    # Data split.
+    no_val_set: bool = False
+    validation_size: int = 5000
+    # Numerics and options.
+    precision: str = "float32"
+    last_hidden_bias: bool | None = None
+    jit_compile: bool = False
+    prune_early: bool = False
+    progress: bool = True
+
+    @classmethod
+    def paper(cls, method: str, **overrides) -> "Config":
+        """The paper's MNIST configuration of `method` (see paper_configs.py), with `overrides` applied.
+
+        Precision stays float32 unless overridden (the reference ran most configs in float64)."""
+        values = {"method": method}
+        ref = paper_configs.MNIST_CONFIGS.get(method)
+        if ref is not None:
+            values.update({k: ref[k] for k in _PAPER_KEYS})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [self.size_hidden] * self.num_hidden
+
+    @property
+    def forward_learning_rate(self) -> float:
+        """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (spec §7 item 1)."""
+        if self.normalize_lr and get_method(self.method).uses_targets:
+            return self.lr / self.target_stepsize
+        return self.lr
+
+    def validate(self) -> "Config":
+        """Raises ConfigError (one line, naming the flag and the fix) for any bad setting."""
+        if self.method not in METHODS:
+            raise ConfigError("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.dataset not in DATASETS:
+            raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"{self.precision!r} is not supported; use float32 or float64")
+        method = get_method(self.method)
+        _positive(self, "lr", "e.g. --lr=1e-4")
+        _positive(self, "target_stepsize", "e.g. --target_stepsize=0.05")
+        _positive(self, "batch_size", "e.g. --batch_size=128")
+        _positive(self, "num_hidden", "the network needs at least one hidden layer, e.g. --num_hidden=5")
+        _positive(self, "size_hidden", "e.g. --size_hidden=256")
+        for name in ("epochs", "epochs_fb", "extra_fb_epochs", "forward_wd", "feedback_wd"):
+            _non_negative(self, name)
+        for name in ("epsilon", "epsilon_fb"):
+            _non_negative(self, name)
+        for name in ("beta1", "beta2", "beta1_fb", "beta2_fb"):
+            value = getattr(self, name)
+            if not (0.0 <= value < 1.0):
+                raise ConfigError(name, f"{value} is outside [0, 1); Adam's decay rates must be in [0, 1), e.g. 0.9")
+        if method.trains_feedback:
+            _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
+            _positive(self, "sigma", f"{self.method} trains its feedback with noise of std sigma > 0, "
+                                     "e.g. --sigma=0.05")
+        if self.validation_size < 1 and not self.no_val_set:
+            raise ConfigError("validation_size", f"{self.validation_size} must be >= 1 (or pass --no_val_set)")
+        return self
+
+
+def _positive(config, name, hint):
+    value = getattr(config, name)
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(name, f"{value} must be > 0; {hint}")
+
+
+def _non_negative(config, name):
+    value = getattr(config, name)
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(name, f"{value} must be >= 0")

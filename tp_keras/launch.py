@@ -1,0 +1,100 @@
+"""Command line: `python -m tp_keras.launch --method=dtpdrl [--flagfile=launch/<cell>.flags] [--flag=value ...]`.
+
+With only --method, the run uses that method's paper MNIST configuration (tp_keras/paper_configs.py); every
+other flag overrides one value. Bad settings stop with one line naming the flag and the fix (exit status 2).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from tp_keras.data import DATASETS
+from tp_keras.methods import METHODS
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("method", "dtpdrl", list(METHODS), "Training method.")
+flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset.")
+flags.DEFINE_string("data_dir", None, "Folder with the raw dataset files (e.g. the four MNIST IDX .gz files) or a "
+                    "tensorflow-datasets data dir.")
+flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<method>_seed<seed>).")
+flags.DEFINE_integer("seed", 42, "Seed of the data split, initialisation, noise and shuffling.")
+flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Floating-point precision (the paper's configs "
+                  "mostly ran float64).")
+# Hyper-parameters: None means "the method's paper MNIST value".
+flags.DEFINE_integer("num_hidden", None, "Number of hidden layers.")
+flags.DEFINE_integer("size_hidden", None, "Units per hidden layer.")
+flags.DEFINE_float("lr", None, "Forward learning rate (the Adam lr is lr/target_stepsize, see --normalize_lr).")
+flags.DEFINE_float("target_stepsize", None, "Output target step size η̂.")
+flags.DEFINE_float("beta1", None, "Forward Adam β1.")
+flags.DEFINE_float("beta2", None, "Forward Adam β2.")
+flags.DEFINE_float("epsilon", None, "Forward Adam ε (added after bias correction, PyTorch semantics).")
+flags.DEFINE_float("forward_wd", None, "Forward coupled L2 weight decay.")
+flags.DEFINE_bool("normalize_lr", True, "Divide the forward learning rate by target_stepsize (reference default).")
+flags.DEFINE_float("lr_fb", None, "Feedback learning rate.")
+flags.DEFINE_float("beta1_fb", None, "Feedback Adam β1.")
+flags.DEFINE_float("beta2_fb", None, "Feedback Adam β2.")
+flags.DEFINE_float("epsilon_fb", None, "Feedback Adam ε.")
+flags.DEFINE_float("feedback_wd", None, "Feedback coupled L2 weight decay (replaces the DRL λ-term).")
+flags.DEFINE_float("sigma", None, "Std of the noise of the feedback losses.")
+flags.DEFINE_integer("batch_size", None, "Minibatch size.")
+flags.DEFINE_integer("epochs", None, "Training epochs.")
+flags.DEFINE_integer("epochs_fb", None, "Feedback-only pre-training epochs.")
+flags.DEFINE_integer("extra_fb_epochs", None, "Feedback-only epochs after every training epoch.")
+flags.DEFINE_bool("no_val_set", False, "Train on the whole training set, without a validation split.")
+flags.DEFINE_integer("validation_size", 5000, "Size of the random validation split.")
+flags.DEFINE_bool("last_hidden_bias", None, "Force the last hidden layer's bias on/off (default: the method's "
+                  "reference behaviour; DDTP-linear and DFA have none).")
+flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
+                  "after epoch 6, as the reference's seed sweeps did.")
+flags.DEFINE_bool("progress", True, "Print progress bars and per-epoch lines.")
+
+_OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd",
+                "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs",
+                "epochs_fb", "extra_fb_epochs")
+
+
+def config_from_flags():
+    from tp_keras.config import Config
+    overrides = {name: getattr(FLAGS, name) for name in _OVERRIDABLE}
+    return Config.paper(
+        FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, seed=FLAGS.seed, precision=FLAGS.precision,
+        normalize_lr=FLAGS.normalize_lr, no_val_set=FLAGS.no_val_set, validation_size=FLAGS.validation_size,
+        last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, prune_early=FLAGS.prune_early,
+        progress=FLAGS.progress, **overrides)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+    # Imported here so that --help and flag errors answer without loading TensorFlow.
+    from tp_keras.config import ConfigError
+    from tp_keras.data import DataError
+    try:
+        config = config_from_flags().validate()
+        workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_seed{config.seed}")
+        from tp_keras.experiment import train_and_evaluate
+        summary = train_and_evaluate(config, workdir)
+    except (ConfigError, DataError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        _fail("interrupted: the metrics of finished epochs are in the workdir")
+    shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_train_last",
+                                     "total_seconds") if k in summary}
+    print(f"[tp_keras] done: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
+
+
+def _fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
