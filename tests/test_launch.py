@@ -1,0 +1,146 @@
+"""End-to-end: train_and_evaluate and the launcher on tiny IDX files written by the test."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tp_keras.config import Config, ConfigError
+from tp_keras.data import write_idx_images, write_idx_labels
+
+TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    """A 100-train / 40-test MNIST look-alike whose label is readable from the image (so it is learnable)."""
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 100), ("t10k", 40)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, label * 2:label * 2 + 3, :] = 255
+        write_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return str(folder)
+
+
+def _lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_train_and_evaluate_writes_metrics_and_summary(mnist_dir, tmp_path):
+    from tp_keras.experiment import train_and_evaluate
+    config = Config.paper("dtpdrl", data_dir=mnist_dir, epochs=3, epochs_fb=2, extra_fb_epochs=1,
+                          lr=1e-2, target_stepsize=0.5, **TINY)
+    summary = train_and_evaluate(config, str(tmp_path))
+    rows = _lines(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]  # 0 = after feedback pre-training
+    for row in rows[1:]:
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "rec_loss",
+                    "rec_loss_extra", "epoch_seconds"):
+            assert np.isfinite(row[key]), key
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    # Best-validation bookkeeping is consistent with the history (first argmax of val accuracy).
+    val_accs = [r["val_acc"] for r in rows[1:]]
+    best = int(np.argmax(val_accs))
+    assert summary["epoch_best_acc"] == best + 1
+    assert summary["acc_test_val_best"] == rows[1 + best]["test_acc"]
+    assert summary["error_test_val_best"] == pytest.approx(1 - rows[1 + best]["test_acc"])
+    assert summary["loss_train_last"] == rows[-1]["train_loss"]
+    assert summary["loss_train_best"] == min(r["train_loss"] for r in rows[1:])
+    assert summary["rec_loss_first"] == rows[0]["rec_loss_first"]
+    # The network learns the (easy) task: training loss falls over the epochs.
+    assert rows[-1]["train_loss"] < rows[1]["train_loss"]
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    assert config_json["method"] == "dtpdrl" and config_json["sigma"] == config.sigma
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "tb"))
+
+
+def test_no_val_set_summary_has_no_val_keys(mnist_dir, tmp_path):
+    from tp_keras.experiment import train_and_evaluate
+    config = Config.paper("bp", data_dir=mnist_dir, epochs=1, no_val_set=True, **TINY)
+    summary = train_and_evaluate(config, str(tmp_path))
+    assert "acc_test_val_best" not in summary and summary["epochs_run"] == 1
+    assert "val_acc" not in _lines(tmp_path / "metrics.jsonl")[0]
+
+
+def test_same_seed_same_run(mnist_dir, tmp_path):
+    from tp_keras.experiment import train_and_evaluate
+    config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=1, epochs_fb=1, extra_fb_epochs=0,
+                          **TINY)
+    a = train_and_evaluate(config, str(tmp_path / "a"))
+    b = train_and_evaluate(config, str(tmp_path / "b"))
+    for key in ("loss_train_last", "acc_test_last", "acc_val_best", "rec_loss_first"):
+        assert a[key] == b[key], key
+
+
+def test_paper_defaults_and_lr_normalisation():
+    config = Config.paper("ddtp_linear")
+    assert config.target_stepsize == pytest.approx(0.06096940412767466)
+    assert config.forward_learning_rate == pytest.approx(0.0003338463851366897)  # lr / η̂ (configs.json)
+    assert (config.epochs_fb, config.extra_fb_epochs, config.num_hidden, config.size_hidden) == (6, 1, 5, 256)
+    assert Config.paper("bp").forward_learning_rate == Config.paper("bp").lr
+    assert Config.paper("dfa").target_stepsize == 1.0
+
+
+@pytest.mark.parametrize("overrides, flag", [
+    (dict(sigma=-0.1), "sigma"), (dict(sigma=0.0), "sigma"), (dict(lr=0.0), "lr"), (dict(beta1=1.0), "beta1"),
+    (dict(batch_size=0), "batch_size"), (dict(epochs=-1), "epochs"), (dict(precision="float16"), "precision"),
+    (dict(num_hidden=0), "num_hidden"), (dict(target_stepsize=float("nan")), "target_stepsize"),
+])
+def test_bad_settings_name_the_flag(overrides, flag):
+    with pytest.raises(ConfigError) as err:
+        Config.paper("dtpdrl", **overrides).validate()
+    assert err.value.flag == flag and str(err.value).startswith(f"--{flag}:")
+    assert "\n" not in str(err.value)
+
+
+def test_dfa_needs_no_sigma():
+    Config.paper("dfa", sigma=0.0).validate()  # frozen feedback: σ is unused
+
+
+def _launch(*args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "tp_keras.launch", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_launcher_end_to_end(mnist_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = _launch("--method=ddtp_linear", f"--data_dir={mnist_dir}", f"--workdir={workdir}", "--epochs=1",
+                     "--epochs_fb=1", "--num_hidden=2", "--size_hidden=8", "--batch_size=16",
+                     "--validation_size=20", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["method"] == "ddtp_linear" and summary["status"] == "finished"
+    assert 0.0 <= summary["error_test_val_best"] <= 1.0
+    assert "epoch 1/1" in result.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--method=nope"], "--method"),
+    (["--method=dtpdrl", "--sigma=-1"], "--sigma"),
+    (["--method=dtp", "--beta2=1.5"], "--beta2"),
+])
+def test_launcher_bad_flags_one_line(args, expected, tmp_path):
+    result = _launch(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_launcher_missing_data_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _launch("--method=bp", f"--data_dir={tmp_path / 'does_not_exist'}", "--epochs=1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # TensorFlow prints its own start-up lines on stderr; ours is exactly one line, the last.
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and result.stderr.strip().splitlines()[-1] == ours[0], result.stderr
+    assert "--data_dir" in ours[0] and "does not exist" in ours[0]
