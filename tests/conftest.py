@@ -1,0 +1,140 @@
+"""Shared fixtures and NumPy reference helpers for the tp_keras tests.
+
+Everything here is tiny (a 7-6-5-4-3 network, batches of 6) so the suite runs in seconds on 2 CPU cores.
+Reference computations are written in plain NumPy from the variables' values, independently of the library's
+own code paths (no stacking, no tapes), using the row-vector convention h = s(x W + b).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tp_keras.step as tp_step
+from tp_keras.methods import METHODS
+from tp_keras.model import TPModel
+
+# The default small architecture n_0, n_1..n_{L-1}, n_L (L = 4 layers: 3 hidden + output).
+INPUT, HIDDEN, OUTPUT = 7, (6, 5, 4), 3
+BATCH = 6
+
+ALL_METHODS = sorted(METHODS)
+TP_METHODS = sorted(n for n, m in METHODS.items() if m.uses_targets)
+
+NP_ACT = {"tanh": np.tanh, "linear": lambda a: a}
+NP_ACT_DERIV_FROM_OUTPUT = {"tanh": lambda h: 1.0 - h ** 2, "linear": lambda h: np.ones_like(h)}
+
+
+def to_np(value):
+    """A Keras/TF variable or tensor as a float64 NumPy array (exact for float32 and float64 values)."""
+    if value is None:
+        return None
+    if hasattr(value, "numpy"):
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+def make_model(method, *, dtype="float64", input_size=INPUT, hidden=HIDDEN, output=OUTPUT, target_stepsize=0.1,
+               sigma=0.05, seed=42, **kwargs):
+    return TPModel(method, input_size, list(hidden), output, target_stepsize=target_stepsize, sigma=sigma,
+                   seed=seed, dtype=dtype, **kwargs)
+
+
+def randomize_biases(model, seed=0, scale=0.3):
+    """Gives every (forward and feedback) bias a random non-zero value.
+
+    Biases start at 0, which would hide any mistake in how a bias enters a formula; the reference formulas must
+    hold for any parameter values.
+    """
+    rng = np.random.default_rng(seed)
+    biases = [layer.bias for layer in model.tp_layers if layer.bias is not None]
+    biases += [layer.feedback_bias_var for layer in model.tp_layers if layer.feedback_bias_var is not None]
+    if model.direct_feedback is not None:
+        biases += [b for b in model.direct_feedback.biases if b is not None]
+    for b in biases:
+        b.assign(rng.normal(scale=scale, size=tuple(b.shape)).astype(b.dtype))
+    return model
+
+
+def make_batch(seed=0, batch=BATCH, input_size=INPUT, output=OUTPUT):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, input_size))
+    y = rng.integers(0, output, size=batch).astype(np.int32)
+    y[:output] = np.arange(output)  # every class present
+    return x, y
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def onehot(y, n):
+    return np.eye(n)[y]
+
+
+def np_forward(model, x):
+    """[h_0..h_L] recomputed in NumPy from the forward variables."""
+    hs = [np.asarray(x, dtype=np.float64)]
+    for layer in model.tp_layers:
+        a = hs[-1] @ to_np(layer.kernel)
+        if layer.bias is not None:
+            a = a + to_np(layer.bias)
+        hs.append(NP_ACT[layer.activation](a))
+    return hs
+
+
+def np_output_error(h_out, y):
+    """e_L = (softmax(h_L) − onehot)/B (batch-mean cross-entropy gradient w.r.t. the logits)."""
+    return (softmax(h_out) - onehot(y, h_out.shape[1])) / h_out.shape[0]
+
+
+def grads_by_variable(variables, grads):
+    """{id(variable): gradient as NumPy} for aligned lists."""
+    assert grads is not None
+    assert len(variables) == len(grads)
+    return {id(v): to_np(g) for v, g in zip(variables, grads)}
+
+
+def install_fixed_noise(monkeypatch, model, batch, seed=123):
+    """Replaces the library's noise draw by known noisy copies h̃_ℓ = h_ℓ + σ·ε_ℓ with NumPy-drawn ε_ℓ.
+
+    Returns the list of σ·ε_ℓ (ℓ = 1..L−1) so the reference computation uses exactly the same corruption.
+    """
+    rng = np.random.default_rng(seed)
+    noise = [model.sigma * rng.normal(size=(batch, n)) for n in model.hidden_sizes]
+    calls = []
+
+    def fake_noisy_copies(m, hs):
+        calls.append(1)
+        hidden = hs[1:-1]
+        assert [int(h.shape[-1]) for h in hidden] == list(model.hidden_sizes)
+        return [h + tf.constant(e, dtype=h.dtype) for h, e in zip(hidden, noise)]
+
+    monkeypatch.setattr(tp_step, "_noisy_copies", fake_noisy_copies)
+    return noise, calls
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Synthetic classification problem (3 overlapping Gaussian blobs in 10-D) shared by the learning tests.
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def blobs():
+    rng = np.random.default_rng(2024)
+    n, d, k = 200, 10, 3
+    centers = rng.normal(size=(k, d))
+    y = rng.permutation(np.arange(n) % k).astype(np.int32)
+    x = (centers[y] + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    return x, y
+
+
+@pytest.fixture
+def batch():
+    return make_batch()
