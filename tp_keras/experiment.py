@@ -45,11 +45,11 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:
     forward_opt = TorchAdam(config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
-                            l2_decay=config.forward_wd, name="forward_adam")
+                            l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
     feedback_opt = None
     if model.feedback_variables:
         feedback_opt = TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
-                                 l2_decay=config.feedback_wd, name="feedback_adam")
+                                 l2_decay=config.feedback_wd, name="feedback_adam", precision=config.precision)
     return Trainer(model, forward_opt, feedback_opt, jit_compile=config.jit_compile)
 
 

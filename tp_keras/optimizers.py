@@ -19,7 +19,7 @@ transfer if the update is reproduced exactly. Keras' own Adam differs in two way
 from __future__ import annotations
 
 import keras
-from keras import ops
+import tensorflow as tf
 
 
 class TorchAdam(keras.optimizers.Optimizer):
@@ -34,11 +34,19 @@ class TorchAdam(keras.optimizers.Optimizer):
     """
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, l2_decay=0.0,
-                 name="torch_adam", **kwargs):
+                 name="torch_adam", precision: str | None = None, **kwargs):
         if kwargs.get("weight_decay"):
             raise ValueError("TorchAdam: use l2_decay (coupled L2, PyTorch semantics), not weight_decay.")
         kwargs.pop("weight_decay", None)
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        # Keras stores the learning rate in floatx; `precision` stores it in the model's precision instead, so a
+        # float64 run does not see lr rounded to float32.
+        previous = keras.config.floatx()
+        if precision:
+            keras.config.set_floatx(precision)
+        try:
+            super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        finally:
+            keras.config.set_floatx(previous)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -52,21 +60,31 @@ class TorchAdam(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        grad = ops.cast(gradient, dtype)
-        if self.l2_decay:
-            grad = grad + ops.cast(self.l2_decay, dtype) * variable
-        step = ops.cast(self.iterations + 1, dtype)
-        bias_correction1 = 1.0 - ops.power(ops.cast(self.beta_1, dtype), step)
-        bias_correction2 = 1.0 - ops.power(ops.cast(self.beta_2, dtype), step)
+        # Scalars are formed in float64 and then cast, as PyTorch forms them in Python doubles (tf.cast of a
+        # Python float would round it through float32 first).
+        def const(value):
+            return tf.constant(value, dtype=dtype)
 
+        step = tf.cast(self.iterations + 1, tf.float64)
+        bias_correction1 = 1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), step)
+        bias_correction2 = 1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), step)
+        step_size = tf.cast(tf.cast(learning_rate, tf.float64) / bias_correction1, dtype)
+        sqrt_bc2 = tf.cast(tf.sqrt(bias_correction2), dtype)
+
+        grad = tf.cast(gradient, dtype)
+        theta = tf.convert_to_tensor(variable)
+        if self.l2_decay:
+            grad = grad + const(self.l2_decay) * theta
         index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        v = self._velocities[index]
-        self.assign_add(m, (grad - m) * ops.cast(1.0 - self.beta_1, dtype))
-        self.assign(v, v * ops.cast(self.beta_2, dtype) + ops.square(grad) * ops.cast(1.0 - self.beta_2, dtype))
-        denom = ops.sqrt(v) / ops.sqrt(bias_correction2) + ops.cast(self.epsilon, dtype)
-        self.assign_sub(variable, (lr / bias_correction1) * m / denom)
+        m_var, v_var = self._momentums[index], self._velocities[index]
+        # Each slot is read once and written once; the update uses the new values as tensors.
+        m = tf.convert_to_tensor(m_var)
+        v = tf.convert_to_tensor(v_var)
+        m = m + (grad - m) * const(1.0 - self.beta_1)
+        v = v * const(self.beta_2) + tf.square(grad) * const(1.0 - self.beta_2)
+        self.assign(m_var, m)
+        self.assign(v_var, v)
+        self.assign(variable, theta - step_size * m / (tf.sqrt(v) / sqrt_bc2 + const(self.epsilon)))
 
     def get_config(self):
         config = super().get_config()

@@ -54,7 +54,7 @@ def _noisy_copies(model, hs):
     sizes = [int(h.shape[-1]) for h in hidden]
     eps = tf.random.stateless_normal([tf.shape(hs[0])[0], sum(sizes)], seed=model.noise_seed.next(),
                                      dtype=tf.float32, alg="philox")
-    eps = tf.split(tf.cast(eps, hs[0].dtype) * tf.cast(model.sigma, hs[0].dtype), sizes, axis=1)
+    eps = tf.split(tf.cast(eps, hs[0].dtype) * tf.constant(model.sigma, hs[0].dtype), sizes, axis=1)
     return [h + e for h, e in zip(hidden, eps)]
 
 
@@ -160,10 +160,15 @@ def _accuracy(model, outputs, y):
 
 
 def apply_updates(model, updates: Updates, forward_optimizer, feedback_optimizer):
-    if updates.feedback_grads is not None:
-        feedback_optimizer.apply_gradients(zip(updates.feedback_grads, model.feedback_variables))
-    if updates.forward_grads is not None:
-        forward_optimizer.apply_gradients(zip(updates.forward_grads, model.forward_variables))
+    fb_grads = updates.feedback_grads or []
+    fwd_grads = updates.forward_grads or []
+    # Every gradient is complete before any variable changes: TensorFlow's automatic control dependencies
+    # alone left a read racing with an optimizer write (run-to-run differences in DTPDRL).
+    with tf.control_dependencies(fb_grads + fwd_grads):
+        if updates.feedback_grads is not None:
+            feedback_optimizer.apply_gradients(zip(updates.feedback_grads, model.feedback_variables))
+        if updates.forward_grads is not None:
+            forward_optimizer.apply_gradients(zip(updates.forward_grads, model.forward_variables))
 
 
 def step_metrics(updates: Updates) -> dict:

@@ -33,8 +33,10 @@ def accuracy_per_sample(outputs, labels):
 
 
 def output_target(outputs, error, target_stepsize):
-    """ĥ_L = h_L − η̂·e_L (on the logits; η̂ is not rescaled by B)."""
-    return outputs - tf.cast(target_stepsize, outputs.dtype) * error
+    """ĥ_L = h_L − η̂·e_L (on the logits; η̂ is not rescaled by B).
+
+    η̂ is a Python float: tf.constant keeps it exact in float64 (tf.cast would round it through float32)."""
+    return outputs - tf.constant(target_stepsize, outputs.dtype) * error
 
 
 def layerwise_clean_terms(layers, hs):
