@@ -14,7 +14,13 @@ from tp_keras.methods import Method, get_method
 class TPModel(keras.Model):
     """An MLP (tanh hidden layers, linear output) set up for one training method of the registry.
 
-    Calling the model returns the output (logits); training goes through `tp_keras.step` (the one compiled step).
+    Calling the model returns the output (logits). Training goes through `tp_keras.step`, either from the
+    custom loop (`step.Trainer`, used by the launcher) or from Keras:
+
+        model.compile(forward_optimizer=TorchAdam(...), feedback_optimizer=TorchAdam(...))
+        model.fit(x, y, batch_size=128, epochs=...)
+
+    whose `train_step` calls the very same `step.train_step`.
 
     Args:
       method: a registry name ('dtpdrl', 'ddtp_linear', ...) or a `Method`.
@@ -66,6 +72,7 @@ class TPModel(keras.Model):
                 use_bias=[True] * (len(self.hidden_sizes) - 1) + [self.last_hidden_bias],
                 trainable=m.feedback_trained, seed=self.seed * 1009 + 500, dtype=dtype, name="direct_feedback")
         self.noise_seed = keras.random.SeedGenerator(self.seed + 7919, name="noise_seed")
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy", "rec_loss")}
         self.build((None, self.input_size))
 
     def build(self, input_shape):
@@ -88,6 +95,40 @@ class TPModel(keras.Model):
 
     def call(self, x):
         return self.activations(x)[-1]
+
+    # --- Keras fit/evaluate integration -------------------------------------------------------------------
+    def compile(self, forward_optimizer=None, feedback_optimizer=None, **kwargs):
+        """`forward_optimizer` trains the forward weights (by local target losses, or by BP for 'bp');
+        `feedback_optimizer` the feedback weights (required when the method trains them)."""
+        if self.feedback_variables and feedback_optimizer is None:
+            raise ValueError(f"method {self.method.name!r} trains feedback weights: pass feedback_optimizer=")
+        super().compile(optimizer=forward_optimizer, **kwargs)
+        # Set past Keras' attribute tracking, which is locked once the model is built.
+        object.__setattr__(self, "feedback_optimizer", feedback_optimizer)
+        self.optimizer.build(self.forward_variables)
+        if feedback_optimizer is not None and self.feedback_variables:
+            feedback_optimizer.build(self.feedback_variables)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def train_step(self, data):
+        from tp_keras import step  # step imports this module's siblings; imported late to keep layering flat
+        x, y = data[0], data[1]
+        results = step.train_step(self, self.optimizer, self.feedback_optimizer, x, y)
+        return self._track(results)
+
+    def test_step(self, data):
+        from tp_keras import step
+        x, y = data[0], data[1]
+        sums = step.eval_sums(self, x, y)
+        return self._track({"loss": sums["loss_sum"] / sums["count"], "accuracy": sums["correct"] / sums["count"]})
+
+    def _track(self, results):
+        for name, value in results.items():
+            self._trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._trackers.items() if name in results}
 
     @property
     def forward_variables(self):
