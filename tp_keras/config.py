@@ -13,7 +13,7 @@ PRECISIONS = ("float32", "float64")
 # Keys of the reference's configs that map one-to-one onto Config fields.
 _PAPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb",
                "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs", "epochs_fb",
-               "extra_fb_epochs", "num_hidden", "size_hidden")
+               "extra_fb_epochs", "num_hidden", "size_hidden", "size_hidden_fb", "recurrent_input")
 
 
 class ConfigError(ValueError):
@@ -48,6 +48,11 @@ class Config:
     epsilon_fb: float = 1e-8
     feedback_wd: float = 0.0
     sigma: float = 0.08
+    # DDTP-RHL's fixed random feedback layer, and its recurrent-input variant.
+    size_hidden_fb: int = 1024
+    recurrent_input: bool = False
+    # Tikhonov damping of the GNT targets (method 'gnt').
+    gn_damping_training: float = 0.0
     # Schedule.
     batch_size: int = 128
     epochs: int = 100
@@ -65,11 +70,12 @@ class Config:
 
     @classmethod
     def paper(cls, method: str, **overrides) -> "Config":
-        """The paper's MNIST configuration of `method` (see paper_configs.py), with `overrides` applied.
+        """The paper's MNIST configuration of `method` (see paper_configs.py; 'tp' and 'gnt', which have none,
+        borrow DTP's and BP's), with `overrides` applied.
 
         Precision stays float32 unless overridden (the reference ran most configs in float64)."""
         values = {"method": method}
-        ref = paper_configs.MNIST_CONFIGS.get(method)
+        ref = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(method, method))
         if ref is not None:
             values.update({k: ref[k] for k in _PAPER_KEYS})
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -100,7 +106,8 @@ class Config:
         _positive(self, "batch_size", "e.g. --batch_size=128")
         _positive(self, "num_hidden", "the network needs at least one hidden layer, e.g. --num_hidden=5")
         _positive(self, "size_hidden", "e.g. --size_hidden=256")
-        for name in ("epochs", "epochs_fb", "extra_fb_epochs", "forward_wd", "feedback_wd"):
+        _positive(self, "size_hidden_fb", "e.g. --size_hidden_fb=1024")
+        for name in ("epochs", "epochs_fb", "extra_fb_epochs", "forward_wd", "feedback_wd", "gn_damping_training"):
             _non_negative(self, name)
         for name in ("epsilon", "epsilon_fb"):
             _non_negative(self, name)

@@ -40,7 +40,8 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
                    hidden_sizes=config.hidden_sizes, output_size=dataset.num_outputs,
                    target_stepsize=config.target_stepsize, sigma=config.sigma,
                    last_hidden_bias=config.last_hidden_bias, task=dataset.task, seed=config.seed,
-                   dtype=config.precision)
+                   size_hidden_fb=config.size_hidden_fb, recurrent_input=config.recurrent_input,
+                   gn_damping=config.gn_damping_training, dtype=config.precision)
 
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:

@@ -39,6 +39,9 @@ flags.DEFINE_float("beta2_fb", None, "Feedback Adam β2.")
 flags.DEFINE_float("epsilon_fb", None, "Feedback Adam ε.")
 flags.DEFINE_float("feedback_wd", None, "Feedback coupled L2 weight decay (replaces the DRL λ-term).")
 flags.DEFINE_float("sigma", None, "Std of the noise of the feedback losses.")
+flags.DEFINE_integer("size_hidden_fb", None, "DDTP-RHL: size of the fixed random feedback layer.")
+flags.DEFINE_bool("recurrent_input", None, "DDTP-RHL: feed each layer's own activation into its feedback map.")
+flags.DEFINE_float("gn_damping_training", None, "GNT: Tikhonov damping λ of the Gauss-Newton targets.")
 flags.DEFINE_integer("batch_size", None, "Minibatch size.")
 flags.DEFINE_integer("epochs", None, "Training epochs.")
 flags.DEFINE_integer("epochs_fb", None, "Feedback-only pre-training epochs.")
@@ -53,8 +56,8 @@ flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is stil
 flags.DEFINE_bool("progress", True, "Print progress bars and per-epoch lines.")
 
 _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd",
-                "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs",
-                "epochs_fb", "extra_fb_epochs")
+                "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "size_hidden_fb",
+                "recurrent_input", "gn_damping_training", "batch_size", "epochs", "epochs_fb", "extra_fb_epochs")
 
 
 def config_from_flags():

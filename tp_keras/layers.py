@@ -52,6 +52,24 @@ class XavierNormal(keras.initializers.Initializer):
         return {"seed": self.seed, "gain": self.gain}
 
 
+@keras.saving.register_keras_serializable(package="tp_keras")
+class UniformFanIn(keras.initializers.Initializer):
+    """U(−1/√fan_in, +1/√fan_in): PyTorch's default `nn.Linear` init, used by the fixed random layer of DDTP-RHL
+    for both its kernel and its bias (spec §1.6)."""
+
+    def __init__(self, fan_in: int, seed: int):
+        self.fan_in = int(fan_in)
+        self.seed = int(seed)
+
+    def __call__(self, shape, dtype=None):
+        bound = 1.0 / np.sqrt(self.fan_in)
+        values = np.random.default_rng(self.seed).uniform(-bound, bound, size=shape)
+        return tf.constant(values, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"fan_in": self.fan_in, "seed": self.seed}
+
+
 class TPDense(keras.layers.Layer):
     """Forward map h = s(x W + b), paired with its layer-wise feedback g(u) = t(u Q + d) (x's space ← h's space).
 
@@ -99,6 +117,12 @@ class TPDense(keras.layers.Layer):
             a = a + self.bias
         return self._act(a)
 
+    def activation_derivative(self, h):
+        """s'(a) from the output h = s(a)."""
+        if self.activation == "tanh":
+            return 1.0 - tf.square(h)
+        return tf.ones_like(h)
+
     def feedback(self, u):
         """g(u) = t(u Q + d): maps this layer's output space back to its input space."""
         a = tf.matmul(u, self.feedback_kernel)
@@ -125,18 +149,24 @@ class TPDense(keras.layers.Layer):
 class DirectFeedback(keras.layers.Layer):
     """Direct feedback from the output to every hidden layer: g_ℓ(u) = t(u Q_ℓ + d_ℓ), Q_ℓ of shape (n_L, n_ℓ).
 
-    All maps are applied with one matmul against the concatenated Q's (they share the input u).
+    With `random_layer_size` = n_fb (DDTP-RHL, spec §2.6), the maps of hidden layers 1..L−2 read a fixed random
+    hidden layer z(u) = tanh(u R + r) instead of u (R: (n_L, n_fb), R and r ~ U(±1/√n_L), never trained):
+    g_ℓ(u) = t(z(u) Q_ℓ + d_ℓ); with `recurrent`, their input is [z(u), h_ℓ] (the layer's own clean activation).
+    The last hidden layer bypasses the random layer: g_{L−1}(u) = t(u Q_{L−1} + d_{L−1}).
 
     Args:
       hidden_units: n_1..n_{L−1}, one map per hidden layer.
-      activation: t ('linear' for DDTP-linear and DFA).
+      activation: t ('linear' for DDTP-linear and DFA, 'tanh' for DDTP-RHL).
       use_bias: one flag per hidden layer (the reference's DDTP-linear has no d on the last hidden layer).
       trainable: False freezes every map (DFA).
-      seed: seed of the initialisation (map ℓ uses seed + ℓ).
+      seed: seed of the initialisation (map ℓ uses seed + ℓ, the random layer seed + 100).
+      random_layer_size: n_fb of the fixed random hidden layer, or None for maps straight from the output.
+      recurrent: feed each layer's own activation into its map too (DDTP-RHL's `recurrent_input`).
     """
 
     def __init__(self, hidden_units: Sequence[int], activation: str = "linear",
-                 use_bias: Sequence[bool] | None = None, trainable: bool = True, seed: int = 0, **kwargs):
+                 use_bias: Sequence[bool] | None = None, trainable: bool = True, seed: int = 0,
+                 random_layer_size: int | None = None, recurrent: bool = False, **kwargs):
         super().__init__(trainable=trainable, **kwargs)
         self.hidden_units = [int(n) for n in hidden_units]
         self.activation = activation
@@ -144,36 +174,75 @@ class DirectFeedback(keras.layers.Layer):
         if len(self.use_bias) != len(self.hidden_units):
             raise ValueError("DirectFeedback: use_bias needs one flag per hidden layer")
         self.seed = int(seed)
+        self.random_layer_size = int(random_layer_size) if random_layer_size else None
+        if recurrent and not self.random_layer_size:
+            raise ValueError("DirectFeedback: recurrent input exists only with a random hidden layer")
+        self.recurrent = bool(recurrent)
         self._act = activation_fn(activation)
+
+    def _through_random_layer(self, index: int) -> bool:
+        return self.random_layer_size is not None and index < len(self.hidden_units) - 1
 
     def build(self, input_shape):
         n_out = int(input_shape[-1])
+        self.random_kernel = self.random_bias = None
+        if self.random_layer_size:
+            self.random_kernel = self.add_weight(
+                name="random_kernel", shape=(n_out, self.random_layer_size),
+                initializer=UniformFanIn(n_out, self.seed + 100), trainable=False)
+            self.random_bias = self.add_weight(
+                name="random_bias", shape=(self.random_layer_size,), initializer=UniformFanIn(n_out, self.seed + 101),
+                trainable=False)
+
+        def fan_in(i, n):
+            if not self._through_random_layer(i):
+                return n_out
+            return self.random_layer_size + (n if self.recurrent else 0)
+
         self.kernels = [
-            self.add_weight(name=f"kernel_{i + 1}", shape=(n_out, n), initializer=XavierNormal(self.seed + i))
+            self.add_weight(name=f"kernel_{i + 1}", shape=(fan_in(i, n), n), initializer=XavierNormal(self.seed + i))
             for i, n in enumerate(self.hidden_units)]
         self.biases = [
             self.add_weight(name=f"bias_{i + 1}", shape=(n,), initializer="zeros") if has_bias else None
             for i, (n, has_bias) in enumerate(zip(self.hidden_units, self.use_bias))]
 
-    def call(self, u):
-        """Returns [g_1(u), ..., g_{L−1}(u)]."""
-        kernel = tf.concat(self.kernels, axis=1) if len(self.kernels) > 1 else self.kernels[0]
-        parts = tf.split(tf.matmul(u, kernel), self.hidden_units, axis=1)
-        return [self._act(p + b) if b is not None else self._act(p) for p, b in zip(parts, self.biases)]
+    def random_features(self, u):
+        """z(u) = tanh(u R + r), the fixed random hidden layer."""
+        return tf.tanh(tf.matmul(u, self.random_kernel) + self.random_bias)
 
-    def feedback(self, index: int, u):
-        """g_ℓ(u) for the hidden layer with 0-based index `index` alone."""
-        a = tf.matmul(u, self.kernels[index])
+    def call(self, u, hidden=None):
+        """Returns [g_1(u), ..., g_{L−1}(u)]; `hidden` = [h_1..h_{L−1}] is needed with recurrent input."""
+        if self.random_layer_size is None:
+            # All maps read u: one matmul against the concatenated Q's.
+            kernel = tf.concat(self.kernels, axis=1) if len(self.kernels) > 1 else self.kernels[0]
+            parts = tf.split(tf.matmul(u, kernel), self.hidden_units, axis=1)
+            return [self._act(p + b) if b is not None else self._act(p) for p, b in zip(parts, self.biases)]
+        z = self.random_features(u)  # shared by every map that reads it
+        return [self._map(i, z if self._through_random_layer(i) else u, hidden[i] if hidden else None)
+                for i in range(len(self.hidden_units))]
+
+    def feedback(self, index: int, u, hidden=None):
+        """g_ℓ(u) for the hidden layer with 0-based index `index` alone (`hidden`: its activation h_ℓ)."""
+        x = self.random_features(u) if self._through_random_layer(index) else u
+        return self._map(index, x, hidden)
+
+    def _map(self, index, x, hidden):
+        if self.recurrent and self._through_random_layer(index):
+            if hidden is None:
+                raise ValueError("DirectFeedback: recurrent input needs the hidden activations")
+            x = tf.concat([x, hidden], axis=-1)
+        a = tf.matmul(x, self.kernels[index])
         if self.biases[index] is not None:
             a = a + self.biases[index]
         return self._act(a)
 
     @property
     def feedback_variables(self):
+        """The trainable maps (the random layer R, r is fixed and excluded)."""
         return self.kernels + [b for b in self.biases if b is not None]
 
     def get_config(self):
         config = super().get_config()
         config.update(hidden_units=self.hidden_units, activation=self.activation, use_bias=self.use_bias,
-                      seed=self.seed)
+                      seed=self.seed, random_layer_size=self.random_layer_size, recurrent=self.recurrent)
         return config

@@ -95,13 +95,14 @@ def direct_drl(direct, hs, noisy, layers, clean_outputs, scale, batch_size):
     """DDTP (spec §2.5): L_ℓ = (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖² for every hidden layer ℓ."""
     count = len(noisy)
     outputs = unstack_blocks(noisy_forward_stack(layers, hs, noisy), count, tf.shape(hs[0])[0])
-    return [scale * element_mean_square(direct.feedback(i, outputs[i]) + hs[i + 1] - clean_outputs[i] - noisy[i],
-                                        batch_size)
-            for i in range(count)]
+    return [scale * element_mean_square(
+        direct.feedback(i, outputs[i], hs[i + 1]) + hs[i + 1] - clean_outputs[i] - noisy[i], batch_size)
+        for i in range(count)]
 
 
 def direct_control(direct, hs, noisy, layers, batch_size):
     """DDTP-control (spec §2.7): L_ℓ = mean‖g_ℓ(ỹ_ℓ) − h̃_ℓ‖² (no difference correction, no scale)."""
     count = len(noisy)
     outputs = unstack_blocks(noisy_forward_stack(layers, hs, noisy), count, tf.shape(hs[0])[0])
-    return [element_mean_square(direct.feedback(i, outputs[i]) - noisy[i], batch_size) for i in range(count)]
+    return [element_mean_square(direct.feedback(i, outputs[i], hs[i + 1]) - noisy[i], batch_size)
+            for i in range(count)]

@@ -30,6 +30,9 @@ class TPModel(keras.Model):
       hidden_activation: s of the hidden layers.
       last_hidden_bias: None keeps the method's reference behaviour (no bias on the last hidden layer for
         DDTP-linear and DFA, spec §2.5); True/False forces it.
+      size_hidden_fb: n_fb, the size of DDTP-RHL's fixed random feedback layer.
+      recurrent_input: DDTP-RHL's variant that feeds each layer's own activation into its feedback map.
+      gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt').
       task: 'classification' (softmax cross-entropy on logits) or 'regression' (mean squared error).
       seed: initialisation and noise seed.
       dtype: 'float32' or 'float64' for every variable and computation.
@@ -39,6 +42,7 @@ class TPModel(keras.Model):
                  hidden_sizes: Sequence[int] = (256,) * 5, output_size: int = 10, *,
                  target_stepsize: float = 0.01, sigma: float = 0.08, hidden_activation: str = "tanh",
                  last_hidden_bias: bool | None = None, task: str = "classification", seed: int = 42,
+                 size_hidden_fb: int = 1024, recurrent_input: bool = False, gn_damping: float = 0.0,
                  dtype: str = "float32", **kwargs):
         super().__init__(dtype=dtype, **kwargs)
         self.method = get_method(method)
@@ -51,6 +55,9 @@ class TPModel(keras.Model):
         self.last_hidden_bias = self.method.last_hidden_bias if last_hidden_bias is None else bool(last_hidden_bias)
         self.task = task
         self.seed = int(seed)
+        self.size_hidden_fb = int(size_hidden_fb)
+        self.recurrent_input = bool(recurrent_input)
+        self.gn_damping = float(gn_damping)
         if not self.hidden_sizes:
             raise ValueError("TPModel needs at least one hidden layer")
 
@@ -66,11 +73,14 @@ class TPModel(keras.Model):
                     name=f"layer_{i + 1}")
             for i, n in enumerate(sizes)]
         self.direct_feedback = None
-        if m.feedback == "direct":
+        if m.direct:
+            rhl = m.feedback == "direct_rhl"
             self.direct_feedback = DirectFeedback(
                 self.hidden_sizes, activation=m.feedback_activation,
                 use_bias=[True] * (len(self.hidden_sizes) - 1) + [self.last_hidden_bias],
-                trainable=m.feedback_trained, seed=self.seed * 1009 + 500, dtype=dtype, name="direct_feedback")
+                trainable=m.feedback_trained, seed=self.seed * 1009 + 500,
+                random_layer_size=self.size_hidden_fb if rhl else None,
+                recurrent=self.recurrent_input and rhl, dtype=dtype, name="direct_feedback")
         self.noise_seed = keras.random.SeedGenerator(self.seed + 7919, name="noise_seed")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy", "rec_loss")}
         self.build((None, self.input_size))
@@ -150,4 +160,6 @@ class TPModel(keras.Model):
         return {"method": self.method.name, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
                 "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": self.sigma,
                 "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
-                "task": self.task, "seed": self.seed, "dtype": self.dtype_policy.name, "name": self.name}
+                "task": self.task, "seed": self.seed, "size_hidden_fb": self.size_hidden_fb,
+                "recurrent_input": self.recurrent_input, "gn_damping": self.gn_damping,
+                "dtype": self.dtype_policy.name, "name": self.name}

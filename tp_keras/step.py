@@ -78,9 +78,9 @@ def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with
                 targets = T.propagate_layerwise(layers, hs, top_target, clean)
             if with_losses:
                 fb_losses = L.layerwise_reconstruction_losses(layers, noisy, scale, batch_size)
-    elif m.feedback == "direct":
+    elif m.direct:
         direct = model.direct_feedback
-        clean = direct(hs[-1]) if (difference or m.feedback_loss == "drl") else None
+        clean = direct(hs[-1], hidden=hs[1:-1]) if (difference or m.feedback_loss == "drl") else None
         if with_targets:
             targets = T.direct_targets(direct, hs, top_target, clean if difference else None)
         if with_losses:
@@ -134,18 +134,24 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         error = T.output_error(outputs, y, model.task, batch_size)
         top_target = tf.stop_gradient(T.output_target(outputs, error, model.target_stepsize))
 
-    with tf.GradientTape(watch_accessed_variables=False) as fb_tape:
+    fb_grads, fb_losses, all_targets = None, [], None
+    if forward and m.target_rule == "gnt":  # no feedback weights: every target from the output Jacobians
+        all_targets = [tf.stop_gradient(t) for t in T.gnt_targets(model.tp_layers, hs, error, model.gn_damping)]
+    elif forward or train_fb:
+        with tf.GradientTape(watch_accessed_variables=False) as fb_tape:
+            if train_fb:
+                fb_tape.watch(fb_vars)
+            hidden_targets, fb_losses = _targets_and_feedback_losses(
+                model, [tf.stop_gradient(h) for h in hs], top_target, with_targets=forward, with_losses=train_fb,
+                batch_size=batch_size)
+            fb_total = tf.add_n(fb_losses) if fb_losses else None
         if train_fb:
-            fb_tape.watch(fb_vars)
-        hidden_targets, fb_losses = _targets_and_feedback_losses(
-            model, [tf.stop_gradient(h) for h in hs], top_target, with_targets=forward, with_losses=train_fb,
-            batch_size=batch_size)
-        fb_total = tf.add_n(fb_losses) if fb_losses else None
-    fb_grads = fb_tape.gradient(fb_total, fb_vars) if train_fb else None
+            fb_grads = fb_tape.gradient(fb_total, fb_vars)
+        if forward:
+            all_targets = hidden_targets + [top_target]
 
-    fwd_grads, all_targets = None, None
+    fwd_grads = None
     if forward:
-        all_targets = hidden_targets + [top_target]
         with fwd_tape:
             local = tf.add_n([L.local_loss(h, t, batch_size) for h, t in zip(hs[1:], all_targets)])
         fwd_grads = fwd_tape.gradient(local, fwd_vars)

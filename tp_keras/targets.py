@@ -64,8 +64,54 @@ def direct_targets(direct, hs, top_target, clean_outputs=None):
     """Targets ĥ_1..ĥ_{L−1} through the direct feedback maps, all in parallel.
 
     With `clean_outputs` = [g_ℓ(h_L)] (difference rule): ĥ_ℓ = g_ℓ(ĥ_L) + h_ℓ − g_ℓ(h_L); otherwise ĥ_ℓ = g_ℓ(ĥ_L).
+    (Maps with recurrent input read the clean h_ℓ in both terms.)
     """
-    projected = direct(top_target)
+    projected = direct(top_target, hidden=hs[1:-1])
     if clean_outputs is None:
         return projected
     return [p + h - c for p, h, c in zip(projected, hs[1:-1], clean_outputs)]
+
+
+def output_jacobians(layers, hs):
+    """J_ℓ = ∂h_L/∂h_ℓ per sample, for ℓ = 1..L: a list of (B, n_L, n_ℓ) tensors (J_L = I).
+
+    By the chain rule through the forward layers, J_ℓ = (J_{ℓ+1} ⊙ s'_{ℓ+1}) W_{ℓ+1}ᵀ in the row-vector
+    convention, batched over samples: exactly what `GradientTape.batch_jacobian` gives, at the cost of one
+    (B·n_L)×n_{ℓ+1}×n_ℓ matmul per layer and no loop over samples or outputs.
+    """
+    outputs = hs[-1]
+    n_out = int(outputs.shape[-1])
+    eye = tf.eye(n_out, batch_shape=[tf.shape(outputs)[0]], dtype=outputs.dtype)
+    jacobians = [eye]
+    for k in range(len(layers) - 1, 0, -1):  # layers[k] maps h_k to h_{k+1}
+        upper = jacobians[0] * layers[k].activation_derivative(hs[k + 1])[:, None, :]
+        jacobians.insert(0, tf.einsum("boj,ij->boi", upper, layers[k].kernel))
+    return jacobians
+
+
+def gauss_newton_steps(jacobians, error, damping: float = 0.0):
+    """Δh_ℓ = J⁺e (damping 0, Moore–Penrose) or Jᵀ(JJᵀ + λI)⁻¹e, per sample (spec §2.9); e includes its 1/B.
+
+    The damped system is solved by Cholesky on the smaller Gram matrix: JJᵀ (n_L × n_L) when n_L ≤ n_ℓ,
+    else the equivalent (JᵀJ + λI)⁻¹Jᵀe.
+    """
+    e = error[:, :, None]
+    steps = []
+    for jac in jacobians:
+        n_out, n_layer = int(jac.shape[1]), int(jac.shape[2])
+        if damping == 0.0:
+            delta = tf.matmul(tf.linalg.pinv(jac), e)
+        elif n_out <= n_layer:
+            gram = tf.matmul(jac, jac, transpose_b=True) + damping * tf.eye(n_out, dtype=jac.dtype)
+            delta = tf.matmul(jac, tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), e), transpose_a=True)
+        else:
+            gram = tf.matmul(jac, jac, transpose_a=True) + damping * tf.eye(n_layer, dtype=jac.dtype)
+            delta = tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), tf.matmul(jac, e, transpose_a=True))
+        steps.append(delta[:, :, 0])
+    return steps
+
+
+def gnt_targets(layers, hs, error, damping: float = 0.0):
+    """Ideal Gauss-Newton targets ĥ_ℓ = h_ℓ − Δh_ℓ for every layer ℓ = 1..L, the output included (η̂ unused)."""
+    steps = gauss_newton_steps(output_jacobians(layers, hs), error, damping)
+    return [h - d for h, d in zip(hs[1:], steps)]
