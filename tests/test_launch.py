@@ -161,6 +161,22 @@ def test_flagfiles_parse_to_the_paper_configs():
         if name.startswith("mnist_"):
             ref = paper_configs.MNIST_CONFIGS[config.method]
             for key in ("lr", "target_stepsize", "epsilon", "lr_fb", "epsilon_fb", "feedback_wd", "sigma",
-                        "epochs_fb", "extra_fb_epochs", "num_hidden", "size_hidden", "epochs"):
+                        "epochs_fb", "extra_fb_epochs", "num_hidden", "size_hidden", "epochs", "size_hidden_fb",
+                        "recurrent_input"):
                 assert getattr(config, key) == ref[key], (name, key)
             assert config.precision == ("float64" if ref["double_precision"] else "float32")
+
+
+def test_bench_reports_every_requested_method_against_bp(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--methods=dfa,ddtp_rhl", "--samples=256",
+                             "--batch_size=64", "--repeats=1", "--xla=off", f"--json={out}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["method"] for r in rows] == ["bp", "dfa", "ddtp_rhl"]
+    assert rows[0]["ratio_to_bp"] == 1.0
+    for row in rows:
+        assert row["train_seconds"] > 0 and row["ratio_to_bp"] == row["train_seconds"] / rows[0]["train_seconds"]
+    assert "feedback_seconds" in rows[2] and "feedback_seconds" not in rows[1]  # DFA trains no feedback
+    assert "ddtp_rhl" in result.stdout

@@ -90,7 +90,7 @@ def main(argv):
     print(f"tp_keras.bench: {FLAGS.samples} samples, batch {FLAGS.batch_size}, 5x256 tanh, {FLAGS.precision}, "
           f"threads={FLAGS.threads or 'default'}, TF {tf.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} cpus, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
-    header = f"{'method':<14}{'xla':<5}{'train s':>9}{'samples/s':>11}{'x BP':>7}{'fb-only s':>11}"
+    header = f"{'method':<16}{'xla':<5}{'train s':>9}{'samples/s':>11}{'x BP':>7}{'fb-only s':>11}"
     print(header)
     print("-" * len(header))
     bp_time = {}
@@ -103,7 +103,7 @@ def main(argv):
                    "ratio_to_bp": r["train_seconds"] / bp_time[xla]}
             rows.append(row)
             fb = f"{row['feedback_seconds']:>11.2f}" if "feedback_seconds" in row else f"{'-':>11}"
-            print(f"{method:<14}{'on' if xla else 'off':<5}{row['train_seconds']:>9.2f}"
+            print(f"{method:<16}{'on' if xla else 'off':<5}{row['train_seconds']:>9.2f}"
                   f"{row['samples_per_second']:>11.0f}{row['ratio_to_bp']:>7.2f}{fb}", flush=True)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:

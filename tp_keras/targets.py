@@ -7,6 +7,7 @@ strategy); e_L contains its 1/B exactly as the reference's autograd of a batch-m
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -89,24 +90,42 @@ def output_jacobians(layers, hs):
     return jacobians
 
 
+def _gram_solve(gram, rhs, damping: float):
+    """(G + λI)⁻¹ rhs for a batch of symmetric PSD G; for λ = 0 the pseudo-inverse G⁺ rhs.
+
+    G⁺ comes from a batched eigendecomposition of the small Gram matrix, eigenvalues below n·eps·λ_max
+    treated as zero: singular values of J below √(n·eps) of the largest (≈1e-3 in float32, 5e-8 in float64),
+    which the Gram matrix cannot resolve anyway. An SVD-based pinv of J itself is avoided: under XLA on CPU it
+    costs seconds per batch (measured 7.9 s vs 31 ms per GNT step).
+    """
+    if damping > 0.0:
+        n = int(gram.shape[-1])
+        return tf.linalg.cholesky_solve(tf.linalg.cholesky(gram + damping * tf.eye(n, dtype=gram.dtype)), rhs)
+    eigenvalues, vectors = tf.linalg.eigh(gram)
+    eps = tf.constant(int(gram.shape[-1]) * np.finfo(gram.dtype.as_numpy_dtype).eps, gram.dtype)
+    cutoff = eps * tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
+    keep = eigenvalues > cutoff
+    inverse = tf.where(keep, 1.0 / tf.where(keep, eigenvalues, tf.ones_like(eigenvalues)),
+                       tf.zeros_like(eigenvalues))
+    return tf.matmul(vectors, inverse[..., None] * tf.matmul(vectors, rhs, transpose_a=True))
+
+
 def gauss_newton_steps(jacobians, error, damping: float = 0.0):
     """Δh_ℓ = J⁺e (damping 0, Moore–Penrose) or Jᵀ(JJᵀ + λI)⁻¹e, per sample (spec §2.9); e includes its 1/B.
 
-    The damped system is solved by Cholesky on the smaller Gram matrix: JJᵀ (n_L × n_L) when n_L ≤ n_ℓ,
-    else the equivalent (JᵀJ + λI)⁻¹Jᵀe.
+    Both go through the smaller Gram matrix, as the reference does: J⁺ = Jᵀ(JJᵀ)⁺ when n_L ≤ n_ℓ, else
+    (JᵀJ)⁺Jᵀ, and likewise Jᵀ(JJᵀ + λI)⁻¹ = (JᵀJ + λI)⁻¹Jᵀ.
     """
     e = error[:, :, None]
     steps = []
     for jac in jacobians:
         n_out, n_layer = int(jac.shape[1]), int(jac.shape[2])
-        if damping == 0.0:
-            delta = tf.matmul(tf.linalg.pinv(jac), e)
-        elif n_out <= n_layer:
-            gram = tf.matmul(jac, jac, transpose_b=True) + damping * tf.eye(n_out, dtype=jac.dtype)
-            delta = tf.matmul(jac, tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), e), transpose_a=True)
+        if n_out <= n_layer:
+            gram = tf.matmul(jac, jac, transpose_b=True)
+            delta = tf.matmul(jac, _gram_solve(gram, e, damping), transpose_a=True)
         else:
-            gram = tf.matmul(jac, jac, transpose_a=True) + damping * tf.eye(n_layer, dtype=jac.dtype)
-            delta = tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), tf.matmul(jac, e, transpose_a=True))
+            gram = tf.matmul(jac, jac, transpose_a=True)
+            delta = _gram_solve(gram, tf.matmul(jac, e, transpose_a=True), damping)
         steps.append(delta[:, :, 0])
     return steps
 
