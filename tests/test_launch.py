@@ -180,3 +180,23 @@ def test_bench_reports_every_requested_method_against_bp(tmp_path):
         assert row["train_seconds"] > 0 and row["ratio_to_bp"] == row["train_seconds"] / rows[0]["train_seconds"]
     assert "feedback_seconds" in rows[2] and "feedback_seconds" not in rows[1]  # DFA trains no feedback
     assert "ddtp_rhl" in result.stdout
+
+
+def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_path, monkeypatch):
+    from tp_keras import experiment
+    calls = []
+    real_evaluate = experiment.evaluate
+
+    def evaluate_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # epoch 1 evaluates val and test; Ctrl-C during epoch 2's evaluation
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "evaluate", evaluate_then_interrupt)
+    config = Config.paper("dfa", data_dir=mnist_dir, epochs=5, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_and_evaluate(config, str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 1
+    assert summary["acc_test_last"] == _lines(tmp_path / "metrics.jsonl")[0]["test_acc"]

@@ -9,7 +9,9 @@ Written to `workdir`:
   metrics.jsonl   one JSON object per epoch (epoch 0 = after feedback pre-training, when there is any)
   tb/             TensorBoard scalars of the same
   summary.json    the spec §4.2 quantities (test error at the best-validation epoch, last/best training loss, ...)
-Files are written atomically (temporary file + rename), so an interrupted run leaves complete files behind.
+JSON files are written atomically (temporary file + rename) and summary.json after every epoch (status
+"running", then "finished", "interrupted", "diverged: ..." or "pruned: ..."), so an interrupted run leaves
+complete files behind.
 """
 from __future__ import annotations
 
@@ -158,6 +160,52 @@ def summarize(history: list[dict], has_val: bool) -> dict:
     return summary
 
 
+def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log) -> str:
+    """Feedback pre-training, then the epochs; returns the run's final status."""
+    has_val = dataset.val is not None
+    status = "finished"
+    if trainer.trains_feedback and config.epochs_fb > 0:
+        t0 = time.perf_counter()
+        pre = feedback_passes(config.epochs_fb, "fb_pretrain")
+        row = {"epoch": 0, "rec_loss_first": pre[0], "rec_loss_init": pre[-1],
+               "fb_seconds": time.perf_counter() - t0}
+        record(row)
+        log(f"[tp_keras] feedback pre-training: {config.epochs_fb} passes, rec_loss {pre[0]:.4g} -> {pre[-1]:.4g}")
+
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        train = _run_pass(trainer.train_step, batches, "train", config.progress)
+        t1 = time.perf_counter()
+        extra = feedback_passes(config.extra_fb_epochs, "fb_extra") if trainer.trains_feedback else []
+        t2 = time.perf_counter()
+        row = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["accuracy"]}
+        if "rec_loss" in train:
+            row["rec_loss"] = train["rec_loss"]
+        if extra:
+            row["rec_loss_extra"] = float(np.mean(extra))
+        for name, split in (("val", dataset.val), ("test", dataset.test)):
+            if split is not None:
+                for key, value in evaluate(trainer, split, config.batch_size).items():
+                    row[f"{name}_{key}"] = value
+        t3 = time.perf_counter()
+        row.update(train_seconds=t1 - t0, fb_seconds=t2 - t1, eval_seconds=t3 - t2, epoch_seconds=t3 - t0)
+        record(row)
+        log(f"[tp_keras] epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f} acc "
+            f"{row['train_acc']:.4f}" + (f" | val acc {row['val_acc']:.4f}" if has_val else "")
+            + f" | test acc {row['test_acc']:.4f} | {row['epoch_seconds']:.1f}s")
+        if not math.isfinite(row["train_loss"]):
+            status = f"diverged: non-finite training loss in epoch {epoch}"
+            log(f"[tp_keras] stopping: {status}")
+            return status
+        if (config.prune_early and epoch >= 6
+                and row["train_acc"] < PRUNE_ACCURACY.get(config.dataset, -1.0)):
+            status = f"pruned: train accuracy {row['train_acc']:.3f} after epoch {epoch}"
+            log(f"[tp_keras] stopping: {status}")
+            return status
+
+    return status
+
+
 def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None) -> dict:
     """Runs one experiment and returns its summary (also written to workdir/summary.json).
 
@@ -195,6 +243,7 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
                 if key != "epoch" and isinstance(value, (int, float)) and value is not None:
                     tf.summary.scalar(key, value)
         writer.flush()
+        write_summary("running")  # an interrupted or killed run still leaves the summary of its finished epochs
 
     def feedback_passes(count, label):
         means = []
@@ -203,51 +252,22 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
         return means
 
     start = time.perf_counter()
-    status = "finished"
-    if trainer.trains_feedback and config.epochs_fb > 0:
-        t0 = time.perf_counter()
-        pre = feedback_passes(config.epochs_fb, "fb_pretrain")
-        row = {"epoch": 0, "rec_loss_first": pre[0], "rec_loss_init": pre[-1],
-               "fb_seconds": time.perf_counter() - t0}
-        record(row)
-        log(f"[tp_keras] feedback pre-training: {config.epochs_fb} passes, rec_loss {pre[0]:.4g} -> {pre[-1]:.4g}")
 
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        train = _run_pass(trainer.train_step, batches, "train", config.progress)
-        t1 = time.perf_counter()
-        extra = feedback_passes(config.extra_fb_epochs, "fb_extra") if trainer.trains_feedback else []
-        t2 = time.perf_counter()
-        row = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["accuracy"]}
-        if "rec_loss" in train:
-            row["rec_loss"] = train["rec_loss"]
-        if extra:
-            row["rec_loss_extra"] = float(np.mean(extra))
-        for name, split in (("val", dataset.val), ("test", dataset.test)):
-            if split is not None:
-                for key, value in evaluate(trainer, split, config.batch_size).items():
-                    row[f"{name}_{key}"] = value
-        t3 = time.perf_counter()
-        row.update(train_seconds=t1 - t0, fb_seconds=t2 - t1, eval_seconds=t3 - t2, epoch_seconds=t3 - t0)
-        record(row)
-        log(f"[tp_keras] epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f} acc "
-            f"{row['train_acc']:.4f}" + (f" | val acc {row['val_acc']:.4f}" if has_val else "")
-            + f" | test acc {row['test_acc']:.4f} | {row['epoch_seconds']:.1f}s")
-        if not math.isfinite(row["train_loss"]):
-            status = f"diverged: non-finite training loss in epoch {epoch}"
-            log(f"[tp_keras] stopping: {status}")
-            break
-        if (config.prune_early and epoch >= 6
-                and row["train_acc"] < PRUNE_ACCURACY.get(config.dataset, -1.0)):
-            status = f"pruned: train accuracy {row['train_acc']:.3f} after epoch {epoch}"
-            log(f"[tp_keras] stopping: {status}")
-            break
+    def write_summary(status):
+        summary = {"method": config.method, "dataset": config.dataset, "seed": config.seed, "status": status,
+                   "total_seconds": time.perf_counter() - start, **summarize(history, has_val)}
+        if history and history[0]["epoch"] == 0:
+            summary["rec_loss_first"] = history[0]["rec_loss_first"]
+            summary["rec_loss_init"] = history[0]["rec_loss_init"]
+        write_json(os.path.join(workdir, "summary.json"), summary)
+        return summary
 
-    summary = {"method": config.method, "dataset": config.dataset, "seed": config.seed, "status": status,
-               "total_seconds": time.perf_counter() - start, **summarize(history, has_val)}
-    if history and history[0]["epoch"] == 0:
-        summary["rec_loss_first"] = history[0]["rec_loss_first"]
-        summary["rec_loss_init"] = history[0]["rec_loss_init"]
-    write_json(os.path.join(workdir, "summary.json"), summary)
+    try:
+        status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log)
+    except KeyboardInterrupt:
+        write_summary("interrupted")
+        writer.close()
+        raise
+    summary = write_summary(status)
     writer.close()
     return summary
