@@ -200,3 +200,17 @@ def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_p
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 1
     assert summary["acc_test_last"] == _lines(tmp_path / "metrics.jsonl")[0]["test_acc"]
+
+
+def test_regression_run_reports_losses_not_accuracies(tmp_path):
+    """student_teacher is a regression: no accuracy anywhere; the best-validation epoch is by validation loss."""
+    from tp_keras.experiment import train_and_evaluate
+    config = Config.paper("ddtp_linear", dataset="student_teacher", epochs=3, epochs_fb=1, num_hidden=2,
+                          size_hidden=6, batch_size=16, lr=1e-3, progress=False)
+    summary = train_and_evaluate(config, str(tmp_path))
+    rows = _lines(tmp_path / "metrics.jsonl")[1:]
+    assert not any("acc" in key for row in rows for key in row)
+    assert not any("acc" in key for key in summary)
+    best = int(np.argmin([r["val_loss"] for r in rows]))
+    assert summary["epoch_best_loss"] == best + 1 and summary["loss_test_val_best"] == rows[best]["test_loss"]
+    assert summary["loss_train_last"] == rows[-1]["train_loss"] and np.isfinite(summary["loss_train_last"])

@@ -115,48 +115,53 @@ def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool) -> di
 
 
 def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
-    """Loss and accuracy on a split: sample-weighted means, and the reference's unweighted means over batches
-    (`*_batchmean`, where the small last batch is over-weighted; spec §7 item 12)."""
-    loss_sum = correct = count = 0.0
-    batch_losses, batch_accs = [], []
+    """Loss (and accuracy, for classification) on a split: sample-weighted means, and the reference's unweighted
+    means over batches (`*_batchmean`, where the small last batch is over-weighted; spec §7 item 12)."""
+    totals: dict[str, float] = {}
+    per_batch: dict[str, list] = {"loss": [], "acc": []}
     for x, y in _in_order(split.x, split.y, batch_size):
         sums = {k: float(v) for k, v in trainer.eval_step(x, y).items()}
-        loss_sum += sums["loss_sum"]
-        correct += sums["correct"]
-        count += sums["count"]
-        batch_losses.append(sums["loss_sum"] / sums["count"])
-        batch_accs.append(sums["correct"] / sums["count"])
-    return {"loss": loss_sum / count, "acc": correct / count,
-            "loss_batchmean": float(np.mean(batch_losses)), "acc_batchmean": float(np.mean(batch_accs))}
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + value
+        per_batch["loss"].append(sums["loss_sum"] / sums["count"])
+        if "correct" in sums:
+            per_batch["acc"].append(sums["correct"] / sums["count"])
+    result = {"loss": totals["loss_sum"] / totals["count"], "loss_batchmean": float(np.mean(per_batch["loss"]))}
+    if "correct" in totals:
+        result.update(acc=totals["correct"] / totals["count"], acc_batchmean=float(np.mean(per_batch["acc"])))
+    return result
 
 
 def summarize(history: list[dict], has_val: bool) -> dict:
-    """The spec §4.2 quantities from the per-epoch history (training epochs only)."""
+    """The spec §4.2 quantities from the per-epoch history (training epochs only). Accuracy-based entries exist
+    for classification only; a regression run's best-validation epoch is the one of lowest validation loss."""
     epochs = [h for h in history if h["epoch"] >= 1]
     if not epochs:
         return {}
-    summary = {
-        "epochs_run": len(epochs),
-        "acc_train_last": epochs[-1]["train_acc"], "loss_train_last": epochs[-1]["train_loss"],
-        "acc_test_last": epochs[-1]["test_acc"], "loss_test_last": epochs[-1]["test_loss"],
-        "acc_train_best": max(h["train_acc"] for h in epochs),
-        "loss_train_best": min(h["train_loss"] for h in epochs),
-        "acc_test_best": max(h["test_acc"] for h in epochs),
-        "loss_test_best": min(h["test_loss"] for h in epochs),
-    }
-    if has_val:
-        best_acc = max(range(len(epochs)), key=lambda i: (epochs[i]["val_acc"], -i))  # first argmax
-        best_loss = min(range(len(epochs)), key=lambda i: (epochs[i]["val_loss"], i))
+    summary = {"epochs_run": len(epochs)}
+    classification = "train_acc" in epochs[-1]
+    metrics = (("acc", max), ("loss", min)) if classification else (("loss", min),)
+    for name, best in metrics:
         summary.update({
-            "epoch_best_acc": epochs[best_acc]["epoch"], "epoch_best_loss": epochs[best_loss]["epoch"],
-            "acc_val_best": epochs[best_acc]["val_acc"], "acc_val_last": epochs[-1]["val_acc"],
-            "loss_val_best": epochs[best_loss]["val_loss"],
-            "acc_test_val_best": epochs[best_acc]["test_acc"],
-            "acc_train_val_best": epochs[best_acc]["train_acc"],
+            f"{name}_train_last": epochs[-1][f"train_{name}"], f"{name}_test_last": epochs[-1][f"test_{name}"],
+            f"{name}_train_best": best(h[f"train_{name}"] for h in epochs),
+            f"{name}_test_best": best(h[f"test_{name}"] for h in epochs),
+        })
+    if has_val:
+        best_loss = min(range(len(epochs)), key=lambda i: (epochs[i]["val_loss"], i))  # first argmin
+        summary.update({
+            "epoch_best_loss": epochs[best_loss]["epoch"], "loss_val_best": epochs[best_loss]["val_loss"],
             "loss_test_val_best": epochs[best_loss]["test_loss"],
             "loss_train_val_best": epochs[best_loss]["train_loss"],
         })
-        summary["error_test_val_best"] = 1.0 - summary["acc_test_val_best"]
+        if classification:
+            best_acc = max(range(len(epochs)), key=lambda i: (epochs[i]["val_acc"], -i))  # first argmax
+            summary.update({
+                "epoch_best_acc": epochs[best_acc]["epoch"], "acc_val_best": epochs[best_acc]["val_acc"],
+                "acc_val_last": epochs[-1]["val_acc"], "acc_test_val_best": epochs[best_acc]["test_acc"],
+                "acc_train_val_best": epochs[best_acc]["train_acc"],
+            })
+            summary["error_test_val_best"] = 1.0 - summary["acc_test_val_best"]
     return summary
 
 
@@ -178,7 +183,9 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
         t1 = time.perf_counter()
         extra = feedback_passes(config.extra_fb_epochs, "fb_extra") if trainer.trains_feedback else []
         t2 = time.perf_counter()
-        row = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["accuracy"]}
+        row = {"epoch": epoch, "train_loss": train["loss"]}
+        if "accuracy" in train:
+            row["train_acc"] = train["accuracy"]
         if "rec_loss" in train:
             row["rec_loss"] = train["rec_loss"]
         if extra:
@@ -190,14 +197,16 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
         t3 = time.perf_counter()
         row.update(train_seconds=t1 - t0, fb_seconds=t2 - t1, eval_seconds=t3 - t2, epoch_seconds=t3 - t0)
         record(row)
-        log(f"[tp_keras] epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f} acc "
-            f"{row['train_acc']:.4f}" + (f" | val acc {row['val_acc']:.4f}" if has_val else "")
-            + f" | test acc {row['test_acc']:.4f} | {row['epoch_seconds']:.1f}s")
+        shown = "acc" if "train_acc" in row else "loss"
+        log(f"[tp_keras] epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}"
+            + (f" acc {row['train_acc']:.4f}" if "train_acc" in row else "")
+            + (f" | val {shown} {row[f'val_{shown}']:.4f}" if has_val else "")
+            + f" | test {shown} {row[f'test_{shown}']:.4f} | {row['epoch_seconds']:.1f}s")
         if not math.isfinite(row["train_loss"]):
             status = f"diverged: non-finite training loss in epoch {epoch}"
             log(f"[tp_keras] stopping: {status}")
             return status
-        if (config.prune_early and epoch >= 6
+        if (config.prune_early and epoch >= 6 and "train_acc" in row
                 and row["train_acc"] < PRUNE_ACCURACY.get(config.dataset, -1.0)):
             status = f"pruned: train accuracy {row['train_acc']:.3f} after epoch {epoch}"
             log(f"[tp_keras] stopping: {status}")

@@ -85,8 +85,8 @@ def main(argv):
         _fail(str(err))
     except KeyboardInterrupt:
         _fail("interrupted: the metrics of finished epochs are in the workdir")
-    shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_train_last",
-                                     "total_seconds") if k in summary}
+    shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
+                                     "loss_train_last", "total_seconds") if k in summary}
     print(f"[tp_keras] done: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
 
 

@@ -133,7 +133,10 @@ class TPModel(keras.Model):
         from tp_keras import step
         x, y = data[0], data[1]
         sums = step.eval_sums(self, x, y)
-        return self._track({"loss": sums["loss_sum"] / sums["count"], "accuracy": sums["correct"] / sums["count"]})
+        results = {"loss": sums["loss_sum"] / sums["count"]}
+        if "correct" in sums:
+            results["accuracy"] = sums["correct"] / sums["count"]
+        return self._track(results)
 
     def _track(self, results):
         for name, value in results.items():

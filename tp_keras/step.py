@@ -40,7 +40,7 @@ class Updates:
     activations: list          # h_0..h_L (clean)
     targets: list | None       # ĥ_1..ĥ_L (None for BP)
     loss: tf.Tensor            # batch-mean output loss
-    accuracy: tf.Tensor        # batch accuracy (classification), 0 for regression
+    accuracy: tf.Tensor | None  # batch accuracy (classification); None for regression
     feedback_losses: list      # one per hidden layer (empty when feedback is not trained)
 
 
@@ -161,7 +161,7 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
 
 def _accuracy(model, outputs, y):
     if model.task != "classification":
-        return tf.zeros([], outputs.dtype)
+        return None
     return tf.reduce_mean(T.accuracy_per_sample(outputs, y))
 
 
@@ -178,7 +178,9 @@ def apply_updates(model, updates: Updates, forward_optimizer, feedback_optimizer
 
 
 def step_metrics(updates: Updates) -> dict:
-    metrics = {"loss": updates.loss, "accuracy": updates.accuracy}
+    metrics = {"loss": updates.loss}
+    if updates.accuracy is not None:
+        metrics["accuracy"] = updates.accuracy
     if updates.feedback_losses:
         # Mean over hidden layers (the reference logs only one layer for DRL/DDTP, spec §5.7).
         metrics["rec_loss"] = tf.add_n(updates.feedback_losses) / len(updates.feedback_losses)
@@ -193,12 +195,13 @@ def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: b
 
 
 def eval_sums(model, x, y):
-    """Sums of per-sample loss and correct predictions, and the sample count (for weighted means)."""
+    """Sums of per-sample loss (and correct predictions, for classification), and the sample count."""
     outputs = model(x)
     per_sample = T.output_loss_per_sample(outputs, y, model.task)
-    correct = T.accuracy_per_sample(outputs, y) if model.task == "classification" else tf.zeros_like(per_sample)
-    return {"loss_sum": tf.reduce_sum(per_sample), "correct": tf.reduce_sum(correct),
-            "count": tf.cast(tf.shape(per_sample)[0], per_sample.dtype)}
+    sums = {"loss_sum": tf.reduce_sum(per_sample), "count": tf.cast(tf.shape(per_sample)[0], per_sample.dtype)}
+    if model.task == "classification":
+        sums["correct"] = tf.reduce_sum(T.accuracy_per_sample(outputs, y))
+    return sums
 
 
 class Trainer:
