@@ -6,14 +6,15 @@
   3. the hidden targets with the CURRENT feedback weights, and the feedback losses with the CURRENT forward
      weights and fresh noise, under a tape that watches the feedback parameters only;
   4. the local losses (1/B)Σ‖h_ℓ − ĥ_ℓ‖² and their gradients (each layer's own, nothing crosses layers).
-For BP it is the ordinary gradient of the batch-mean loss.
+For BP it is the ordinary gradient of the batch-mean loss; for GNT, step 3 is replaced by the Gauss-Newton
+targets of every layer (targets.gnt_targets), with no feedback weights.
 
 `apply_updates` then takes one feedback optimizer step and one forward optimizer step. Both gradients were
 computed before either update, which is exactly the reference's per-batch order (targets with old feedback
 weights → feedback step with old forward weights → forward step).
 
-`Trainer` compiles these into `tf.function`s (optionally XLA) for the custom loop; a Keras `train_step` can call
-the same functions, so the two drivers cannot diverge.
+`Trainer` compiles these into `tf.function`s (optionally XLA) for the custom loop; `TPModel.train_step` (Keras
+`fit`) calls the same `train_step`, so the two drivers cannot diverge.
 """
 from __future__ import annotations
 
