@@ -37,7 +37,7 @@ def element_mean_square(diff, batch_size):
     return tf.reduce_sum(tf.square(diff)) / count
 
 
-def noisy_forward_stack(layers, hs, noisy):
+def noisy_forward_stack(layers, noisy):
     """Sends every corrupted copy h̃_ℓ = h_ℓ + σε_ℓ (ℓ = 1..L−1) forward to the output, all at once.
 
     Level k of the loop applies forward layer k+1 to the copies of layers 1..k stacked along the batch axis, then
@@ -51,9 +51,11 @@ def noisy_forward_stack(layers, hs, noisy):
     return stack
 
 
-def unstack_blocks(stack, count: int, batch):
-    """Splits a ((count·B), n) stack into `count` blocks of B rows."""
-    return tf.unstack(tf.reshape(stack, [count, batch, tf.shape(stack)[-1]]), num=count, axis=0)
+def noisy_outputs(layers, noisy):
+    """[ỹ_1, ..., ỹ_{L−1}]: the output of every corrupted copy, as separate (B, n_L) blocks."""
+    count = len(noisy)
+    stack = noisy_forward_stack(layers, noisy)
+    return tf.unstack(tf.reshape(stack, [count, tf.shape(noisy[0])[0], tf.shape(stack)[-1]]), num=count, axis=0)
 
 
 def layerwise_reconstruction_losses(layers, noisy, scale, batch_size):
@@ -74,7 +76,7 @@ def layerwise_drl(layers, hs, noisy, clean_terms, scale, batch_size, top_target=
     Returns (losses [L_1..L_{L−1}], targets [ĥ_1..ĥ_{L−1}] or None).
     """
     batch = tf.shape(hs[0])[0]
-    stack = noisy_forward_stack(layers, hs, noisy)
+    stack = noisy_forward_stack(layers, noisy)
     with_targets = top_target is not None
     if with_targets:
         stack = tf.concat([top_target, stack], axis=0)
@@ -93,16 +95,14 @@ def layerwise_drl(layers, hs, noisy, clean_terms, scale, batch_size, top_target=
 
 def direct_drl(direct, hs, noisy, layers, clean_outputs, scale, batch_size):
     """DDTP (spec §2.5): L_ℓ = (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖² for every hidden layer ℓ."""
-    count = len(noisy)
-    outputs = unstack_blocks(noisy_forward_stack(layers, hs, noisy), count, tf.shape(hs[0])[0])
+    outputs = noisy_outputs(layers, noisy)
     return [scale * element_mean_square(
         direct.feedback(i, outputs[i], hs[i + 1]) + hs[i + 1] - clean_outputs[i] - noisy[i], batch_size)
-        for i in range(count)]
+        for i in range(len(noisy))]
 
 
 def direct_control(direct, hs, noisy, layers, batch_size):
     """DDTP-control (spec §2.7): L_ℓ = mean‖g_ℓ(ỹ_ℓ) − h̃_ℓ‖² (no difference correction, no scale)."""
-    count = len(noisy)
-    outputs = unstack_blocks(noisy_forward_stack(layers, hs, noisy), count, tf.shape(hs[0])[0])
+    outputs = noisy_outputs(layers, noisy)
     return [element_mean_square(direct.feedback(i, outputs[i], hs[i + 1]) - noisy[i], batch_size)
-            for i in range(count)]
+            for i in range(len(noisy))]
