@@ -26,6 +26,10 @@ flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's
 flags.DEFINE_enum("xla", "both", ["on", "off", "both"], "XLA settings to time.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Precision.")
 flags.DEFINE_integer("repeats", 2, "Timed passes per setting (the minimum is reported).")
+flags.DEFINE_bool("angles", False, "Also time a training pass that logs BP and GNT angles on every batch "
+                  "(--log_interval=1), and its ratio to the plain training pass.")
+flags.DEFINE_float("angle_damping", 1.0, "GNT damping λ of the timed angle pass (λ = 0 takes the slower "
+                   "pseudo-inverse path).")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
 
@@ -50,12 +54,13 @@ def _time_pass(step, batches, repeats):
     return best
 
 
-def bench_method(method, batches, *, xla, precision, repeats):
+def bench_method(method, batches, *, xla, precision, repeats, angles=False, angle_damping=1.0):
     from tp_keras.config import Config
     from tp_keras.data import Dataset, Split
     from tp_keras.experiment import build_model, build_trainer
     import numpy as np
-    config = Config.paper(method, precision=precision, jit_compile=xla)
+    config = Config.paper(method, precision=precision, jit_compile=xla, log_angles=angles,
+                          gn_damping=(angle_damping,))
     shape_only = Dataset(name="bench", train=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
                          val=None, test=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
                          num_outputs=10, task="classification", image_shape=(28, 28, 1))
@@ -66,7 +71,12 @@ def bench_method(method, batches, *, xla, precision, repeats):
         trainer.train_step(x, y)
         if trainer.trains_feedback:
             trainer.feedback_step(x, y)
+        if angles:
+            trainer.angle_step(x, y)
     result = {"train_seconds": _time_pass(trainer.train_step, batches, repeats)}
+    if angles:
+        result["angle_seconds"] = _time_pass(trainer.angle_step, batches, repeats)
+        result["angle_ratio"] = result["angle_seconds"] / result["train_seconds"]
     if trainer.trains_feedback:
         result["feedback_seconds"] = _time_pass(trainer.feedback_step, batches, repeats)
     return result
@@ -91,24 +101,29 @@ def main(argv):
           f"threads={FLAGS.threads or 'default'}, TF {tf.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} cpus, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
     header = f"{'method':<16}{'xla':<5}{'train s':>9}{'samples/s':>11}{'x BP':>7}{'fb-only s':>11}"
+    if FLAGS.angles:
+        header += f"{'angles s':>10}{'x train':>9}"
     print(header)
     print("-" * len(header))
     bp_time = {}
     for xla in xla_settings:
         for method in methods:
-            r = bench_method(method, batches, xla=xla, precision=FLAGS.precision, repeats=FLAGS.repeats)
+            r = bench_method(method, batches, xla=xla, precision=FLAGS.precision, repeats=FLAGS.repeats,
+                             angles=FLAGS.angles, angle_damping=FLAGS.angle_damping)
             if method == "bp":
                 bp_time[xla] = r["train_seconds"]
             row = {"method": method, "xla": xla, **r, "samples_per_second": FLAGS.samples / r["train_seconds"],
                    "ratio_to_bp": r["train_seconds"] / bp_time[xla]}
             rows.append(row)
             fb = f"{row['feedback_seconds']:>11.2f}" if "feedback_seconds" in row else f"{'-':>11}"
+            angle = f"{row['angle_seconds']:>10.2f}{row['angle_ratio']:>9.2f}" if "angle_seconds" in row else ""
             print(f"{method:<16}{'on' if xla else 'off':<5}{row['train_seconds']:>9.2f}"
-                  f"{row['samples_per_second']:>11.0f}{row['ratio_to_bp']:>7.2f}{fb}", flush=True)
+                  f"{row['samples_per_second']:>11.0f}{row['ratio_to_bp']:>7.2f}{fb}{angle}", flush=True)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"samples": FLAGS.samples, "batch_size": FLAGS.batch_size, "precision": FLAGS.precision,
-                       "threads": FLAGS.threads, "tensorflow": tf.__version__, "results": rows}, f, indent=2)
+                       "threads": FLAGS.threads, "angle_damping": FLAGS.angle_damping if FLAGS.angles else None,
+                       "tensorflow": tf.__version__, "results": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,11 @@ class Config:
     # Data split.
     no_val_set: bool = False
     validation_size: int = 5000
+    # Diagnostics (spec §5.2-5.4): angles of the weight updates against BP and GNT every log_interval batches,
+    # with the GNT update's Tikhonov damping (one value, or one per hidden layer).
+    log_angles: bool = False
+    log_interval: int = 80
+    gn_damping: tuple = (0.0,)
     # Numerics and options.
     precision: str = "float32"
     last_hidden_bias: bool | None = None
@@ -119,6 +124,13 @@ class Config:
             _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
             _positive(self, "sigma", f"{self.method} trains its feedback with noise of std sigma > 0, "
                                      "e.g. --sigma=0.05")
+        _positive(self, "log_interval", "e.g. --log_interval=80 (angles every 80th batch of an epoch)")
+        damping = self.gn_damping if isinstance(self.gn_damping, (list, tuple)) else (self.gn_damping,)
+        if len(damping) not in (1, self.num_hidden):
+            raise ConfigError("gn_damping", f"{len(damping)} values given; give one value or one per hidden layer "
+                                            f"({self.num_hidden}), e.g. --gn_damping=1,1,1,1,0.0001")
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in damping):
+            raise ConfigError("gn_damping", f"{list(damping)}: every value must be a finite number >= 0")
         if self.validation_size < 1 and not self.no_val_set:
             raise ConfigError("validation_size", f"{self.validation_size} must be >= 1 (or pass --no_val_set)")
         return self

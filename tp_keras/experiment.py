@@ -8,6 +8,8 @@ Written to `workdir`:
   config.json     the full configuration of the run
   metrics.jsonl   one JSON object per epoch (epoch 0 = after feedback pre-training, when there is any)
   tb/             TensorBoard scalars of the same
+  angles.jsonl    with config.log_angles: one JSON object per logged batch {epoch, batch, iteration, bp_angle
+                  [per layer, degrees], gnt_angle [per hidden layer]} (spec §5.4; also in TensorBoard under angles/)
   summary.json    the spec §4.2 quantities (test error at the best-validation epoch, last/best training loss, ...)
 JSON files are written atomically (temporary file + rename) and summary.json after every epoch (status
 "running", then "finished", "interrupted", "diverged: ..." or "pruned: ..."), so an interrupted run leaves
@@ -53,7 +55,8 @@ def build_trainer(config: Config, model: TPModel) -> Trainer:
     if model.feedback_variables:
         feedback_opt = TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
                                  l2_decay=config.feedback_wd, name="feedback_adam", precision=config.precision)
-    return Trainer(model, forward_opt, feedback_opt, jit_compile=config.jit_compile)
+    return Trainer(model, forward_opt, feedback_opt, jit_compile=config.jit_compile,
+                   angle_damping=list(config.gn_damping) if config.log_angles else None)
 
 
 def write_json(path: str, obj) -> None:
@@ -97,20 +100,30 @@ def _in_order(x, y, batch_size):
         yield x[start:start + batch_size], y[start:start + batch_size]
 
 
-def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool) -> dict:
+def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, angle_step=None,
+              log_interval: int = 0, angles_out: list | None = None) -> dict:
     """Runs `step_fn` over one shuffled pass; returns the unweighted means over batches of its metrics.
 
-    Metrics stay on the device; the host reads them every `sync_every` steps for the progress bar only."""
+    With `angle_step`, batches whose index is a multiple of `log_interval` run it instead, and
+    (batch index, bp_angle, gnt_angle) is appended to `angles_out`. Metrics and angles stay on the device; the
+    host reads them every `sync_every` steps for the progress bar and once at the end of the pass."""
     bar = keras.utils.Progbar(batches.steps, verbose=1 if sys.stdout.isatty() else 2, unit_name="batch") \
         if show_progress else None
     collected: dict[str, list] = {}
     sync_every = max(1, batches.steps // 20)
+    logged = []
     for i, (x, y) in enumerate(batches.shuffled()):
-        metrics = step_fn(x, y)
+        if angle_step is not None and i % log_interval == 0:
+            metrics = dict(angle_step(x, y))
+            logged.append((i, metrics.pop("bp_angle"), metrics.pop("gnt_angle")))
+        else:
+            metrics = step_fn(x, y)
         for key, value in metrics.items():
             collected.setdefault(key, []).append(value)
         if bar is not None and ((i + 1) % sync_every == 0 or i + 1 == batches.steps):
             bar.update(i + 1, [(f"{label}_{k}", float(v)) for k, v in metrics.items()])
+    if angles_out is not None:
+        angles_out.extend((i, bp.numpy().tolist(), gnt.numpy().tolist()) for i, bp, gnt in logged)
     return {k: float(tf.reduce_mean(tf.cast(tf.stack(v), tf.float64))) for k, v in collected.items()}
 
 
@@ -165,7 +178,21 @@ def summarize(history: list[dict], has_val: bool) -> dict:
     return summary
 
 
-def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log) -> str:
+def _angle_rows(epoch: int, steps: int, logged) -> list[dict]:
+    return [{"epoch": epoch, "batch": i, "iteration": (epoch - 1) * steps + i, "bp_angle": bp, "gnt_angle": gnt}
+            for i, bp, gnt in logged]
+
+
+def _mean_angles(rows: list[dict]) -> dict:
+    """Per-epoch means of the logged angles, one key per layer (bp_angle_1.., gnt_angle_1..)."""
+    means = {}
+    for key in ("bp_angle", "gnt_angle"):
+        for layer, values in enumerate(zip(*(r[key] for r in rows)), start=1):
+            means[f"{key}_{layer}"] = float(np.mean(values))
+    return means
+
+
+def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles) -> str:
     """Feedback pre-training, then the epochs; returns the run's final status."""
     has_val = dataset.val is not None
     status = "finished"
@@ -179,8 +206,11 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
 
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        train = _run_pass(trainer.train_step, batches, "train", config.progress)
+        logged = []
+        train = _run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
+                          log_interval=config.log_interval, angles_out=logged)
         t1 = time.perf_counter()
+        angle_rows = _angle_rows(epoch, batches.steps, logged)
         extra = feedback_passes(config.extra_fb_epochs, "fb_extra") if trainer.trains_feedback else []
         t2 = time.perf_counter()
         row = {"epoch": epoch, "train_loss": train["loss"]}
@@ -190,6 +220,9 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
             row["rec_loss"] = train["rec_loss"]
         if extra:
             row["rec_loss_extra"] = float(np.mean(extra))
+        if angle_rows:
+            record_angles(angle_rows)
+            row.update(_mean_angles(angle_rows))
         for name, split in (("val", dataset.val), ("test", dataset.test)):
             if split is not None:
                 for key, value in evaluate(trainer, split, config.batch_size).items():
@@ -237,6 +270,9 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     open(metrics_path, "w").close()
+    angles_path = os.path.join(workdir, "angles.jsonl")
+    if config.log_angles:
+        open(angles_path, "w").close()
     history: list[dict] = []
     log = print if config.progress else (lambda *a, **k: None)
     log(f"[tp_keras] {config.method} on {config.dataset}: {len(dataset.train.x)} train / "
@@ -253,6 +289,17 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
                     tf.summary.scalar(key, value)
         writer.flush()
         write_summary("running")  # an interrupted or killed run still leaves the summary of its finished epochs
+
+    def record_angles(rows):
+        with open(angles_path, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        with writer.as_default():
+            for row in rows:
+                for key in ("bp_angle", "gnt_angle"):
+                    for layer, value in enumerate(row[key], start=1):
+                        tf.summary.scalar(f"angles/{key}_{layer}", value, step=row["iteration"])
+        writer.flush()
 
     def feedback_passes(count, label):
         means = []
@@ -272,7 +319,7 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
         return summary
 
     try:
-        status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log)
+        status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles)
     except KeyboardInterrupt:
         write_summary("interrupted")
         writer.close()

@@ -50,6 +50,12 @@ flags.DEFINE_bool("no_val_set", False, "Train on the whole training set, without
 flags.DEFINE_integer("validation_size", 5000, "Size of the random validation split.")
 flags.DEFINE_bool("last_hidden_bias", None, "Force the last hidden layer's bias on/off (default: the method's "
                   "reference behaviour; DDTP-linear and DFA have none).")
+flags.DEFINE_bool("log_angles", False, "Log the angles of every layer's weight update against the BP gradient and "
+                  "the GNT update every --log_interval batches (workdir/angles.jsonl and TensorBoard).")
+flags.DEFINE_integer("log_interval", 80, "Batches between angle logs (batch index within the epoch % interval == 0).")
+flags.DEFINE_list("gn_damping", ["0.0"], "Tikhonov damping λ of the GNT update the angles compare against: one "
+                  "value, or one per hidden layer (e.g. 1,1,1,1,0.0001). Find good values with "
+                  "python -m tp_keras.damping_search.")
 flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
                   "after epoch 6, as the reference's seed sweeps did.")
@@ -67,7 +73,16 @@ def config_from_flags():
         FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, seed=FLAGS.seed, precision=FLAGS.precision,
         normalize_lr=FLAGS.normalize_lr, no_val_set=FLAGS.no_val_set, validation_size=FLAGS.validation_size,
         last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, prune_early=FLAGS.prune_early,
-        progress=FLAGS.progress, **overrides)
+        progress=FLAGS.progress, log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
+        gn_damping=_floats("gn_damping", FLAGS.gn_damping), **overrides)
+
+
+def _floats(flag: str, values) -> tuple:
+    from tp_keras.config import ConfigError
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise ConfigError(flag, f"{','.join(values)!r} is not a comma-separated list of numbers") from None
 
 
 def main(argv):

@@ -23,6 +23,7 @@ import functools
 
 import tensorflow as tf
 
+from tp_keras import diagnostics as D
 from tp_keras import losses as L
 from tp_keras import targets as T
 
@@ -195,6 +196,18 @@ def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: b
     return step_metrics(updates)
 
 
+def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *, gn_damping=0.0,
+                           batch_size=None):
+    """`train_step` that also returns the angles of this batch's weight updates against BP and GNT (spec §5.2,
+    §5.3), computed from the same updates before any variable changes: 'bp_angle' (L,), 'gnt_angle' (L−1,)."""
+    updates = compute_updates(model, x, y, forward=True, feedback=True, batch_size=batch_size)
+    angles = D.angles(model, updates, y, gn_damping)
+    # The angles read the forward weights: they must be computed before the updates write them.
+    with tf.control_dependencies(list(angles.values())):
+        apply_updates(model, updates, forward_optimizer, feedback_optimizer)
+    return {**step_metrics(updates), **angles}
+
+
 def eval_sums(model, x, y):
     """Sums of per-sample loss (and correct predictions, for classification), and the sample count."""
     outputs = model(x)
@@ -213,9 +226,12 @@ class Trainer:
       forward_optimizer, feedback_optimizer: built here on `model.forward_variables` and
         `model.feedback_variables` (pass feedback_optimizer=None when the method trains no feedback).
       jit_compile: compile the steps with XLA.
+      angle_damping: if not None, also compile `angle_step` (a train step that returns the BP and GNT angles),
+        with this GNT damping (a scalar, or one value per hidden layer).
     """
 
-    def __init__(self, model, forward_optimizer, feedback_optimizer=None, *, jit_compile: bool = False):
+    def __init__(self, model, forward_optimizer, feedback_optimizer=None, *, jit_compile: bool = False,
+                 angle_damping=None):
         self.model = model
         self.forward_optimizer = forward_optimizer
         self.feedback_optimizer = feedback_optimizer
@@ -230,6 +246,11 @@ class Trainer:
         self.feedback_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,
                                                         forward=False))
         self.eval_step = compile_(functools.partial(eval_sums, model))
+        self.angle_step = None
+        if angle_damping is not None:
+            self.angle_step = compile_(functools.partial(
+                train_step_with_angles, model, forward_optimizer, feedback_optimizer,
+                gn_damping=D.per_layer_damping(angle_damping, len(model.tp_layers) - 1)))
 
     @property
     def trains_feedback(self) -> bool:

@@ -78,15 +78,18 @@ def output_jacobians(layers, hs):
 
     By the chain rule through the forward layers, J_ℓ = (J_{ℓ+1} ⊙ s'_{ℓ+1}) W_{ℓ+1}ᵀ in the row-vector
     convention, batched over samples: exactly what `GradientTape.batch_jacobian` gives, at the cost of one
-    (B·n_L)×n_{ℓ+1}×n_ℓ matmul per layer and no loop over samples or outputs.
+    (B·n_L)×n_{ℓ+1}×n_ℓ matmul per layer and no loop over samples or outputs (J_{L−1} = s'_L ⊙ W_Lᵀ needs none).
     """
     outputs = hs[-1]
-    n_out = int(outputs.shape[-1])
-    eye = tf.eye(n_out, batch_shape=[tf.shape(outputs)[0]], dtype=outputs.dtype)
-    jacobians = [eye]
-    for k in range(len(layers) - 1, 0, -1):  # layers[k] maps h_k to h_{k+1}
-        upper = jacobians[0] * layers[k].activation_derivative(hs[k + 1])[:, None, :]
-        jacobians.insert(0, tf.einsum("boj,ij->boi", upper, layers[k].kernel))
+    batch, n_out = tf.shape(outputs)[0], int(outputs.shape[-1])
+    top = layers[-1]
+    jacobian = top.activation_derivative(outputs)[:, :, None] * tf.transpose(top.kernel)[None]  # J_{L−1}
+    jacobians = [jacobian, tf.eye(n_out, batch_shape=[batch], dtype=outputs.dtype)]
+    for k in range(len(layers) - 2, 0, -1):  # layers[k] maps h_k to h_{k+1}
+        upper = jacobian * layers[k].activation_derivative(hs[k + 1])[:, None, :]
+        rows = tf.reshape(upper, [-1, int(upper.shape[-1])])  # (B·n_L, n_{k+1}): one large matmul
+        jacobian = tf.reshape(tf.matmul(rows, layers[k].kernel, transpose_b=True), [batch, n_out, -1])
+        jacobians.insert(0, jacobian)
     return jacobians
 
 
