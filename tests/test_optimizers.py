@@ -205,3 +205,16 @@ def test_torch_adam_get_config_round_trip():
     for sa, sb in zip(a, b):
         for va, vb in zip(sa, sb):
             np.testing.assert_array_equal(va, vb)
+
+
+def test_torch_sgd_is_coupled_l2_sgd_in_float64():
+    from tp_keras.optimizers import TorchSGD
+    lr, wd = 0.0022485520139920064, 9.821494271391093e-05
+    theta0 = np.array([0.3, -1.2, 2.0])
+    var = keras.Variable(theta0.copy(), dtype="float64")
+    opt = TorchSGD(lr, l2_decay=wd, precision="float64")
+    expected = theta0.copy()
+    for g in ([0.1, 0.2, -0.3], [1.0, -2.0, 0.5]):
+        opt.apply_gradients([(tf.constant(g, tf.float64), var)])
+        expected = expected - lr * (np.array(g) + wd * expected)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=0, atol=1e-16)

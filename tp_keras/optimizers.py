@@ -91,3 +91,34 @@ class TorchAdam(keras.optimizers.Optimizer):
         config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
                        "l2_decay": self.l2_decay})
         return config
+
+
+class TorchSGD(keras.optimizers.Optimizer):
+    """Plain SGD as `torch.optim.SGD` without momentum: θ ← θ − lr·(g + wd·θ) (coupled L2 `l2_decay`).
+
+    The nullspace toy (spec §5.5) trains its feedback weights with it. Like `TorchAdam`, `precision` keeps the
+    learning rate in the model's precision.
+    """
+
+    def __init__(self, learning_rate=1e-3, l2_decay=0.0, name="torch_sgd", precision: str | None = None, **kwargs):
+        previous = keras.config.floatx()
+        if precision:
+            keras.config.set_floatx(precision)
+        try:
+            super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        finally:
+            keras.config.set_floatx(previous)
+        self.l2_decay = float(l2_decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        theta = tf.convert_to_tensor(variable)
+        grad = tf.cast(gradient, dtype)
+        if self.l2_decay:
+            grad = grad + tf.constant(self.l2_decay, dtype) * theta
+        self.assign(variable, theta - tf.cast(learning_rate, dtype) * grad)
+
+    def get_config(self):
+        config = super().get_config()
+        config["l2_decay"] = self.l2_decay
+        return config
