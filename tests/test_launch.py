@@ -93,6 +93,8 @@ def test_paper_defaults_and_lr_normalisation():
     (dict(sigma=-0.1), "sigma"), (dict(sigma=0.0), "sigma"), (dict(lr=0.0), "lr"), (dict(beta1=1.0), "beta1"),
     (dict(batch_size=0), "batch_size"), (dict(epochs=-1), "epochs"), (dict(precision="float16"), "precision"),
     (dict(num_hidden=0), "num_hidden"), (dict(target_stepsize=float("nan")), "target_stepsize"),
+    (dict(gn_damping=(1.0, 2.0)), "gn_damping"), (dict(gn_damping=(-1.0,)), "gn_damping"),
+    (dict(log_interval=0), "log_interval"),
 ])
 def test_bad_settings_name_the_flag(overrides, flag):
     with pytest.raises(ConfigError) as err:
@@ -214,3 +216,56 @@ def test_regression_run_reports_losses_not_accuracies(tmp_path):
     best = int(np.argmin([r["val_loss"] for r in rows]))
     assert summary["epoch_best_loss"] == best + 1 and summary["loss_test_val_best"] == rows[best]["test_loss"]
     assert summary["loss_train_last"] == rows[-1]["train_loss"] and np.isfinite(summary["loss_train_last"])
+
+
+def test_angle_logging_run_writes_angles_and_per_epoch_means(mnist_dir, tmp_path):
+    """--log_angles: one row per batch with index % log_interval == 0, every layer's BP angle and every hidden
+    layer's GNT angle, their per-epoch means in metrics.jsonl, and a figure drawn from the run directory."""
+    from tp_keras.experiment import train_and_evaluate
+    config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=2, epochs_fb=1, extra_fb_epochs=0,
+                          log_angles=True, log_interval=2, gn_damping=(0.5, 1e-3), **TINY)
+    train_and_evaluate(config, str(tmp_path))
+    rows = _lines(tmp_path / "angles.jsonl")
+    # 80 training samples / batch 16 = 5 batches per epoch: indices 0, 2, 4 are logged.
+    assert [(r["epoch"], r["batch"], r["iteration"]) for r in rows] == [
+        (1, 0, 0), (1, 2, 2), (1, 4, 4), (2, 0, 5), (2, 2, 7), (2, 4, 9)]
+    for r in rows:
+        assert len(r["bp_angle"]) == 3 and len(r["gnt_angle"]) == 2
+        assert all(0.0 <= a <= 180.0 for a in r["bp_angle"] + r["gnt_angle"])
+        # The output layer's update is the BP gradient; in float32, acos near cos = 1 resolves only ~0.03°.
+        assert r["bp_angle"][-1] < 0.2
+    metrics = _lines(tmp_path / "metrics.jsonl")
+    for row in metrics[1:]:
+        mine = [r for r in rows if r["epoch"] == row["epoch"]]
+        assert row["gnt_angle_2"] == pytest.approx(np.mean([r["gnt_angle"][1] for r in mine]))
+        assert row["bp_angle_1"] == pytest.approx(np.mean([r["bp_angle"][0] for r in mine]))
+    pytest.importorskip("matplotlib")
+    from tp_keras import figures
+    (path,) = figures.alignment_figure([str(tmp_path)], str(tmp_path / "alignment.png"), layer=2, window=2)
+    assert os.path.getsize(path) > 1000
+
+
+def test_damping_search_table_and_best_values(mnist_dir):
+    """The search pass: one row per λ, the best λ per layer is the argmin of the mean angles, and the row of a λ
+    equals the angles the training step would log with that damping."""
+    import tensorflow as tf
+    from tp_keras import damping_search, diagnostics, step
+    from tp_keras.data import load_dataset
+    from tp_keras.experiment import build_model, build_trainer
+    config = Config.paper("dtpdrl", data_dir=mnist_dir, **TINY).validate()
+    dataset = load_dataset("mnist", mnist_dir, seed=0, validation_size=20)
+    trainer = build_trainer(config, build_model(config, dataset))
+    grid = [0.0, 1e-2, 10.0]
+    result = damping_search.search(trainer, dataset.train, grid, batch_size=16, log_interval=4, seed=0)
+    table = np.array(result["mean_angles"])
+    assert table.shape == (3, 2) and result["logged_batches"] == 2  # batches 0 and 4 of 5
+    assert result["best"] == [grid[j] for j in np.argmin(table, axis=0)]
+    # Recompute the λ = 10 row from the same batches with the training step's angle function.
+    perm = np.random.default_rng([0, 10**6]).permutation(len(dataset.train.x))
+    x, y = dataset.train.x[perm], dataset.train.y[perm]
+    expected = []
+    for start in (0, 64):
+        xb, yb = tf.constant(x[start:start + 16]), tf.constant(y[start:start + 16])
+        updates = step.compute_updates(trainer.model, xb, yb, forward=True, feedback=False)
+        expected.append(diagnostics.angles(trainer.model, updates, yb, 10.0)["gnt_angle"].numpy())
+    np.testing.assert_allclose(table[2], np.mean(expected, axis=0), atol=1e-3)

@@ -248,13 +248,16 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
     return status
 
 
-def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None) -> dict:
+def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None,
+                       trainer: Trainer | None = None) -> dict:
     """Runs one experiment and returns its summary (also written to workdir/summary.json).
 
     Args:
       config: the experiment (validated here).
       workdir: output directory (created).
       dataset: optional pre-loaded data (otherwise loaded from config.dataset / config.data_dir).
+      trainer: optional `Trainer` from build_trainer(config, build_model(config, dataset)), for a caller that
+        wants the trained model afterwards (trainer.model).
     """
     config.validate()
     os.makedirs(workdir, exist_ok=True)
@@ -263,8 +266,8 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
                                validation_size=config.validation_size, no_val_set=config.no_val_set)
-    model = build_model(config, dataset)
-    trainer = build_trainer(config, model)
+    if trainer is None:
+        trainer = build_trainer(config, build_model(config, dataset))
     batches = _Batches(dataset.train, config.batch_size, config.seed)
     has_val = dataset.val is not None
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
