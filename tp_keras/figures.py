@@ -296,7 +296,7 @@ def alignment_figure(run_dirs, out_path, *, layer: int | None = None, window: in
                 ax.legend(frameon=False)
             else:
                 ax.text(0.5, 0.5, "no angles logged", transform=ax.transAxes, ha="center", va="center")
-        fig.suptitle(f"{dataset}: hidden layer {entry['layer']}")
+        fig.suptitle(f"{dataset}: hidden layer {entry['layer']} (rolling mean ± SD over {window} logged batches)")
         if entry["skipped"]:
             names = ", ".join(os.path.basename(os.path.normpath(p)) for p in entry["skipped"])
             fig.text(0.01, -0.02, f"skipped (no angles logged, e.g. BP): {names}", fontsize=8, ha="left")
