@@ -169,21 +169,6 @@ def test_flagfiles_parse_to_the_paper_configs():
             assert config.precision == ("float64" if ref["double_precision"] else "float32")
 
 
-def test_bench_reports_every_requested_method_against_bp(tmp_path):
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--methods=dfa,ddtp_rhl", "--samples=256",
-                             "--batch_size=64", "--repeats=1", "--xla=off", f"--json={out}"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads(out.read_text())["results"]
-    assert [r["method"] for r in rows] == ["bp", "dfa", "ddtp_rhl"]
-    assert rows[0]["ratio_to_bp"] == 1.0
-    for row in rows:
-        assert row["train_seconds"] > 0 and row["ratio_to_bp"] == row["train_seconds"] / rows[0]["train_seconds"]
-    assert "feedback_seconds" in rows[2] and "feedback_seconds" not in rows[1]  # DFA trains no feedback
-    assert "ddtp_rhl" in result.stdout
-
-
 def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_path, monkeypatch):
     from tp_keras import experiment
     calls = []

@@ -1,36 +1,139 @@
-"""Benchmark: training throughput of every registered method on MNIST-shaped data, BP in the same run.
+"""Benchmark: training throughput and memory of every registered method on MNIST-shaped data, BP in the same run.
 
-    python -m tp_keras.bench [--methods=bp,dtp,...] [--samples=55000] [--threads=1] [--xla=both]
-                             [--precision=float32] [--repeats=2] [--json=bench.json]
+    python -m tp_keras.bench [--methods=bp,dtp,...] [--samples=55000] [--threads=1,2] [--xla=both]
+                             [--precision=float32] [--repeats=2] [--angles] [--json=bench.json]
 
 For each method (its paper MNIST configuration: 5×256 tanh, batch 128) and each XLA setting, it times one
 training pass (targets, feedback step, forward step on every batch) and one feedback-only pass over `samples`
 random MNIST-shaped samples, after a warm-up that traces and compiles the steps. The batches are prepared on the
-device beforehand, so the figures measure the step itself. Reported: seconds per pass (minimum over repeats),
-samples/s, and the ratio of the train pass to BP's with the same XLA setting.
+device beforehand, so the figures measure the step itself. With `--angles` it also times a training pass that
+logs BP and GNT angles on every batch (GNT damping `--angle_damping`). BP is always measured, first.
+
+Thread settings. `--threads` takes one value or a comma-separated list; 0 (the default) is TensorFlow's default
+(all cores). TensorFlow fixes its thread pools when it initialises, so one process can measure one setting only:
+with a single value the benchmark runs in this process; with several (e.g. `--threads=1,2`) this process starts
+one child `python -m tp_keras.bench` per value, in turn (never concurrently), with the same flags, that value and
+`--json` to a temporary file. The children's output is echoed prefixed with `[threads=N]`, then their rows are
+merged into one table and one JSON file. A failing child is reported in one line naming its thread setting; the
+other settings are still reported, and the exit status is 1.
+
+Reported per method, thread setting and XLA setting (a JSON row; the table's column in brackets):
+
+    method, threads, xla                  the setting (threads 0: TensorFlow's default)
+    train_seconds        [train s]        seconds of one training pass, minimum over --repeats
+    samples_per_second   [samples/s]      samples / train_seconds
+    ratio_to_bp          [x BP]           train_seconds / BP's train_seconds at the same threads and XLA setting
+    feedback_seconds     [fb-only s]      one feedback-only pass (only methods that train a feedback path)
+    angle_seconds        [angles s]       one training pass logging angles on every batch (--angles only)
+    angle_ratio          [x train]        angle_seconds / train_seconds (--angles only)
+    peak_rss_mib         [peak MiB]       the process's peak resident set size (getrusage ru_maxrss, MiB) after
+                                          this setting's timed passes: the high-water mark of the whole process
+                                          so far, which never decreases, so it includes every earlier method and
+                                          setting of the same process (and the prepared batches, TensorFlow, ...)
+    rss_growth_mib       [+MiB]           how much that high-water mark rose while this setting ran (from just
+                                          before its model was built to after its timed passes). 0 means the
+                                          setting stayed under an earlier peak; it is a lower bound on the extra
+                                          memory the setting needed, exact only when it set a new peak (BP, the
+                                          first setting measured, usually does)
+    gpu_peak_mib         [GPU MiB]        with a GPU: TensorFlow's peak allocation on GPU:0 during this setting
+                                          (get_memory_info('GPU:0')['peak'] after reset_memory_stats before the
+                                          model is built), MiB; null without a GPU or where unsupported
+
+The JSON file: {"samples", "batch_size", "precision", "repeats", "xla", "methods", "threads" (the list of thread
+settings), "angles", "angle_damping" (null without --angles), "tensorflow", "machine", "cpus", "gpus", "fields"
+(the descriptions above), "results" (the rows, grouped by thread setting, then XLA setting, BP first in each
+group), "errors" (one {"threads", "error"} per failed child)}.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
+import subprocess
+import sys
+import tempfile
 import time
 
 from absl import app, flags
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", None, "Methods to time (default: every registered method; BP is always added).")
-flags.DEFINE_integer("samples", 55000, "Samples per pass (55000 = one MNIST training epoch).")
-flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
-flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default, all cores).")
+flags.DEFINE_integer("samples", 55000, "Samples per pass (55000 = one MNIST training epoch).", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Minibatch size.", lower_bound=1)
+flags.DEFINE_list("threads", ["0"], "TensorFlow intra- and inter-op threads, one value or a comma-separated list "
+                  "(0: TensorFlow's default, all cores); several values run one child process each.")
 flags.DEFINE_enum("xla", "both", ["on", "off", "both"], "XLA settings to time.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Precision.")
-flags.DEFINE_integer("repeats", 2, "Timed passes per setting (the minimum is reported).")
+flags.DEFINE_integer("repeats", 2, "Timed passes per setting (the minimum is reported).", lower_bound=1)
 flags.DEFINE_bool("angles", False, "Also time a training pass that logs BP and GNT angles on every batch "
                   "(--log_interval=1), and its ratio to the plain training pass.")
 flags.DEFINE_float("angle_damping", 1.0, "GNT damping λ of the timed angle pass (λ = 0 takes the slower "
                    "pseudo-inverse path).")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+# The flags a child process gets unchanged (it gets its own --threads and --json).
+_FORWARDED_FLAGS = ("methods", "samples", "batch_size", "xla", "precision", "repeats", "angles", "angle_damping")
+
+FIELDS = {
+    "threads": "TensorFlow intra- and inter-op threads (0: TensorFlow's default)",
+    "xla": "XLA compilation of the steps (jit_compile)",
+    "train_seconds": "seconds of one training pass, minimum over repeats",
+    "samples_per_second": "samples / train_seconds",
+    "ratio_to_bp": "train_seconds / BP's train_seconds at the same threads and XLA setting",
+    "feedback_seconds": "seconds of one feedback-only pass (methods that train a feedback path)",
+    "angle_seconds": "seconds of one training pass logging BP and GNT angles on every batch (--angles)",
+    "angle_ratio": "angle_seconds / train_seconds (--angles)",
+    "peak_rss_mib": "process peak resident set size (ru_maxrss) after this setting's timed passes, MiB: the "
+                    "high-water mark of the process so far, including every earlier setting of the process",
+    "rss_growth_mib": "rise of that high-water mark while this setting ran (model build to end of its timed "
+                      "passes), MiB; 0 if it stayed under an earlier peak, so a lower bound on its extra memory",
+    "gpu_peak_mib": "TensorFlow's peak allocation on GPU:0 during this setting (reset before the model is "
+                    "built), MiB; null without a GPU",
+}
+
+
+def _parse_threads(values):
+    try:
+        threads = [int(v) for v in values]
+    except ValueError:
+        raise app.UsageError(f"--threads: integers expected, got {','.join(values)}") from None
+    if not threads or any(t < 0 for t in threads):
+        raise app.UsageError(f"--threads: non-negative integers expected, got {','.join(values)}")
+    return list(dict.fromkeys(threads))  # drop repeats, keep the order
+
+
+def _peak_rss_mib():
+    """The process's peak resident set size so far in MiB (None where getrusage is unavailable)."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _gpu_reset():
+    """Resets GPU:0's peak-memory counter; False when there is no GPU or it cannot be reset."""
+    import tensorflow as tf
+    if not tf.config.list_physical_devices("GPU"):
+        return False
+    try:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return True
+    except Exception:  # unsupported device or allocator: report no GPU figure rather than fail
+        return False
+
+
+def _gpu_peak_mib():
+    import tensorflow as tf
+    try:
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    except Exception:
+        return None
 
 
 def _batches(samples, batch_size, seed=0):
@@ -64,6 +167,8 @@ def bench_method(method, batches, *, xla, precision, repeats, angles=False, angl
     shape_only = Dataset(name="bench", train=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
                          val=None, test=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
                          num_outputs=10, task="classification", image_shape=(28, 28, 1))
+    gpu = _gpu_reset()
+    rss_before = _peak_rss_mib()
     model = build_model(config, shape_only)
     trainer = build_trainer(config, model)
     # Warm-up: trace and compile for the full and the last (smaller) batch shapes.
@@ -79,51 +184,148 @@ def bench_method(method, batches, *, xla, precision, repeats, angles=False, angl
         result["angle_ratio"] = result["angle_seconds"] / result["train_seconds"]
     if trainer.trains_feedback:
         result["feedback_seconds"] = _time_pass(trainer.feedback_step, batches, repeats)
+    peak = _peak_rss_mib()
+    result["peak_rss_mib"] = peak
+    result["rss_growth_mib"] = None if peak is None else peak - rss_before
+    result["gpu_peak_mib"] = _gpu_peak_mib() if gpu else None
     return result
+
+
+def _header(angles, gpu):
+    header = f"{'method':<16}{'threads':>8} {'xla':<4}{'train s':>9}{'samples/s':>11}{'x BP':>7}{'fb-only s':>11}"
+    if angles:
+        header += f"{'angles s':>10}{'x train':>9}"
+    header += f"{'peak MiB':>10}{'+MiB':>8}"
+    if gpu:
+        header += f"{'GPU MiB':>9}"
+    return header
+
+
+def _format_row(row, angles, gpu):
+    def num(key, width, fmt):
+        value = row.get(key)
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+    line = (f"{row['method']:<16}{row['threads'] or 'default':>8} {'on' if row['xla'] else 'off':<4}"
+            f"{row['train_seconds']:>9.2f}{row['samples_per_second']:>11.0f}{row['ratio_to_bp']:>7.2f}"
+            f"{num('feedback_seconds', 11, '.2f')}")
+    if angles:
+        line += num("angle_seconds", 10, ".2f") + num("angle_ratio", 9, ".2f")
+    line += num("peak_rss_mib", 10, ".0f") + num("rss_growth_mib", 8, ".0f")
+    if gpu:
+        line += num("gpu_peak_mib", 9, ".0f")
+    return line
+
+
+def _report(methods, threads, tensorflow, machine, cpus, gpus, results, errors):
+    return {"samples": FLAGS.samples, "batch_size": FLAGS.batch_size, "precision": FLAGS.precision,
+            "repeats": FLAGS.repeats, "xla": FLAGS.xla, "methods": methods, "threads": threads,
+            "angles": FLAGS.angles, "angle_damping": FLAGS.angle_damping if FLAGS.angles else None,
+            "tensorflow": tensorflow, "machine": machine, "cpus": cpus, "gpus": gpus, "fields": FIELDS,
+            "results": results, "errors": errors}
+
+
+def run_in_process(methods, threads):
+    """Measures every method at one thread setting in this process; prints the table as it goes."""
+    import tensorflow as tf
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    xla_settings = {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
+    batches = _batches(FLAGS.samples, FLAGS.batch_size)
+    print(f"tp_keras.bench: {FLAGS.samples} samples, batch {FLAGS.batch_size}, 5x256 tanh, {FLAGS.precision}, "
+          f"threads={threads or 'default'}, TF {tf.__version__}, {platform.machine()}, "
+          f"{os.cpu_count()} cpus, GPUs: {gpus}")
+    header = _header(FLAGS.angles, gpus)
+    print(header)
+    print("-" * len(header), flush=True)
+    rows = []
+    for xla in xla_settings:
+        bp_time = None
+        for method in methods:
+            r = bench_method(method, batches, xla=xla, precision=FLAGS.precision, repeats=FLAGS.repeats,
+                             angles=FLAGS.angles, angle_damping=FLAGS.angle_damping)
+            if method == "bp":
+                bp_time = r["train_seconds"]
+            row = {"method": method, "threads": threads, "xla": xla, **r,
+                   "samples_per_second": FLAGS.samples / r["train_seconds"],
+                   "ratio_to_bp": r["train_seconds"] / bp_time}
+            rows.append(row)
+            print(_format_row(row, FLAGS.angles, gpus), flush=True)
+    return _report(methods, [threads], tf.__version__, platform.machine(), os.cpu_count(), gpus, rows, [])
+
+
+def _child_error(stderr_text):
+    """The one line of a child's stderr that says what went wrong (a traceback's last line, absl's error)."""
+    lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^([\w.]*(Error|Exception|Interrupt)\b|FATAL|Fatal)", line):
+            return line
+    return lines[-1] if lines else "no error output"
+
+
+def run_children(methods, threads_list):
+    """Runs one child process per thread setting, in turn; echoes their output and merges their JSON reports."""
+    results, errors, info = [], [], None
+    print(f"tp_keras.bench: thread settings {', '.join(str(t or 'default') for t in threads_list)}, "
+          f"one child process each", flush=True)
+    with tempfile.TemporaryDirectory(prefix="tp_keras_bench_") as tmp:
+        for threads in threads_list:
+            out = os.path.join(tmp, f"threads_{threads}.json")
+            args = [FLAGS[name].serialize() for name in _FORWARDED_FLAGS]
+            cmd = [sys.executable, "-m", "tp_keras.bench", *[a for a in args if a], f"--threads={threads}",
+                   f"--json={out}"]
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            stderr_path = os.path.join(tmp, f"threads_{threads}.stderr")
+            with open(stderr_path, "w") as stderr:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+                for line in proc.stdout:
+                    print(f"[threads={threads}] {line}", end="", flush=True)
+                returncode = proc.wait()
+            if returncode == 0 and os.path.exists(out):
+                with open(out) as f:
+                    report = json.load(f)
+                results += report["results"]
+                info = info or report
+            else:
+                with open(stderr_path) as f:
+                    error = f"exit status {returncode}: {_child_error(f.read())}"
+                errors.append({"threads": threads, "error": error})
+                print(f"tp_keras.bench: threads={threads or 'default'} failed ({error})", flush=True)
+    info = info or {}
+    report = _report(methods, threads_list, info.get("tensorflow"), info.get("machine", platform.machine()),
+                     info.get("cpus", os.cpu_count()), info.get("gpus"), results, errors)
+    print()
+    print(f"tp_keras.bench, all thread settings: {FLAGS.samples} samples, batch {FLAGS.batch_size}, 5x256 tanh, "
+          f"{FLAGS.precision}, TF {report['tensorflow']}, {report['machine']}, {report['cpus']} cpus, "
+          f"GPUs: {report['gpus']}")
+    header = _header(FLAGS.angles, report["gpus"])
+    print(header)
+    print("-" * len(header))
+    for row in results:
+        print(_format_row(row, FLAGS.angles, report["gpus"]))
+    for error in errors:
+        print(f"threads={error['threads'] or 'default'}: failed ({error['error']})")
+    return report
 
 
 def main(argv):
     del argv
-    import tensorflow as tf
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     from tp_keras.methods import METHODS
+    threads_list = _parse_threads(FLAGS.threads)
     methods = FLAGS.methods or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise app.UsageError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
-    xla_settings = {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
-    batches = _batches(FLAGS.samples, FLAGS.batch_size)
-    rows = []
-    print(f"tp_keras.bench: {FLAGS.samples} samples, batch {FLAGS.batch_size}, 5x256 tanh, {FLAGS.precision}, "
-          f"threads={FLAGS.threads or 'default'}, TF {tf.__version__}, {platform.machine()}, "
-          f"{os.cpu_count()} cpus, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
-    header = f"{'method':<16}{'xla':<5}{'train s':>9}{'samples/s':>11}{'x BP':>7}{'fb-only s':>11}"
-    if FLAGS.angles:
-        header += f"{'angles s':>10}{'x train':>9}"
-    print(header)
-    print("-" * len(header))
-    bp_time = {}
-    for xla in xla_settings:
-        for method in methods:
-            r = bench_method(method, batches, xla=xla, precision=FLAGS.precision, repeats=FLAGS.repeats,
-                             angles=FLAGS.angles, angle_damping=FLAGS.angle_damping)
-            if method == "bp":
-                bp_time[xla] = r["train_seconds"]
-            row = {"method": method, "xla": xla, **r, "samples_per_second": FLAGS.samples / r["train_seconds"],
-                   "ratio_to_bp": r["train_seconds"] / bp_time[xla]}
-            rows.append(row)
-            fb = f"{row['feedback_seconds']:>11.2f}" if "feedback_seconds" in row else f"{'-':>11}"
-            angle = f"{row['angle_seconds']:>10.2f}{row['angle_ratio']:>9.2f}" if "angle_seconds" in row else ""
-            print(f"{method:<16}{'on' if xla else 'off':<5}{row['train_seconds']:>9.2f}"
-                  f"{row['samples_per_second']:>11.0f}{row['ratio_to_bp']:>7.2f}{fb}{angle}", flush=True)
+    if len(threads_list) == 1:
+        report = run_in_process(methods, threads_list[0])
+    else:
+        report = run_children(methods, threads_list)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
-            json.dump({"samples": FLAGS.samples, "batch_size": FLAGS.batch_size, "precision": FLAGS.precision,
-                       "threads": FLAGS.threads, "angle_damping": FLAGS.angle_damping if FLAGS.angles else None,
-                       "tensorflow": tf.__version__, "results": rows}, f, indent=2)
+            json.dump(report, f, indent=2)
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":
