@@ -154,9 +154,12 @@ def test_float32_float64_agree(name):
     assert u32.loss.dtype == tf.float32 and u64.loss.dtype == tf.float64
     assert abs(float(u32.loss) - float(u64.loss)) < 1e-6 * abs(float(u64.loss))
     assert len(u32.forward_grads) == len(m32.forward_variables)
+    # DDTP-RHL's targets carry one more cancellation, z(ĥ_L) − z(h_L) over 1024 O(1) random features: measured
+    # 1.1e-5 to 1.5e-5 on two CPUs (oneDNN on/off), the other methods <= 4.2e-6.
+    tolerance = 5e-5 if name == "ddtp_rhl" else 1e-5
     for v, g32, g64 in zip(m64.forward_variables, u32.forward_grads, u64.forward_grads):
         assert g32.dtype == tf.float32 and g64.dtype == tf.float64
-        assert _rel_err(g32, g64) < 1e-5, v.path
+        assert _rel_err(g32, g64) < tolerance, v.path
     if m64.feedback_variables:
         assert len(u32.feedback_grads) == len(m32.feedback_variables)
         # Identical noise: the feedback losses (which a different ε would change by O(1)) agree closely.

@@ -137,10 +137,15 @@ def run_experiment(workdir: str, *, seed: int = 42, precision: str = "float64", 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/nullspace", "Output folder for nullspace.json and nullspace.png.")
-flags.DEFINE_integer("seed", 42, "Seed of the data, the student's initialisation, the noise and the shuffling.")
-flags.DEFINE_enum("precision", "float64", ["float32", "float64"], "Floating-point precision.")
-flags.DEFINE_bool("plot", True, "Also draw nullspace.png (needs: pip install -e \".[plots]\").")
+
+
+def _define_flags():
+    """Defined only when run as a command: importing this module (tests, notebooks) must not claim flag names
+    such as --workdir that the launcher defines too."""
+    flags.DEFINE_string("workdir", "runs/nullspace", "Output folder for nullspace.json and nullspace.png.")
+    flags.DEFINE_integer("seed", 42, "Seed of the data, the student's initialisation, the noise and the shuffling.")
+    flags.DEFINE_enum("precision", "float64", ["float32", "float64"], "Floating-point precision.")
+    flags.DEFINE_bool("plot", True, "Also draw nullspace.png (needs: pip install -e \".[plots]\").")
 
 
 def main(argv):
@@ -159,4 +164,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
