@@ -129,19 +129,16 @@ def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, an
 
 def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
     """Loss (and accuracy, for classification) on a split: sample-weighted means, and the reference's unweighted
-    means over batches (`*_batchmean`, where the small last batch is over-weighted; spec §7 item 12)."""
-    totals: dict[str, float] = {}
-    per_batch: dict[str, list] = {"loss": [], "acc": []}
-    for x, y in _in_order(split.x, split.y, batch_size):
-        sums = {k: float(v) for k, v in trainer.eval_step(x, y).items()}
-        for key, value in sums.items():
-            totals[key] = totals.get(key, 0.0) + value
-        per_batch["loss"].append(sums["loss_sum"] / sums["count"])
-        if "correct" in sums:
-            per_batch["acc"].append(sums["correct"] / sums["count"])
-    result = {"loss": totals["loss_sum"] / totals["count"], "loss_batchmean": float(np.mean(per_batch["loss"]))}
-    if "correct" in totals:
-        result.update(acc=totals["correct"] / totals["count"], acc_batchmean=float(np.mean(per_batch["acc"])))
+    means over batches (`*_batchmean`, where the small last batch is over-weighted; spec §7 item 12).
+
+    The per-batch sums stay on the device; the host reads them once, after the last batch."""
+    sums = [trainer.eval_step(x, y) for x, y in _in_order(split.x, split.y, batch_size)]
+    table = {k: np.array([float(v) for v in tf.stack([s[k] for s in sums]).numpy()]) for k in sums[0]}
+    result = {"loss": float(table["loss_sum"].sum() / table["count"].sum()),
+              "loss_batchmean": float(np.mean(table["loss_sum"] / table["count"]))}
+    if "correct" in table:
+        result.update(acc=float(table["correct"].sum() / table["count"].sum()),
+                      acc_batchmean=float(np.mean(table["correct"] / table["count"])))
     return result
 
 

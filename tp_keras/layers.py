@@ -70,6 +70,7 @@ class UniformFanIn(keras.initializers.Initializer):
         return {"fan_in": self.fan_in, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="tp_keras")
 class TPDense(keras.layers.Layer):
     """Forward map h = s(x W + b), paired with its layer-wise feedback g(u) = t(u Q + d) (x's space ← h's space).
 
@@ -123,11 +124,18 @@ class TPDense(keras.layers.Layer):
             return 1.0 - tf.square(h)
         return tf.ones_like(h)
 
-    def feedback(self, u):
-        """g(u) = t(u Q + d): maps this layer's output space back to its input space."""
-        a = tf.matmul(u, self.feedback_kernel)
-        if self.feedback_bias_var is not None:
-            a = a + self.feedback_bias_var
+    def feedback(self, u, constant: bool = False):
+        """g(u) = t(u Q + d): maps this layer's output space back to its input space.
+
+        constant=True reads Q and d as constants for gradients: rows whose loss does not train this map skip
+        the backward matmul."""
+        kernel, bias = self.feedback_kernel, self.feedback_bias_var
+        if constant:
+            kernel = tf.stop_gradient(kernel)
+            bias = None if bias is None else tf.stop_gradient(bias)
+        a = tf.matmul(u, kernel)
+        if bias is not None:
+            a = a + bias
         return self._fb_act(a)
 
     @property
@@ -146,6 +154,7 @@ class TPDense(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="tp_keras")
 class DirectFeedback(keras.layers.Layer):
     """Direct feedback from the output to every hidden layer: g_ℓ(u) = t(u Q_ℓ + d_ℓ), Q_ℓ of shape (n_L, n_ℓ).
 

@@ -84,12 +84,16 @@ def layerwise_drl(layers, hs, noisy, clean_terms, scale, batch_size, top_target=
     targets = [None] * (len(layers) - 1)
     for k in range(len(layers) - 1, 0, -1):
         blocks = k + int(with_targets)  # rows: [target], copies of layers 1..k
-        out = layers[k].feedback(tf.stop_gradient(stack))
-        out = tf.reshape(out, [blocks, batch, -1]) + clean_terms[k - 1]
-        losses[k - 1] = scale * element_mean_square(out[-1] - noisy[k - 1], batch_size)
-        if with_targets:
-            targets[k - 1] = out[0]
-        stack = tf.reshape(out[:-1], [(blocks - 1) * batch, -1])
+        # Only the finishing rows (the copy of layer k) train g_k: the rows that go on down read g_k as a
+        # constant, so the tape's backward matmul covers B rows instead of blocks·B.
+        stack = tf.stop_gradient(stack)
+        finishing = layers[k].feedback(stack[(blocks - 1) * batch:]) + clean_terms[k - 1]
+        losses[k - 1] = scale * element_mean_square(finishing - noisy[k - 1], batch_size)
+        if blocks > 1:
+            stack = layers[k].feedback(stack[:(blocks - 1) * batch], constant=True)
+            stack = stack + tf.tile(clean_terms[k - 1], [blocks - 1, 1])
+            if with_targets:
+                targets[k - 1] = stack[:batch]
     return losses, (targets if with_targets else None)
 
 

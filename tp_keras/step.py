@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import tensorflow as tf
 
@@ -46,16 +47,29 @@ class Updates:
     feedback_losses: list      # one per hidden layer (empty when feedback is not trained)
 
 
+def standard_normal(shape, seed):
+    """N(0, 1) samples in float32 by the Box–Muller transform of stateless Philox uniforms.
+
+    Exact Gaussian up to float32 resolution (|ε| ≤ 5.8, the largest radius a float32 uniform gives: a tail of
+    probability 7e-9 is cut). Measured on this project's CPU, 1 thread, 128×1280 samples: 1.25 ms against
+    2.07 ms for `tf.random.stateless_normal`, which is ~10 % of a DDTP-linear step.
+    """
+    rows, cols = shape
+    half = (cols + 1) // 2
+    u = tf.random.stateless_uniform([2, rows, half], seed=seed, dtype=tf.float32, alg="philox")
+    radius = tf.sqrt(-2.0 * tf.math.log1p(-u[0]))  # 1 − u ∈ (0, 1]: the log is finite
+    angle = tf.constant(2.0 * math.pi, tf.float32) * u[1]
+    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=1)[:, :cols]
+
+
 def _noisy_copies(model, hs):
     """h̃_ℓ = h_ℓ + σε_ℓ for ℓ = 1..L−1, fresh noise for each layer, drawn in one call.
 
-    The noise is drawn in float32 and cast, so float32 and float64 runs see the same noise. The algorithm is
-    pinned to Philox: left to choose under XLA on CPU, TensorFlow picks one that costs ~30x more per draw.
+    The noise is drawn in float32 and cast, so float32 and float64 runs see the same noise.
     """
     hidden = hs[1:-1]
     sizes = [int(h.shape[-1]) for h in hidden]
-    eps = tf.random.stateless_normal([tf.shape(hs[0])[0], sum(sizes)], seed=model.noise_seed.next(),
-                                     dtype=tf.float32, alg="philox")
+    eps = standard_normal([tf.shape(hs[0])[0], sum(sizes)], model.noise_seed.next())
     eps = tf.split(tf.cast(eps, hs[0].dtype) * tf.constant(model.sigma, hs[0].dtype), sizes, axis=1)
     return [h + e for h, e in zip(hidden, eps)]
 
