@@ -10,3 +10,11 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `tp_keras.to_tp_model(keras_model, method, ...)`, imported on first use so that `import tp_keras` stays light.
+    if name in ("to_tp_model", "ConversionError"):
+        from tp_keras import convert
+        return convert.from_keras if name == "to_tp_model" else convert.ConversionError
+    raise AttributeError(f"module 'tp_keras' has no attribute {name!r}")

@@ -1,13 +1,14 @@
 """`TPModel`: a Keras model of forward layers with the feedback parameters its training method needs."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
 from tp_keras.layers import DirectFeedback, TPDense
-from tp_keras.methods import Method, get_method
+from tp_keras.methods import METHODS, Method, get_method
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
@@ -36,6 +37,13 @@ class TPModel(keras.Model):
       task: 'classification' (softmax cross-entropy on logits) or 'regression' (mean squared error).
       seed: initialisation and noise seed.
       dtype: 'float32' or 'float64' for every variable and computation.
+
+    Saving: `model.save("m.keras")` / `keras.saving.load_model("m.keras")` restores every forward and feedback
+    weight (DDTP-RHL's fixed random layer included), the noise generator's state, the method and every
+    hyper-parameter above, and, for a compiled model, both optimizers with their state (the forward one as
+    Keras' `optimizer`, the feedback one as `feedback_optimizer`), so a loaded model continues training exactly
+    where the saved one stopped. In a fresh process, `import tp_keras.model` before `keras.saving.load_model`
+    (Keras finds the custom classes through their registration at import).
     """
 
     def __init__(self, method: str | Method = "ddtp_linear", input_size: int = 784,
@@ -45,6 +53,8 @@ class TPModel(keras.Model):
                  size_hidden_fb: int = 1024, recurrent_input: bool = False, gn_damping: float = 0.0,
                  dtype: str = "float32", **kwargs):
         super().__init__(dtype=dtype, **kwargs)
+        if isinstance(method, dict):  # a Method outside the registry, as `get_config` writes it
+            method = Method(**method)
         self.method = get_method(method)
         self.input_size = int(input_size)
         self.hidden_sizes = [int(n) for n in hidden_sizes]
@@ -119,6 +129,33 @@ class TPModel(keras.Model):
         if feedback_optimizer is not None and self.feedback_variables:
             feedback_optimizer.build(self.feedback_variables)
 
+    def get_compile_config(self):
+        """Keras' compile config (the forward optimizer as `optimizer`) plus the feedback optimizer, so that a
+        `.keras` file restores both optimizers and their states."""
+        config = super().get_compile_config()
+        feedback_optimizer = getattr(self, "feedback_optimizer", None)
+        if config and feedback_optimizer is not None:
+            config["feedback_optimizer"] = keras.saving.serialize_keras_object(feedback_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        from tp_keras import optimizers  # noqa: F401  (registers TorchAdam/TorchSGD for deserialisation)
+        config = keras.saving.deserialize_keras_object(config)
+        forward_optimizer = config.pop("optimizer", None)
+        feedback_optimizer = config.pop("feedback_optimizer", None)
+        # Builds both optimizers, so that loading then restores their variables (step counters and moments).
+        self.compile(forward_optimizer=forward_optimizer, feedback_optimizer=feedback_optimizer, **config)
+
+    def save_own_variables(self, store):
+        # The noise generator's state is not a layer weight; saved so that a loaded model draws the same noise.
+        super().save_own_variables(store)
+        store["noise_seed_state"] = self.noise_seed.state
+
+    def load_own_variables(self, store):
+        if "noise_seed_state" in store:
+            self.noise_seed.state.assign(store["noise_seed_state"])
+        super().load_own_variables({k: store[k] for k in store.keys() if k != "noise_seed_state"})
+
     @property
     def metrics(self):
         return list(self._trackers.values())
@@ -160,7 +197,8 @@ class TPModel(keras.Model):
         return self.all_feedback_variables if self.method.trains_feedback else []
 
     def get_config(self):
-        return {"method": self.method.name, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
+        method = self.method.name if METHODS.get(self.method.name) == self.method else dataclasses.asdict(self.method)
+        return {"method": method, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
                 "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": self.sigma,
                 "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
                 "task": self.task, "seed": self.seed, "size_hidden_fb": self.size_hidden_fb,
