@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -100,16 +101,44 @@ def _in_order(x, y, batch_size):
         yield x[start:start + batch_size], y[start:start + batch_size]
 
 
+class Diverged(RuntimeError):
+    """A non-finite loss, target or feedback loss; `str(err)` says where (pass, batch, layer)."""
+
+
+_HEALTH_KEYS = ("finite_loss", "finite_layers", "finite_feedback")
+
+
+def _first_problem(label: str, flags: list[dict]) -> str | None:
+    """Where the first non-finite value of a pass appeared, from the per-batch flags of step.health."""
+    if not flags:
+        return None
+    stacked = {k: np.stack([np.atleast_1d(f[k].numpy()) for f in flags]) for k in flags[0]}
+    bad = [i for i in range(len(flags)) if any(np.any(v[i] == 0) for v in stacked.values())]
+    if not bad:
+        return None
+    i = bad[0]
+    if stacked["finite_loss"][i, 0] == 0:
+        where = "the loss"
+    elif "finite_layers" in stacked and np.any(stacked["finite_layers"][i] == 0):
+        where = f"layer {int(np.argmin(stacked['finite_layers'][i])) + 1}'s target (or activation)"
+    else:
+        where = f"the feedback loss of hidden layer {int(np.argmin(stacked['finite_feedback'][i])) + 1}"
+    return f"non-finite {where} in {label}, batch {i}"
+
+
 def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, angle_step=None,
-              log_interval: int = 0, angles_out: list | None = None) -> dict:
+              log_interval: int = 0, angles_out: list | None = None, where: str = "") -> dict:
     """Runs `step_fn` over one shuffled pass; returns the unweighted means over batches of its metrics.
 
     With `angle_step`, batches whose index is a multiple of `log_interval` run it instead, and
-    (batch index, bp_angle, gnt_angle) is appended to `angles_out`. Metrics and angles stay on the device; the
-    host reads them every `sync_every` steps for the progress bar and once at the end of the pass."""
+    (batch index, bp_angle, gnt_angle) is appended to `angles_out`. Metrics, angles and the finiteness flags
+    stay on the device; the host reads them every `sync_every` steps for the progress bar and once at the end of
+    the pass, when a non-finite value raises `Diverged` naming the first bad batch and layer (`where`
+    describes the pass, e.g. "epoch 3")."""
     bar = keras.utils.Progbar(batches.steps, verbose=1 if sys.stdout.isatty() else 2, unit_name="batch") \
         if show_progress else None
     collected: dict[str, list] = {}
+    flags = []
     sync_every = max(1, batches.steps // 20)
     logged = []
     for i, (x, y) in enumerate(batches.shuffled()):
@@ -117,11 +146,15 @@ def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, an
             metrics = dict(angle_step(x, y))
             logged.append((i, metrics.pop("bp_angle"), metrics.pop("gnt_angle")))
         else:
-            metrics = step_fn(x, y)
+            metrics = dict(step_fn(x, y))
+        flags.append({k: metrics.pop(k) for k in _HEALTH_KEYS if k in metrics})
         for key, value in metrics.items():
             collected.setdefault(key, []).append(value)
         if bar is not None and ((i + 1) % sync_every == 0 or i + 1 == batches.steps):
             bar.update(i + 1, [(f"{label}_{k}", float(v)) for k, v in metrics.items()])
+    problem = _first_problem(where or label, flags)
+    if problem:
+        raise Diverged(problem)
     if angles_out is not None:
         angles_out.extend((i, bp.numpy().tolist(), gnt.numpy().tolist()) for i, bp, gnt in logged)
     return {k: float(tf.reduce_mean(tf.cast(tf.stack(v), tf.float64))) for k, v in collected.items()}
@@ -189,26 +222,29 @@ def _mean_angles(rows: list[dict]) -> dict:
     return means
 
 
-def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles) -> str:
-    """Feedback pre-training, then the epochs; returns the run's final status."""
+def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles,
+                  first_epoch: int) -> str:
+    """Feedback pre-training (unless resuming past it), then epochs first_epoch..config.epochs; returns the
+    run's final status. `record` also checkpoints."""
     has_val = dataset.val is not None
     status = "finished"
-    if trainer.trains_feedback and config.epochs_fb > 0:
+    if first_epoch == 1 and trainer.trains_feedback and config.epochs_fb > 0:
         t0 = time.perf_counter()
-        pre = feedback_passes(config.epochs_fb, "fb_pretrain")
+        pre = feedback_passes(config.epochs_fb, "fb_pretrain", "feedback pre-training pass")
         row = {"epoch": 0, "rec_loss_first": pre[0], "rec_loss_init": pre[-1],
                "fb_seconds": time.perf_counter() - t0}
         record(row)
         log(f"[tp_keras] feedback pre-training: {config.epochs_fb} passes, rec_loss {pre[0]:.4g} -> {pre[-1]:.4g}")
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         logged = []
         train = _run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
-                          log_interval=config.log_interval, angles_out=logged)
+                          log_interval=config.log_interval, angles_out=logged, where=f"epoch {epoch}")
         t1 = time.perf_counter()
         angle_rows = _angle_rows(epoch, batches.steps, logged)
-        extra = feedback_passes(config.extra_fb_epochs, "fb_extra") if trainer.trains_feedback else []
+        extra = feedback_passes(config.extra_fb_epochs, "fb_extra", f"extra feedback pass after epoch {epoch}:"
+                                ) if trainer.trains_feedback else []
         t2 = time.perf_counter()
         row = {"epoch": epoch, "train_loss": train["loss"]}
         if "accuracy" in train:
@@ -232,21 +268,81 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
             + (f" acc {row['train_acc']:.4f}" if "train_acc" in row else "")
             + (f" | val {shown} {row[f'val_{shown}']:.4f}" if has_val else "")
             + f" | test {shown} {row[f'test_{shown}']:.4f} | {row['epoch_seconds']:.1f}s")
-        if not math.isfinite(row["train_loss"]):
-            status = f"diverged: non-finite training loss in epoch {epoch}"
-            log(f"[tp_keras] stopping: {status}")
-            return status
         if (config.prune_early and epoch >= 6 and "train_acc" in row
                 and row["train_acc"] < PRUNE_ACCURACY.get(config.dataset, -1.0)):
             status = f"pruned: train accuracy {row['train_acc']:.3f} after epoch {epoch}"
             log(f"[tp_keras] stopping: {status}")
             return status
+        _fault_injection(epoch)
 
     return status
 
 
+def _fault_injection(epoch: int) -> None:
+    """Test hook: TP_KERAS_KILL_AFTER_EPOCH=N kills this process (SIGKILL, no clean-up) right after epoch N's
+    checkpoint, to test --resume against a real crash."""
+    target = os.environ.get("TP_KERAS_KILL_AFTER_EPOCH")
+    if target is not None and int(target) == epoch:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- Checkpoints ----------------------------------------------------------------------------------------------
+# One file, checkpoint.npz: every model variable (forward and feedback weights, DDTP-RHL's fixed layer, the noise
+# generator's state), both optimizers' variables (step counters, moments, learning rates), and a JSON header with
+# the epoch, the shuffling pass counter and the metrics history. Written to a temporary file and renamed, so the
+# workdir always holds a complete checkpoint (the last good one).
+
+CHECKPOINT = "checkpoint.npz"
+_RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile")
+
+
+def _checkpoint_variables(trainer: Trainer) -> list:
+    variables = list(trainer.model.variables) + list(trainer.forward_optimizer.variables)
+    if trainer.feedback_optimizer is not None and trainer.trains_feedback:
+        variables += list(trainer.feedback_optimizer.variables)
+    return variables
+
+
+def save_checkpoint(path: str, trainer: Trainer, *, epoch: int, passes: int, history: list, config: Config):
+    variables = _checkpoint_variables(trainer)
+    header = {"epoch": epoch, "passes": passes, "history": history, "config": dataclasses.asdict(config),
+              "names": [f"{i}:{v.path}" for i, v in enumerate(variables)]}
+    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, header=np.array(json.dumps(header, default=_json_default)), **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, trainer: Trainer, config: Config) -> dict:
+    """Restores every variable from `path`; returns its header (epoch, passes, history). Raises ConfigError if
+    the checkpoint was written by a different configuration."""
+    from tp_keras.config import ConfigError
+    with np.load(path) as data:
+        header = json.loads(str(data["header"]))
+        saved = header["config"]
+        current = dataclasses.asdict(config)
+        for key in current:
+            if key not in _RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key],
+                                                                                           default=list):
+                raise ConfigError("resume", f"{path} was written with {key}={saved.get(key)!r}, this run has "
+                                            f"{current[key]!r}; use the same settings or another --workdir")
+        variables = _checkpoint_variables(trainer)
+        if len(variables) != len(header["names"]):
+            raise ConfigError("resume", f"{path} holds {len(header['names'])} variables, this model "
+                                        f"{len(variables)}; use another --workdir")
+        for i, v in enumerate(variables):
+            value = data[f"v{i}"]
+            if tuple(value.shape) != tuple(v.shape):
+                raise ConfigError("resume", f"{path}: variable {header['names'][i]} has shape {value.shape}, "
+                                            f"the model's is {tuple(v.shape)}; use another --workdir")
+            v.assign(value)
+    return header
+
+
 def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None,
-                       trainer: Trainer | None = None) -> dict:
+                       trainer: Trainer | None = None, *, resume: bool = False) -> dict:
     """Runs one experiment and returns its summary (also written to workdir/summary.json).
 
     Args:
@@ -255,10 +351,12 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
       dataset: optional pre-loaded data (otherwise loaded from config.dataset / config.data_dir).
       trainer: optional `Trainer` from build_trainer(config, build_model(config, dataset)), for a caller that
         wants the trained model afterwards (trainer.model).
+      resume: continue from workdir/checkpoint.npz if there is one (written after feedback pre-training and
+        after every epoch): same weights, optimizer states, noise state, shuffling and history, so the
+        finished run equals an uninterrupted one.
     """
     config.validate()
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
     keras.utils.set_random_seed(config.seed)
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
@@ -267,19 +365,39 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
         trainer = build_trainer(config, build_model(config, dataset))
     batches = _Batches(dataset.train, config.batch_size, config.seed)
     has_val = dataset.val is not None
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    open(metrics_path, "w").close()
-    angles_path = os.path.join(workdir, "angles.jsonl")
-    if config.log_angles:
-        open(angles_path, "w").close()
-    history: list[dict] = []
     log = print if config.progress else (lambda *a, **k: None)
+    checkpoint_path = os.path.join(workdir, CHECKPOINT)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    angles_path = os.path.join(workdir, "angles.jsonl")
+    history: list[dict] = []
+    first_epoch = 1
+    if resume and os.path.exists(checkpoint_path):
+        header = load_checkpoint(checkpoint_path, trainer, config)
+        history, batches.passes = header["history"], header["passes"]
+        first_epoch = header["epoch"] + 1
+        log(f"[tp_keras] resuming from {checkpoint_path}: epoch {header['epoch']} done")
+    elif resume:
+        log(f"[tp_keras] --resume: no checkpoint in {workdir}, starting from the beginning")
+    write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
+    # The per-epoch files hold exactly the checkpointed epochs (a killed run may have written one more line).
+    with open(metrics_path, "w") as f:
+        for row in history:
+            f.write(json.dumps(row, default=_json_default) + "\n")
+    if config.log_angles:
+        kept = []
+        if first_epoch > 1 and os.path.exists(angles_path):
+            with open(angles_path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < first_epoch]
+        with open(angles_path, "w") as f:
+            f.writelines(kept)
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
     log(f"[tp_keras] {config.method} on {config.dataset}: {len(dataset.train.x)} train / "
         f"{len(dataset.val.x) if has_val else 0} val / {len(dataset.test.x)} test, {config.precision}, "
         f"workdir {workdir}")
+    start = time.perf_counter() - (history[-1].get("total_seconds", 0.0) if history else 0.0)
 
     def record(row):
+        row["total_seconds"] = time.perf_counter() - start
         history.append(row)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row, default=_json_default) + "\n")
@@ -288,6 +406,8 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
                 if key != "epoch" and isinstance(value, (int, float)) and value is not None:
                     tf.summary.scalar(key, value)
         writer.flush()
+        save_checkpoint(checkpoint_path, trainer, epoch=row["epoch"], passes=batches.passes, history=history,
+                        config=config)
         write_summary("running")  # an interrupted or killed run still leaves the summary of its finished epochs
 
     def record_angles(rows):
@@ -301,13 +421,12 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
                         tf.summary.scalar(f"angles/{key}_{layer}", value, step=row["iteration"])
         writer.flush()
 
-    def feedback_passes(count, label):
+    def feedback_passes(count, label, where):
         means = []
-        for _ in range(count):
-            means.append(_run_pass(trainer.feedback_step, batches, label, config.progress)["rec_loss"])
+        for k in range(count):
+            means.append(_run_pass(trainer.feedback_step, batches, label, config.progress,
+                                   where=f"{where} {k + 1}")["rec_loss"])
         return means
-
-    start = time.perf_counter()
 
     def write_summary(status):
         summary = {"method": config.method, "dataset": config.dataset, "seed": config.seed, "status": status,
@@ -319,11 +438,17 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
         return summary
 
     try:
-        status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles)
+        status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles,
+                               first_epoch)
     except KeyboardInterrupt:
         write_summary("interrupted")
         writer.close()
         raise
+    except Diverged as err:
+        done = history[-1]["epoch"] if history else None
+        status = f"diverged: {err}"
+        log(f"[tp_keras] stopping: {status}; " + (f"the last good checkpoint (epoch {done}) is {checkpoint_path}"
+                                                  if done is not None else "no checkpoint was written"))
     summary = write_summary(status)
     writer.close()
     return summary

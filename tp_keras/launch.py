@@ -60,6 +60,8 @@ flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
                   "after epoch 6, as the reference's seed sweeps did.")
 flags.DEFINE_bool("progress", True, "Print progress bars and per-epoch lines.")
+flags.DEFINE_bool("resume", False, "Continue from <workdir>/checkpoint.npz (written after feedback pre-training and "
+                  "every epoch) when there is one; the finished run equals an uninterrupted one.")
 
 _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd",
                 "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "size_hidden_fb",
@@ -95,14 +97,17 @@ def main(argv):
         config = config_from_flags().validate()
         workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_seed{config.seed}")
         from tp_keras.experiment import train_and_evaluate
-        summary = train_and_evaluate(config, workdir)
+        summary = train_and_evaluate(config, workdir, resume=FLAGS.resume)
     except (ConfigError, DataError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
-        _fail("interrupted: the metrics of finished epochs are in the workdir")
+        _fail("interrupted: the metrics and checkpoint of finished epochs are in the workdir; continue with --resume")
     shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
                                      "loss_train_last", "total_seconds") if k in summary}
     print(f"[tp_keras] done: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
+    if summary.get("status", "").startswith("diverged"):
+        _fail(f"{summary['status']} (the last good checkpoint is kept in {workdir}; lower the learning rates or "
+              "target_stepsize and rerun)")
 
 
 def _fail(message: str):

@@ -177,7 +177,8 @@ class TPModel(keras.Model):
 
     def _track(self, results):
         for name, value in results.items():
-            self._trackers[name].update_state(value)
+            if name in self._trackers:  # the step's other outputs (finiteness flags) are for the custom loop
+                self._trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self._trackers.items() if name in results}
 
     @property

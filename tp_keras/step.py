@@ -203,11 +203,30 @@ def step_metrics(updates: Updates) -> dict:
     return metrics
 
 
+def _all_finite(tensor):
+    return tf.cast(tf.reduce_all(tf.math.is_finite(tensor)), tf.float32)
+
+
+def health(updates: Updates) -> dict:
+    """Finiteness flags (1.0 finite, 0.0 not) of one batch, kept on the device so that a run can say where it
+    diverged without a host sync per batch: 'finite_loss'; 'finite_layers', per layer ℓ = 1..L, of the target
+    ĥ_ℓ (target methods) or of the activation h_ℓ (BP); 'finite_feedback', per feedback loss."""
+    flags = {"finite_loss": _all_finite(updates.loss)}
+    per_layer = updates.targets if updates.targets is not None else updates.activations[1:]
+    if per_layer:
+        flags["finite_layers"] = tf.stack([_all_finite(t) for t in per_layer])
+    if updates.feedback_losses:
+        flags["finite_feedback"] = tf.stack([_all_finite(l) for l in updates.feedback_losses])
+    return flags
+
+
 def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None):
-    """One batch: targets → feedback step → forward step (forward=False: the feedback-only step)."""
+    """One batch: targets → feedback step → forward step (forward=False: the feedback-only step).
+
+    Returns the batch's metrics and its finiteness flags (`health`)."""
     updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size)
     apply_updates(model, updates, forward_optimizer, feedback_optimizer)
-    return step_metrics(updates)
+    return {**step_metrics(updates), **health(updates)}
 
 
 def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *, gn_damping=0.0,
@@ -219,7 +238,7 @@ def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *
     # The angles read the forward weights: they must be computed before the updates write them.
     with tf.control_dependencies(list(angles.values())):
         apply_updates(model, updates, forward_optimizer, feedback_optimizer)
-    return {**step_metrics(updates), **angles}
+    return {**step_metrics(updates), **health(updates), **angles}
 
 
 def eval_sums(model, x, y):
