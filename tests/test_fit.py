@@ -37,3 +37,32 @@ def test_compile_requires_feedback_optimizer_when_feedback_trains():
     model = TPModel("dtpdrl", 4, [3], 2)
     with pytest.raises(ValueError, match="feedback_optimizer"):
         model.compile(forward_optimizer=TorchAdam(1e-3))
+
+
+def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():
+    """FeedbackSchedule(pretrain, extra) in fit runs the same feedback-only passes as train_feedback called by
+    hand around fit epochs: identical weights; and the pre-training lowers the feedback loss."""
+    import numpy as np
+    import keras
+    from tp_keras.model import FeedbackSchedule
+    from tp_keras.optimizers import TorchAdam
+    from conftest import make_model
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 7))
+    y = rng.integers(0, 3, 48)
+    weights = []
+    for use_callback in (True, False):
+        model = make_model("ddtp_linear")
+        model.compile(forward_optimizer=TorchAdam(1e-3), feedback_optimizer=TorchAdam(1e-2))
+        if use_callback:
+            schedule = FeedbackSchedule(x, y, pretrain_epochs=3, extra_epochs=1, batch_size=16)
+            model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[schedule])
+            assert len(schedule.history) == 3 + 2 and schedule.history[2] < schedule.history[0]
+        else:
+            model.train_feedback(x, y, epochs=3, batch_size=16)
+            for _ in range(2):
+                model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+                model.train_feedback(x, y, epochs=1, batch_size=16)
+        weights.append([np.asarray(v.numpy()) for v in model.forward_variables + model.feedback_variables])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)

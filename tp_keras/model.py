@@ -5,6 +5,7 @@ import dataclasses
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tp_keras.layers import DirectFeedback, TPDense
@@ -160,6 +161,36 @@ class TPModel(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
+    def train_feedback(self, x, y, *, epochs: int = 1, batch_size: int = 128, seed: int = 0,
+                       verbose: bool = False) -> list[float]:
+        """Feedback-only passes (the schedule's pre-training and extra feedback epochs) with the compiled
+        feedback half of the step; returns each pass's mean feedback loss. Each pass reshuffles with a
+        permutation drawn from (seed, pass number). Needs `compile(...)` with a feedback optimizer first.
+        `FeedbackSchedule` runs it from `fit`."""
+        from tp_keras import step
+        if not self.feedback_variables:
+            return []
+        if getattr(self, "feedback_optimizer", None) is None:
+            raise ValueError("train_feedback needs compile(forward_optimizer=..., feedback_optimizer=...) first")
+        if getattr(self, "_feedback_step", None) is None:
+            object.__setattr__(self, "_feedback_step", tf.function(
+                lambda xb, yb: step.train_step(self, self.optimizer, self.feedback_optimizer, xb, yb,
+                                               forward=False)["rec_loss"], reduce_retracing=True))
+        x, y = np.asarray(x), np.asarray(y)
+        passes = getattr(self, "_feedback_passes", 0)
+        means = []
+        for _ in range(int(epochs)):
+            order = np.random.default_rng([int(seed), passes]).permutation(len(x))
+            xs, ys = tf.constant(x[order]), tf.constant(y[order])
+            losses = [self._feedback_step(xs[i:i + batch_size], ys[i:i + batch_size])
+                      for i in range(0, len(x), batch_size)]
+            means.append(float(tf.reduce_mean(tf.cast(tf.stack(losses), tf.float64))))
+            passes += 1
+            if verbose:
+                print(f"[tp_keras] feedback pass {passes}: rec_loss {means[-1]:.4g}")
+        object.__setattr__(self, "_feedback_passes", passes)
+        return means
+
     def train_step(self, data):
         from tp_keras import step  # step imports this module's siblings; imported late to keep layering flat
         x, y = data[0], data[1]
@@ -205,3 +236,38 @@ class TPModel(keras.Model):
                 "task": self.task, "seed": self.seed, "size_hidden_fb": self.size_hidden_fb,
                 "recurrent_input": self.recurrent_input, "gn_damping": self.gn_damping,
                 "dtype": self.dtype_policy.name, "name": self.name}
+
+
+class FeedbackSchedule(keras.callbacks.Callback):
+    """The reference's feedback schedule for `fit`: `pretrain_epochs` feedback-only passes before the first
+    epoch and `extra_epochs` after every epoch (spec §1.5), on the training data given here.
+
+        model.fit(x, y, epochs=100, batch_size=128,
+                  callbacks=[FeedbackSchedule(x, y, pretrain_epochs=6, extra_epochs=1)])
+
+    The mean feedback loss of every pass is appended to `history` and the last one is logged as `rec_loss_extra`.
+    """
+
+    def __init__(self, x, y, *, pretrain_epochs: int = 0, extra_epochs: int = 0, batch_size: int = 128,
+                 seed: int = 0, verbose: bool = False):
+        super().__init__()
+        self.x, self.y = x, y
+        self.pretrain_epochs, self.extra_epochs = int(pretrain_epochs), int(extra_epochs)
+        self.batch_size, self.seed, self.verbose = int(batch_size), int(seed), verbose
+        self.history: list[float] = []
+
+    def _passes(self, count):
+        losses = self.model.train_feedback(self.x, self.y, epochs=count, batch_size=self.batch_size,
+                                           seed=self.seed, verbose=self.verbose)
+        self.history.extend(losses)
+        return losses
+
+    def on_train_begin(self, logs=None):
+        if self.pretrain_epochs:
+            self._passes(self.pretrain_epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.extra_epochs:
+            losses = self._passes(self.extra_epochs)
+            if logs is not None and losses:
+                logs["rec_loss_extra"] = losses[-1]
