@@ -37,7 +37,7 @@ MARKER = "EQUIVALENCE_JSON "
 WEIGHT_ATOL = 1e-5
 XLA_WEIGHT_ATOL = 3e-5
 METRIC_RTOL = 1e-5
-UNEVEN = ("bp", "dtpdrl", "ddtp_linear")  # also a 7-row global batch (shards of 3 and 4 rows)
+UNEVEN = ("bp", "dtpdrl", "ddtp_linear", "gnt")  # also a 7-row global batch (shards of 3 and 4 rows)
 XLA = "ddtp_linear"
 
 _SCRIPT = textwrap.dedent(r'''

@@ -70,7 +70,8 @@ def trained_run(request, blobs):
         if s == 0:
             rec["fwd1"] = _snapshot(model.forward_variables)
             rec["fb1"] = _snapshot(model.all_feedback_variables)
-            rec["metrics1"] = {k: float(v) for k, v in metrics.items()}
+            rec["metrics1"] = {k: float(v) for k, v in metrics.items() if not k.startswith("finite")}
+            rec["health1"] = {k: np.asarray(v) for k, v in metrics.items() if k.startswith("finite")}
     rec["step_losses"] = steps_losses
     rec["loss_final"] = full_loss()
     return rec
@@ -80,6 +81,13 @@ def test_one_compiled_step_changes_forward_weights(trained_run):
     changed = [not np.array_equal(a, b) for a, b in zip(trained_run["fwd0"], trained_run["fwd1"])]
     assert changed and all(changed), f"{trained_run['name']}: forward variables unchanged: {changed}"
     assert np.isfinite(trained_run["metrics1"]["loss"])
+    # The step's finiteness flags: one per layer (targets or activations), one per feedback loss, all 1.
+    health = trained_run["health1"]
+    assert health["finite_loss"] == 1.0
+    assert health["finite_layers"].shape == (len(trained_run["model"].tp_layers),)
+    assert np.all(health["finite_layers"] == 1.0)
+    if trained_run["model"].feedback_variables:
+        assert np.all(health["finite_feedback"] == 1.0)
 
 
 def test_one_compiled_step_feedback_changes_iff_trained(trained_run):

@@ -239,3 +239,17 @@ def test_every_method_builds_from_its_launcher_default():
         model = TPModel(name, 9, config.hidden_sizes, 3, target_stepsize=config.target_stepsize,
                         sigma=config.sigma, size_hidden_fb=config.size_hidden_fb)
         assert model(np.zeros((2, 9), "float32")).shape == (2, 3)
+
+
+def test_gnt_step_traces_for_two_batch_sizes():
+    """A compiled GNT step that has seen two batch sizes (reduce_retracing makes the batch dimension unknown)
+    still knows every Jacobian's width: a regression test for the reshape that lost it."""
+    from tp_keras.optimizers import TorchAdam
+    from tp_keras import step as tp_step
+    model = make_model("gnt", dtype="float32")
+    trainer = tp_step.Trainer(model, TorchAdam(1e-3))
+    rng = np.random.default_rng(0)
+    for n in (8, 7, 5):
+        out = trainer.train_step(tf.constant(rng.normal(size=(n, 7)), tf.float32),
+                                 tf.constant(rng.integers(0, 3, n), tf.int32))
+        assert np.isfinite(float(out["loss"]))

@@ -194,8 +194,25 @@ class TPModel(keras.Model):
     def train_step(self, data):
         from tp_keras import step  # step imports this module's siblings; imported late to keep layering flat
         x, y = data[0], data[1]
-        results = step.train_step(self, self.optimizer, self.feedback_optimizer, x, y)
-        return self._track(results)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas == 1:
+            return self._track(step.train_step(self, self.optimizer, self.feedback_optimizer, x, y))
+        # Under a strategy Keras hands each replica a contiguous shard and sums the replicas' gradients: scale
+        # the losses by the GLOBAL batch and draw the global batch's noise, so the sum is the one-device update.
+        rows = tf.shape(x)[0]
+        counts = context.all_gather(rows[None], axis=0)
+        total = tf.reduce_sum(counts)
+        offset = tf.reduce_sum(counts[:context.replica_id_in_sync_group])
+        results = step.train_step(self, self.optimizer, self.feedback_optimizer, x, y, batch_size=total,
+                                  noise_rows=(offset, total))
+        share = tf.cast(rows, results["loss"].dtype) / tf.cast(total, results["loss"].dtype)
+        for name, value in results.items():
+            if name == "rec_loss":  # each replica's part of the global feedback loss: the parts add up
+                self._trackers[name].update_state(value * replicas, sample_weight=1.0 / replicas)
+            elif name in self._trackers:  # a replica's batch mean, weighted by its share of the batch
+                self._trackers[name].update_state(value, sample_weight=share)
+        return {n: t.result() for n, t in self._trackers.items() if n in results}
 
     def test_step(self, data):
         from tp_keras import step

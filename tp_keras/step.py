@@ -62,25 +62,34 @@ def standard_normal(shape, seed):
     return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=1)[:, :cols]
 
 
-def _noisy_copies(model, hs):
+def _noisy_copies(model, hs, noise_rows=None):
     """h̃_ℓ = h_ℓ + σε_ℓ for ℓ = 1..L−1, fresh noise for each layer, drawn in one call.
 
-    The noise is drawn in float32 and cast, so float32 and float64 runs see the same noise.
+    The noise is drawn in float32 and cast, so float32 and float64 runs see the same noise. With
+    noise_rows=(offset, total) this batch is rows offset.. of a `total`-row global batch (a replica's shard):
+    the global batch's noise is drawn and this shard's rows kept, so replicas see the one-device noise.
     """
     hidden = hs[1:-1]
     sizes = [int(h.shape[-1]) for h in hidden]
-    eps = standard_normal([tf.shape(hs[0])[0], sum(sizes)], model.noise_seed.next())
+    rows = tf.shape(hs[0])[0]
+    offset, total = (0, rows) if noise_rows is None else noise_rows
+    eps = standard_normal([total, sum(sizes)], model.noise_seed.next())
+    if noise_rows is not None:
+        eps = eps[offset:offset + rows]
     eps = tf.split(tf.cast(eps, hs[0].dtype) * tf.constant(model.sigma, hs[0].dtype), sizes, axis=1)
     return [h + e for h, e in zip(hidden, eps)]
 
 
-def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with_losses: bool, batch_size):
+def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with_losses: bool, batch_size,
+                                 noise_rows=None):
     """Hidden targets ĥ_1..ĥ_{L−1} and feedback losses, dispatched on the method's pieces."""
     m = model.method
     layers = model.tp_layers
     difference = m.target_rule == "difference"
     targets, fb_losses = None, []
-    noisy = _noisy_copies(model, hs) if with_losses else None
+    noisy = None
+    if with_losses:  # (the two-argument call keeps test doubles of _noisy_copies simple)
+        noisy = _noisy_copies(model, hs) if noise_rows is None else _noisy_copies(model, hs, noise_rows)
     scale = L.feedback_loss_scale(m.feedback_loss, model.sigma) if with_losses else None
 
     if m.feedback == "layerwise":
@@ -111,7 +120,8 @@ def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with
     return targets, fb_losses
 
 
-def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True, batch_size=None) -> Updates:
+def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True, batch_size=None,
+                    noise_rows=None) -> Updates:
     """Gradients of one batch for the forward and/or feedback parameters (nothing is updated).
 
     Args:
@@ -119,6 +129,8 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
       feedback: compute the feedback losses and their gradients (if the method trains feedback).
       batch_size: the B the losses are averaged over; defaults to this batch's size (under a distribution
         strategy, pass the global batch size so that replicas sum to the single-device update).
+      noise_rows: (offset, global batch size) of this batch within the global batch (a replica's shard): the
+        feedback-loss noise is then the global batch's noise at these rows, as on one device.
     """
     m = model.method
     x = tf.cast(x, model.compute_dtype)
@@ -159,7 +171,7 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
                 fb_tape.watch(fb_vars)
             hidden_targets, fb_losses = _targets_and_feedback_losses(
                 model, [tf.stop_gradient(h) for h in hs], top_target, with_targets=forward, with_losses=train_fb,
-                batch_size=batch_size)
+                batch_size=batch_size, noise_rows=noise_rows)
             fb_total = tf.add_n(fb_losses) if fb_losses else None
         if train_fb:
             fb_grads = fb_tape.gradient(fb_total, fb_vars)
@@ -220,11 +232,13 @@ def health(updates: Updates) -> dict:
     return flags
 
 
-def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None):
+def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
+               noise_rows=None):
     """One batch: targets → feedback step → forward step (forward=False: the feedback-only step).
 
     Returns the batch's metrics and its finiteness flags (`health`)."""
-    updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size)
+    updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size,
+                              noise_rows=noise_rows)
     apply_updates(model, updates, forward_optimizer, feedback_optimizer)
     return {**step_metrics(updates), **health(updates)}
 

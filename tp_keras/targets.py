@@ -88,7 +88,8 @@ def output_jacobians(layers, hs):
     for k in range(len(layers) - 2, 0, -1):  # layers[k] maps h_k to h_{k+1}
         upper = jacobian * layers[k].activation_derivative(hs[k + 1])[:, None, :]
         rows = tf.reshape(upper, [-1, int(upper.shape[-1])])  # (B·n_L, n_{k+1}): one large matmul
-        jacobian = tf.reshape(tf.matmul(rows, layers[k].kernel, transpose_b=True), [batch, n_out, -1])
+        jacobian = tf.reshape(tf.matmul(rows, layers[k].kernel, transpose_b=True),
+                              [batch, n_out, int(layers[k].kernel.shape[0])])  # static width: callers need it
         jacobians.insert(0, jacobian)
     return jacobians
 
