@@ -117,3 +117,22 @@ def test_launcher_reports_divergence_in_one_line(mnist_dir, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: diverged: non-finite") and "epoch" in last and "batch" in last, last
     assert (tmp_path / "summary.json").exists()
+
+
+def test_launcher_runs_under_a_strategy_and_refuses_bad_combinations(mnist_dir, tmp_path):
+    """--strategy=one_device runs the distributed trainer end to end (checkpoint included); angle logging under a
+    strategy and a TPU address without --strategy are refused in one line naming the flag."""
+    base = [sys.executable, "-m", "tp_keras.launch", "--method=dtpdrl", f"--data_dir={mnist_dir}", "--epochs=1",
+            "--epochs_fb=0", "--num_hidden=2", "--size_hidden=8", "--batch_size=16", "--validation_size=20",
+            "--noprogress"]
+    ok = subprocess.run(base + ["--strategy=one_device", f"--workdir={tmp_path / 'a'}"], capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "OneDeviceStrategy with 1 replica" in ok.stdout
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["status"] == "finished"
+    assert (tmp_path / "a" / "checkpoint.npz").exists()
+    for extra, flag in ((["--strategy=one_device", "--log_angles"], "--log_angles"), (["--tpu=local"], "--tpu")):
+        bad = subprocess.run(base + extra + [f"--workdir={tmp_path / 'b'}"], capture_output=True, text=True,
+                             timeout=300)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(f"error: {flag}:"), \
+            bad.stderr[-1000:]

@@ -261,6 +261,7 @@ class DistributedTrainer:
                 self.feedback_optimizer = self._new_optimizer(feedback_optimizer_fn)
                 self.feedback_optimizer.build(self.model.feedback_variables)
         self.noise_rows = _supports_noise_rows()
+        self.angle_step = None  # angle logging needs the whole batch on one device (see from_config)
         if self.replicas > 1 and self.model.feedback_variables and not self.noise_rows:
             warnings.warn("tp_keras.step.compute_updates has no noise_rows argument: each replica draws the noise "
                           "of its own shard from the same seed, so feedback updates differ from one device's")

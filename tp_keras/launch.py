@@ -60,6 +60,11 @@ flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
                   "after epoch 6, as the reference's seed sweeps did.")
 flags.DEFINE_bool("progress", True, "Print progress bars and per-epoch lines.")
+flags.DEFINE_enum("strategy", "none", ["none", "auto", "one_device", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy: none (the plain compiled loop on the default device), auto (TPU if "
+                  "one answers, else all GPUs mirrored, else one device), one_device, mirrored (all GPUs, or all "
+                  "logical CPUs), multi_worker (TF_CONFIG), tpu.")
+flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu (default 'local': a TPU VM, e.g. Colab).")
 flags.DEFINE_bool("resume", False, "Continue from <workdir>/checkpoint.npz (written after feedback pre-training and "
                   "every epoch) when there is one; the finished run equals an uninterrupted one.")
 
@@ -97,7 +102,20 @@ def main(argv):
         config = config_from_flags().validate()
         workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_seed{config.seed}")
         from tp_keras.experiment import train_and_evaluate
-        summary = train_and_evaluate(config, workdir, resume=FLAGS.resume)
+        dataset = trainer = None
+        if FLAGS.strategy != "none":
+            # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
+            from tp_keras import distribute
+            strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+            distribute.check_precision(strategy, config.precision)
+            from tp_keras.data import load_dataset
+            dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
+                                   validation_size=config.validation_size, no_val_set=config.no_val_set)
+            trainer = distribute.DistributedTrainer.from_config(config, dataset, strategy)
+            print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+        elif FLAGS.tpu:
+            raise ConfigError("tpu", "a TPU address needs --strategy=tpu (or auto)")
+        summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume)
     except (ConfigError, DataError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
