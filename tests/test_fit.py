@@ -1,4 +1,5 @@
 """One step, two drivers: Keras `fit` on a TPModel and the custom loop (`step.Trainer`) give the same weights."""
+import os
 import numpy as np
 import pytest
 
@@ -66,3 +67,35 @@ def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():
         weights.append([np.asarray(v.numpy()) for v in model.forward_variables + model.feedback_variables])
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_with_standard_keras_callbacks(tmp_path):
+    """TensorBoard, CSVLogger, EarlyStopping and ModelCheckpoint (.keras files) work with a TP model's fit: the
+    CSV has one row per epoch with the tracked metrics, early stopping stops, and the checkpointed file loads
+    back and predicts exactly like the model at that epoch."""
+    import csv
+    import numpy as np
+    import keras
+    from tp_keras.model import FeedbackSchedule
+    from tp_keras.optimizers import TorchAdam
+    from conftest import make_model
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 7)), rng.integers(0, 3, 40)
+    model = make_model("dtpdrl")
+    model.compile(forward_optimizer=TorchAdam(1e-3), feedback_optimizer=TorchAdam(1e-3))
+    # FeedbackSchedule first: callbacks run in order, and it adds rec_loss_extra to the epoch's logs.
+    callbacks = [FeedbackSchedule(x, y, extra_epochs=1, batch_size=20),
+                 keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+                 keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+                 # min_delta larger than any change: stops after `patience` epochs without improvement
+                 keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=2),
+                 keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch{epoch}.keras"))]
+    history = model.fit(x, y, batch_size=20, epochs=10, validation_data=(x[:10], y[:10]), verbose=0,
+                        callbacks=callbacks)
+    assert len(history.history["loss"]) == 3  # epoch 1, then 2 without a 10.0 improvement
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {"loss", "accuracy", "rec_loss", "val_loss", "rec_loss_extra"} <= set(rows[0])
+    assert os.listdir(tmp_path / "tb")
+    restored = keras.saving.load_model(str(tmp_path / "epoch3.keras"))
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -262,7 +262,8 @@ class FeedbackSchedule(keras.callbacks.Callback):
         model.fit(x, y, epochs=100, batch_size=128,
                   callbacks=[FeedbackSchedule(x, y, pretrain_epochs=6, extra_epochs=1)])
 
-    The mean feedback loss of every pass is appended to `history` and the last one is logged as `rec_loss_extra`.
+    The mean feedback loss of every pass is appended to `history` and the last one is logged as `rec_loss_extra`
+    (put this callback before CSVLogger/TensorBoard in the list: callbacks run in order).
     """
 
     def __init__(self, x, y, *, pretrain_epochs: int = 0, extra_epochs: int = 0, batch_size: int = 128,
