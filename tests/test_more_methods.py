@@ -253,3 +253,27 @@ def test_gnt_step_traces_for_two_batch_sizes():
         out = trainer.train_step(tf.constant(rng.normal(size=(n, 7)), tf.float32),
                                  tf.constant(rng.integers(0, 3, n), tf.int32))
         assert np.isfinite(float(out["loss"]))
+
+
+@pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dtp"])
+def test_frozen_mnist_trains_only_the_first_layer(method):
+    """only_train_first_layer (spec §4.3): after compiled training steps every forward weight but layer 1's is
+    bit-identical to its initial value (the output layer's included), layer 1's changed, every trained feedback
+    weight changed; the step computes gradients for layer 1 only (the forward optimizer holds only W_1, b_1)."""
+    model = make_model(method, only_train_first_layer=True)
+    assert model.forward_variables == model.tp_layers[0].forward_variables
+    frozen = [v for layer in model.tp_layers[1:] for v in layer.forward_variables]
+    before = [np.array(v.numpy()) for v in frozen]
+    first = [np.array(v.numpy()) for v in model.forward_variables]
+    feedback = [np.array(v.numpy()) for v in model.feedback_variables]
+    trainer = tp_step.Trainer(model, TorchAdam(1e-2), TorchAdam(1e-2) if model.feedback_variables else None)
+    x, y = make_batch(seed=3)
+    updates = tp_step.compute_updates(model, tf.constant(x), tf.constant(y))
+    assert len(updates.forward_grads) == len(model.tp_layers[0].forward_variables)
+    for _ in range(3):
+        trainer.train_step(tf.constant(x), tf.constant(y))
+    for v, b in zip(frozen, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert all(not np.array_equal(v.numpy(), a) for v, a in zip(model.forward_variables, first))
+    assert all(not np.array_equal(v.numpy(), a) for v, a in zip(model.feedback_variables, feedback)
+               if v.path.endswith("kernel") or "kernel" in v.path)

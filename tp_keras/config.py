@@ -66,6 +66,8 @@ class Config:
     log_angles: bool = False
     log_interval: int = 80
     gn_damping: tuple = (0.0,)
+    # Frozen-MNIST (spec §4.3): only the first hidden layer's forward weights train.
+    only_train_first_layer: bool = False
     # Numerics and options.
     precision: str = "float32"
     last_hidden_bias: bool | None = None
@@ -131,6 +133,9 @@ class Config:
                                             f"({self.num_hidden}), e.g. --gn_damping=1,1,1,1,0.0001")
         if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in damping):
             raise ConfigError("gn_damping", f"{list(damping)}: every value must be a finite number >= 0")
+        if self.only_train_first_layer and self.log_angles:
+            raise ConfigError("log_angles", "angles compare every layer's update; with --only_train_first_layer "
+                                            "only the first layer has one: drop one of the two flags")
         if self.validation_size < 1 and not self.no_val_set:
             raise ConfigError("validation_size", f"{self.validation_size} must be >= 1 (or pass --no_val_set)")
         return self

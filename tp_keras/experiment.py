@@ -46,6 +46,7 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
                    target_stepsize=config.target_stepsize, sigma=config.sigma,
                    last_hidden_bias=config.last_hidden_bias, task=dataset.task, seed=config.seed,
                    size_hidden_fb=config.size_hidden_fb, recurrent_input=config.recurrent_input,
+                   only_train_first_layer=config.only_train_first_layer,
                    gn_damping=config.gn_damping_training, dtype=config.precision)
 
 

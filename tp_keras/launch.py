@@ -56,6 +56,8 @@ flags.DEFINE_integer("log_interval", 80, "Batches between angle logs (batch inde
 flags.DEFINE_list("gn_damping", ["0.0"], "Tikhonov damping λ of the GNT update the angles compare against: one "
                   "value, or one per hidden layer (e.g. 1,1,1,1,0.0001). Find good values with "
                   "python -m tp_keras.damping_search.")
+flags.DEFINE_bool("only_train_first_layer", False, "Frozen-MNIST (spec §4.3): train only the first hidden "
+                  "layer's forward weights; every feedback weight trains as usual.")
 flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
                   "after epoch 6, as the reference's seed sweeps did.")
@@ -80,7 +82,8 @@ def config_from_flags():
         FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, seed=FLAGS.seed, precision=FLAGS.precision,
         normalize_lr=FLAGS.normalize_lr, no_val_set=FLAGS.no_val_set, validation_size=FLAGS.validation_size,
         last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, prune_early=FLAGS.prune_early,
-        progress=FLAGS.progress, log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
+        progress=FLAGS.progress, only_train_first_layer=FLAGS.only_train_first_layer,
+        log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
         gn_damping=_floats("gn_damping", FLAGS.gn_damping), **overrides)
 
 

@@ -35,6 +35,9 @@ class TPModel(keras.Model):
       size_hidden_fb: n_fb, the size of DDTP-RHL's fixed random feedback layer.
       recurrent_input: DDTP-RHL's variant that feeds each layer's own activation into its feedback map.
       gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt').
+      only_train_first_layer: Frozen-MNIST (spec §4.3): only the first hidden layer's forward weights train
+        (every other forward weight keeps its initial value; feedback weights train as usual), and the step
+        computes no local loss or gradient for the frozen layers.
       task: 'classification' (softmax cross-entropy on logits) or 'regression' (mean squared error).
       seed: initialisation and noise seed.
       dtype: 'float32' or 'float64' for every variable and computation.
@@ -52,8 +55,9 @@ class TPModel(keras.Model):
                  target_stepsize: float = 0.01, sigma: float = 0.08, hidden_activation: str = "tanh",
                  last_hidden_bias: bool | None = None, task: str = "classification", seed: int = 42,
                  size_hidden_fb: int = 1024, recurrent_input: bool = False, gn_damping: float = 0.0,
-                 dtype: str = "float32", **kwargs):
+                 only_train_first_layer: bool = False, dtype: str = "float32", **kwargs):
         super().__init__(dtype=dtype, **kwargs)
+        self.only_train_first_layer = bool(only_train_first_layer)
         if isinstance(method, dict):  # a Method outside the registry, as `get_config` writes it
             method = Method(**method)
         self.method = get_method(method)
@@ -231,7 +235,14 @@ class TPModel(keras.Model):
 
     @property
     def forward_variables(self):
-        return [v for layer in self.tp_layers for v in layer.forward_variables]
+        """The forward parameters the forward optimizer trains (the first layer's only, with
+        only_train_first_layer)."""
+        return [v for i in self.trained_layers for v in self.tp_layers[i].forward_variables]
+
+    @property
+    def trained_layers(self) -> list[int]:
+        """Indices into tp_layers of the layers whose forward weights train."""
+        return [0] if self.only_train_first_layer else list(range(len(self.tp_layers)))
 
     @property
     def all_feedback_variables(self):
@@ -252,7 +263,8 @@ class TPModel(keras.Model):
                 "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
                 "task": self.task, "seed": self.seed, "size_hidden_fb": self.size_hidden_fb,
                 "recurrent_input": self.recurrent_input, "gn_damping": self.gn_damping,
-                "dtype": self.dtype_policy.name, "name": self.name}
+                "only_train_first_layer": self.only_train_first_layer, "dtype": self.dtype_policy.name,
+                "name": self.name}
 
 
 class FeedbackSchedule(keras.callbacks.Callback):

@@ -180,8 +180,8 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
 
     fwd_grads = None
     if forward:
-        with fwd_tape:
-            local = tf.add_n([L.local_loss(h, t, batch_size) for h, t in zip(hs[1:], all_targets)])
+        with fwd_tape:  # only the layers that train (Frozen-MNIST: the first): no work for frozen ones
+            local = tf.add_n([L.local_loss(hs[i + 1], all_targets[i], batch_size) for i in model.trained_layers])
         fwd_grads = fwd_tape.gradient(local, fwd_vars)
     return Updates(fwd_grads, fb_grads, hs, all_targets, tf.reduce_mean(per_sample),
                    _accuracy(model, outputs, y), fb_losses)
