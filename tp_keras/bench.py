@@ -9,7 +9,7 @@ random MNIST-shaped samples, after a warm-up that traces and compiles the steps.
 device beforehand, so the figures measure the step itself. With `--angles` it also times a training pass that
 logs BP and GNT angles on every batch (GNT damping `--angle_damping`). BP is always measured, first.
 
-Thread settings. `--threads` takes one value or a comma-separated list; 0 (the default) is TensorFlow's default
+Thread settings. `--threads` takes one value or a comma-separated list (default 1,2); 0 is TensorFlow's default
 (all cores). TensorFlow fixes its thread pools when it initialises, so one process can measure one setting only:
 with a single value the benchmark runs in this process; with several (e.g. `--threads=1,2`) this process starts
 one child `python -m tp_keras.bench` per value, in turn (never concurrently), with the same flags, that value and
@@ -66,8 +66,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", None, "Methods to time (default: every registered method; BP is always added).")
 flags.DEFINE_integer("samples", 55000, "Samples per pass (55000 = one MNIST training epoch).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.", lower_bound=1)
-flags.DEFINE_list("threads", ["0"], "TensorFlow intra- and inter-op threads, one value or a comma-separated list "
-                  "(0: TensorFlow's default, all cores); several values run one child process each.")
+flags.DEFINE_list("threads", ["1", "2"], "TensorFlow intra- and inter-op threads, one value or a comma-separated "
+                  "list (0: TensorFlow's default, all cores); several values run one child process each.")
 flags.DEFINE_enum("xla", "both", ["on", "off", "both"], "XLA settings to time.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Precision.")
 flags.DEFINE_integer("repeats", 2, "Timed passes per setting (the minimum is reported).", lower_bound=1)
