@@ -148,27 +148,6 @@ def test_launcher_missing_data_one_line(tmp_path):
     assert "--data_dir" in ours[0] and "does not exist" in ours[0]
 
 
-def test_flagfiles_parse_to_the_paper_configs():
-    """Every flagfile in launch/ parses, validates, and (for the MNIST cells) equals the paper config exactly."""
-    from tp_keras import launch, paper_configs
-    folder = os.path.join(os.path.dirname(__file__), os.pardir, "launch")
-    flagfiles = sorted(f for f in os.listdir(folder) if f.endswith(".flags"))
-    assert flagfiles
-    for name in flagfiles:
-        launch.FLAGS(["launch", f"--flagfile={os.path.join(folder, name)}"])
-        try:
-            config = launch.config_from_flags().validate()
-        finally:
-            launch.FLAGS.unparse_flags()
-        if name.startswith("mnist_"):
-            ref = paper_configs.MNIST_CONFIGS[config.method]
-            for key in ("lr", "target_stepsize", "epsilon", "lr_fb", "epsilon_fb", "feedback_wd", "sigma",
-                        "epochs_fb", "extra_fb_epochs", "num_hidden", "size_hidden", "epochs", "size_hidden_fb",
-                        "recurrent_input"):
-                assert getattr(config, key) == ref[key], (name, key)
-            assert config.precision == ("float64" if ref["double_precision"] else "float32")
-
-
 def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_path, monkeypatch):
     from tp_keras import experiment
     calls = []

@@ -88,6 +88,29 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def from_paper_cell(cls, name: str, **overrides) -> "Config":
+        """The reference's final config `name` (a key of paper_configs.FINAL_CONFIGS and the name of its flagfile
+        launch/<name>.flags, e.g. 'fashion_mnist_train_DTP'): its method, dataset, architecture, precision,
+        validation split, Frozen-MNIST switch and every hyper-parameter, exact; `overrides` applied last.
+
+        The spec §7 config bugs are handled as paper_configs.NOTES says (e.g. cifar10_DDTPControl runs
+        ddtp_control)."""
+        cell = paper_configs.FINAL_CONFIGS.get(name)
+        if cell is None:
+            raise ConfigError("cell", f"unknown paper config {name!r}; the names are those of launch/*.flags, "
+                                      "e.g. mnist_DDTPlinear")
+        values = {k: cell[k] for k in _PAPER_KEYS if k in cell}
+        values.update(method=cell["method"], dataset=cell["dataset"], precision=cell["precision"],
+                      no_val_set=cell["no_val_set"], only_train_first_layer=cell["only_train_first_layer"])
+        if cell["architecture"] != "mlp":
+            if "architecture" not in {field.name for field in dataclasses.fields(cls)}:
+                raise ConfigError("architecture", f"{name} is a {cell['architecture']} config, which this build "
+                                                  "cannot run")
+            values["architecture"] = cell["architecture"]
+        values.update(overrides)
+        return cls.paper(values.pop("method"), **values)
+
     @property
     def hidden_sizes(self) -> list[int]:
         return [self.size_hidden] * self.num_hidden

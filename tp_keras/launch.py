@@ -19,7 +19,10 @@ flags.DEFINE_enum("method", "dtpdrl", list(METHODS), "Training method.")
 flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset.")
 flags.DEFINE_string("data_dir", None, "Folder with the raw dataset files (e.g. the four MNIST IDX .gz files) or a "
                     "tensorflow-datasets data dir.")
-flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<method>_seed<seed>).")
+flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<method>_seed<seed>, or "
+                    "runs/<cell>_seed<seed> with --cell).")
+flags.DEFINE_string("cell", None, "Name of the paper config this run reproduces (set by launch/<cell>.flags); a "
+                    "label only: it names the default workdir, the other flags hold the settings.")
 flags.DEFINE_integer("seed", 42, "Seed of the data split, initialisation, noise and shuffling.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Floating-point precision (the paper's configs "
                   "mostly ran float64).")
@@ -103,7 +106,8 @@ def main(argv):
     from tp_keras.data import DataError
     try:
         config = config_from_flags().validate()
-        workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_seed{config.seed}")
+        run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
+        workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
         from tp_keras.experiment import train_and_evaluate
         dataset = trainer = None
         if FLAGS.strategy != "none":
