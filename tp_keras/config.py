@@ -9,6 +9,11 @@ from tp_keras.data import DATASETS
 from tp_keras.methods import METHODS, get_method
 
 PRECISIONS = ("float32", "float64")
+ARCHITECTURES = ("mlp", "cnn")
+# --architecture=cnn (spec §2.11): the methods with a CNN, and its layers (conv1, conv2, dense 512, output), each
+# with its own forward Adam when --lr / --epsilon give one value per layer.
+CNN_METHODS = ("bp", "ddtp_linear", "ddtp_control", "dfa")
+CNN_NUM_LAYERS = 4
 
 # Keys of the reference's configs that map one-to-one onto Config fields.
 _PAPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb",
@@ -30,15 +35,18 @@ class Config:
     dataset: str = "mnist"
     data_dir: str | None = None
     seed: int = 42
-    # Architecture: num_hidden tanh layers of size_hidden units, linear output.
+    # Architecture: 'mlp' (num_hidden tanh layers of size_hidden units, linear output) or 'cnn' (the Table 3 CNN,
+    # tp_keras/cnn.py, on the dataset's images; num_hidden and size_hidden do not apply).
+    architecture: str = "mlp"
     num_hidden: int = 5
     size_hidden: int = 256
     # Forward optimizer (PyTorch-semantics Adam); its learning rate is lr/target_stepsize when normalize_lr.
-    lr: float = 1e-4
+    # For the CNN, lr and epsilon may be tuples, one value per layer (one Adam per layer, spec §1.4).
+    lr: float | tuple = 1e-4
     target_stepsize: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.999
-    epsilon: float = 1e-8
+    epsilon: float | tuple = 1e-8
     forward_wd: float = 0.0
     normalize_lr: bool = True
     # Feedback optimizer and feedback loss.
@@ -74,6 +82,13 @@ class Config:
     jit_compile: bool = False
     prune_early: bool = False
     progress: bool = True
+
+    def __post_init__(self):
+        # Per-layer settings: a one-element list is the plain value, a longer list a tuple (hashable, JSON-able).
+        for name in ("lr", "epsilon"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, value[0] if len(value) == 1 else tuple(value))
 
     @classmethod
     def paper(cls, method: str, **overrides) -> "Config":
@@ -116,9 +131,12 @@ class Config:
         return [self.size_hidden] * self.num_hidden
 
     @property
-    def forward_learning_rate(self) -> float:
-        """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (spec §7 item 1)."""
+    def forward_learning_rate(self) -> float | tuple:
+        """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (spec §7 item 1); a tuple, one
+        per layer, when lr is one (the CNN, spec §2.11: each layer's Adam takes lr[i]/η̂)."""
         if self.normalize_lr and get_method(self.method).uses_targets:
+            if isinstance(self.lr, (list, tuple)):
+                return tuple(v / self.target_stepsize for v in self.lr)
             return self.lr / self.target_stepsize
         return self.lr
 
@@ -130,6 +148,20 @@ class Config:
             raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"{self.precision!r} is not supported; use float32 or float64")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError("architecture", f"unknown architecture {self.architecture!r}; choose one of "
+                                              f"{', '.join(ARCHITECTURES)}")
+        cnn = self.architecture == "cnn"
+        if cnn:
+            self._validate_cnn()
+        for name in ("lr", "epsilon"):
+            count = len(_values(getattr(self, name)))
+            if cnn and count not in (1, CNN_NUM_LAYERS):
+                raise ConfigError(name, f"{count} values given; the CNN takes one value or one per layer "
+                                        f"({CNN_NUM_LAYERS}: conv1, conv2, dense, output), e.g. --{name}=a,b,c,d")
+            if not cnn and count != 1:
+                raise ConfigError(name, f"{count} values given; an MLP takes one value (per-layer lists are for "
+                                        "--architecture=cnn)")
         method = get_method(self.method)
         _positive(self, "lr", "e.g. --lr=1e-4")
         _positive(self, "target_stepsize", "e.g. --target_stepsize=0.05")
@@ -163,14 +195,35 @@ class Config:
             raise ConfigError("validation_size", f"{self.validation_size} must be >= 1 (or pass --no_val_set)")
         return self
 
+    def _validate_cnn(self) -> None:
+        if self.method not in CNN_METHODS:
+            raise ConfigError("method", f"{self.method} has no CNN; with --architecture=cnn choose one of "
+                                        f"{', '.join(CNN_METHODS)}")
+        if self.dataset not in ("mnist", "fashion_mnist", "cifar10"):
+            raise ConfigError("dataset", f"the CNN needs images; {self.dataset} has none (use cifar10)")
+        if self.log_angles:
+            raise ConfigError("log_angles", "angles are implemented for the MLP only; drop --log_angles or use "
+                                            "--architecture=mlp")
+        if self.only_train_first_layer:
+            raise ConfigError("only_train_first_layer", "Frozen-MNIST is an MLP setting; drop the flag or use "
+                                                        "--architecture=mlp")
+        if self.last_hidden_bias is not None:
+            raise ConfigError("last_hidden_bias", "the CNN keeps every forward bias (as the reference's CNNs); "
+                                                  "drop the flag")
+
+
+def _values(value) -> tuple:
+    """A setting that may hold one value per layer, as a tuple."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
 
 def _positive(config, name, hint):
-    value = getattr(config, name)
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(name, f"{value} must be > 0; {hint}")
+    for value in _values(getattr(config, name)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(name, f"{value} must be > 0; {hint}")
 
 
 def _non_negative(config, name):
-    value = getattr(config, name)
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(name, f"{value} must be >= 0")
+    for value in _values(getattr(config, name)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ConfigError(name, f"{value} must be >= 0")

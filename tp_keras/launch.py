@@ -15,6 +15,36 @@ from tp_keras.methods import METHODS
 
 FLAGS = flags.FLAGS
 
+
+class _NumberOrListParser(flags.ArgumentParser):
+    """A number, or a comma-separated list of numbers (one per layer, --architecture=cnn). One value parses to a
+    float (as DEFINE_float does), several to a tuple of floats."""
+    syntactic_help = "a number, or a comma-separated list of numbers (one per layer, --architecture=cnn)"
+
+    def parse(self, argument):
+        if isinstance(argument, (list, tuple)):
+            values = [float(v) for v in argument]
+        elif isinstance(argument, str):
+            values = [float(v) for v in argument.split(",")]  # a ValueError names the flag (absl)
+        else:
+            values = [float(argument)]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def flag_type(self):
+        return "float or list of floats"
+
+
+class _NumberOrListSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        if isinstance(value, (list, tuple)):
+            return ",".join(repr(float(v)) for v in value)
+        return repr(float(value))
+
+
+def _define_number_or_list(name: str, help_text: str) -> None:
+    flags.DEFINE(_NumberOrListParser(), name, None, help_text, serializer=_NumberOrListSerializer())
+
+
 flags.DEFINE_enum("method", "dtpdrl", list(METHODS), "Training method.")
 flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset.")
 flags.DEFINE_string("data_dir", None, "Folder with the raw dataset files (e.g. the four MNIST IDX .gz files) or a "
@@ -26,14 +56,19 @@ flags.DEFINE_string("cell", None, "Name of the paper config this run reproduces 
 flags.DEFINE_integer("seed", 42, "Seed of the data split, initialisation, noise and shuffling.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Floating-point precision (the paper's configs "
                   "mostly ran float64).")
+flags.DEFINE_enum("architecture", "mlp", ["mlp", "cnn"], "mlp: --num_hidden tanh layers of --size_hidden units; "
+                  "cnn: the Table 3 CNN (conv5x5 32, pool, conv5x5 64, pool, dense 512, output) on the dataset's "
+                  "images, for bp, ddtp_linear, ddtp_control and dfa, with one forward Adam per layer.")
 # Hyper-parameters: None means "the method's paper MNIST value".
 flags.DEFINE_integer("num_hidden", None, "Number of hidden layers.")
 flags.DEFINE_integer("size_hidden", None, "Units per hidden layer.")
-flags.DEFINE_float("lr", None, "Forward learning rate (the Adam lr is lr/target_stepsize, see --normalize_lr).")
+_define_number_or_list("lr", "Forward learning rate (the Adam lr is lr/target_stepsize, see --normalize_lr). With "
+                       "--architecture=cnn, one value per layer (conv1,conv2,dense,output) or one for all.")
 flags.DEFINE_float("target_stepsize", None, "Output target step size η̂.")
 flags.DEFINE_float("beta1", None, "Forward Adam β1.")
 flags.DEFINE_float("beta2", None, "Forward Adam β2.")
-flags.DEFINE_float("epsilon", None, "Forward Adam ε (added after bias correction, PyTorch semantics).")
+_define_number_or_list("epsilon", "Forward Adam ε (added after bias correction, PyTorch semantics). With "
+                       "--architecture=cnn, one value per layer or one for all.")
 flags.DEFINE_float("forward_wd", None, "Forward coupled L2 weight decay.")
 flags.DEFINE_bool("normalize_lr", True, "Divide the forward learning rate by target_stepsize (reference default).")
 flags.DEFINE_float("lr_fb", None, "Feedback learning rate.")
@@ -82,7 +117,8 @@ def config_from_flags():
     from tp_keras.config import Config
     overrides = {name: getattr(FLAGS, name) for name in _OVERRIDABLE}
     return Config.paper(
-        FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, seed=FLAGS.seed, precision=FLAGS.precision,
+        FLAGS.method, architecture=FLAGS.architecture, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        seed=FLAGS.seed, precision=FLAGS.precision,
         normalize_lr=FLAGS.normalize_lr, no_val_set=FLAGS.no_val_set, validation_size=FLAGS.validation_size,
         last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, prune_early=FLAGS.prune_early,
         progress=FLAGS.progress, only_train_first_layer=FLAGS.only_train_first_layer,
@@ -110,6 +146,9 @@ def main(argv):
         workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
         from tp_keras.experiment import train_and_evaluate
         dataset = trainer = None
+        if FLAGS.strategy != "none" and config.architecture == "cnn":
+            raise ConfigError("strategy", "the CNN runs on one device (per-layer optimizers are not wired into "
+                                          "DistributedTrainer); drop --strategy")
         if FLAGS.strategy != "none":
             # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
             from tp_keras import distribute

@@ -245,6 +245,12 @@ class TPModel(keras.Model):
         return [0] if self.only_train_first_layer else list(range(len(self.tp_layers)))
 
     @property
+    def local_loss_scales(self) -> list[float]:
+        """Per layer, the factor on its local loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖²: 1 for dense layers (spec §1.3); the
+        CNN's conv layers (`tp_keras.cnn.CNNModel`) take the element mean, 1/n_ℓ (spec §2.11)."""
+        return [1.0] * len(self.tp_layers)
+
+    @property
     def all_feedback_variables(self):
         variables = [v for layer in self.tp_layers for v in layer.feedback_variables]
         if self.direct_feedback is not None:
