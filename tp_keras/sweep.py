@@ -620,7 +620,7 @@ def parse_args(argv: list[str]):
         prog="python -m tp_keras.sweep",
         description="Run a launcher flagfile over several seeds (resumable) and tabulate mean ± SD. Extra "
                     "launcher flags go after --, e.g. -- --epochs=3.")
-    parser.add_argument("--flagfile", help="the launcher flagfile of the cell, e.g. launch/mnist_ddtp_linear.flags")
+    parser.add_argument("--flagfile", help="the launcher flagfile of the cell, e.g. launch/mnist_DDTPlinear.flags")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     parser.add_argument("--first_seed", type=int, default=0, help="first seed (default 0): seeds first_seed.."
                                                                   "first_seed+seeds-1")
@@ -636,7 +636,7 @@ def parse_args(argv: list[str]):
         if not args.out:
             parser.error("--report_only needs --out")
     elif not args.flagfile:
-        parser.error("--flagfile is required (e.g. --flagfile=launch/mnist_ddtp_linear.flags)")
+        parser.error("--flagfile is required (e.g. --flagfile=launch/mnist_DDTPlinear.flags)")
     elif not os.path.isfile(args.flagfile):
         parser.error(f"--flagfile: {args.flagfile} does not exist")
     if args.seeds < 1 or args.parallel < 1:
