@@ -138,3 +138,20 @@ def blobs():
 @pytest.fixture
 def batch():
     return make_batch()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """A 100-train / 40-test MNIST look-alike as the four IDX files, whose label is readable from the image (so it
+    is learnable); shared by the end-to-end tests (launcher, faults, sweeps)."""
+    from tp_keras.data import write_idx_images, write_idx_labels
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 100), ("t10k", 40)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, label * 2:label * 2 + 3, :] = 255
+        write_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return str(folder)

@@ -10,24 +10,10 @@ import numpy as np
 import pytest
 
 from tp_keras.config import Config
-from tp_keras.data import write_idx_images, write_idx_labels
 
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
 TIME_KEYS = ("total_seconds", "train_seconds", "fb_seconds", "eval_seconds", "epoch_seconds")
 
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mnist_faults")
-    rng = np.random.default_rng(1)
-    for prefix, n in (("train", 100), ("t10k", 40)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, label * 2:label * 2 + 3, :] = 255
-        write_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
 
 
 def _without_times(obj):

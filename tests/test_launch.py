@@ -8,24 +8,9 @@ import numpy as np
 import pytest
 
 from tp_keras.config import Config, ConfigError
-from tp_keras.data import write_idx_images, write_idx_labels
 
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
 
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    """A 100-train / 40-test MNIST look-alike whose label is readable from the image (so it is learnable)."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 100), ("t10k", 40)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, label * 2:label * 2 + 3, :] = 255
-        write_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
 
 
 def _lines(path):

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from tp_keras import sweep, tables
-from tp_keras.data import write_idx_images, write_idx_labels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -292,20 +291,6 @@ def test_sweep_refuses_its_own_flags_after_the_separator(fake_launcher, tmp_path
 
 
 # --- One real sweep ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    """A 100-train / 40-test MNIST look-alike (label readable from the image)."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 100), ("t10k", 40)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, label * 2:label * 2 + 3, :] = 255
-        write_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
 
 
 def test_real_sweep_two_seeds_then_resume(mnist_dir, tmp_path):

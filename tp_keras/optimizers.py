@@ -18,8 +18,23 @@ transfer if the update is reproduced exactly. Keras' own Adam differs in two way
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
+
+
+@contextlib.contextmanager
+def _floatx(precision: str | None):
+    """Keras stores an optimizer's learning rate in floatx; building it under the model's precision keeps a
+    float64 run's learning rate from being rounded to float32."""
+    previous = keras.config.floatx()
+    if precision:
+        keras.config.set_floatx(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
@@ -39,15 +54,8 @@ class TorchAdam(keras.optimizers.Optimizer):
         if kwargs.get("weight_decay"):
             raise ValueError("TorchAdam: use l2_decay (coupled L2, PyTorch semantics), not weight_decay.")
         kwargs.pop("weight_decay", None)
-        # Keras stores the learning rate in floatx; `precision` stores it in the model's precision instead, so a
-        # float64 run does not see lr rounded to float32.
-        previous = keras.config.floatx()
-        if precision:
-            keras.config.set_floatx(precision)
-        try:
+        with _floatx(precision):
             super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        finally:
-            keras.config.set_floatx(previous)
         self.precision = precision
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
@@ -119,13 +127,8 @@ class TorchSGD(keras.optimizers.Optimizer):
     """
 
     def __init__(self, learning_rate=1e-3, l2_decay=0.0, name="torch_sgd", precision: str | None = None, **kwargs):
-        previous = keras.config.floatx()
-        if precision:
-            keras.config.set_floatx(precision)
-        try:
+        with _floatx(precision):
             super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        finally:
-            keras.config.set_floatx(previous)
         self.precision = precision
         self.l2_decay = float(l2_decay)
 

@@ -58,28 +58,23 @@ _RESERVED = ("seed", "workdir", "resume", "noresume")
 _RAISED = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
 # Per-seed columns (the spec §4.2 quantities plus timing), in table order: key, Markdown header, format.
+_COMMON_COLUMNS = (
+    ("loss_train_last", "train loss (last)", "loss"),
+    ("loss_train_best", "train loss (min)", "loss"),
+    ("epochs_run", "epochs", "int"),
+    ("epoch_best", "best-val epoch", "int"),
+    ("total_seconds", "total s", "sec"),
+    ("s_per_epoch", "s/epoch", "sec"),
+    ("s_per_epoch_steady", "s/epoch from epoch 2", "sec"),
+)
 CLASSIFICATION_COLUMNS = (
     ("error_test_val_best_pct", "test error at best val (%)", "pct"),
     ("acc_test_last", "test acc (last)", "acc"),
-    ("loss_train_last", "train loss (last)", "loss"),
-    ("loss_train_best", "train loss (min)", "loss"),
-    ("epochs_run", "epochs", "int"),
-    ("epoch_best", "best-val epoch", "int"),
-    ("total_seconds", "total s", "sec"),
-    ("s_per_epoch", "s/epoch", "sec"),
-    ("s_per_epoch_steady", "s/epoch from epoch 2", "sec"),
-)
+) + _COMMON_COLUMNS
 REGRESSION_COLUMNS = (
     ("loss_test_val_best", "test loss at best val", "loss"),
     ("loss_test_last", "test loss (last)", "loss"),
-    ("loss_train_last", "train loss (last)", "loss"),
-    ("loss_train_best", "train loss (min)", "loss"),
-    ("epochs_run", "epochs", "int"),
-    ("epoch_best", "best-val epoch", "int"),
-    ("total_seconds", "total s", "sec"),
-    ("s_per_epoch", "s/epoch", "sec"),
-    ("s_per_epoch_steady", "s/epoch from epoch 2", "sec"),
-)
+) + _COMMON_COLUMNS
 
 
 def is_final(status) -> bool:
