@@ -35,7 +35,7 @@ def test_update_angle_matches_numpy_and_clamps():
     assert np.isfinite(float(D.update_angle(c, c)))
 
 
-def test_bp_kernel_gradients_equal_autograd():
+def test_bp_gradients_from_the_jacobians_equal_autograd():
     model = randomize_biases(make_model("ddtp_linear"))
     x, y = _batch(model)
     kernels = [layer.kernel.value for layer in model.tp_layers]
@@ -43,7 +43,9 @@ def test_bp_kernel_gradients_equal_autograd():
         loss = tf.reduce_mean(T.output_loss_per_sample(model(x), y, model.task))
     expected = tape.gradient(loss, kernels)
     hs = model.activations(x)
-    got = D.bp_kernel_gradients(model.tp_layers, hs, T.output_error(hs[-1], y, model.task, 6))
+    got, gnt = D.bp_and_gnt_kernel_updates(model.tp_layers, hs, T.output_error(hs[-1], y, model.task, 6),
+                                           [0.0] * 3)
+    assert len(got) == 4 and len(gnt) == 3
     for g, e in zip(got, expected):
         np.testing.assert_allclose(to_np(g), to_np(e), rtol=1e-10, atol=1e-13)
 
@@ -69,9 +71,11 @@ def test_gnt_kernel_updates_match_per_sample_reference(damping):
     hs = model.activations(x)
     error = T.output_error(hs[-1], y, model.task, 6)
     got = D.gnt_kernel_updates(model.tp_layers, hs, error, [[damping]] * 3)
+    _, fused = D.bp_and_gnt_kernel_updates(model.tp_layers, hs, error, [damping] * 3)  # the angle step's path
     for layer in (1, 2, 3):
-        np.testing.assert_allclose(to_np(got[layer - 1][0]), _np_gnt_update(model, x, y, layer, damping),
-                                   rtol=1e-8, atol=1e-12)
+        expected = _np_gnt_update(model, x, y, layer, damping)
+        np.testing.assert_allclose(to_np(got[layer - 1][0]), expected, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(to_np(fused[layer - 1]), expected, rtol=1e-8, atol=1e-12)
 
 
 def test_damping_search_shares_one_decomposition_and_agrees_with_single_solves():

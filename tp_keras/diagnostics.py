@@ -3,8 +3,8 @@
 Everything here is batched TensorFlow that runs inside compiled steps; nothing loops over samples or outputs.
 
 * `update_angle`: the whole-tensor angle in degrees between two updates (spec §5.1).
-* `bp_kernel_gradients`: ∂L/∂W_ℓ of the batch-mean loss for every layer, by back-propagating the closed-form
-  e_L through the clean activations the step already has (no second forward pass, no tape).
+* `bp_and_gnt_kernel_updates`: ∂L/∂W_ℓ of the batch-mean loss for every layer and the GNT update of every
+  hidden layer, from the clean activations the step already has (no second forward pass, no tape).
 * `gnt_kernel_updates`: the GNT weight update of every hidden layer (spec §5.3): Δh_ℓ = J_ℓᵀ(J_ℓJ_ℓᵀ + λ_ℓI)⁻¹e_L
   per sample (J_ℓ⁺e_L for λ_ℓ = 0), then the local-loss gradient toward h_ℓ − Δh_ℓ. The per-sample Jacobians come
   from the batched chain rule; one eigendecomposition of each small Gram matrix serves every λ.
@@ -43,22 +43,6 @@ def kernel_indices(layers) -> list[int]:
         indices.append(position)
         position += len(layer.forward_variables)
     return indices
-
-
-def bp_kernel_gradients(layers, hs, error):
-    """∂L/∂W_ℓ for ℓ = 1..L of the loss whose output gradient is `error` (e_L, with its 1/B).
-
-    Back-propagation written out on the clean activations h_0..h_L: δ_ℓ = (δ_{ℓ+1}W_{ℓ+1}ᵀ) ⊙ s'_ℓ, ∂L/∂W_ℓ =
-    h_{ℓ−1}ᵀδ_ℓ — exactly the autograd gradient (tested), at the cost of the backward half of BP only.
-    """
-    grads = [None] * len(layers)
-    delta = error
-    for k in range(len(layers) - 1, -1, -1):  # layers[k] maps h_k to h_{k+1}
-        pre = delta * layers[k].activation_derivative(hs[k + 1])
-        grads[k] = tf.matmul(hs[k], pre, transpose_a=True)
-        if k > 0:
-            delta = tf.matmul(pre, layers[k].kernel, transpose_b=True)
-    return grads
 
 
 def damped_gn_steps(jacobian, error, dampings: Sequence[float]):
@@ -134,32 +118,39 @@ def _method_kernel_updates(layers, updates):
     return [updates.forward_grads[i] for i in kernel_indices(layers)]
 
 
+def bp_and_gnt_kernel_updates(layers, hs, error, dampings: Sequence[float]):
+    """(BP gradients ∂L/∂W_ℓ for ℓ = 1..L, GNT updates of the hidden layers ℓ = 1..L−1 with damping dampings[ℓ−1]).
+
+    One set of per-sample Jacobians serves both: BP's deltas are J_ℓᵀe_L (no backward matmuls), and each layer's
+    BP and GNT weight updates come from one matmul. `error` is e_L with its 1/B.
+    """
+    jacobians = T.output_jacobians(layers, hs)
+    scale = 2.0 / tf.cast(tf.shape(hs[0])[0], hs[0].dtype)  # GNT's local-loss factor; BP's gradient has none
+    bp, gnt = [], []
+    for k, layer in enumerate(layers):
+        slope = layer.activation_derivative(hs[k + 1])
+        if k == len(layers) - 1:  # the output layer: BP's delta is e_L itself; no GNT update
+            bp.extend(_kernel_gradients(hs[k], [error * slope]))
+        else:
+            bp_delta = tf.einsum("bo,boi->bi", error, jacobians[k])  # J_ℓᵀe_L: the back-propagated error at h_ℓ
+            (gn_delta,) = damped_gn_steps(jacobians[k], error, [dampings[k]])
+            bp_update, gnt_update = _kernel_gradients(hs[k], [bp_delta * slope, gn_delta * slope * scale])
+            bp.append(bp_update)
+            gnt.append(gnt_update)
+    return bp, gnt
+
+
 def angles(model, updates, y, gn_damping=0.0) -> dict:
     """Angles (degrees) of the method's weight updates in `updates` (from step.compute_updates, forward=True)
     against the BP gradient of the same batch (every layer, output included) and against the GNT update with
     per-hidden-layer damping (hidden layers only). Returns {'bp_angle': (L,), 'gnt_angle': (L−1,)} tensors.
-
-    One set of per-sample Jacobians serves both: BP's deltas are J_ℓᵀe_L (no backward matmuls), and each layer's
-    BP and GNT weight updates come from one matmul.
     """
     layers, hs = model.tp_layers, updates.activations
     error = T.output_error(hs[-1], y, model.task, tf.shape(hs[0])[0])
     method = _method_kernel_updates(layers, updates)
-    dampings = per_layer_damping(gn_damping, len(layers) - 1)
-    jacobians = T.output_jacobians(layers, hs)
-    scale = 2.0 / tf.cast(tf.shape(hs[0])[0], hs[0].dtype)  # GNT's local-loss factor; BP's gradient has none
-    bp_angles, gnt_angles = [], []
-    for k, layer in enumerate(layers):
-        slope = layer.activation_derivative(hs[k + 1])
-        if k == len(layers) - 1:  # the output layer: BP's delta is e_L itself; no GNT angle
-            (bp,) = _kernel_gradients(hs[k], [error * slope])
-        else:
-            bp_delta = tf.einsum("bo,boi->bi", error, jacobians[k])  # J_ℓᵀe_L: the back-propagated error at h_ℓ
-            (gn_delta,) = damped_gn_steps(jacobians[k], error, [dampings[k]])
-            bp, gnt = _kernel_gradients(hs[k], [bp_delta * slope, gn_delta * slope * scale])
-            gnt_angles.append(update_angle(method[k], gnt))
-        bp_angles.append(update_angle(method[k], bp))
-    return {"bp_angle": tf.stack(bp_angles), "gnt_angle": tf.stack(gnt_angles)}
+    bp, gnt = bp_and_gnt_kernel_updates(layers, hs, error, per_layer_damping(gn_damping, len(layers) - 1))
+    return {"bp_angle": tf.stack([update_angle(m, b) for m, b in zip(method, bp)]),
+            "gnt_angle": tf.stack([update_angle(m, g) for m, g in zip(method, gnt)])}
 
 
 def gnt_angles_for_dampings(model, updates, y, dampings: Sequence[float]):
