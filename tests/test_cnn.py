@@ -410,3 +410,20 @@ def test_build_model_uses_the_dataset_image_shape():
     model = build_model(Config.paper("dfa", architecture="cnn", dataset="cifar10", target_stepsize=1.0), dataset)
     assert isinstance(model, CNNModel) and model.image_shape == IMAGE and not model.feedback_variables
     assert model.hidden_sizes == [4 * 3 * 32, 2 * 2 * 64, 512]
+
+
+def test_cnn_keras_file_round_trip(tmp_path):
+    """A CNNModel saved as .keras loads back with every forward and feedback weight and predicts identically."""
+    import keras
+    model = CNNModel("ddtp_linear", image_shape=(8, 8, 1), conv_channels=(2, 3), fc_units=(5,), output_size=3,
+                     seed=3)
+    for v in model.weights:  # non-initial values, so the check cannot pass by re-initialisation
+        v.assign(np.random.default_rng(len(v.path)).normal(size=v.shape).astype(v.dtype))
+    path = str(tmp_path / "cnn.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, CNNModel) and restored.method == model.method
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), restored.predict(x, verbose=0))
