@@ -111,7 +111,8 @@ def install_fixed_noise(monkeypatch, model, batch, seed=123):
     noise = [model.sigma * rng.normal(size=(batch, n)) for n in model.hidden_sizes]
     calls = []
 
-    def fake_noisy_copies(m, hs):
+    def fake_noisy_copies(m, hs, noise_rows=None):
+        assert noise_rows is None  # single-device tests
         calls.append(1)
         hidden = hs[1:-1]
         assert [int(h.shape[-1]) for h in hidden] == list(model.hidden_sizes)

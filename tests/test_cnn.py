@@ -195,7 +195,8 @@ def _install_noise(monkeypatch, model, batch, seed=5):
     rng = np.random.default_rng(seed)
     noise = [model.sigma * rng.normal(size=(batch, n)) for n in model.hidden_sizes]
 
-    def fake_noisy_copies(m, hs):
+    def fake_noisy_copies(m, hs, noise_rows=None):
+        assert noise_rows is None  # single-device tests
         assert [int(h.shape[-1]) for h in hs[1:-1]] == model.hidden_sizes  # flattened pooled maps
         return [h + tf.constant(e, h.dtype) for h, e in zip(hs[1:-1], noise)]
 

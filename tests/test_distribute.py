@@ -17,7 +17,6 @@ keeps Adam from amplifying rounding in near-zero gradients by lr/ε = 1e6, which
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -41,7 +40,7 @@ UNEVEN = ("bp", "dtpdrl", "ddtp_linear", "gnt")  # also a 7-row global batch (sh
 XLA = "ddtp_linear"
 
 _SCRIPT = textwrap.dedent(r'''
-    import contextlib, inspect, json, os, sys, threading, time
+    import contextlib, json, os, sys, time
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import tensorflow as tf
@@ -56,31 +55,6 @@ _SCRIPT = textwrap.dedent(r'''
 
     UNEVEN, XLA = set(sys.argv[1].split(",")), sys.argv[2]
     t_start = time.perf_counter()
-
-    # Until step.compute_updates accepts noise_rows=(offset, global batch), emulate exactly that change here:
-    # the replica's noise is the global batch's draw (the library's own draw, on zero rows) at its rows.
-    emulated = "noise_rows" not in inspect.signature(step.compute_updates).parameters
-    if emulated:
-        local = threading.local()  # MirroredStrategy traces each replica in its own thread
-        compute_updates, noisy_copies = step.compute_updates, step._noisy_copies
-
-        def compute_with_rows(model, x, y, *, noise_rows=None, **kwargs):
-            local.rows = noise_rows
-            try:
-                return compute_updates(model, x, y, **kwargs)
-            finally:
-                local.rows = None
-
-        def noisy_with_rows(model, hs):
-            rows = getattr(local, "rows", None)
-            if rows is None:
-                return noisy_copies(model, hs)
-            offset, total = rows
-            zeros = [tf.zeros([total, int(h.shape[-1])], h.dtype) for h in hs]
-            n = tf.shape(hs[0])[0]
-            return [h + e[offset:offset + n] for h, e in zip(hs[1:-1], noisy_copies(model, zeros))]
-
-        step.compute_updates, step._noisy_copies = compute_with_rows, noisy_with_rows
 
     mirrored = make_strategy("mirrored")  # no GPU here: both logical CPUs
     assert mirrored.num_replicas_in_sync == 2, mirrored.extended.worker_devices
@@ -160,7 +134,7 @@ _SCRIPT = textwrap.dedent(r'''
                                                                                  sorted(ref_history)]}
 
     fits = {method: fit_case(method) for method in ("dfa", "dtpdrl")}
-    print("EQUIVALENCE_JSON " + json.dumps({"emulated": emulated, "cases": cases, "fits": fits,
+    print("EQUIVALENCE_JSON " + json.dumps({"cases": cases, "fits": fits,
                                             "seconds": time.perf_counter() - t_start}), flush=True)
 ''')
 
@@ -212,13 +186,6 @@ def test_fit_under_two_replicas_matches_fit_on_one_device(equivalence, method):
 def test_one_device_strategy_matches_trainer(equivalence):
     _check(equivalence["cases"]["one_device:dtpdrl"])
     assert equivalence["cases"]["one_device:dtpdrl"]["replicas"] == 1
-
-
-@pytest.mark.xfail("noise_rows" not in inspect.signature(step.compute_updates).parameters, strict=True,
-                   reason="step.compute_updates has no noise_rows=(offset, global batch) yet; the equivalence "
-                          "subprocess emulates it, DistributedTrainer warns that replicas' noise differs")
-def test_step_accepts_noise_rows():
-    assert "noise_rows" in inspect.signature(step.compute_updates).parameters
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -39,9 +39,7 @@ Strategy selection (`make_strategy`)
   same seed generator would all draw the rows of shard 0. Every replica advances its copy of the model's seed
   generator once per step (so all replicas use the one-device seed), and with `step.compute_updates(...,
   noise_rows=(offset, B))` draws the B-row noise of the global batch and keeps its own rows: exactly the noise
-  a single device draws. Without that argument (an older `step.py`), every replica's noise are the first rows
-  of the draw, i.e. shards share noise: still an unbiased feedback gradient, but not the one-device update; a
-  warning says so.
+  a single device draws.
 * XLA. `jit_compile=True` compiles each replica's gradient computation (`compute_updates` + metric sums, the
   whole cost of a TP step) as its own XLA function per replica; the all-reduce and the optimizer update stay in
   the graph around it. Measured on this CPU (TF 2.21): compiling the function that contains `strategy.run`, or
@@ -60,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
-import inspect
 import os
 import warnings
 from typing import Callable, Sequence
@@ -221,10 +218,6 @@ def shard_bounds(batch_size: int, replicas: int) -> list[tuple[int, int]]:
     return [(r * batch_size // replicas, (r + 1) * batch_size // replicas) for r in range(replicas)]
 
 
-def _supports_noise_rows() -> bool:
-    return "noise_rows" in inspect.signature(step.compute_updates).parameters
-
-
 class DistributedTrainer:
     """`step.Trainer` under a `tf.distribute.Strategy`: global batches in, one-device updates out.
 
@@ -260,11 +253,7 @@ class DistributedTrainer:
                                      f"feedback_optimizer_fn")
                 self.feedback_optimizer = self._new_optimizer(feedback_optimizer_fn)
                 self.feedback_optimizer.build(self.model.feedback_variables)
-        self.noise_rows = _supports_noise_rows()
         self.angle_step = None  # angle logging needs the whole batch on one device (see from_config)
-        if self.replicas > 1 and self.model.feedback_variables and not self.noise_rows:
-            warnings.warn("tp_keras.step.compute_updates has no noise_rows argument: each replica draws the noise "
-                          "of its own shard from the same seed, so feedback updates differ from one device's")
         self._replica_fns: dict = {}
         compile_ = functools.partial(tf.function, reduce_retracing=True, autograph=False)
         self._train = compile_(functools.partial(self._distributed_step, True))
@@ -343,9 +332,8 @@ class DistributedTrainer:
 
     def _gradients_and_sums(self, forward: bool, x, y, offset, batch):
         """One replica's gradients (its share of the global batch's) and metric sums, as a dict of tensors."""
-        kwargs = {"noise_rows": (offset, batch)} if self.noise_rows else {}
         updates = step.compute_updates(self.model, x, y, forward=forward, feedback=True, batch_size=batch,
-                                       **kwargs)
+                                       noise_rows=(offset, batch))
         out = {}
         if updates.forward_grads is not None:
             out["forward_grads"] = list(updates.forward_grads)

@@ -88,9 +88,7 @@ def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with
     layers = model.tp_layers
     difference = m.target_rule == "difference"
     targets, fb_losses = None, []
-    noisy = None
-    if with_losses:  # (the two-argument call keeps test doubles of _noisy_copies simple)
-        noisy = _noisy_copies(model, hs) if noise_rows is None else _noisy_copies(model, hs, noise_rows)
+    noisy = _noisy_copies(model, hs, noise_rows) if with_losses else None
     scale = L.feedback_loss_scale(m.feedback_loss, model.sigma) if with_losses else None
 
     if m.feedback == "layerwise":
