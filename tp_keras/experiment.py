@@ -236,9 +236,10 @@ def _mean_angles(rows: list[dict]) -> dict:
 
 
 def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles,
-                  first_epoch: int) -> str:
+                  first_epoch: int, on_epoch_end=None) -> str:
     """Feedback pre-training (unless resuming past it), then epochs first_epoch..config.epochs; returns the
-    run's final status. `record` also checkpoints."""
+    run's final status. `record` also checkpoints. `on_epoch_end(row)` may return a final status (e.g.
+    "pruned: ...") that stops the run after that epoch."""
     has_val = dataset.val is not None
     status = "finished"
     if first_epoch == 1 and trainer.trains_feedback and config.epochs_fb > 0:
@@ -286,6 +287,11 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
             status = f"pruned: train accuracy {row['train_acc']:.3f} after epoch {epoch}"
             log(f"[tp_keras] stopping: {status}")
             return status
+        if on_epoch_end is not None:
+            stop = on_epoch_end(row)
+            if stop:
+                log(f"[tp_keras] stopping: {stop}")
+                return stop
         _fault_injection(epoch)
 
     return status
@@ -355,7 +361,7 @@ def load_checkpoint(path: str, trainer: Trainer, config: Config) -> dict:
 
 
 def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None,
-                       trainer: Trainer | None = None, *, resume: bool = False) -> dict:
+                       trainer: Trainer | None = None, *, resume: bool = False, on_epoch_end=None) -> dict:
     """Runs one experiment and returns its summary (also written to workdir/summary.json).
 
     Args:
@@ -367,6 +373,9 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
       resume: continue from workdir/checkpoint.npz if there is one (written after feedback pre-training and
         after every epoch): same weights, optimizer states, noise state, shuffling and history, so the
         finished run equals an uninterrupted one.
+      on_epoch_end: optional `f(row)` called after every training epoch has been recorded and checkpointed
+        (`row` is that epoch's metrics.jsonl line); returning a status string (e.g. "pruned: ...") ends the run
+        with that status. A hyper-parameter search prunes trials with it.
     """
     config.validate()
     os.makedirs(workdir, exist_ok=True)
@@ -453,7 +462,7 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
 
     try:
         status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles,
-                               first_epoch)
+                               first_epoch, on_epoch_end)
     except KeyboardInterrupt:
         write_summary("interrupted")
         writer.close()
