@@ -37,7 +37,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(mnist_dir, tmp_path):
                 log_angles=True, log_interval=2, **TINY)
     killed = tmp_path / "killed"
     flags = [f"--{k}={v}" for k, v in args.items() if k not in ("progress", "log_angles")]
-    env = dict(os.environ, TP_KERAS_KILL_AFTER_EPOCH="1")
+    env = dict(os.environ, TP_KERAS_KILL_AT="after_checkpoint:2")
     result = subprocess.run([sys.executable, "-m", "tp_keras.launch", *flags, "--log_angles", "--noprogress",
                              f"--workdir={killed}"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]

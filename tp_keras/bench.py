@@ -57,6 +57,8 @@ import time
 
 from absl import app, flags
 
+from tp_keras import cli
+
 try:
     import resource
 except ImportError:  # not on Windows
@@ -99,13 +101,32 @@ FIELDS = {
 
 
 def _parse_threads(values):
+    from tp_keras.config import ConfigError
     try:
         threads = [int(v) for v in values]
     except ValueError:
-        raise app.UsageError(f"--threads: integers expected, got {','.join(values)}") from None
-    if not threads or any(t < 0 for t in threads):
-        raise app.UsageError(f"--threads: non-negative integers expected, got {','.join(values)}")
+        raise ConfigError("threads", f"integers expected, got {','.join(values)}, e.g. --threads=1,2") from None
+    if not threads or any(not 0 <= t <= 4096 for t in threads):
+        raise ConfigError("threads", f"integers between 0 and 4096 expected, got {','.join(values)}, e.g. "
+                                     "--threads=1,2")
     return list(dict.fromkeys(threads))  # drop repeats, keep the order
+
+
+def _check_settings(methods):
+    """One-line refusals, before any timing: sizes out of range, a --json that could not be written, and data
+    or models that would not fit in memory."""
+    from tp_keras import memory, rundir
+    from tp_keras.config import Config, check_integer
+    check_integer("samples", FLAGS.samples, 1, example=55000)
+    check_integer("batch_size", FLAGS.batch_size, 1, example=128)
+    check_integer("repeats", FLAGS.repeats, 1, example=2)
+    if FLAGS.json:
+        rundir.check_writable(FLAGS.json, "--json")
+    for method in methods:
+        config = Config.paper(method, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
+                              log_angles=FLAGS.angles)
+        memory.check_fits(config, input_size=784, image_shape=(28, 28, 1), num_outputs=10,
+                          num_train=FLAGS.samples, num_eval=0)
 
 
 def _peak_rss_mib():
@@ -309,24 +330,28 @@ def run_children(methods, threads_list):
     return report
 
 
+@cli.guarded(interrupted_hint="nothing was written")
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+    from tp_keras.config import ConfigError
     from tp_keras.methods import METHODS
     threads_list = _parse_threads(FLAGS.threads)
     methods = FLAGS.methods or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise app.UsageError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+        raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
+    _check_settings(methods)
     if len(threads_list) == 1:
         report = run_in_process(methods, threads_list[0])
     else:
         report = run_children(methods, threads_list)
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(report, f, indent=2)
+        from tp_keras.rundir import atomic_write
+        atomic_write(FLAGS.json, json.dumps(report, indent=2), kind="--json")
     return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags_one_line)

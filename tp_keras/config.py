@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 from tp_keras import paper_configs
 from tp_keras.data import DATASETS
@@ -14,6 +15,15 @@ ARCHITECTURES = ("mlp", "cnn")
 # with its own forward Adam when --lr / --epsilon give one value per layer.
 CNN_METHODS = ("bp", "ddtp_linear", "ddtp_control", "dfa")
 CNN_NUM_LAYERS = 4
+
+# The largest seed every generator a run seeds accepts (NumPy's legacy seeding, behind
+# keras.utils.set_random_seed, takes 0..2**32 − 1), and the largest size or count: TensorFlow indexes and shapes
+# some tensors with int32.
+MAX_SEED = 2 ** 32 - 1
+MAX_INT = 2 ** 31 - 1
+# Integer settings and their smallest value (the largest is MAX_INT, MAX_SEED for the seed).
+_INTEGERS = {"seed": 0, "num_hidden": 1, "size_hidden": 1, "size_hidden_fb": 1, "batch_size": 1, "epochs": 0,
+             "epochs_fb": 0, "extra_fb_epochs": 0, "validation_size": 0, "log_interval": 1}
 
 # Keys of the reference's configs that map one-to-one onto Config fields.
 _PAPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb",
@@ -162,6 +172,8 @@ class Config:
             if not cnn and count != 1:
                 raise ConfigError(name, f"{count} values given; an MLP takes one value (per-layer lists are for "
                                         "--architecture=cnn)")
+        for name, lowest in _INTEGERS.items():
+            _integer(self, name, lowest, MAX_SEED if name == "seed" else MAX_INT)
         method = get_method(self.method)
         _positive(self, "lr", "e.g. --lr=1e-4")
         _positive(self, "target_stepsize", "e.g. --target_stepsize=0.05")
@@ -217,13 +229,28 @@ def _values(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
+def check_integer(name: str, value, lowest: int = 0, highest: int = MAX_INT, example=None) -> int:
+    """`value` as an int if it is a whole number in lowest..highest; otherwise ConfigError naming --name."""
+    example = f", e.g. --{name}={example}" if example is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(name, f"{value!r} is not an integer; give a whole number{example}")
+    if not lowest <= value <= highest:
+        why = " (the range NumPy's, TensorFlow's and Keras' seeding accept)" if name == "seed" else ""
+        raise ConfigError(name, f"{value} must be between {lowest} and {highest}{why}{example}")
+    return int(value)
+
+
+def _integer(config, name, lowest, highest):
+    check_integer(name, getattr(config, name), lowest, highest, example=getattr(Config, name))
+
+
 def _positive(config, name, hint):
     for value in _values(getattr(config, name)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
             raise ConfigError(name, f"{value} must be > 0; {hint}")
 
 
 def _non_negative(config, name):
     for value in _values(getattr(config, name)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise ConfigError(name, f"{value} must be >= 0")

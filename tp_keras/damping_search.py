@@ -15,13 +15,15 @@ angle-logging run.
 """
 from __future__ import annotations
 
+import math
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-from tp_keras import launch  # defines the launcher's flags, which this command shares
+from tp_keras import cli, launch  # launch defines the launcher's flags, which this command shares
+from tp_keras.config import check_integer
+from tp_keras.rundir import write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("search_epochs", 3, "Training epochs before the search pass (the reference: 3).")
@@ -54,33 +56,32 @@ def search(trainer, split, grid, *, batch_size: int, log_interval: int, seed: in
 
 def main(argv):
     if len(argv) > 1:
-        launch._fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+        cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     from tp_keras.config import ConfigError
-    from tp_keras.data import DataError, load_dataset
-    from tp_keras.experiment import build_model, build_trainer, train_and_evaluate, write_json
-    try:
-        grid = launch._floats("grid", FLAGS.grid)
-        if not grid or any(v < 0 for v in grid):
-            raise ConfigError("grid", "give one or more damping values >= 0, e.g. --grid=0,1e-4,1e-2,1")
-        if FLAGS.search_epochs < 0:
-            raise ConfigError("search_epochs", f"{FLAGS.search_epochs} must be >= 0, e.g. --search_epochs=3")
-        config = launch.config_from_flags()
-        config.epochs = FLAGS.search_epochs
-        config.log_angles = False
-        config.validate()
-        from tp_keras.methods import get_method
-        if not get_method(config.method).uses_targets:
-            raise ConfigError("method", f"{config.method} has no forward targets to compare with GNT; choose a "
-                                        "TP method")
-        workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_damping_search")
-        dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                               validation_size=config.validation_size, no_val_set=config.no_val_set)
-        trainer = build_trainer(config, build_model(config, dataset))
-        train_and_evaluate(config, workdir, dataset, trainer=trainer)
-    except (ConfigError, DataError) as err:
-        launch._fail(str(err))
-    except KeyboardInterrupt:
-        launch._fail("interrupted before the search pass")
+    from tp_keras.data import load_dataset
+    from tp_keras.experiment import build_model, build_trainer, train_and_evaluate
+    from tp_keras.memory import check_dataset_fits
+    grid = launch._floats("grid", FLAGS.grid)
+    if not grid or any(not math.isfinite(v) or v < 0 for v in grid):
+        raise ConfigError("grid", "give one or more finite damping values >= 0, e.g. --grid=0,1e-4,1e-2,1")
+    check_integer("search_epochs", FLAGS.search_epochs, 0, example=3)
+    config = launch.config_from_flags()
+    config.epochs = FLAGS.search_epochs
+    config.log_angles = False
+    config.validate()
+    from tp_keras.methods import get_method
+    if not get_method(config.method).uses_targets:
+        raise ConfigError("method", f"{config.method} has no forward targets to compare with GNT; choose a "
+                                    "TP method")
+    workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_damping_search")
+    dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
+                           validation_size=config.validation_size, no_val_set=config.no_val_set)
+    check_dataset_fits(config, dataset)
+    trainer = build_trainer(config, build_model(config, dataset))
+    summary = train_and_evaluate(config, workdir, dataset, trainer=trainer)
+    if summary["status"].startswith("diverged"):
+        raise ConfigError("search_epochs", f"the training before the search {summary['status']}; lower the "
+                                           "learning rates or --search_epochs")
     result = search(trainer, dataset.train, grid, batch_size=config.batch_size,
                     log_interval=config.log_interval, seed=config.seed)
     result.update(method=config.method, dataset=config.dataset, seed=config.seed, epochs_trained=config.epochs,
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.guarded(main, interrupted_hint="the search did not finish"), flags_parser=cli.parse_flags_one_line)

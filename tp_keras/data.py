@@ -182,6 +182,11 @@ def load_dataset(
 
     raw = _load_raw(key, data_dir) if data_dir is not None else None
     (x_train, y_train), (x_test, y_test) = raw if raw is not None else _load_tfds(key, data_dir)
+    source = f"--data_dir={data_dir}" if raw is not None else f"tensorflow-datasets' {key}"
+    for split, x in (("training", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} set has 0 samples; replace its files or point --data_dir at "
+                            "a complete copy")
 
     if no_val_set:
         train, val = (x_train, y_train), None

@@ -21,15 +21,14 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tp_keras import faults, memory, rundir
 from tp_keras.config import Config
 from tp_keras.data import Dataset, load_dataset
 from tp_keras.model import TPModel
@@ -69,22 +68,6 @@ def build_trainer(config: Config, model: TPModel) -> Trainer:
                                  l2_decay=config.feedback_wd, name="feedback_adam", precision=config.precision)
     return Trainer(model, forward_opt, feedback_opt, jit_compile=config.jit_compile,
                    angle_damping=list(config.gn_damping) if config.log_angles else None)
-
-
-def write_json(path: str, obj) -> None:
-    """Writes JSON atomically: never a half-written file."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 class _Batches:
@@ -140,14 +123,15 @@ def _first_problem(label: str, flags: list[dict]) -> str | None:
 
 
 def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, angle_step=None,
-              log_interval: int = 0, angles_out: list | None = None, where: str = "") -> dict:
+              log_interval: int = 0, angles_out: list | None = None, where: str = "", before_batch=None) -> dict:
     """Runs `step_fn` over one shuffled pass; returns the unweighted means over batches of its metrics.
 
     With `angle_step`, batches whose index is a multiple of `log_interval` run it instead, and
     (batch index, bp_angle, gnt_angle) is appended to `angles_out`. Metrics, angles and the finiteness flags
     stay on the device; the host reads them every `sync_every` steps for the progress bar and once at the end of
     the pass, when a non-finite value raises `Diverged` naming the first bad batch and layer (`where`
-    describes the pass, e.g. "epoch 3")."""
+    describes the pass, e.g. "epoch 3"). `before_batch()`, if given, runs before every batch (where a stop request
+    is honoured)."""
     bar = keras.utils.Progbar(batches.steps, verbose=1 if sys.stdout.isatty() else 2, unit_name="batch") \
         if show_progress else None
     collected: dict[str, list] = {}
@@ -155,6 +139,8 @@ def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, an
     sync_every = max(1, batches.steps // 20)
     logged = []
     for i, (x, y) in enumerate(batches.shuffled()):
+        if before_batch is not None:
+            before_batch()
         if angle_step is not None and i % log_interval == 0:
             metrics = dict(angle_step(x, y))
             logged.append((i, metrics.pop("bp_angle"), metrics.pop("gnt_angle")))
@@ -235,26 +221,31 @@ def _mean_angles(rows: list[dict]) -> dict:
     return means
 
 
-def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles,
-                  first_epoch: int, on_epoch_end=None) -> str:
-    """Feedback pre-training (unless resuming past it), then epochs first_epoch..config.epochs; returns the
-    run's final status. `record` also checkpoints. `on_epoch_end(row)` may return a final status (e.g.
-    "pruned: ...") that stops the run after that epoch."""
+def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedback_passes, log, *,
+                  resumed_epoch: int | None, progress: dict, on_epoch_end=None) -> str:
+    """Feedback pre-training (unless resuming from a checkpoint, which is written after it), then the epochs after
+    `resumed_epoch` up to config.epochs; returns the run's final status. `folder.record` checkpoints each row.
+    `on_epoch_end(row)` may return a final status (e.g. "pruned: ...") that stops the run after that epoch.
+    `progress["where"]` says what is running (for an interrupt's message)."""
     has_val = dataset.val is not None
     status = "finished"
-    if first_epoch == 1 and trainer.trains_feedback and config.epochs_fb > 0:
+    if resumed_epoch is None and trainer.trains_feedback and config.epochs_fb > 0:
+        progress["where"] = "feedback pre-training"
         t0 = time.perf_counter()
         pre = feedback_passes(config.epochs_fb, "fb_pretrain", "feedback pre-training pass")
         row = {"epoch": 0, "rec_loss_first": pre[0], "rec_loss_init": pre[-1],
                "fb_seconds": time.perf_counter() - t0}
-        record(row)
+        folder.record(row)
         log(f"[tp_keras] feedback pre-training: {config.epochs_fb} passes, rec_loss {pre[0]:.4g} -> {pre[-1]:.4g}")
 
+    first_epoch = 1 if resumed_epoch is None else resumed_epoch + 1
     for epoch in range(first_epoch, config.epochs + 1):
+        progress["where"] = f"epoch {epoch}"
         t0 = time.perf_counter()
         logged = []
         train = _run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
-                          log_interval=config.log_interval, angles_out=logged, where=f"epoch {epoch}")
+                          log_interval=config.log_interval, angles_out=logged, where=f"epoch {epoch}",
+                          before_batch=folder.before_train_batch)
         t1 = time.perf_counter()
         angle_rows = _angle_rows(epoch, batches.steps, logged)
         extra = feedback_passes(config.extra_fb_epochs, "fb_extra", f"extra feedback pass after epoch {epoch}:"
@@ -268,7 +259,7 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
         if extra:
             row["rec_loss_extra"] = float(np.mean(extra))
         if angle_rows:
-            record_angles(angle_rows)
+            folder.record_angles(angle_rows)
             row.update(_mean_angles(angle_rows))
         for name, split in (("val", dataset.val), ("test", dataset.test)):
             if split is not None:
@@ -276,7 +267,7 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
                     row[f"{name}_{key}"] = value
         t3 = time.perf_counter()
         row.update(train_seconds=t1 - t0, fb_seconds=t2 - t1, eval_seconds=t3 - t2, epoch_seconds=t3 - t0)
-        record(row)
+        folder.record(row)
         shown = "acc" if "train_acc" in row else "loss"
         log(f"[tp_keras] epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}"
             + (f" acc {row['train_acc']:.4f}" if "train_acc" in row else "")
@@ -292,17 +283,9 @@ def _train_epochs(config, trainer, batches, dataset, record, feedback_passes, lo
             if stop:
                 log(f"[tp_keras] stopping: {stop}")
                 return stop
-        _fault_injection(epoch)
 
+    progress["where"] = "the final summary"
     return status
-
-
-def _fault_injection(epoch: int) -> None:
-    """Test hook: TP_KERAS_KILL_AFTER_EPOCH=N kills this process (SIGKILL, no clean-up) right after epoch N's
-    checkpoint, to test --resume against a real crash."""
-    target = os.environ.get("TP_KERAS_KILL_AFTER_EPOCH")
-    if target is not None and int(target) == epoch:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- Checkpoints ----------------------------------------------------------------------------------------------
@@ -327,46 +310,212 @@ def save_checkpoint(path: str, trainer: Trainer, *, epoch: int, passes: int, his
     header = {"epoch": epoch, "passes": passes, "history": history, "config": dataclasses.asdict(config),
               "names": [f"{i}:{v.path}" for i, v in enumerate(variables)]}
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, header=np.array(json.dumps(header, default=_json_default)), **arrays)
-    os.replace(tmp, path)
+    rundir.write_checkpoint(path, header, arrays, before_rename=lambda: faults.kill_point("checkpoint_rename"))
 
 
 def load_checkpoint(path: str, trainer: Trainer, config: Config) -> dict:
-    """Restores every variable from `path`; returns its header (epoch, passes, history). Raises ConfigError if
-    the checkpoint was written by a different configuration."""
+    """Restores every variable from `path`; returns its header (epoch, passes, history). Raises RunDirError (one
+    line naming the file) if it cannot be read, ConfigError if it was written by a different configuration or
+    model; in either case no variable has changed."""
     from tp_keras.config import ConfigError
-    with np.load(path) as data:
-        header = json.loads(str(data["header"]))
-        saved = header["config"]
-        current = dataclasses.asdict(config)
-        for key in current:
-            if key not in _RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key],
-                                                                                           default=list):
-                raise ConfigError("resume", f"{path} was written with {key}={saved.get(key)!r}, this run has "
-                                            f"{current[key]!r}; use the same settings or another --workdir")
-        variables = _checkpoint_variables(trainer)
-        if len(variables) != len(header["names"]):
-            raise ConfigError("resume", f"{path} holds {len(header['names'])} variables, this model "
-                                        f"{len(variables)}; use another --workdir")
-        for i, v in enumerate(variables):
-            value = data[f"v{i}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise ConfigError("resume", f"{path}: variable {header['names'][i]} has shape {value.shape}, "
-                                            f"the model's is {tuple(v.shape)}; use another --workdir")
-            v.assign(value)
+    header, arrays = rundir.read_checkpoint(path)
+    saved = header["config"]
+    current = dataclasses.asdict(config)
+    for key in current:
+        if key not in _RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key], default=list):
+            raise ConfigError("resume", f"{path} was written with {key}={saved.get(key)!r}, this run has "
+                                        f"{current[key]!r}; use the same settings or another --workdir")
+    variables = _checkpoint_variables(trainer)
+    if len(variables) != len(header["names"]):
+        raise ConfigError("resume", f"{path} holds {len(header['names'])} variables, this model "
+                                    f"{len(variables)}; use another --workdir")
+    values = [arrays[f"v{i}"] for i in range(len(variables))]
+    for name, value, v in zip(header["names"], values, variables):
+        if tuple(value.shape) != tuple(v.shape):
+            raise ConfigError("resume", f"{path}: variable {name} has shape {value.shape}, the model's is "
+                                        f"{tuple(v.shape)}; use another --workdir")
+    for value, v in zip(values, variables):
+        v.assign(value)
     return header
 
 
+# --- The run folder -------------------------------------------------------------------------------------------
+
+class RunSummary(dict):
+    """summary.json's content, plus `checkpoint_epoch`: the epoch of the run's last good checkpoint in its workdir
+    (None when it has none)."""
+    checkpoint_epoch: int | None = None
+
+
+class _RunFolder:
+    """The files of one run in its workdir (see the module docstring), all written through tp_keras.rundir: the
+    workdir's lock, config.json, metrics.jsonl, angles.jsonl, tb/, checkpoint.npz and summary.json.
+
+    `history` holds exactly the rows of the last checkpoint written (or read back), so a summary written after a
+    failure or an interrupt describes the checkpoint that --resume continues from."""
+
+    def __init__(self, workdir: str, config: Config, log):
+        self.workdir = workdir
+        self.config = config
+        self.log = log
+        self.checkpoint_path = os.path.join(workdir, CHECKPOINT)
+        self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        self.angles_path = os.path.join(workdir, "angles.jsonl")
+        self.summary_path = os.path.join(workdir, "summary.json")
+        self.history: list[dict] = []
+        self.checkpoint_epoch = None
+        self.lock = rundir.WorkdirLock(workdir)
+        self.writer = None
+        self.stop = None  # faults.StopRequests while the epochs run
+        self.trainer = self.batches = None
+        self.has_val = False
+        self.start = time.perf_counter()
+
+    def acquire(self) -> None:
+        """Creates the workdir, takes its lock, deletes temporaries a killed run left behind."""
+        rundir.make_folder(self.workdir)
+        self.lock.acquire()
+        if self.lock.stale_holder:
+            self.log(f"[tp_keras] taking over the lock of {self.workdir} left by a run that ended without releasing "
+                     f"it ({self.lock.stale_holder})")
+        removed = rundir.remove_stale_temporaries(self.workdir)
+        if removed:
+            self.log(f"[tp_keras] removed {len(removed)} temporary file(s) a killed run left in {self.workdir}")
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.lock.release()
+
+    def resume(self, trainer, batches) -> int | None:
+        """Restores the checkpoint if there is one; returns its epoch (None: start from the beginning)."""
+        if not os.path.lexists(self.checkpoint_path):
+            self.log(f"[tp_keras] --resume: no checkpoint in {self.workdir}, starting from the beginning")
+            return None
+        header = load_checkpoint(self.checkpoint_path, trainer, self.config)
+        self.history, batches.passes = header["history"], header["passes"]
+        self.checkpoint_epoch = header["epoch"]
+        self.log(f"[tp_keras] resuming from {self.checkpoint_path}: epoch {header['epoch']} done")
+        return header["epoch"]
+
+    def open(self, trainer, batches, has_val: bool, first_epoch: int) -> None:
+        """Writes config.json, rewrites the per-epoch files to hold exactly the checkpointed epochs (a killed run
+        may have written one more line), opens TensorBoard's writer."""
+        self.trainer, self.batches, self.has_val = trainer, batches, has_val
+        rundir.write_json(os.path.join(self.workdir, "config.json"), dataclasses.asdict(self.config))
+        rundir.atomic_write(self.metrics_path, "".join(rundir.json_text(row, None) + "\n" for row in self.history))
+        if self.config.log_angles:
+            kept = [line for line in _read_lines(self.angles_path) if _angle_epoch(line) < first_epoch] \
+                if first_epoch > 1 else []
+            rundir.atomic_write(self.angles_path, "".join(kept))
+        tb = os.path.join(self.workdir, "tb")
+        try:
+            self.writer = tf.summary.create_file_writer(tb)
+        except tf.errors.OpError as err:
+            raise rundir.RunDirError(f"cannot write TensorBoard events in {tb}: {err.message.splitlines()[0]}; "
+                                     "choose another --workdir") from None
+        self.start = time.perf_counter() - (self.history[-1].get("total_seconds", 0.0) if self.history else 0.0)
+
+    def before_train_batch(self) -> None:
+        self.stop.check()
+        faults.kill_point("train_batch")
+
+    def before_feedback_batch(self) -> None:
+        self.stop.check()
+        faults.kill_point("feedback_batch")
+
+    def record(self, row: dict) -> None:
+        """Checkpoints a finished epoch (or pre-training, epoch 0), then appends its metrics line and TensorBoard
+        scalars and rewrites the summary. A failure leaves the previous checkpoint and summary as they were."""
+        row["total_seconds"] = time.perf_counter() - self.start
+        self.history.append(row)
+        try:
+            save_checkpoint(self.checkpoint_path, self.trainer, epoch=row["epoch"], passes=self.batches.passes,
+                            history=self.history, config=self.config)
+        except BaseException:
+            self.history.pop()
+            raise
+        self.checkpoint_epoch = row["epoch"]
+        rundir.append_lines(self.metrics_path, [rundir.json_text(row, None)])
+        self._scalars(row["epoch"], [(key, value) for key, value in row.items()
+                                     if key != "epoch" and isinstance(value, (int, float))])
+        self.write_summary("running")  # an interrupted or killed run still leaves the summary of its epochs
+        faults.kill_point("after_checkpoint")
+        self.stop.check()
+
+    def record_angles(self, rows: list[dict]) -> None:
+        rundir.append_lines(self.angles_path, [json.dumps(row) for row in rows])
+        for row in rows:
+            self._scalars(row["iteration"], [(f"angles/{key}_{layer}", value) for key in ("bp_angle", "gnt_angle")
+                                             for layer, value in enumerate(row[key], start=1)])
+
+    def _scalars(self, step: int, items) -> None:
+        try:
+            with self.writer.as_default(step=step):
+                for key, value in items:
+                    tf.summary.scalar(key, value)
+            self.writer.flush()
+        except tf.errors.OpError as err:
+            raise rundir.RunDirError(f"cannot write TensorBoard events in {os.path.join(self.workdir, 'tb')}: "
+                                     f"{err.message.splitlines()[0]}; free some space or choose another "
+                                     "--workdir, then continue with --resume") from None
+
+    def write_summary(self, status: str, **details) -> RunSummary:
+        config = self.config
+        summary = RunSummary({"method": config.method, "dataset": config.dataset, "seed": config.seed,
+                              "status": status, **details, "total_seconds": time.perf_counter() - self.start,
+                              **summarize(self.history, self.has_val)})
+        if self.history and self.history[0]["epoch"] == 0:
+            summary["rec_loss_first"] = self.history[0]["rec_loss_first"]
+            summary["rec_loss_init"] = self.history[0]["rec_loss_init"]
+        summary.checkpoint_epoch = self.checkpoint_epoch
+        rundir.write_json(self.summary_path, summary, before_rename=lambda: faults.kill_point("summary_rename"),
+                          fix=f"the previous summary.json and {CHECKPOINT} are kept; free some space and continue "
+                              "with --resume, or choose another --workdir")
+        return summary
+
+    def where_to_continue(self) -> str:
+        if self.checkpoint_epoch is None:
+            return "no checkpoint was written yet: rerun to start over"
+        return (f"the last good checkpoint (epoch {self.checkpoint_epoch}) is {self.checkpoint_path}: continue "
+                "with --resume")
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise rundir.error(err, "read", path) from None
+
+
+def _angle_epoch(line: str) -> float:
+    """The epoch of an angles.jsonl line; a damaged line counts as after every epoch (it is dropped)."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _check_splits(dataset: Dataset) -> None:
+    from tp_keras.data import DataError
+    for name in ("train", "test") + (("val",) if dataset.val is not None else ()):
+        if len(getattr(dataset, name).x) == 0:
+            raise DataError(f"the {name} split of {dataset.name} has 0 samples; give every split at least one "
+                            "sample")
+
+
 def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None,
-                       trainer: Trainer | None = None, *, resume: bool = False, on_epoch_end=None) -> dict:
+                       trainer: Trainer | None = None, *, resume: bool = False, on_epoch_end=None) -> RunSummary:
     """Runs one experiment and returns its summary (also written to workdir/summary.json).
 
     Args:
       config: the experiment (validated here).
-      workdir: output directory (created).
+      workdir: output directory (created). One run at a time: a second run on a workdir in use raises a one-line
+        RunDirError naming the process that holds it.
       dataset: optional pre-loaded data (otherwise loaded from config.dataset / config.data_dir).
       trainer: optional `Trainer` from build_trainer(config, build_model(config, dataset)), for a caller that
         wants the trained model afterwards (trainer.model).
@@ -376,102 +525,58 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
       on_epoch_end: optional `f(row)` called after every training epoch has been recorded and checkpointed
         (`row` is that epoch's metrics.jsonl line); returning a status string (e.g. "pruned: ...") ends the run
         with that status. A hyper-parameter search prunes trials with it.
+
+    A non-finite value ends the run with status "diverged: ..." (returned, not raised). SIGINT or SIGTERM stops
+    it at the next batch: summary.json gets status "interrupted" and `faults.Interrupted` (a KeyboardInterrupt)
+    is raised with a one-line message. A run that would not fit in memory raises ConfigError before building the
+    model; file-system failures raise RunDirError; in every case the previous checkpoint and summary stay valid.
     """
     config.validate()
-    os.makedirs(workdir, exist_ok=True)
+    faults.kill_spec()  # a malformed TP_KERAS_KILL_AT fails now, not at the kill point
+    log = print if config.progress else (lambda *a, **k: None)
+    folder = _RunFolder(workdir, config, log)
+    folder.acquire()
+    try:
+        return _run(config, folder, dataset, trainer, resume, on_epoch_end, log)
+    finally:
+        folder.release()
+
+
+def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log) -> RunSummary:
     keras.utils.set_random_seed(config.seed)
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
                                validation_size=config.validation_size, no_val_set=config.no_val_set,
                                flatten=config.architecture != "cnn")
+    _check_splits(dataset)
     if trainer is None:
+        memory.check_dataset_fits(config, dataset)
         trainer = build_trainer(config, build_model(config, dataset))
     batches = _Batches(dataset.train, config.batch_size, config.seed)
     has_val = dataset.val is not None
-    log = print if config.progress else (lambda *a, **k: None)
-    checkpoint_path = os.path.join(workdir, CHECKPOINT)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    angles_path = os.path.join(workdir, "angles.jsonl")
-    history: list[dict] = []
-    first_epoch = 1
-    if resume and os.path.exists(checkpoint_path):
-        header = load_checkpoint(checkpoint_path, trainer, config)
-        history, batches.passes = header["history"], header["passes"]
-        first_epoch = header["epoch"] + 1
-        log(f"[tp_keras] resuming from {checkpoint_path}: epoch {header['epoch']} done")
-    elif resume:
-        log(f"[tp_keras] --resume: no checkpoint in {workdir}, starting from the beginning")
-    write_json(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
-    # The per-epoch files hold exactly the checkpointed epochs (a killed run may have written one more line).
-    with open(metrics_path, "w") as f:
-        for row in history:
-            f.write(json.dumps(row, default=_json_default) + "\n")
-    if config.log_angles:
-        kept = []
-        if first_epoch > 1 and os.path.exists(angles_path):
-            with open(angles_path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < first_epoch]
-        with open(angles_path, "w") as f:
-            f.writelines(kept)
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+    resumed_epoch = folder.resume(trainer, batches) if resume else None
+    folder.open(trainer, batches, has_val, 1 if resumed_epoch is None else resumed_epoch + 1)
     log(f"[tp_keras] {config.method} on {config.dataset}: {len(dataset.train.x)} train / "
         f"{len(dataset.val.x) if has_val else 0} val / {len(dataset.test.x)} test, {config.precision}, "
-        f"workdir {workdir}")
-    start = time.perf_counter() - (history[-1].get("total_seconds", 0.0) if history else 0.0)
-
-    def record(row):
-        row["total_seconds"] = time.perf_counter() - start
-        history.append(row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row, default=_json_default) + "\n")
-        with writer.as_default(step=row["epoch"]):
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)) and value is not None:
-                    tf.summary.scalar(key, value)
-        writer.flush()
-        save_checkpoint(checkpoint_path, trainer, epoch=row["epoch"], passes=batches.passes, history=history,
-                        config=config)
-        write_summary("running")  # an interrupted or killed run still leaves the summary of its finished epochs
-
-    def record_angles(rows):
-        with open(angles_path, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        with writer.as_default():
-            for row in rows:
-                for key in ("bp_angle", "gnt_angle"):
-                    for layer, value in enumerate(row[key], start=1):
-                        tf.summary.scalar(f"angles/{key}_{layer}", value, step=row["iteration"])
-        writer.flush()
+        f"workdir {folder.workdir}")
 
     def feedback_passes(count, label, where):
-        means = []
-        for k in range(count):
-            means.append(_run_pass(trainer.feedback_step, batches, label, config.progress,
-                                   where=f"{where} {k + 1}")["rec_loss"])
-        return means
+        return [_run_pass(trainer.feedback_step, batches, label, config.progress, where=f"{where} {k + 1}",
+                          before_batch=folder.before_feedback_batch)["rec_loss"] for k in range(count)]
 
-    def write_summary(status):
-        summary = {"method": config.method, "dataset": config.dataset, "seed": config.seed, "status": status,
-                   "total_seconds": time.perf_counter() - start, **summarize(history, has_val)}
-        if history and history[0]["epoch"] == 0:
-            summary["rec_loss_first"] = history[0]["rec_loss_first"]
-            summary["rec_loss_init"] = history[0]["rec_loss_init"]
-        write_json(os.path.join(workdir, "summary.json"), summary)
-        return summary
-
+    progress = {"where": "the start"}
     try:
-        status = _train_epochs(config, trainer, batches, dataset, record, feedback_passes, log, record_angles,
-                               first_epoch, on_epoch_end)
-    except KeyboardInterrupt:
-        write_summary("interrupted")
-        writer.close()
-        raise
+        with faults.StopRequests() as folder.stop:
+            status = _train_epochs(config, trainer, batches, dataset, folder, feedback_passes, log,
+                                   resumed_epoch=resumed_epoch, progress=progress, on_epoch_end=on_epoch_end)
+    except KeyboardInterrupt as err:  # faults.Interrupted (SIGINT/SIGTERM), or a bare Ctrl-C from elsewhere
+        name = getattr(err, "signal_name", "SIGINT")
+        folder.write_summary("interrupted", interrupted_by=name, interrupted_in=progress["where"])
+        raise faults.Interrupted(name, f"interrupted by {name} in {progress['where']}; "
+                                       f"{folder.where_to_continue()}") from None
     except Diverged as err:
-        done = history[-1]["epoch"] if history else None
         status = f"diverged: {err}"
-        log(f"[tp_keras] stopping: {status}; " + (f"the last good checkpoint (epoch {done}) is {checkpoint_path}"
-                                                  if done is not None else "no checkpoint was written"))
-    summary = write_summary(status)
-    writer.close()
-    return summary
+        log(f"[tp_keras] stopping: {status}; " + (
+            f"the last good checkpoint (epoch {folder.checkpoint_epoch}) is {folder.checkpoint_path}"
+            if folder.checkpoint_epoch is not None else "no checkpoint was written"))
+    return folder.write_summary(status)

@@ -24,6 +24,8 @@ import warnings
 import numpy as np
 from absl import flags
 
+from tp_keras import cli, rundir
+
 MISSING_PLOTS_MESSAGE = 'figures need matplotlib: pip install -e ".[plots]"'
 
 # Display names of the methods (the paper's spelling); unknown names are shown as they are.
@@ -69,11 +71,14 @@ def _method_sort_key(method: str):
 
 
 def _save(fig, out_path: str) -> str:
+    """Saves the figure atomically (a failed save leaves no partial image, and the previous one stays); the image
+    format follows the file's extension (PNG without one)."""
     plt = _pyplot()
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
+    fmt = os.path.splitext(out_path)[1].lstrip(".").lower() or "png"
     try:
-        fig.savefig(out_path, dpi=120, bbox_inches="tight")
+        rundir.make_folder(os.path.dirname(os.path.abspath(out_path)), "--out")
+        rundir.atomic_write(out_path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"),
+                            kind="--out")
     finally:
         plt.close(fig)
     return out_path
@@ -95,7 +100,7 @@ def rolling_mean_std(values, window: int) -> tuple[np.ndarray, np.ndarray]:
         raise FigureError(f"rolling_mean_std: expected a 1-D series, got shape {values.shape}")
     if int(window) != window or window < 1:
         raise FigureError(f"window must be a positive integer, got {window!r}")
-    window = int(window)
+    window = min(int(window), max(1, values.size))  # a window longer than the series covers it from the start
     if values.size == 0:
         return values.copy(), values.copy()
     padded = np.concatenate([np.full(window - 1, np.nan), values])
@@ -315,7 +320,8 @@ def _load_json(source, what: str):
             with open(source, encoding="utf-8") as f:
                 return json.load(f)
         except OSError as err:
-            raise FigureError(f"cannot read the {what} file {os.fspath(source)}: {err.strerror}") from None
+            path = os.fspath(source)
+            raise FigureError(f"cannot read the {what} file {path}: {rundir.reason(err, path)}") from None
         except json.JSONDecodeError as err:
             raise FigureError(f"{os.fspath(source)}: not JSON ({err.msg} at line {err.lineno})") from None
     return source
@@ -420,26 +426,25 @@ _COMMAND_FLAGS = {"alignment": ("runs", "layer", "window"), "nullspace": ("resul
 _REQUIRED = {"alignment": ("runs", "out"), "nullspace": ("results", "out"), "output_space": ("out",)}
 
 
-def _fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _usage() -> str:
     commands = "\n".join(f"  python -m tp_keras.figures {c} {_example(c)}" for c in COMMANDS)
     return f"usage:\n{commands}\n\nflags:\n{_FLAGS.get_help(include_special_flags=False)}"
 
 
 def _run_command(command: str) -> list[str]:
+    rundir.check_writable(_FLAGS.out, "--out")
     if command == "alignment":
         return alignment_figure(_FLAGS.runs, _FLAGS.out, layer=_FLAGS.layer, window=_FLAGS.window)
     if command == "nullspace":
         return [nullspace_figure(_FLAGS.results, _FLAGS.out)]
     _pyplot()  # fail on a missing matplotlib before spending seconds on TensorFlow
+    from tp_keras.config import MAX_SEED, check_integer
     from tp_keras.output_space import compute
+    check_integer("seed", _FLAGS.seed, 0, MAX_SEED, example=93)
     return [output_space_figure(compute(seed=_FLAGS.seed), _FLAGS.out)]
 
 
+@cli.guarded(user_errors=(FigureError, MissingPlotsError), interrupted_hint="no figure was written")
 def main(argv=None) -> int:
     """`python -m tp_keras.figures <command> --flags`; returns 0, or exits with status 2 and one error line."""
     argv = list(sys.argv if argv is None else argv)
@@ -450,26 +455,21 @@ def main(argv=None) -> int:
     try:
         rest = _FLAGS(argv)
     except flags.Error as err:
-        _fail(str(err).splitlines()[0])
+        cli.fail(str(err).splitlines()[0])
     if len(rest) < 2:
-        _fail(f"missing command: python -m tp_keras.figures <command> --flags, command one of {', '.join(COMMANDS)}")
+        cli.fail(f"missing command: python -m tp_keras.figures <command> --flags, command one of {', '.join(COMMANDS)}")
     command = rest[1]
     if command not in COMMANDS:
-        _fail(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
+        cli.fail(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
     if len(rest) > 2:
-        _fail(f"unexpected argument {rest[2]!r}: flags take the form --name=value")
+        cli.fail(f"unexpected argument {rest[2]!r}: flags take the form --name=value")
     for name in ("runs", "layer", "window", "results", "seed"):
         if _FLAGS[name].present and name not in _COMMAND_FLAGS[command]:
-            _fail(f"--{name} does not apply to {command}")
+            cli.fail(f"--{name} does not apply to {command}")
     missing = [f"--{name}" for name in _REQUIRED[command] if not getattr(_FLAGS, name)]
     if missing:
-        _fail(f"{command} needs {' and '.join(missing)}, e.g. {_example(command)}")
-    try:
-        paths = _run_command(command)
-    except (FigureError, MissingPlotsError) as err:
-        _fail(str(err))
-    except OSError as err:
-        _fail(f"cannot write {_FLAGS.out}: {err.strerror or err}")
+        cli.fail(f"{command} needs {' and '.join(missing)}, e.g. {_example(command)}")
+    paths = _run_command(command)
     for path in paths:
         print(path)
     return 0

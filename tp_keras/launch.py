@@ -1,7 +1,9 @@
 """Command line: `python -m tp_keras.launch --method=dtpdrl [--flagfile=launch/<cell>.flags] [--flag=value ...]`.
 
 With only --method, the run uses that method's paper MNIST configuration (tp_keras/paper_configs.py); every
-other flag overrides one value. Bad settings stop with one line naming the flag and the fix (exit status 2).
+other flag overrides one value. Bad settings, unusable files and folders, and a run that would not fit in memory
+stop it with one line naming what was wrong and the fix (exit status 2); SIGINT or SIGTERM stop it after the
+current batch with status "interrupted" in summary.json and one line (exit status 130 or 143).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 
 from absl import app, flags
 
+from tp_keras import cli
 from tp_keras.data import DATASETS
 from tp_keras.methods import METHODS
 
@@ -136,51 +139,43 @@ def _floats(flag: str, values) -> tuple:
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+        cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+    config = config_from_flags().validate()
+    run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
+    workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
     # Imported here so that --help and flag errors answer without loading TensorFlow.
     from tp_keras.config import ConfigError
-    from tp_keras.data import DataError
-    try:
-        config = config_from_flags().validate()
-        run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
-        workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
-        from tp_keras.experiment import train_and_evaluate
-        dataset = trainer = None
-        if FLAGS.strategy != "none" and config.architecture == "cnn":
-            raise ConfigError("strategy", "the CNN runs on one device (per-layer optimizers are not wired into "
-                                          "DistributedTrainer); drop --strategy")
-        if FLAGS.strategy != "none":
-            # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
-            from tp_keras import distribute
-            strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
-            distribute.check_precision(strategy, config.precision)
-            from tp_keras.data import load_dataset
-            dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                                   validation_size=config.validation_size, no_val_set=config.no_val_set)
-            trainer = distribute.DistributedTrainer.from_config(config, dataset, strategy)
-            print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
-        elif FLAGS.tpu:
-            raise ConfigError("tpu", "a TPU address needs --strategy=tpu (or auto)")
-        summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume)
-    except (ConfigError, DataError) as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        _fail("interrupted: the metrics and checkpoint of finished epochs are in the workdir; continue with --resume")
+    from tp_keras.experiment import train_and_evaluate
+    dataset = trainer = None
+    if FLAGS.strategy != "none" and config.architecture == "cnn":
+        raise ConfigError("strategy", "the CNN runs on one device (per-layer optimizers are not wired into "
+                                      "DistributedTrainer); drop --strategy")
+    if FLAGS.strategy != "none":
+        # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
+        from tp_keras import distribute, memory
+        strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+        distribute.check_precision(strategy, config.precision)
+        from tp_keras.data import load_dataset
+        dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
+                               validation_size=config.validation_size, no_val_set=config.no_val_set)
+        memory.check_dataset_fits(config, dataset)
+        trainer = distribute.DistributedTrainer.from_config(config, dataset, strategy)
+        print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    elif FLAGS.tpu:
+        raise ConfigError("tpu", "a TPU address needs --strategy=tpu (or auto)")
+    summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume)
     shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
                                      "loss_train_last", "total_seconds") if k in summary}
     print(f"[tp_keras] done: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
     if summary.get("status", "").startswith("diverged"):
-        _fail(f"{summary['status']} (the last good checkpoint is kept in {workdir}; lower the learning rates or "
-              "target_stepsize and rerun)")
-
-
-def _fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+        kept = (f"the last good checkpoint (epoch {summary.checkpoint_epoch}) is kept in {workdir}"
+                if summary.checkpoint_epoch is not None else "it diverged before its first checkpoint")
+        cli.fail(f"{summary['status']} ({kept}; lower the learning rates or target_stepsize and rerun)")
 
 
 def run():
-    app.run(main)
+    app.run(cli.guarded(main, interrupted_hint="nothing was trained yet"),
+            flags_parser=cli.parse_flags_one_line)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ networks draw their feedback weights from the same random stream).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
+
+from tp_keras import cli, rundir
 
 # The figure script's values (spec §3.1, configs.json `figure_toy_nullspace`), at full precision.
 METHOD_CONFIGS = {
@@ -112,9 +113,17 @@ def summarize(method: str, ratios: np.ndarray) -> dict:
 
 def run_experiment(workdir: str, *, seed: int = 42, precision: str = "float64", plot: bool = True,
                    log=print) -> dict:
-    """Runs both methods, writes workdir/nullspace.json (and nullspace.png when `plot`); returns the results."""
-    from tp_keras.experiment import write_json
-    os.makedirs(workdir, exist_ok=True)
+    """Runs both methods, writes workdir/nullspace.json (and nullspace.png when `plot`); returns the results.
+    Holds the workdir's lock meanwhile (a second run on it refuses in one line)."""
+    from tp_keras.config import MAX_SEED, check_integer
+    check_integer("seed", seed, 0, MAX_SEED, example=42)
+    rundir.make_folder(workdir)
+    with rundir.WorkdirLock(workdir):
+        rundir.remove_stale_temporaries(workdir)
+        return _run_experiment(workdir, seed, precision, plot, log)
+
+
+def _run_experiment(workdir, seed, precision, plot, log) -> dict:
     dataset = _dataset(seed, precision)
     results = {"layer": FIGURE_LAYER, "seed": seed, "precision": precision, "schedule": SCHEDULE,
                "hyper_parameters": METHOD_CONFIGS, "methods": {}}
@@ -128,11 +137,11 @@ def run_experiment(workdir: str, *, seed: int = 42, precision: str = "float64", 
         log(f"[tp_keras.nullspace] {method}: ‖P_null ΔW_{FIGURE_LAYER}‖/‖ΔW_{FIGURE_LAYER}‖ = "
             f"{summary['mean']:.3f} ± {summary['std']:.3f} over {summary['n']} samples "
             f"(all layers: {', '.join(f'{v:.3f}' for v in summary['per_layer_mean'])}) in {summary['seconds']:.0f}s")
-    write_json(os.path.join(workdir, "nullspace.json"), results)
+    rundir.write_json(os.path.join(workdir, "nullspace.json"), results)
     if plot:
         from tp_keras import figures
         results["figure"] = figures.nullspace_figure(results, os.path.join(workdir, "nullspace.png"))
-        write_json(os.path.join(workdir, "nullspace.json"), results)
+        rundir.write_json(os.path.join(workdir, "nullspace.json"), results)
     return results
 
 
@@ -150,19 +159,16 @@ def _define_flags():
 
 def main(argv):
     if len(argv) > 1:
-        print(f"error: unexpected argument {argv[1]!r}: flags take the form --name=value", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     from tp_keras.figures import MissingPlotsError
     try:
         results = run_experiment(FLAGS.workdir, seed=FLAGS.seed, precision=FLAGS.precision, plot=FLAGS.plot)
     except MissingPlotsError as err:
-        print(f"error: {err} (the numbers are in {os.path.join(FLAGS.workdir, 'nullspace.json')}; "
-              "or pass --noplot)", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"{err} (the numbers are in {os.path.join(FLAGS.workdir, 'nullspace.json')}; or pass --noplot)")
     print(f"[tp_keras.nullspace] results in {os.path.join(FLAGS.workdir, 'nullspace.json')}"
           + (f", figure {results['figure']}" if "figure" in results else ""))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(cli.guarded(main, interrupted_hint="nothing was written"), flags_parser=cli.parse_flags_one_line)

@@ -29,6 +29,7 @@ import os
 import re
 import sys
 
+from tp_keras import cli, rundir
 from tp_keras.sweep import epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep
 
 COLUMNS = ("MNIST", "Frozen-MNIST", "Fashion-MNIST", "CIFAR10")
@@ -415,6 +416,7 @@ def tables_markdown(sweep_folders: list[str], collected: tuple | None = None) ->
     return "\n".join(lines)
 
 
+@cli.guarded(interrupted_hint="no table was written")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tp_keras.tables",
                                      description="Markdown Tables 1–3 from sweep folders, with the paper's numbers.")
@@ -422,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            "of sweep folders and/or such parents (default sweeps)")
     parser.add_argument("--out", default="tables.md", help="Markdown file to write (default tables.md); - prints")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.out != "-":
+        rundir.check_writable(args.out, "--out")
     try:
         folders = find_sweeps(args.sweeps)
     except SystemExit as err:
@@ -432,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        with open(args.out, "w") as f:
-            f.write(text)
+        rundir.atomic_write(args.out, text, kind="--out")
         print(f"[tables] {len(placed)} sweep folders placed in {len(chosen)} cells"
               + (f", {len(unplaced)} unplaced" if unplaced else "") + f"; wrote {args.out}")
     return 0

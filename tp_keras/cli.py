@@ -1,0 +1,93 @@
+"""What every command of tp_keras does when it fails: one line on stderr, `error: <what was wrong>; <what to do>`,
+no traceback, and a non-zero exit status (2; 128 + the signal's number, 130 or 143, when SIGINT or SIGTERM
+stopped it).
+
+`guarded(main)` wraps a command's main function: SIGTERM becomes an interrupt like Ctrl-C, and the errors that
+describe a bad setting or a faulty environment (ConfigError, DataError, RunDirError, any other OSError, memory
+exhaustion, an interrupt) become that one line. Anything else is a bug and keeps its traceback.
+`parse_flags_one_line` is an absl flags parser for `app.run(main, flags_parser=...)` whose flag errors are one
+line too.
+
+Importing this module does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+
+from tp_keras import faults
+from tp_keras.config import ConfigError
+from tp_keras.data import DataError
+from tp_keras.rundir import RunDirError, fix_for, reason
+
+EXIT_ERROR = 2
+# The user's errors: their message is the one line.
+USER_ERRORS = (ConfigError, DataError, RunDirError, faults.KillSpecError)
+
+
+def fail(message: str, status: int = EXIT_ERROR):
+    """Prints `error: <message>` (its first line) on stderr and exits with `status`."""
+    print(f"error: {first_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def first_line(text) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _out_of_memory(err) -> bool:
+    return isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"
+
+
+def describe(err: BaseException, user_errors=()) -> str | None:
+    """The one line for an expected error, or None for a bug."""
+    if isinstance(err, USER_ERRORS + tuple(user_errors)):
+        return first_line(err)
+    if _out_of_memory(err):
+        detail = first_line(getattr(err, "message", "") or err)
+        return ("out of memory" + (f" ({detail[:160]})" if detail else "")
+                + "; lower --batch_size or the layer sizes, or run on a machine with more memory")
+    if isinstance(err, OSError):
+        path = err.filename if err.filename is not None else "a file"
+        return f"{path}: {reason(err, str(path))}; {fix_for(err, 'path')}"
+    return None
+
+
+def guarded(main=None, *, user_errors=(), interrupted_hint: str = ""):
+    """Decorator: runs `main` with SIGTERM as an interrupt and its expected errors as one line (see the module
+    docstring). `user_errors`: the command's own error classes whose message is the line; `interrupted_hint`:
+    appended to the line of an interrupt that did not say where the run stopped."""
+    if main is None:
+        return functools.partial(guarded, user_errors=user_errors, interrupted_hint=interrupted_hint)
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        previous = faults.terminate_as_interrupt()
+        try:
+            return main(*args, **kwargs)
+        except faults.Interrupted as err:
+            said = str(err)
+            fail(said if said != f"interrupted by {err.signal_name}" or not interrupted_hint
+                 else f"{said}; {interrupted_hint}", err.exit_status)
+        except KeyboardInterrupt:
+            fail("interrupted by SIGINT" + (f"; {interrupted_hint}" if interrupted_hint else ""), 130)
+        except Exception as err:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+            line = describe(err, user_errors)
+            if line is None:
+                raise
+            fail(line)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return wrapper
+
+
+def parse_flags_one_line(argv):
+    """absl flags parser: a bad flag is one line and exit status 2 (absl's own prints two and exits 1)."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        fail(first_line(err))
