@@ -125,7 +125,7 @@ def _check_settings(methods):
     for method in methods:
         config = Config.paper(method, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
                               log_angles=FLAGS.angles)
-        memory.check_fits(config, input_size=784, image_shape=(28, 28, 1), num_outputs=10,
+        memory.check_fits(config, "samples", input_size=784, image_shape=(28, 28, 1), num_outputs=10,
                           num_train=FLAGS.samples, num_eval=0)
 
 

@@ -54,6 +54,7 @@ def search(trainer, split, grid, *, batch_size: int, log_interval: int, seed: in
     return {"grid": list(grid), "mean_angles": table.tolist(), "best": best, "logged_batches": len(logged)}
 
 
+@cli.guarded(interrupted_hint="the search did not finish")
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
@@ -97,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.guarded(main, interrupted_hint="the search did not finish"), flags_parser=cli.parse_flags_one_line)
+    app.run(main, flags_parser=cli.parse_flags_one_line)

@@ -114,11 +114,11 @@ def _first_problem(label: str, flags: list[dict]) -> str | None:
         return None
     i = bad[0]
     if stacked["finite_loss"][i, 0] == 0:
-        where = "the loss"
+        where = "loss"
     elif "finite_layers" in stacked and np.any(stacked["finite_layers"][i] == 0):
         where = f"layer {int(np.argmin(stacked['finite_layers'][i])) + 1}'s target (or activation)"
     else:
-        where = f"the feedback loss of hidden layer {int(np.argmin(stacked['finite_feedback'][i])) + 1}"
+        where = f"feedback loss of hidden layer {int(np.argmin(stacked['finite_feedback'][i])) + 1}"
     return f"non-finite {where} in {label}, batch {i}"
 
 
@@ -365,6 +365,7 @@ class _RunFolder:
         self.history: list[dict] = []
         self.checkpoint_epoch = None
         self.lock = rundir.WorkdirLock(workdir)
+        self.created = False
         self.writer = None
         self.stop = None  # faults.StopRequests while the epochs run
         self.trainer = self.batches = None
@@ -373,6 +374,7 @@ class _RunFolder:
 
     def acquire(self) -> None:
         """Creates the workdir, takes its lock, deletes temporaries a killed run left behind."""
+        self.created = not os.path.isdir(self.workdir)
         rundir.make_folder(self.workdir)
         self.lock.acquire()
         if self.lock.stale_holder:
@@ -387,6 +389,11 @@ class _RunFolder:
             self.writer.close()
             self.writer = None
         self.lock.release()
+        if self.created:  # a run refused before writing anything leaves no empty folder behind
+            try:
+                os.rmdir(self.workdir)
+            except OSError:
+                pass
 
     def resume(self, trainer, batches) -> int | None:
         """Restores the checkpoint if there is one; returns its epoch (None: start from the beginning)."""

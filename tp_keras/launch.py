@@ -137,6 +137,7 @@ def _floats(flag: str, values) -> tuple:
         raise ConfigError(flag, f"{','.join(values)!r} is not a comma-separated list of numbers") from None
 
 
+@cli.guarded(interrupted_hint="nothing was trained yet")
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
@@ -174,8 +175,7 @@ def main(argv):
 
 
 def run():
-    app.run(cli.guarded(main, interrupted_hint="nothing was trained yet"),
-            flags_parser=cli.parse_flags_one_line)
+    app.run(main, flags_parser=cli.parse_flags_one_line)
 
 
 if __name__ == "__main__":

@@ -109,11 +109,11 @@ def _size(n: float) -> str:
     return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 2 ** 20:.0f} MiB"
 
 
-def _culprit(config: Config, parts: dict) -> str:
+def _culprit(config: Config, parts: dict, data_flag: str) -> str:
     """The flag to lower: the one behind the largest part."""
     largest = max(parts, key=parts.get)
     if largest == "data on the device":
-        return "dataset"
+        return data_flag
     if largest in ("activations", "noise stack", "jacobians"):
         return "batch_size"
     if get_method(config.method).feedback == "direct_rhl" and config.size_hidden_fb > config.size_hidden:
@@ -121,15 +121,16 @@ def _culprit(config: Config, parts: dict) -> str:
     return "architecture" if config.architecture == "cnn" else "size_hidden"
 
 
-def check_fits(config: Config, **shapes) -> dict:
+def check_fits(config: Config, data_flag: str = "dataset", **shapes) -> dict:
     """Raises ConfigError (one line: the estimate, its largest parts, the memory available, the flag to lower)
-    when the run cannot fit in memory; returns the estimate's parts otherwise. `shapes`: as estimate_bytes."""
+    when the run cannot fit in memory; returns the estimate's parts otherwise. `shapes`: as estimate_bytes;
+    `data_flag`: the flag that sets the data's size."""
     parts = estimate_bytes(config, **shapes)
     total = sum(parts.values())
     available = available_bytes()
     if available is None or total <= available:
         return parts
-    flag = _culprit(config, parts)
+    flag = _culprit(config, parts, data_flag)
     shown = ", ".join(f"{name} {_size(value)}" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])
                       if value >= total / 100)
     lower = {"dataset": "", "size_hidden": "lower --size_hidden or --num_hidden, or "}.get(flag, f"lower --{flag}, or ")

@@ -157,6 +157,7 @@ def _define_flags():
     flags.DEFINE_bool("plot", True, "Also draw nullspace.png (needs: pip install -e \".[plots]\").")
 
 
+@cli.guarded(interrupted_hint="nothing was written")
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
@@ -171,4 +172,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(cli.guarded(main, interrupted_hint="nothing was written"), flags_parser=cli.parse_flags_one_line)
+    app.run(main, flags_parser=cli.parse_flags_one_line)
