@@ -29,27 +29,96 @@ def _lines(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(mnist_dir, tmp_path):
-    """A launcher process killed (SIGKILL) right after epoch 1 of 3, then resumed: summary, metrics and angles
-    equal an uninterrupted run's exactly (timings aside)."""
-    from tp_keras.experiment import train_and_evaluate
-    args = dict(method="ddtp_linear", data_dir=mnist_dir, epochs=3, epochs_fb=1, extra_fb_epochs=1,
-                log_angles=True, log_interval=2, **TINY)
-    killed = tmp_path / "killed"
-    flags = [f"--{k}={v}" for k, v in args.items() if k not in ("progress", "log_angles")]
-    env = dict(os.environ, TP_KERAS_KILL_AT="after_checkpoint:2")
-    result = subprocess.run([sys.executable, "-m", "tp_keras.launch", *flags, "--log_angles", "--noprogress",
-                             f"--workdir={killed}"], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
-    assert [r["epoch"] for r in _lines(killed / "metrics.jsonl")] == [0, 1]
-    assert json.loads((killed / "summary.json").read_text())["status"] == "running"
-    resumed = train_and_evaluate(Config.paper(**args), str(killed), resume=True)
-    straight = train_and_evaluate(Config.paper(**args), str(tmp_path / "straight"))
-    assert resumed["status"] == "finished" and resumed["epochs_run"] == 3
-    assert _without_times(resumed) == _without_times(straight)
-    assert _without_times(_lines(killed / "metrics.jsonl")) == _without_times(
-        _lines(tmp_path / "straight" / "metrics.jsonl"))
-    assert _lines(killed / "angles.jsonl") == _lines(tmp_path / "straight" / "angles.jsonl")
+# The kill chain: each step resumes the run the step before killed, and is itself killed at the next point; the
+# last step finishes. 5 batches per pass (80 training samples, batch 16); epochs=2, epochs_fb=1, extra_fb_epochs=1.
+# Counts are per process: a process resumed from epoch 0 runs no pre-training, so its first feedback batches are
+# those of the extra pass after epoch 1.
+KILL_CHAIN = [
+    # (TP_KERAS_KILL_AT, exit status, epoch of the checkpoint left (None: none), what the point is)
+    ("feedback_batch:3", -signal.SIGKILL, None, "in feedback pre-training, before the first checkpoint"),
+    ("after_checkpoint:1", -signal.SIGKILL, 0, "right after pre-training's checkpoint"),
+    ("train_batch:3", -signal.SIGKILL, 0, "mid-epoch (epoch 1, batch 3)"),
+    ("feedback_batch:2", -signal.SIGKILL, 0, "during the extra feedback pass after epoch 1"),
+    ("checkpoint_rename:1", -signal.SIGKILL, 0, "during epoch 1's checkpoint write, temporary complete"),
+    ("train_batch:7:TERM", 128 + signal.SIGTERM, 1, "SIGTERM in epoch 2, batch 2"),
+    ("summary_rename:2", -signal.SIGKILL, 2, "during the last epoch's final summary write"),
+    (None, 0, 2, "the resumed run finishes"),
+]
+
+
+def _launch_flags(mnist_dir, workdir):
+    return ["--method=ddtp_linear", f"--data_dir={mnist_dir}", "--epochs=2", "--epochs_fb=1",
+            "--extra_fb_epochs=1", "--num_hidden=2", "--size_hidden=8", "--batch_size=16", "--validation_size=20",
+            "--log_angles", "--log_interval=2", "--noprogress", f"--workdir={workdir}"]
+
+
+def _child(flags, kill_at=None):
+    env = dict(os.environ, TF_DETERMINISTIC_OPS="1", PYTHONUNBUFFERED="1")
+    env.pop("TP_KERAS_KILL_AT", None)
+    if kill_at:
+        env["TP_KERAS_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "tp_keras.launch", *flags], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _checkpoint(workdir):
+    from tp_keras.rundir import read_checkpoint
+    return read_checkpoint(str(workdir / "checkpoint.npz")) if (workdir / "checkpoint.npz").exists() else None
+
+
+@pytest.mark.slow
+def test_killed_anywhere_the_resumed_run_ends_exactly_as_an_uninterrupted_one(mnist_dir, tmp_path):
+    """SIGKILL (and one SIGTERM) at every kill point of a run with feedback pre-training, extra feedback passes and
+    angle logging, each followed by --resume: summary.json, metrics.jsonl, angles.jsonl and every weight and
+    optimizer slot of the checkpoint equal those of an uninterrupted run with the same seed, bit for bit (timings
+    aside); child processes run with TF_DETERMINISTIC_OPS=1."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = _child(_launch_flags(mnist_dir, straight))
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    for step, (kill_at, status, epoch, what) in enumerate(KILL_CHAIN):
+        result = _child(_launch_flags(mnist_dir, killed) + (["--resume"] if step else []), kill_at)
+        assert result.returncode == status, (what, result.returncode, result.stderr[-2000:])
+        left = _checkpoint(killed)
+        assert (left[0]["epoch"] if left else None) == epoch, what
+        temporaries = [n for n in os.listdir(killed) if n.startswith(".tmp_")]
+        assert temporaries == ([] if kill_at not in ("checkpoint_rename:1", "summary_rename:2") else temporaries)
+        if kill_at == "checkpoint_rename:1":  # SIGKILL leaves the complete temporary; the next run removes it
+            assert len(temporaries) == 1 and temporaries[0].startswith(".tmp_checkpoint.npz.")
+        if status == 128 + signal.SIGTERM:
+            assert json.loads((killed / "summary.json").read_text())["status"] == "interrupted"
+            assert result.stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM in epoch 2")
+    assert sorted(os.listdir(killed)) == sorted(os.listdir(straight))  # no temporary, no lock left
+    for name in ("summary.json",):
+        assert _without_times(json.loads((killed / name).read_text())) == _without_times(
+            json.loads((straight / name).read_text()))
+    assert _without_times(_lines(killed / "metrics.jsonl")) == _without_times(_lines(straight / "metrics.jsonl"))
+    assert _lines(killed / "angles.jsonl") == _lines(straight / "angles.jsonl")
+    (header, arrays), (ref_header, ref_arrays) = _checkpoint(killed), _checkpoint(straight)
+    assert (header["epoch"], header["passes"], header["names"]) == (ref_header["epoch"], ref_header["passes"],
+                                                                   ref_header["names"])
+    assert _without_times(header["history"]) == _without_times(ref_header["history"])
+    assert sorted(arrays) == sorted(ref_arrays) and len(arrays) == len(header["names"])
+    for key, value in ref_arrays.items():  # every weight, optimizer slot and the noise generator's state
+        assert arrays[key].dtype == value.dtype and np.array_equal(arrays[key], value), header["names"][int(key[1:])]
+
+
+def test_kill_points_are_named_and_counted(monkeypatch):
+    from tp_keras import faults
+    signals = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: signals.append(sig))
+    monkeypatch.setattr(faults, "_reached", __import__("collections").Counter())
+    monkeypatch.setenv("TP_KERAS_KILL_AT", "train_batch:3:TERM")
+    for _ in range(5):
+        faults.kill_point("train_batch")
+        faults.kill_point("feedback_batch")
+    assert signals == [signal.SIGTERM]
+    monkeypatch.setenv("TP_KERAS_KILL_AT", "after_checkpoint")
+    faults.kill_point("after_checkpoint")
+    assert signals == [signal.SIGTERM, signal.SIGKILL]
+    for bad in ("nowhere", "train_batch:x", "train_batch:2:HUP"):
+        monkeypatch.setenv("TP_KERAS_KILL_AT", bad)
+        with pytest.raises(faults.KillSpecError, match=f"^TP_KERAS_KILL_AT={bad}: expected"):
+            faults.kill_spec()
 
 
 def test_resume_refuses_a_different_configuration(mnist_dir, tmp_path):
