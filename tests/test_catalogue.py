@@ -21,10 +21,11 @@ from absl import flags
 
 from tp_keras import cli, damping_search, launch, rundir  # noqa: F401  (damping_search: its flags)
 from tp_keras.config import Config
+from test_faults import _lines, _without_times
+from test_rundir import _corrupt
 
 TINY = ["--num_hidden=2", "--size_hidden=8", "--batch_size=16", "--validation_size=20", "--noprogress"]
 TINY_CONFIG = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
-TIME_KEYS = ("total_seconds", "train_seconds", "fb_seconds", "eval_seconds", "epoch_seconds")
 
 
 @pytest.fixture
@@ -67,19 +68,6 @@ def _clean(folder):
 def _launch(command, mnist_dir, workdir, *extra, method="bp", epochs=1):
     return command(launch.main, [f"--method={method}", f"--data_dir={mnist_dir}", f"--epochs={epochs}",
                                  f"--workdir={workdir}", *TINY, *extra])
-
-
-def _lines(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _without_times(obj):
-    if isinstance(obj, dict):
-        return {k: _without_times(v) for k, v in obj.items() if k not in TIME_KEYS}
-    if isinstance(obj, list):
-        return [_without_times(v) for v in obj]
-    return obj
 
 
 # --- Out-of-range numbers ---------------------------------------------------------------------------------------
@@ -143,7 +131,6 @@ def test_workdir_under_proc(command, mnist_dir):
 
 @pytest.mark.parametrize("kind", ["folder", "empty", "text", "truncated"])
 def test_unreadable_checkpoint_under_resume(command, mnist_dir, tmp_path, kind):
-    from test_rundir import _corrupt
     workdir = tmp_path / "run"
     workdir.mkdir()
     path = workdir / "checkpoint.npz"

@@ -11,9 +11,13 @@ Written to `workdir`:
   angles.jsonl    with config.log_angles: one JSON object per logged batch {epoch, batch, iteration, bp_angle
                   [per layer, degrees], gnt_angle [per hidden layer]} (spec §5.4; also in TensorBoard under angles/)
   summary.json    the spec §4.2 quantities (test error at the best-validation epoch, last/best training loss, ...)
-JSON files are written atomically (temporary file + rename) and summary.json after every epoch (status
-"running", then "finished", "interrupted", "diverged: ..." or "pruned: ..."), so an interrupted run leaves
-complete files behind.
+  checkpoint.npz  after feedback pre-training and after every epoch: what --resume continues from
+All through tp_keras.rundir: whole files are written atomically (temporary file + rename), lines are appended
+whole, and the workdir is locked for the run (.lock). After every epoch the checkpoint is written first, then the
+metrics line and summary.json (status "running", then "finished", "interrupted", "diverged: ..." or
+"pruned: ..."), so a run killed or failing at any moment leaves complete files and a checkpoint to resume from.
+SIGINT and SIGTERM stop the run after the current batch (faults.StopRequests); TP_KERAS_KILL_AT kills it at a
+named point (faults.KILL_POINTS) for the tests.
 """
 from __future__ import annotations
 
@@ -222,15 +226,15 @@ def _mean_angles(rows: list[dict]) -> dict:
 
 
 def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedback_passes, log, *,
-                  resumed_epoch: int | None, progress: dict, on_epoch_end=None) -> str:
+                  resumed_epoch: int | None, on_epoch_end=None) -> str:
     """Feedback pre-training (unless resuming from a checkpoint, which is written after it), then the epochs after
     `resumed_epoch` up to config.epochs; returns the run's final status. `folder.record` checkpoints each row.
     `on_epoch_end(row)` may return a final status (e.g. "pruned: ...") that stops the run after that epoch.
-    `progress["where"]` says what is running (for an interrupt's message)."""
+    `folder.where` says what is running (for an interrupt's message)."""
     has_val = dataset.val is not None
     status = "finished"
     if resumed_epoch is None and trainer.trains_feedback and config.epochs_fb > 0:
-        progress["where"] = "feedback pre-training"
+        folder.where = "feedback pre-training"
         t0 = time.perf_counter()
         pre = feedback_passes(config.epochs_fb, "fb_pretrain", "feedback pre-training pass")
         row = {"epoch": 0, "rec_loss_first": pre[0], "rec_loss_init": pre[-1],
@@ -240,7 +244,7 @@ def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedb
 
     first_epoch = 1 if resumed_epoch is None else resumed_epoch + 1
     for epoch in range(first_epoch, config.epochs + 1):
-        progress["where"] = f"epoch {epoch}"
+        folder.where = f"epoch {epoch}"
         t0 = time.perf_counter()
         logged = []
         train = _run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
@@ -284,7 +288,7 @@ def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedb
                 log(f"[tp_keras] stopping: {stop}")
                 return stop
 
-    progress["where"] = "the final summary"
+    folder.where = "the final summary"
     return status
 
 
@@ -368,6 +372,7 @@ class _RunFolder:
         self.created = False
         self.writer = None
         self.stop = None  # faults.StopRequests while the epochs run
+        self.where = "the start"  # what is running, for an interrupt's message
         self.trainer = self.batches = None
         self.has_val = False
         self.start = time.perf_counter()
@@ -571,15 +576,14 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
         return [_run_pass(trainer.feedback_step, batches, label, config.progress, where=f"{where} {k + 1}",
                           before_batch=folder.before_feedback_batch)["rec_loss"] for k in range(count)]
 
-    progress = {"where": "the start"}
     try:
         with faults.StopRequests() as folder.stop:
             status = _train_epochs(config, trainer, batches, dataset, folder, feedback_passes, log,
-                                   resumed_epoch=resumed_epoch, progress=progress, on_epoch_end=on_epoch_end)
+                                   resumed_epoch=resumed_epoch, on_epoch_end=on_epoch_end)
     except KeyboardInterrupt as err:  # faults.Interrupted (SIGINT/SIGTERM), or a bare Ctrl-C from elsewhere
         name = getattr(err, "signal_name", "SIGINT")
-        folder.write_summary("interrupted", interrupted_by=name, interrupted_in=progress["where"])
-        raise faults.Interrupted(name, f"interrupted by {name} in {progress['where']}; "
+        folder.write_summary("interrupted", interrupted_by=name, interrupted_in=folder.where)
+        raise faults.Interrupted(name, f"interrupted by {name} in {folder.where}; "
                                        f"{folder.where_to_continue()}") from None
     except Diverged as err:
         status = f"diverged: {err}"
