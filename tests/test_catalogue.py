@@ -122,6 +122,27 @@ def test_workdir_that_cannot_be_written(command, mnist_dir, tmp_path, monkeypatc
     _one_line(*_launch(command, mnist_dir, tmp_path / "run"), starts="cannot create the folder", contains=[words])
 
 
+@pytest.mark.parametrize("blocker, starts", [
+    ("tb", "the TensorBoard folder {workdir}/tb exists and is not a folder"),
+    ("metrics.jsonl/", "cannot write {workdir}/metrics.jsonl: it is a folder (EISDIR)"),
+    ("summary.json/", "cannot write {workdir}/summary.json: it is a folder (EISDIR)"),
+])
+def test_workdir_whose_files_are_blocked(command, mnist_dir, tmp_path, blocker, starts):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    if blocker.endswith("/"):
+        (workdir / blocker).mkdir()
+    else:
+        (workdir / blocker).write_text("")
+    _one_line(*_launch(command, mnist_dir, workdir), starts=starts.format(workdir=workdir))
+    _clean(workdir)
+
+
+def test_missing_flagfile(command, tmp_path):
+    _one_line(*command(launch.main, [f"--flagfile={tmp_path / 'nothere.flags'}"]),
+              starts="Unable to open flagfile: [Errno 2] No such file or directory")
+
+
 def test_workdir_under_proc(command, mnist_dir):
     _one_line(*_launch(command, mnist_dir, "/proc/tp_keras_test/run"),
               starts="cannot create the folder /proc/tp_keras_test/run: ")

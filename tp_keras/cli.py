@@ -90,4 +90,4 @@ def parse_flags_one_line(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        fail(first_line(err))
+        fail(first_line(err).removeprefix("ERROR:: "))

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -421,12 +422,12 @@ class _RunFolder:
             kept = [line for line in _read_lines(self.angles_path) if _angle_epoch(line) < first_epoch] \
                 if first_epoch > 1 else []
             rundir.atomic_write(self.angles_path, "".join(kept))
-        tb = os.path.join(self.workdir, "tb")
+        tb = rundir.make_folder(os.path.join(self.workdir, "tb"), what="the TensorBoard folder")
         try:
             self.writer = tf.summary.create_file_writer(tb)
         except tf.errors.OpError as err:
-            raise rundir.RunDirError(f"cannot write TensorBoard events in {tb}: {err.message.splitlines()[0]}; "
-                                     "choose another --workdir") from None
+            raise rundir.RunDirError(f"cannot write TensorBoard events in {tb}: {_op_error_text(err)}; choose "
+                                     "another --workdir") from None
         self.start = time.perf_counter() - (self.history[-1].get("total_seconds", 0.0) if self.history else 0.0)
 
     def before_train_batch(self) -> None:
@@ -470,8 +471,8 @@ class _RunFolder:
             self.writer.flush()
         except tf.errors.OpError as err:
             raise rundir.RunDirError(f"cannot write TensorBoard events in {os.path.join(self.workdir, 'tb')}: "
-                                     f"{err.message.splitlines()[0]}; free some space or choose another "
-                                     "--workdir, then continue with --resume") from None
+                                     f"{_op_error_text(err)}; free some space or choose another --workdir, then "
+                                     "continue with --resume") from None
 
     def write_summary(self, status: str, **details) -> RunSummary:
         config = self.config
@@ -492,6 +493,12 @@ class _RunFolder:
             return "no checkpoint was written yet: rerun to start over"
         return (f"the last good checkpoint (epoch {self.checkpoint_epoch}) is {self.checkpoint_path}: continue "
                 "with --resume")
+
+
+def _op_error_text(err) -> str:
+    """A TensorFlow op error's message without its graph-node and op decorations."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", err.message.strip().splitlines()[0])
+    return text.strip() or type(err).__name__
 
 
 def _read_lines(path: str) -> list[str]:

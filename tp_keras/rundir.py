@@ -102,10 +102,12 @@ def error(err: OSError, doing: str, path: str, fix: str | None = None, kind: str
 
 # --- Folders --------------------------------------------------------------------------------------------------
 
-def make_folder(path: str, flag: str = "--workdir") -> str:
-    """Creates `path` (and its parents) if needed; a RunDirError naming `flag` if it cannot be a folder."""
+def make_folder(path: str, flag: str = "--workdir", what: str | None = None) -> str:
+    """Creates `path` (and its parents) if needed; a RunDirError naming `flag` if it cannot be a folder. `what`
+    names the folder when it is not the flag's value itself (e.g. "the TensorBoard folder")."""
     if os.path.lexists(path) and not os.path.isdir(path):
-        raise RunDirError(f"{flag}={path} exists and is not a folder; choose another {flag} or move the file away")
+        named = f"{what} {path}" if what else f"{flag}={path}"
+        raise RunDirError(f"{named} exists and is not a folder; choose another {flag} or move the file away")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
