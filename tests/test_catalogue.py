@@ -390,3 +390,19 @@ def test_bench_refusals(tmp_path, args, starts):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     _one_line(result.returncode, lines, starts=starts)
     assert "tensorflow" not in result.stderr.lower()  # refused before TensorFlow loads
+
+
+def test_out_of_memory_and_other_os_errors_are_one_line():
+    """What cli.guarded prints for errors no check caught first: TensorFlow's device out-of-memory error (its
+    graph decorations dropped), MemoryError, and an OSError with its path; a bug keeps its traceback."""
+    import tensorflow as tf
+    oom = tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__MatMul}} OOM when allocating "
+                                                       "tensor with shape[100000,100000] [Op:MatMul] name: ")
+    assert cli.describe(oom) == ("out of memory (OOM when allocating tensor with shape[100000,100000]); lower "
+                                 "--batch_size or the layer sizes, or run on a machine with more memory")
+    assert cli.describe(MemoryError()).startswith("out of memory; lower --batch_size")
+    assert cli.describe(OSError(errno.EDQUOT, "Disk quota exceeded", "/x/y.json")) == (
+        "/x/y.json: disk quota exceeded (EDQUOT); free some space or choose another path")
+    assert cli.describe(TypeError("a bug")) is None
+    with pytest.raises(TypeError):
+        cli.guarded(lambda: (_ for _ in ()).throw(TypeError("a bug")))()

@@ -13,6 +13,7 @@ Importing this module does not import TensorFlow.
 from __future__ import annotations
 
 import functools
+import re
 import signal
 import sys
 
@@ -37,6 +38,13 @@ def first_line(text) -> str:
     return lines[0] if lines else ""
 
 
+def op_error_text(err) -> str:
+    """The first line of an error's message without TensorFlow's graph-node and op decorations."""
+    text = first_line(getattr(err, "message", "") or err)
+    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", text).strip()
+    return text or type(err).__name__
+
+
 def _out_of_memory(err) -> bool:
     return isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"
 
@@ -46,7 +54,7 @@ def describe(err: BaseException, user_errors=()) -> str | None:
     if isinstance(err, USER_ERRORS + tuple(user_errors)):
         return first_line(err)
     if _out_of_memory(err):
-        detail = first_line(getattr(err, "message", "") or err)
+        detail = op_error_text(err) if str(err) else ""
         return ("out of memory" + (f" ({detail[:160]})" if detail else "")
                 + "; lower --batch_size or the layer sizes, or run on a machine with more memory")
     if isinstance(err, OSError):

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 
@@ -34,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tp_keras import faults, memory, rundir
+from tp_keras.cli import op_error_text
 from tp_keras.config import Config
 from tp_keras.data import Dataset, load_dataset
 from tp_keras.model import TPModel
@@ -426,7 +426,7 @@ class _RunFolder:
         try:
             self.writer = tf.summary.create_file_writer(tb)
         except tf.errors.OpError as err:
-            raise rundir.RunDirError(f"cannot write TensorBoard events in {tb}: {_op_error_text(err)}; choose "
+            raise rundir.RunDirError(f"cannot write TensorBoard events in {tb}: {op_error_text(err)}; choose "
                                      "another --workdir") from None
         self.start = time.perf_counter() - (self.history[-1].get("total_seconds", 0.0) if self.history else 0.0)
 
@@ -471,7 +471,7 @@ class _RunFolder:
             self.writer.flush()
         except tf.errors.OpError as err:
             raise rundir.RunDirError(f"cannot write TensorBoard events in {os.path.join(self.workdir, 'tb')}: "
-                                     f"{_op_error_text(err)}; free some space or choose another --workdir, then "
+                                     f"{op_error_text(err)}; free some space or choose another --workdir, then "
                                      "continue with --resume") from None
 
     def write_summary(self, status: str, **details) -> RunSummary:
@@ -493,12 +493,6 @@ class _RunFolder:
             return "no checkpoint was written yet: rerun to start over"
         return (f"the last good checkpoint (epoch {self.checkpoint_epoch}) is {self.checkpoint_path}: continue "
                 "with --resume")
-
-
-def _op_error_text(err) -> str:
-    """A TensorFlow op error's message without its graph-node and op decorations."""
-    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", err.message.strip().splitlines()[0])
-    return text.strip() or type(err).__name__
 
 
 def _read_lines(path: str) -> list[str]:
