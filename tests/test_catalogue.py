@@ -235,11 +235,26 @@ def _full_disk_config(mnist_dir):
 
 @pytest.fixture(scope="module")
 def straight_run(mnist_dir, tmp_path_factory):
-    """The uninterrupted run the full-disk tests resume to: (summary, metrics rows)."""
+    """The uninterrupted run the full-disk tests resume to: (summary, metrics rows, workdir), run under umask 027."""
     from tp_keras.experiment import train_and_evaluate
     workdir = tmp_path_factory.mktemp("straight")
-    summary = train_and_evaluate(_full_disk_config(mnist_dir), str(workdir))
-    return summary, _lines(workdir / "metrics.jsonl")
+    umask = os.umask(0o027)
+    try:
+        summary = train_and_evaluate(_full_disk_config(mnist_dir), str(workdir))
+    finally:
+        os.umask(umask)
+    return summary, _lines(workdir / "metrics.jsonl"), workdir
+
+
+@pytest.mark.slow
+def test_every_file_of_a_run_has_the_mode_of_a_new_file(straight_run):
+    """Atomically written files (checkpoint, summary, config) and appended or TensorFlow-written ones alike:
+    0666 & ~umask."""
+    workdir = straight_run[2]
+    modes = {os.path.relpath(os.path.join(root, name), workdir): os.stat(os.path.join(root, name)).st_mode & 0o777
+             for root, _, names in os.walk(workdir) for name in names}
+    assert set(modes) >= {"checkpoint.npz", "summary.json", "config.json", "metrics.jsonl"}
+    assert set(modes.values()) == {0o640}, modes
 
 
 @pytest.mark.slow
