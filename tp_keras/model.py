@@ -6,6 +6,7 @@ callbacks, `save`/`load_model`, `summary`), with one meaning for each Keras argu
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import math
@@ -342,6 +343,9 @@ class TPModel(keras.Model):
         if isinstance(validation, (tuple, list)) and 2 <= len(validation) <= 3:
             self._check_data(*validation, where="validation_data")
         arguments["callbacks"] = _with_first(_StopOnNonFinite(), arguments["callbacks"])
+        self._retrace_for_labels("train_function", arguments["x"], arguments["y"])
+        if isinstance(validation, (tuple, list)):
+            self._retrace_for_labels("test_function", *validation[:2])
         with _labels_out_of_range_as_value_error():
             return super().fit(**arguments)
 
@@ -352,8 +356,20 @@ class TPModel(keras.Model):
         if not arguments.get("kwargs", {}).get("_use_cached_eval_dataset"):  # else fit's validation: checked
             self._check_strategy("evaluate")
             self._check_data(arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
+            self._retrace_for_labels("test_function", arguments.get("x"), arguments.get("y"))
         with _labels_out_of_range_as_value_error():
             return super().evaluate(*args, **kwargs)
+
+    def _retrace_for_labels(self, function: str, x, y):
+        """Drops Keras' compiled train/test function when the labels' shape per sample changed since it was
+        traced ((), (1,) or (C,)): tf.function would otherwise relax both to a shape of unknown rank, and the step
+        chooses its loss from the labels' static shape."""
+        form = _label_shape(x, y)
+        traced = getattr(self, "_label_shapes", {})
+        if form is not None and traced.get(function, form) != form:
+            setattr(self, function, None)
+        if form is not None:
+            object.__setattr__(self, "_label_shapes", {**traced, function: form})
 
     def _check_strategy(self, call: str):
         from tp_keras import distribute  # distribute imports step; late import keeps the layering flat
@@ -377,32 +393,33 @@ class TPModel(keras.Model):
             raise ValueError(f"trainable changed on {', '.join(changed)} after compile(): call compile() again (as "
                              "for any Keras model) so that the optimizers and the step see it")
 
-    def _check_data(self, x, y, sample_weight=None, where: str = "the data"):
+    def _check_data(self, x, y, sample_weight=None, where: str = ""):
         """One-line ValueErrors for array inputs (datasets and generators are checked as they stream: a
         non-finite value stops the epoch, a label out of range raises)."""
         xs = _host_array(x)
         if xs is None:
             return
+        where = f"{where}: " if where else ""
         if y is None:
-            raise ValueError(f"{where}: fit/evaluate need labels y (the output target is built from them)")
-        _check_finite(f"{where}: x", xs)
+            raise ValueError(f"{where}fit/evaluate need labels y (the output target is built from them)")
+        _check_finite(f"{where}x", xs)
         ys = _host_array(y)
         if ys is not None:
             if self.task == "classification":
                 self._check_class_labels(ys, where)
             else:
-                _check_finite(f"{where}: y", ys)
+                _check_finite(f"{where}y", ys)
                 if ys.shape[1:] not in ((self.output_size,), () if self.output_size == 1 else None):
-                    raise ValueError(f"{where}: y has shape {ys.shape}; a regression model with {self.output_size} "
+                    raise ValueError(f"{where}y has shape {ys.shape}; a regression model with {self.output_size} "
                                      f"outputs takes targets of shape (N, {self.output_size})")
         ws = _host_array(sample_weight)
         if ws is not None:
             ws = ws.reshape(len(ws), -1) if ws.ndim == 2 and ws.shape[1] == 1 else ws
             if ws.ndim != 1:
-                raise ValueError(f"{where}: sample_weight has shape {ws.shape}; give one weight per sample, (N,)")
-            _check_finite(f"{where}: sample_weight", ws)
+                raise ValueError(f"{where}sample_weight has shape {ws.shape}; give one weight per sample, (N,)")
+            _check_finite(f"{where}sample_weight", ws)
             if np.any(ws < 0):
-                raise ValueError(f"{where}: sample_weight holds {ws[ws < 0][0]} (row {int(np.argmax(ws < 0))}): a "
+                raise ValueError(f"{where}sample_weight holds {ws[ws < 0][0]} (row {int(np.argmax(ws < 0))}): a "
                                  "negative weight would push that sample's output target away from its label; "
                                  "weights must be >= 0")
 
@@ -411,24 +428,24 @@ class TPModel(keras.Model):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim == 2 and y.shape[1] == classes:
-            _check_finite(f"{where}: y", y)
+            _check_finite(f"{where}y", y)
             sums = y.sum(axis=1)
             bad = np.flatnonzero((y.min(axis=1) < 0) | (np.abs(sums - 1.0) > 1e-3))
             if bad.size:
-                raise ValueError(f"{where}: label row {int(bad[0])} ({y[bad[0]].tolist()[:12]}) is not a probability "
+                raise ValueError(f"{where}label row {int(bad[0])} ({y[bad[0]].tolist()[:12]}) is not a probability "
                                  f"row; (N, {classes}) labels must be one-hot (or class probabilities summing to 1)")
             return
         if y.ndim != 1:
-            raise ValueError(f"{where}: y has shape {y.shape}; give class ids of shape (N,) or (N, 1), or one-hot "
+            raise ValueError(f"{where}y has shape {y.shape}; give class ids of shape (N,) or (N, 1), or one-hot "
                              f"rows of shape (N, {classes})")
         if y.dtype.kind not in "iub":
             bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y))) if y.dtype.kind == "f" else [0]
             if len(bad):
-                raise ValueError(f"{where}: y holds {y[bad[0]]!r} (row {int(bad[0])}); labels must be integer "
+                raise ValueError(f"{where}y holds {y[bad[0]].item()!r} (row {int(bad[0])}); labels must be integer "
                                  f"class ids in [0, {classes})")
         bad = np.flatnonzero((y < 0) | (y >= classes))
         if bad.size:
-            raise ValueError(f"{where}: y holds {y[bad[0]]} (row {int(bad[0])}); labels must be class ids in "
+            raise ValueError(f"{where}y holds {y[bad[0]].item()} (row {int(bad[0])}); labels must be class ids in "
                              f"[0, {classes}) for a model with {classes} outputs")
 
     def _check_class_weight(self, class_weight):
@@ -444,6 +461,9 @@ class TPModel(keras.Model):
         """At trace time: labels of the form the compiled loss takes (a one-line ValueError otherwise)."""
         if y is None:
             raise ValueError("fit/evaluate need labels y: the data must yield (x, y) or (x, y, sample_weight)")
+        if y.shape.rank is None:
+            raise ValueError("labels of unknown rank: give the data a static label shape, (N,) or (N, 1) class ids "
+                             "or (N, C) rows (e.g. tf.data's output_signature)")
         shape = tuple(y.shape)
         if self.task == "regression":
             if shape[1:] != (self.output_size,) and not (self.output_size == 1 and len(shape) == 1):
@@ -482,8 +502,7 @@ class TPModel(keras.Model):
         metrics = step.step_metrics(updates)
         if "rec_loss" in metrics:  # each replica's part of the global feedback loss: the parts add up
             self._rec_loss_tracker.update_state(metrics["rec_loss"] * replicas, sample_weight=1.0 / replicas)
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, updates.activations[-1], sample_weight)
+        self._update_compiled_metrics(y, updates.activations[-1], sample_weight)
         return self.get_metrics_result()
 
     def test_step(self, data):
@@ -494,9 +513,13 @@ class TPModel(keras.Model):
         if sample_weight is not None:
             per_sample = per_sample * tf.reshape(tf.cast(sample_weight, per_sample.dtype), [-1])
         self._loss_tracker.update_state(tf.reduce_mean(per_sample), sample_weight=tf.shape(x)[0])
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, logits, sample_weight)
+        self._update_compiled_metrics(y, logits, sample_weight)
         return {k: v for k, v in self.get_metrics_result().items() if k != "rec_loss"}
+
+    def _update_compiled_metrics(self, y, logits, sample_weight):
+        if self._compile_metrics is not None:
+            # Keras metrics keep float32 state, and some of their ops (top-k) take float32 predictions only.
+            self._compile_metrics.update_state(y, tf.cast(logits, "float32"), sample_weight)
 
     # --- non-finite values during fit --------------------------------------------------------------------------
     def _health_width(self) -> int:
@@ -561,8 +584,7 @@ class TPModel(keras.Model):
                 losses.append(out.pop("rec_loss"))
                 flags.append({k: v for k, v in out.items() if k.startswith("finite_")})
             if not losses:
-                raise ValueError("train_feedback: the data yielded no batch (a Python generator is used up after one "
-                                 "pass: give arrays, a tf.data.Dataset or a keras.utils.PyDataset)")
+                raise ValueError("train_feedback: the data yielded no batch")
             passes += 1
             object.__setattr__(self, "_feedback_passes", passes)
             problem = _first_problem(f"{where} {len(means) + 1}", flags)
@@ -740,6 +762,18 @@ def _host_array(value):
     return None
 
 
+def _label_shape(x, y) -> tuple | None:
+    """The per-sample shape of the labels ((), (1,) or (C,)), from arrays or a tf.data.Dataset's element spec;
+    None when unknown until the data stream."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        shape = spec[1].shape if isinstance(spec, tuple) and len(spec) > 1 and hasattr(spec[1], "shape") else None
+    else:
+        array = _host_array(y)
+        shape = None if array is None else tf.TensorShape(array.shape)
+    return None if shape is None or shape.rank is None else tuple(shape.as_list()[1:])
+
+
 def _check_finite(what: str, array):
     if array.dtype.kind not in "iubf":
         raise ValueError(f"{what} has dtype {array.dtype}; give numbers")
@@ -765,6 +799,9 @@ def _feedback_batches(x, y, batch_size):
             xo, yo = tf.constant(xs[order]), tf.constant(ys[order])
             return ((xo[i:i + size], yo[i:i + size]) for i in range(0, len(xs), size))
         return shuffled
+    if isinstance(x, collections.abc.Iterator):
+        raise ValueError("train_feedback: a Python generator or iterator can be passed over only once; give arrays, "
+                         "a tf.data.Dataset or a keras.utils.PyDataset")
     if batch_size is not None:
         raise ValueError("train_feedback: batch_size is for arrays; a dataset brings its own batches")
     from keras.src.trainers.data_adapters import get_data_adapter  # the adapter fit itself uses
