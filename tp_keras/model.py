@@ -343,9 +343,8 @@ class TPModel(keras.Model):
         if isinstance(validation, (tuple, list)) and 2 <= len(validation) <= 3:
             self._check_data(*validation, where="validation_data")
         arguments["callbacks"] = _with_first(_StopOnNonFinite(), arguments["callbacks"])
-        self._retrace_for_labels("train_function", arguments["x"], arguments["y"])
-        if isinstance(validation, (tuple, list)):
-            self._retrace_for_labels("test_function", *validation[:2])
+        self._follow_label_shape(_label_shape(arguments["x"], arguments["y"]), _label_shape(*validation[:2])
+                                 if isinstance(validation, (tuple, list)) else None)
         with _labels_out_of_range_as_value_error():
             return super().fit(**arguments)
 
@@ -356,20 +355,30 @@ class TPModel(keras.Model):
         if not arguments.get("kwargs", {}).get("_use_cached_eval_dataset"):  # else fit's validation: checked
             self._check_strategy("evaluate")
             self._check_data(arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
-            self._retrace_for_labels("test_function", arguments.get("x"), arguments.get("y"))
+            self._follow_label_shape(_label_shape(arguments.get("x"), arguments.get("y")))
         with _labels_out_of_range_as_value_error():
             return super().evaluate(*args, **kwargs)
 
-    def _retrace_for_labels(self, function: str, x, y):
-        """Drops Keras' compiled train/test function when the labels' shape per sample changed since it was
-        traced ((), (1,) or (C,)): tf.function would otherwise relax both to a shape of unknown rank, and the step
-        chooses its loss from the labels' static shape."""
-        form = _label_shape(x, y)
-        traced = getattr(self, "_label_shapes", {})
-        if form is not None and traced.get(function, form) != form:
-            setattr(self, function, None)
-        if form is not None:
-            object.__setattr__(self, "_label_shapes", {**traced, function: form})
+    def _follow_label_shape(self, shape, validation_shape=None):
+        """Prepares for labels of per-sample shape `shape` ((), (1,) or (C,); None when unknown until the data
+        stream). When it differs from the shape the compiled functions were traced with, they are dropped (else
+        tf.function would relax both to a shape of unknown rank, and the step chooses its loss from the static
+        shape) and the compiled metrics are rebuilt (Keras resolves "accuracy" from the labels' shape)."""
+        if shape is not None and validation_shape is not None and shape != validation_shape:
+            shapes = ["(N" + "".join(f", {d}" for d in form) + ")" for form in (validation_shape, shape)]
+            raise ValueError(f"validation labels of shape {shapes[0]}, training labels of shape {shapes[1]}: give "
+                             "both in one form (class ids, or one-hot rows)")
+        previous = getattr(self, "_label_shape", None)
+        if shape is None or shape == previous:
+            return
+        if previous is not None:
+            self.train_function = self.test_function = None
+            if self._compile_metrics is not None:
+                from keras.src.trainers.compile_utils import CompileMetrics
+                config = self._compile_config.config
+                object.__setattr__(self, "_compile_metrics",  # past Keras' tracking, locked once built
+                                   CompileMetrics(config["metrics"], config["weighted_metrics"]))
+        object.__setattr__(self, "_label_shape", shape)
 
     def _check_strategy(self, call: str):
         from tp_keras import distribute  # distribute imports step; late import keeps the layering flat
