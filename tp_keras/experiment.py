@@ -378,6 +378,9 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
         with that status. A hyper-parameter search prunes trials with it.
     """
     config.validate()
+    if trainer is not None:  # multi-worker: only the chief writes workdir (the others a removed temporary folder)
+        from tp_keras.distribute import worker_workdir
+        workdir = worker_workdir(trainer, workdir, resume)
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if dataset is None:
