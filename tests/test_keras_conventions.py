@@ -522,3 +522,64 @@ def test_a_non_finite_feedback_pass_stops_with_the_launchers_message():
     with pytest.raises(experiment.Diverged, match="^non-finite .* in feedback pre-training pass 1, batch 0$"):
         model.fit(x[8:16], y[8:16], verbose=0, callbacks=[
             FeedbackSchedule(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), pretrain_epochs=1)])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saving: `import tp_keras` is all a fresh process needs
+# --------------------------------------------------------------------------------------------------------------
+
+def test_saved_classes_lists_every_registered_class():
+    import importlib
+    import tp_keras
+    for module in set(tp_keras.SAVED_CLASSES.values()):
+        importlib.import_module(f"tp_keras.{module}")
+    registry = keras.saving.get_custom_objects()
+    registered = {name for name, obj in registry.items()
+                  if name.startswith("tp_keras>") and isinstance(obj, type)}
+    assert registered == {f"tp_keras>{name}" for name in tp_keras.SAVED_CLASSES}
+    for name, module in tp_keras.SAVED_CLASSES.items():
+        assert registry[f"tp_keras>{name}"] is getattr(importlib.import_module(f"tp_keras.{module}"), name)
+
+
+@pytest.mark.slow
+def test_import_tp_keras_alone_loads_saved_models_in_a_fresh_process(tmp_path):
+    """Saved here (a TPModel with a default feedback Adam, a CNNModel); loaded in new processes that import
+    tp_keras only, before or after keras; and `import tp_keras` itself imports neither Keras nor TensorFlow."""
+    import subprocess
+    import sys
+    import textwrap
+    from tp_keras.cnn import CNNModel
+    x, y = _data(dtype="float32")
+    mlp = make_model("ddtp_linear", dtype="float32")
+    mlp.compile(optimizer="adam")
+    mlp.fit(x, y, batch_size=8, **METRIC_FREE)
+    cnn = CNNModel("ddtp_linear", image_shape=(6, 6, 1), conv_channels=(2,), fc_units=(4,), output_size=3,
+                   sigma=0.1, dtype="float32")
+    cnn.compile(optimizer="sgd")
+    images = np.random.default_rng(0).normal(size=(4, 6, 6, 1)).astype("float32")
+    mlp.save(tmp_path / "mlp.keras")
+    cnn.save(tmp_path / "cnn.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "expected_mlp.npy", mlp.predict(x, verbose=0))
+    np.save(tmp_path / "expected_cnn.npy", cnn.predict(images, verbose=0))
+    script = textwrap.dedent(f"""
+        import sys
+        {{first}}
+        assert "tensorflow" not in sys.modules or "keras" in sys.modules
+        import keras, numpy as np
+        d = {str(tmp_path)!r}
+        for name, data in (("mlp", "x"), ("cnn", "images")):
+            model = keras.saving.load_model(f"{{{{d}}}}/{{{{name}}}}.keras")
+            np.testing.assert_array_equal(model.predict(np.load(f"{{{{d}}}}/{{{{data}}}}.npy"), verbose=0),
+                                          np.load(f"{{{{d}}}}/expected_{{{{name}}}}.npy"))
+            print(type(model).__name__, type(model.optimizer).__name__, type(model.feedback_optimizer).__name__)
+    """)
+    for first in ("import tp_keras", "import keras, tp_keras"):
+        result = subprocess.run([sys.executable, "-c", script.format(first=first)], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == ["TPModel", "Adam", "TorchAdam", "CNNModel", "SGD", "TorchAdam"], result.stdout
+    light = subprocess.run([sys.executable, "-c", "import sys, tp_keras; print(sorted({'tensorflow', 'keras'} & "
+                                                  "set(sys.modules)))"], capture_output=True, text=True, timeout=60)
+    assert light.stdout.strip() == "[]", light.stderr[-2000:]
