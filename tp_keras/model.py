@@ -279,14 +279,13 @@ class TPModel(keras.Model):
             name = loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss))
         else:
             name = repr(loss)
-        known = _CLASSIFICATION_LOSSES if self.task == "classification" else _REGRESSION_LOSSES
-        if name in known:
-            return known[name]
-        other = _REGRESSION_LOSSES if self.task == "classification" else _CLASSIFICATION_LOSSES
-        if name in other:
-            raise ValueError(f"loss={name!r} is a {'regression' if self.task == 'classification' else 'classification'}"
-                             f" loss, but this TPModel was built with task={self.task!r}; build it with task="
-                             f"{'regression' if self.task == 'classification' else 'classification'!r}")
+        by_task = {"classification": _CLASSIFICATION_LOSSES, "regression": _REGRESSION_LOSSES}
+        if name in by_task[self.task]:
+            return by_task[self.task][name]
+        other = next(task for task in by_task if task != self.task)
+        if name in by_task[other]:
+            raise ValueError(f"loss={name!r} is a {other} loss, but this TPModel was built with task={self.task!r}; "
+                             f"build it with task={other!r}")
         raise ValueError(f"loss={name!r} is not supported: the output target is built from the closed-form gradient "
                          "of softmax cross-entropy on the logits ('sparse_categorical_crossentropy', "
                          "'categorical_crossentropy') or of mean squared error ('mse', task='regression')")
