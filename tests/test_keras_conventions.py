@@ -119,7 +119,8 @@ def test_class_weight_is_the_sample_weight_of_each_label():
     class_weight = {0: 0.5, 1: 2.0, 2: 0.0}
     by_class, by_sample = _compiled("dtpdrl"), _compiled("dtpdrl")
     by_class.fit(x, y, batch_size=8, epochs=1, class_weight=class_weight, **METRIC_FREE)
-    by_sample.fit(x, y, batch_size=8, epochs=1, sample_weight=np.array([class_weight[c] for c in y]), **METRIC_FREE)
+    weights = np.array([class_weight[c] for c in y])[:, None]  # an (N, 1) column, as Keras also takes
+    by_sample.fit(x, y, batch_size=8, epochs=1, sample_weight=weights, **METRIC_FREE)
     _assert_same(_values(by_class.weights), _values(by_sample.weights))
 
 

@@ -41,7 +41,8 @@ import tensorflow as tf
 
 from tp_keras.layers import DirectFeedback, TPDense, XavierNormal, activation_fn
 from tp_keras.methods import METHODS, Method, get_method
-from tp_keras.model import MAX_SEED, TPModel, _real, _whole, model_precision
+from tp_keras.keras_checks import MAX_SEED, model_precision, real, whole
+from tp_keras.model import TPModel
 from tp_keras.optimizers import TorchAdam
 
 # Registry methods with a CNN (spec §2.11: BPConvCIFAR, DDTPConvCIFAR, DDTPConvControlCIFAR, DFAConvCIFAR).
@@ -175,14 +176,14 @@ class CNNModel(TPModel):
         self.image_shape = tuple(int(d) for d in image_shape)
         self.conv_channels = [int(c) for c in conv_channels]
         self.fc_units = [int(n) for n in fc_units]
-        self.output_size = _whole("output_size", output_size, 1)
+        self.output_size = whole("output_size", output_size, 1)
         self.kernel_size = int(kernel_size)
-        self.target_stepsize = _real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
-        self.sigma = (_real("sigma", sigma, positive=True, hint=f"{self.method.name} trains its feedback with noise "
+        self.target_stepsize = real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
+        self.sigma = (real("sigma", sigma, positive=True, hint=f"{self.method.name} trains its feedback with noise "
                                                                 "of std sigma > 0, e.g. sigma=0.05")
                       if self.method.trains_feedback else float(sigma))
         self.hidden_activation = hidden_activation
-        self.seed = _whole("seed", seed, 0, MAX_SEED)
+        self.seed = whole("seed", seed, 0, MAX_SEED)
         self.task = "classification"
         self.only_train_first_layer = False
         self.gn_damping = 0.0

@@ -10,7 +10,6 @@ import collections.abc
 import dataclasses
 import inspect
 import math
-import numbers
 import warnings
 from typing import Sequence
 
@@ -18,47 +17,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tp_keras import keras_checks as C
 from tp_keras import targets as T
 from tp_keras.layers import ACTIVATIONS, DirectFeedback, TPDense
 from tp_keras.methods import METHODS, Method, get_method
 
-PRECISIONS = ("float32", "float64")
-TASKS = ("classification", "regression")
-MAX_SEED = 2 ** 32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) takes 0..2**32 − 1
-MAX_SIZE = 2 ** 31 - 1  # TensorFlow shapes some tensors with int32
-
 # compile(loss=...): what each accepted name means, by task.
 _CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy": "sparse", "categorical_crossentropy": "categorical"}
 _REGRESSION_LOSSES = {"mean_squared_error": "mse", "mse": "mse"}
-
-
-def model_precision(dtype) -> str:
-    """'float32' or 'float64': `dtype` (a name or a Keras DTypePolicy), or the global Keras dtype policy when None.
-
-    Anything else is refused in one line: the feedback losses scale by 1/σ² (σ = 0.08 gives 156) and perturb the
-    activations by noise of std σ, which float16/bfloat16 (and mixed precision, whose variables are float32 but
-    whose arithmetic is not) can neither hold nor resolve."""
-    name = getattr(dtype if dtype is not None else keras.config.dtype_policy(), "name", dtype)
-    if name in PRECISIONS:
-        return name
-    given = f"dtype={name!r}" if dtype is not None else f"the global Keras dtype policy {name!r}"
-    raise ValueError(f"{given}: TP models compute in float32 or float64 only (the feedback losses' 1/sigma^2 "
-                     "scaling and noise of std sigma need their range and resolution); pass dtype='float32' or "
-                     "dtype='float64'")
-
-
-def _whole(name: str, value, lowest: int, highest: int = MAX_SIZE) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lowest <= value <= highest:
-        raise ValueError(f"TPModel: {name}={value!r} must be a whole number in {lowest}..{highest}")
-    return int(value)
-
-
-def _real(name: str, value, *, positive: bool, hint: str = "") -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ValueError(f"TPModel: {name}={value!r} must be a finite number {'> 0' if positive else '>= 0'}"
-                         + (f"; {hint}" if hint else ""))
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
@@ -109,22 +75,22 @@ class TPModel(keras.Model):
                  last_hidden_bias: bool | None = None, task: str = "classification", seed: int = 42,
                  size_hidden_fb: int = 1024, recurrent_input: bool = False, gn_damping: float = 0.0,
                  only_train_first_layer: bool = False, dtype: str | None = None, **kwargs):
-        dtype = model_precision(dtype)
+        dtype = C.model_precision(dtype)
         super().__init__(dtype=dtype, **kwargs)
         self.only_train_first_layer = bool(only_train_first_layer)
         if isinstance(method, dict):  # a Method outside the registry, as `get_config` writes it
             method = Method(**method)
         self.method = get_method(method)
         m = self.method
-        self.input_size = _whole("input_size", input_size, 1)
+        self.input_size = C.whole("input_size", input_size, 1)
         if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or not hidden_sizes:
             raise ValueError(f"TPModel: hidden_sizes={hidden_sizes!r} must be a non-empty list of layer sizes "
                              "(TPModel needs at least one hidden layer), e.g. [256, 256]")
-        self.hidden_sizes = [_whole("hidden_sizes", n, 1) for n in hidden_sizes]
-        self.output_size = _whole("output_size", output_size, 1)
-        self.target_stepsize = _real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
+        self.hidden_sizes = [C.whole("hidden_sizes", n, 1) for n in hidden_sizes]
+        self.output_size = C.whole("output_size", output_size, 1)
+        self.target_stepsize = C.real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
         if m.trains_feedback:
-            self.sigma = _real("sigma", sigma, positive=True,
+            self.sigma = C.real("sigma", sigma, positive=True,
                                hint=f"{m.name} trains its feedback with noise of std sigma > 0, e.g. sigma=0.05")
         else:  # unused by this method (no feedback loss)
             self.sigma = float(sigma)
@@ -132,14 +98,14 @@ class TPModel(keras.Model):
             raise ValueError(f"TPModel: hidden_activation={hidden_activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.hidden_activation = hidden_activation
         self.last_hidden_bias = m.last_hidden_bias if last_hidden_bias is None else bool(last_hidden_bias)
-        if task not in TASKS:
+        if task not in C.TASKS:
             raise ValueError(f"TPModel: task={task!r}; choose 'classification' (softmax cross-entropy on the "
                              "logits) or 'regression' (mean squared error)")
         self.task = task
-        self.seed = _whole("seed", seed, 0, MAX_SEED)
-        self.size_hidden_fb = _whole("size_hidden_fb", size_hidden_fb, 1)
+        self.seed = C.whole("seed", seed, 0, C.MAX_SEED)
+        self.size_hidden_fb = C.whole("size_hidden_fb", size_hidden_fb, 1)
         self.recurrent_input = bool(recurrent_input)
-        self.gn_damping = _real("gn_damping", gn_damping, positive=False)
+        self.gn_damping = C.real("gn_damping", gn_damping, positive=False)
 
         sizes = self.hidden_sizes + [self.output_size]
         layerwise_fb = m.feedback_activation if m.feedback == "layerwise" else None
@@ -333,18 +299,18 @@ class TPModel(keras.Model):
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         del arguments["self"]
-        self._check_strategy("fit")
-        self._check_trainable()
-        self._check_data(arguments["x"], arguments["y"], arguments["sample_weight"])
+        C.check_strategy(self, "fit")
+        C.check_trainable(self)
+        C.check_arrays(self, arguments["x"], arguments["y"], arguments["sample_weight"])
         if arguments["class_weight"] is not None:
-            self._check_class_weight(arguments["class_weight"])
+            C.check_class_weight(self, arguments["class_weight"])
         validation = arguments["validation_data"]
         if isinstance(validation, (tuple, list)) and 2 <= len(validation) <= 3:
-            self._check_data(*validation, where="validation_data")
+            C.check_arrays(self, *validation, where="validation_data")
         arguments["callbacks"] = _with_first(_StopOnNonFinite(), arguments["callbacks"])
-        self._follow_label_shape(_label_shape(arguments["x"], arguments["y"]), _label_shape(*validation[:2])
+        self._follow_label_shape(C.label_shape(arguments["x"], arguments["y"]), C.label_shape(*validation[:2])
                                  if isinstance(validation, (tuple, list)) else None)
-        with _labels_out_of_range_as_value_error():
+        with C.labels_out_of_range_as_value_error():
             return super().fit(**arguments)
 
     def evaluate(self, *args, **kwargs):
@@ -352,10 +318,10 @@ class TPModel(keras.Model):
         metrics (the default accuracy among them)."""
         arguments = inspect.signature(keras.Model.evaluate).bind(self, *args, **kwargs).arguments
         if not arguments.get("kwargs", {}).get("_use_cached_eval_dataset"):  # else fit's validation: checked
-            self._check_strategy("evaluate")
-            self._check_data(arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
-            self._follow_label_shape(_label_shape(arguments.get("x"), arguments.get("y")))
-        with _labels_out_of_range_as_value_error():
+            C.check_strategy(self, "evaluate")
+            C.check_arrays(self, arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
+            self._follow_label_shape(C.label_shape(arguments.get("x"), arguments.get("y")))
+        with C.labels_out_of_range_as_value_error():
             return super().evaluate(*args, **kwargs)
 
     def _follow_label_shape(self, shape, validation_shape=None):
@@ -379,120 +345,10 @@ class TPModel(keras.Model):
                                    CompileMetrics(config["metrics"], config["weighted_metrics"]))
         object.__setattr__(self, "_label_shape", shape)
 
-    def _check_strategy(self, call: str):
-        from tp_keras import distribute  # distribute imports step; late import keeps the layering flat
-        current = tf.distribute.get_strategy()
-        if distribute.is_multi_worker_strategy(current) or distribute.is_multi_worker_strategy(
-                self._distribute_strategy):
-            raise ValueError(f"{call} under MultiWorkerMirroredStrategy is not supported (Keras 3's fit fails on its "
-                             "per-replica values, keras-team/keras#20585): train multi-worker with the launcher "
-                             "(--strategy=multi_worker) or tp_keras.distribute.DistributedTrainer")
-        if tf.distribute.has_strategy() and current is not self._distribute_strategy:
-            raise ValueError(f"{call}: this model was built outside the scope of the current "
-                             f"{type(current).__name__}; build and compile it inside `with strategy.scope():`")
-
-    def _check_trainable(self):
-        if not self.trainable:
-            raise ValueError("model.trainable = False freezes every layer; set trainable = False on the layers to "
-                             "freeze (model.tp_layers[i], model.direct_feedback) instead")
-        changed = [layer.name for layer, flag in getattr(self, "_compiled_trainable_state", {}).items()
-                   if layer.trainable != flag]
-        if changed:
-            raise ValueError(f"trainable changed on {', '.join(changed)} after compile(): call compile() again (as "
-                             "for any Keras model) so that the optimizers and the step see it")
-
-    def _check_data(self, x, y, sample_weight=None, where: str = ""):
-        """One-line ValueErrors for array inputs (datasets and generators are checked as they stream: a
-        non-finite value stops the epoch, a label out of range raises)."""
-        xs = _host_array(x)
-        if xs is None:
-            return
-        where = f"{where}: " if where else ""
-        if y is None:
-            raise ValueError(f"{where}fit/evaluate need labels y (the output target is built from them)")
-        _check_finite(f"{where}x", xs)
-        ys = _host_array(y)
-        if ys is not None:
-            if self.task == "classification":
-                self._check_class_labels(ys, where)
-            else:
-                _check_finite(f"{where}y", ys)
-                if ys.shape[1:] not in ((self.output_size,), () if self.output_size == 1 else None):
-                    raise ValueError(f"{where}y has shape {ys.shape}; a regression model with {self.output_size} "
-                                     f"outputs takes targets of shape (N, {self.output_size})")
-        ws = _host_array(sample_weight)
-        if ws is not None:
-            ws = ws.reshape(len(ws), -1) if ws.ndim == 2 and ws.shape[1] == 1 else ws
-            if ws.ndim != 1:
-                raise ValueError(f"{where}sample_weight has shape {ws.shape}; give one weight per sample, (N,)")
-            _check_finite(f"{where}sample_weight", ws)
-            if np.any(ws < 0):
-                raise ValueError(f"{where}sample_weight holds {ws[ws < 0][0]} (row {int(np.argmax(ws < 0))}): a "
-                                 "negative weight would push that sample's output target away from its label; "
-                                 "weights must be >= 0")
-
-    def _check_class_labels(self, y, where):
-        classes = self.output_size
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim == 2 and y.shape[1] == classes:
-            _check_finite(f"{where}y", y)
-            sums = y.sum(axis=1)
-            bad = np.flatnonzero((y.min(axis=1) < 0) | (np.abs(sums - 1.0) > 1e-3))
-            if bad.size:
-                raise ValueError(f"{where}label row {int(bad[0])} ({y[bad[0]].tolist()[:12]}) is not a probability "
-                                 f"row; (N, {classes}) labels must be one-hot (or class probabilities summing to 1)")
-            return
-        if y.ndim != 1:
-            raise ValueError(f"{where}y has shape {y.shape}; give class ids of shape (N,) or (N, 1), or one-hot "
-                             f"rows of shape (N, {classes})")
-        if y.dtype.kind not in "iub":
-            bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y))) if y.dtype.kind == "f" else [0]
-            if len(bad):
-                raise ValueError(f"{where}y holds {y[bad[0]].item()!r} (row {int(bad[0])}); labels must be integer "
-                                 f"class ids in [0, {classes})")
-        bad = np.flatnonzero((y < 0) | (y >= classes))
-        if bad.size:
-            raise ValueError(f"{where}y holds {y[bad[0]].item()} (row {int(bad[0])}); labels must be class ids in "
-                             f"[0, {classes}) for a model with {classes} outputs")
-
-    def _check_class_weight(self, class_weight):
-        if not isinstance(class_weight, dict):
-            raise ValueError(f"class_weight must be a dict {{class id: weight}}, got {type(class_weight).__name__}")
-        for key, value in class_weight.items():
-            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < self.output_size:
-                raise ValueError(f"class_weight: key {key!r} is not a class id in [0, {self.output_size})")
-            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"class_weight[{key}] = {value!r}; weights must be finite and >= 0")
-
-    def _check_label_form(self, y):
-        """At trace time: labels of the form the compiled loss takes (a one-line ValueError otherwise)."""
-        if y is None:
-            raise ValueError("fit/evaluate need labels y: the data must yield (x, y) or (x, y, sample_weight)")
-        if y.shape.rank is None:
-            raise ValueError("labels of unknown rank: give the data a static label shape, (N,) or (N, 1) class ids "
-                             "or (N, C) rows (e.g. tf.data's output_signature)")
-        shape = tuple(y.shape)
-        if self.task == "regression":
-            if shape[1:] != (self.output_size,) and not (self.output_size == 1 and len(shape) == 1):
-                raise ValueError(f"regression targets of shape {shape}; this model takes (N, {self.output_size})")
-            return
-        labels = T.class_labels(y)
-        dense = T.is_dense(labels)
-        if labels.shape.rank not in (1, 2) or (dense and labels.shape[-1] != self.output_size):
-            raise ValueError(f"labels of shape {shape}: give class ids (N,) or (N, 1), or one-hot rows "
-                             f"(N, {self.output_size})")
-        if self._loss_kind == "sparse" and dense:
-            raise ValueError(f"loss='sparse_categorical_crossentropy' takes class ids, these labels are rows of shape "
-                             f"{shape}: use loss='categorical_crossentropy' (or the default loss=None)")
-        if self._loss_kind == "categorical" and not dense:
-            raise ValueError(f"loss='categorical_crossentropy' takes one-hot rows, these labels have shape {shape}: "
-                             "use loss='sparse_categorical_crossentropy' (or the default loss=None)")
-
     def train_step(self, data):
         from tp_keras import step  # step imports this module's siblings; imported late to keep layering flat
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_label_form(y)
+        C.check_label_form(self, y)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         rows = tf.shape(x)[0]
@@ -515,7 +371,7 @@ class TPModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_label_form(y)
+        C.check_label_form(self, y)
         logits = self(x)
         per_sample = T.output_loss_per_sample(logits, y, self.task)
         if sample_weight is not None:
@@ -738,68 +594,13 @@ def _with_first(callback, callbacks):
     return [callback] + list(callbacks or [])
 
 
-class _labels_out_of_range_as_value_error:
-    """A label outside [0, C) in streamed data fails inside TensorFlow's sparse cross-entropy kernel; say it in
-    one line."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if isinstance(error, tf.errors.InvalidArgumentError) and "valid range" in str(error):
-            detail = next((line.strip() for line in str(error).splitlines() if "valid range" in line), "")
-            raise ValueError(f"labels: a class id out of range in the data ({detail[:200]})") from None
-        return False
-
-
-def _host_array(value):
-    """`value` as a NumPy array when it is array data fit slices itself (arrays, eager tensors, lists); None for
-    datasets, generators and other streams."""
-    if value is None or isinstance(value, (tf.data.Dataset, keras.utils.PyDataset)):
-        return None
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, tf.Tensor) and hasattr(value, "numpy"):
-        return value.numpy()
-    if isinstance(value, (list, tuple)) or hasattr(value, "__array__"):
-        try:
-            array = np.asarray(value)
-        except (ValueError, TypeError):
-            return None
-        return array if array.dtype.kind in "iubf" else None
-    return None
-
-
-def _label_shape(x, y) -> tuple | None:
-    """The per-sample shape of the labels ((), (1,) or (C,)), from arrays or a tf.data.Dataset's element spec;
-    None when unknown until the data stream."""
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        shape = spec[1].shape if isinstance(spec, tuple) and len(spec) > 1 and hasattr(spec[1], "shape") else None
-    else:
-        array = _host_array(y)
-        shape = None if array is None else tf.TensorShape(array.shape)
-    return None if shape is None or shape.rank is None else tuple(shape.as_list()[1:])
-
-
-def _check_finite(what: str, array):
-    if array.dtype.kind not in "iubf":
-        raise ValueError(f"{what} has dtype {array.dtype}; give numbers")
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
-            row = int(np.argwhere(~finite)[0][0])
-            raise ValueError(f"{what} holds {array.size - int(finite.sum())} non-finite value(s) (the first in row "
-                             f"{row}); targets and feedback losses of those samples would be NaN: clean or drop them")
-
-
 def _feedback_batches(x, y, batch_size):
     """`f(seed, pass_index)` → the (x, y) batches of one feedback pass over the data `fit` would take."""
-    xs = _host_array(x)
+    xs = C.host_array(x)
     if xs is not None:
         if y is None:
             raise ValueError("train_feedback: give the labels y with the arrays x (they give the logged loss)")
-        ys = np.asarray(_host_array(y))
+        ys = np.asarray(C.host_array(y))
         size = 128 if batch_size is None else int(batch_size)
 
         def shuffled(seed, index):
