@@ -352,25 +352,3 @@ def test_from_config_builds_the_launchers_model_and_optimizers():
         np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=0, atol=1e-6)
     with pytest.raises(D.DistributeError, match="^--precision: float64 is not supported on TPU"):
         D.DistributedTrainer.from_config(Config.paper("dtpdrl", precision="float64"), dataset, TPUStrategy())
-
-
-def test_colab_notebook_is_valid_and_uses_the_library_entry_points():
-    """launch/colab_tpu.ipynb: valid notebook JSON; every code cell is valid Python once shell lines (!, %) are
-    set aside; it connects through make_strategy('tpu') and trains through train_and_evaluate with the
-    DistributedTrainer, in float32, and every tp_keras name it calls exists."""
-    import ast
-    import importlib
-    path = os.path.join(ROOT, "launch", "colab_tpu.ipynb")
-    with open(path) as f:
-        notebook = json.load(f)
-    assert notebook["nbformat"] == 4
-    sources = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-    python = "\n".join(line for src in sources for line in src.splitlines() if not line.lstrip().startswith(("!", "%")))
-    tree = ast.parse(python)
-    assert 'make_strategy("tpu")' in python and "train_and_evaluate(" in python
-    assert "DistributedTrainer.from_config(" in python and "float64" not in python
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module.startswith("tp_keras"):
-            module = importlib.import_module(node.module)
-            for alias in node.names:
-                assert hasattr(module, alias.name), (node.module, alias.name)

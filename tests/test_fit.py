@@ -34,10 +34,18 @@ def test_fit_equals_custom_loop(method):
     assert result["accuracy"] == pytest.approx(np.mean(np.argmax(logits, 1) == y), abs=1e-6)
 
 
-def test_compile_requires_feedback_optimizer_when_feedback_trains():
-    model = TPModel("dtpdrl", 4, [3], 2)
-    with pytest.raises(ValueError, match="feedback_optimizer"):
-        model.compile(forward_optimizer=TorchAdam(1e-3))
+def test_compile_without_feedback_optimizer_gives_the_papers_feedback_adam():
+    """A method that trains feedback weights and gets no feedback_optimizer= trains them with its paper MNIST
+    feedback Adam (issue 12: it used to be refused)."""
+    from tp_keras import paper_configs
+    model = TPModel("dtpdrl", 4, [3], 2, dtype="float64")
+    model.compile(forward_optimizer=TorchAdam(1e-3))
+    paper = paper_configs.MNIST_CONFIGS["dtpdrl"]
+    config = model.feedback_optimizer.get_config()
+    assert isinstance(model.feedback_optimizer, TorchAdam) and config["precision"] == "float64"
+    assert (config["learning_rate"], config["beta_1"], config["beta_2"], config["epsilon"], config["l2_decay"]) == (
+        pytest.approx(paper["lr_fb"], rel=1e-15), paper["beta1_fb"], paper["beta2_fb"], paper["epsilon_fb"],
+        paper["feedback_wd"])
 
 
 def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():

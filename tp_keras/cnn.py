@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tp_keras.layers import DirectFeedback, TPDense, XavierNormal, activation_fn
 from tp_keras.methods import METHODS, Method, get_method
+from tp_keras.keras_checks import MAX_SEED, model_precision, real, whole
 from tp_keras.model import TPModel
 from tp_keras.optimizers import TorchAdam
 
@@ -113,6 +114,9 @@ class TPConv2D(keras.layers.Layer):
         pooled = max_pool_3x3_s2(self._act(self.pre_activation(x)))
         return tf.reshape(pooled, [-1, self.units])
 
+    def compute_output_shape(self, input_shape):
+        return (tuple(input_shape)[0], self.units)
+
     @property
     def forward_variables(self):
         return [v for v in (self.kernel, self.bias) if v is not None]
@@ -162,7 +166,8 @@ class CNNModel(TPModel):
     def __init__(self, method: str | Method = "ddtp_linear", image_shape: Sequence[int] = (32, 32, 3),
                  conv_channels: Sequence[int] = (32, 64), fc_units: Sequence[int] = (512,), output_size: int = 10,
                  *, kernel_size: int = 5, target_stepsize: float = 0.01, sigma: float = 0.08,
-                 hidden_activation: str = "tanh", seed: int = 42, dtype: str = "float32", **kwargs):
+                 hidden_activation: str = "tanh", seed: int = 42, dtype: str | None = None, **kwargs):
+        dtype = model_precision(dtype)
         keras.Model.__init__(self, dtype=dtype, **kwargs)  # TPModel.__init__ builds the MLP: skipped on purpose
         if isinstance(method, dict):
             method = Method(**method)
@@ -171,12 +176,14 @@ class CNNModel(TPModel):
         self.image_shape = tuple(int(d) for d in image_shape)
         self.conv_channels = [int(c) for c in conv_channels]
         self.fc_units = [int(n) for n in fc_units]
-        self.output_size = int(output_size)
+        self.output_size = whole("output_size", output_size, 1)
         self.kernel_size = int(kernel_size)
-        self.target_stepsize = float(target_stepsize)
-        self.sigma = float(sigma)
+        self.target_stepsize = real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
+        self.sigma = (real("sigma", sigma, positive=True, hint=f"{self.method.name} trains its feedback with noise "
+                                                                "of std sigma > 0, e.g. sigma=0.05")
+                      if self.method.trains_feedback else float(sigma))
         self.hidden_activation = hidden_activation
-        self.seed = int(seed)
+        self.seed = whole("seed", seed, 0, MAX_SEED)
         self.task = "classification"
         self.only_train_first_layer = False
         self.gn_damping = 0.0
@@ -208,7 +215,7 @@ class CNNModel(TPModel):
                 use_bias=[False] * len(self.conv_channels) + [True] * len(self.fc_units),
                 trainable=m.feedback_trained, seed=self.seed * 1009 + 500, dtype=dtype, name="direct_feedback")
         self.noise_seed = keras.random.SeedGenerator(self.seed + 7919, name="noise_seed")
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy", "rec_loss")}
+        self._init_training_state()
         self.build((None,) + self.image_shape)
 
     def build(self, input_shape):

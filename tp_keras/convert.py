@@ -28,9 +28,14 @@ The bias rule: `TPModel` can leave out the forward bias of the last hidden layer
   * Any other bias-less Dense gets a zero bias (predictions unchanged) that then trains like every bias of the
     TP model; a warning names those layers.
 
-Anything else (BatchNormalization, Dropout, residual/merge connections, Conv2D and pooling — the CNN arrives
-with issue 6 —, Embedding, recurrent layers, subclassed models, differing hidden activations, relu, ...) raises
-`ConversionError` (a ValueError) whose one-line message names the layer, its class and the reason.
+Kept from the Keras layers: `trainable = False` on a Dense layer freezes that layer's forward weights in the TP
+model too (see `TPModel.trained_layers`). Regularizers and constraints are refused (the forward weights train by
+local target losses; a coupled L2 penalty is the forward optimizer's `TorchAdam(l2_decay=...)`).
+
+Anything else (BatchNormalization, Dropout, residual/merge connections, Conv2D and pooling, Embedding, recurrent
+layers, subclassed models, differing hidden activations, relu, ...) raises `ConversionError` (a ValueError) whose
+one-line message names the layer, its class and the reason. (The paper's CNN is its own model,
+`tp_keras.cnn.CNNModel`, or `--architecture=cnn` in the launcher; Keras Conv2D models do not convert.)
 """
 from __future__ import annotations
 
@@ -150,8 +155,8 @@ def _unsupported_reason(layer) -> str:
         return ("dropout and noise layers are not supported: the targets and feedback losses assume a deterministic "
                 "forward pass; remove it")
     if "Conv" in name or "Pooling" in name:
-        return ("convolution and pooling layers are not supported yet (the CNN arrives with issue 6); only Dense "
-                "converts")
+        return ("convolution and pooling layers do not convert, only Dense layers do; the paper's CNN is "
+                "tp_keras.cnn.CNNModel (or --architecture=cnn in the launcher)")
     if isinstance(layer, keras.layers.Embedding):
         return "embedding lookups are not supported: a TP model is a chain of Dense layers on a float vector input"
     if isinstance(layer, keras.layers.RNN) or name in ("LSTM", "GRU", "SimpleRNN", "Bidirectional"):
@@ -203,6 +208,12 @@ def _dense_specs(model, drop_softmax: bool):
                            "TP models compute in float32 or float64")
         if layer.variable_dtype not in ("float32", "float64"):
             _refuse(layer, f"has {layer.variable_dtype} weights; TP models use float32 or float64")
+        for setting in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                        "bias_constraint"):
+            if getattr(layer, setting, None) is not None:
+                _refuse(layer, f"has a {setting}, which a TP model cannot honour (its forward weights train by local "
+                               "target losses); remove it (a coupled L2 penalty on every forward weight is "
+                               "TorchAdam(l2_decay=...) as the forward optimizer)")
         specs.append({"layer": layer, "kernel": np.asarray(layer.kernel.numpy()),
                       "bias": None if layer.bias is None else np.asarray(layer.bias.numpy()),
                       "activation": _activation_name(layer.activation), "names": [layer.name]})
@@ -299,6 +310,7 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
                        hidden_sizes=[s["kernel"].shape[1] for s in hidden], output_size=out["kernel"].shape[1],
                        hidden_activation=hidden[0]["activation"], **tp_kwargs)
     for layer, spec in zip(tp_model.tp_layers, specs):
+        layer.trainable = spec["layer"].trainable  # a frozen Dense layer stays frozen
         layer.kernel.assign(spec["kernel"].astype(layer.kernel.dtype))
         if layer.bias is not None:
             bias = spec["bias"] if spec["bias"] is not None else np.zeros(layer.units)

@@ -203,6 +203,37 @@ def is_tpu_strategy(strategy) -> bool:
     return any(cls.__name__.startswith("TPUStrategy") for cls in type(strategy).__mro__)
 
 
+def is_multi_worker_strategy(strategy) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy (by class name, as `is_tpu_strategy`)."""
+    return any(cls.__name__.startswith(("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy"))
+               for cls in type(strategy).__mro__)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files: TensorFlow's convention for multi-worker training (the
+    'chief' task, or worker 0 when the cluster has no chief); every single-process strategy is its own chief."""
+    extended = getattr(strategy, "extended", None)
+    return bool(getattr(extended, "should_checkpoint", True)) if is_multi_worker_strategy(strategy) else True
+
+
+def worker_workdir(trainer, workdir: str, resume: bool) -> str:
+    """The folder a run writes to: `workdir` on the chief; on another worker of a multi-worker run, a temporary
+    folder removed when the trainer is (TensorFlow's convention: only the chief writes summaries, metrics and
+    checkpoints). With `resume`, that folder starts with a copy of the chief's checkpoint in `workdir`, which
+    must then be a folder every worker sees."""
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is None or is_chief(strategy):
+        return workdir
+    import shutil
+    import tempfile
+    scratch = tempfile.TemporaryDirectory(prefix="tp_keras_worker_")
+    trainer._scratch_workdir = scratch  # removed with the trainer (or at exit)
+    checkpoint = os.path.join(workdir, "checkpoint.npz")
+    if resume and os.path.exists(checkpoint):
+        shutil.copy(checkpoint, scratch.name)
+    return scratch.name
+
+
 def check_precision(strategy, precision: str) -> None:
     """Refuses float64 on a TPU (TPUs have no float64 arithmetic)."""
     if precision == "float64" and is_tpu_strategy(strategy):

@@ -546,6 +546,9 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
     """
     config.validate()
     faults.kill_spec()  # a malformed TP_KERAS_KILL_AT fails now, not at the kill point
+    if trainer is not None:  # multi-worker: only the chief writes workdir (the others a removed temporary folder)
+        from tp_keras.distribute import worker_workdir
+        workdir = worker_workdir(trainer, workdir, resume)
     log = print if config.progress else (lambda *a, **k: None)
     folder = _RunFolder(workdir, config, log)
     folder.acquire()

@@ -118,6 +118,9 @@ class TPDense(keras.layers.Layer):
             a = a + self.bias
         return self._act(a)
 
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.units,)
+
     def activation_derivative(self, h):
         """s'(a) from the output h = s(a)."""
         if self.activation == "tanh":
@@ -229,6 +232,9 @@ class DirectFeedback(keras.layers.Layer):
         z = self.random_features(u)  # shared by every map that reads it
         return [self._map(i, z if self._through_random_layer(i) else u, hidden[i] if hidden else None)
                 for i in range(len(self.hidden_units))]
+
+    def compute_output_shape(self, input_shape):
+        return [tuple(input_shape)[:-1] + (n,) for n in self.hidden_units]
 
     def feedback(self, index: int, u, hidden=None):
         """g_ℓ(u) for the hidden layer with 0-based index `index` alone (`hidden`: its activation h_ℓ)."""

@@ -120,7 +120,7 @@ def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with
 
 
 def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True, batch_size=None,
-                    noise_rows=None) -> Updates:
+                    noise_rows=None, sample_weight=None) -> Updates:
     """Gradients of one batch for the forward and/or feedback parameters (nothing is updated).
 
     Args:
@@ -130,18 +130,24 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         strategy, pass the global batch size so that replicas sum to the single-device update).
       noise_rows: (offset, global batch size) of this batch within the global batch (a replica's shard): the
         feedback-loss noise is then the global batch's noise at these rows, as on one device.
+      sample_weight: optional (B,) weights w_b of the samples' output losses, L = (1/B)·Σ_b w_b·ℓ_b (Keras'
+        weighting). They scale each sample's output error, e_L,b = w_b·∂ℓ_b/∂h_L/B, hence its output target;
+        the hidden targets follow from it as usual, and a zero-weight sample's targets are its activations
+        (so it adds nothing to any local loss). The feedback losses, which use no labels, are not weighted.
+        `Updates.loss` is then the weighted loss.
     """
     m = model.method
     x = tf.cast(x, model.compute_dtype)
     batch_size = tf.shape(x)[0] if batch_size is None else batch_size
     b = tf.cast(batch_size, model.compute_dtype)
+    weights = None if sample_weight is None else tf.reshape(tf.cast(sample_weight, model.compute_dtype), [-1])
 
     if not m.uses_targets:  # BP
         fwd_vars = _tf_variables(model.forward_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(fwd_vars)
             hs = model.activations(x)
-            per_sample = T.output_loss_per_sample(hs[-1], y, model.task)
+            per_sample = _weighted(T.output_loss_per_sample(hs[-1], y, model.task), weights)
             loss = tf.reduce_sum(per_sample) / b
         grads = tape.gradient(loss, fwd_vars) if forward else None
         return Updates(grads, None, hs, None, tf.reduce_mean(per_sample), _accuracy(model, hs[-1], y), [])
@@ -155,10 +161,12 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
             fwd_tape.watch(fwd_vars)
         hs = model.activations(x, detach_inputs=True)
     outputs = hs[-1]
-    per_sample = T.output_loss_per_sample(outputs, y, model.task)
+    per_sample = _weighted(T.output_loss_per_sample(outputs, y, model.task), weights)
     top_target = None
     if forward:
         error = T.output_error(outputs, y, model.task, batch_size)
+        if weights is not None:
+            error = error * weights[:, None]
         top_target = tf.stop_gradient(T.output_target(outputs, error, model.target_stepsize))
 
     fb_grads, fb_losses, all_targets = None, [], None
@@ -176,6 +184,8 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
             fb_grads = fb_tape.gradient(fb_total, fb_vars)
         if forward:
             all_targets = hidden_targets + [top_target]
+    if forward and weights is not None:
+        all_targets = _unmoved_where_unweighted(all_targets, hs, weights)
 
     fwd_grads = None
     if forward:
@@ -186,6 +196,19 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         fwd_grads = fwd_tape.gradient(local, fwd_vars)
     return Updates(fwd_grads, fb_grads, hs, all_targets, tf.reduce_mean(per_sample),
                    _accuracy(model, outputs, y), fb_losses)
+
+
+def _weighted(per_sample, weights):
+    return per_sample if weights is None else per_sample * weights
+
+
+def _unmoved_where_unweighted(targets, hs, weights):
+    """ĥ_ℓ = h_ℓ exactly for the samples of weight 0. Their output target is their output (no error), so every
+    target rule gives back their activations in exact arithmetic; in floating point the difference correction
+    g(ĥ) + h − g(h) only does so up to rounding (which Adam would amplify into a step), and vanilla TP's
+    reconstruction error would move them."""
+    keep = tf.not_equal(weights, 0)[:, None]
+    return [tf.where(keep, t, h) for t, h in zip(targets, hs[1:])]
 
 
 def _scaled(loss, scale: float):
@@ -239,12 +262,12 @@ def health(updates: Updates) -> dict:
 
 
 def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
-               noise_rows=None):
+               noise_rows=None, sample_weight=None):
     """One batch: targets → feedback step → forward step (forward=False: the feedback-only step).
 
     Returns the batch's metrics and its finiteness flags (`health`)."""
     updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size,
-                              noise_rows=noise_rows)
+                              noise_rows=noise_rows, sample_weight=sample_weight)
     apply_updates(model, updates, forward_optimizer, feedback_optimizer)
     return {**step_metrics(updates), **health(updates)}
 

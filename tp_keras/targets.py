@@ -11,26 +11,57 @@ import numpy as np
 import tensorflow as tf
 
 
+def class_labels(labels):
+    """Classification labels as the losses take them: class ids of shape (B,) (an (B, 1) column is read as ids),
+    or rows of shape (B, C) of class probabilities (one-hot or soft labels). Which form is decided by the static
+    shape, so a traced step has one branch."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 2 and labels.shape[-1] == 1:
+        labels = labels[:, 0]
+    return labels
+
+
+def is_dense(labels) -> bool:
+    """Whether `class_labels(...)` are (B, C) probability rows rather than class ids."""
+    return labels.shape.rank == 2
+
+
+def _regression_labels(labels, outputs):
+    labels = tf.cast(labels, outputs.dtype)
+    if labels.shape.rank == 1 and outputs.shape[-1] == 1:  # (B,) targets of a single-output model
+        return labels[:, None]
+    return labels
+
+
 def output_loss_per_sample(outputs, labels, task: str):
     """Per-sample loss: softmax cross-entropy on the logits, or squared error summed then averaged over outputs."""
     if task == "classification":
+        labels = class_labels(labels)
+        if is_dense(labels):
+            return tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(labels, outputs.dtype), logits=outputs)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=outputs)
-    return tf.reduce_mean(tf.square(outputs - tf.cast(labels, outputs.dtype)), axis=-1)
+    return tf.reduce_mean(tf.square(outputs - _regression_labels(labels, outputs)), axis=-1)
 
 
 def output_error(outputs, labels, task: str, batch_size):
-    """e_L = ∂L/∂h_L of the batch-mean loss, in closed form: (softmax − onehot)/B, or 2(h_L − y)/(B·n_L) for MSE."""
+    """e_L = ∂L/∂h_L of the batch-mean loss, in closed form: (softmax − onehot)/B (the label rows themselves
+    for (B, C) labels), or 2(h_L − y)/(B·n_L) for MSE."""
     b = tf.cast(batch_size, outputs.dtype)
     if task == "classification":
-        onehot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(outputs)[-1], dtype=outputs.dtype)
+        labels = class_labels(labels)
+        if is_dense(labels):
+            onehot = tf.cast(labels, outputs.dtype)
+        else:
+            onehot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(outputs)[-1], dtype=outputs.dtype)
         return (tf.nn.softmax(outputs) - onehot) / b
     n_out = tf.cast(tf.shape(outputs)[-1], outputs.dtype)
-    return 2.0 * (outputs - tf.cast(labels, outputs.dtype)) / (b * n_out)
+    return 2.0 * (outputs - _regression_labels(labels, outputs)) / (b * n_out)
 
 
 def accuracy_per_sample(outputs, labels):
-    return tf.cast(tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32)),
-                   outputs.dtype)
+    labels = class_labels(labels)
+    ids = tf.argmax(labels, axis=-1, output_type=tf.int32) if is_dense(labels) else tf.cast(labels, tf.int32)
+    return tf.cast(tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), ids), outputs.dtype)
 
 
 def output_target(outputs, error, target_stepsize):
