@@ -214,7 +214,8 @@ def main(argv=None) -> int:
     args, launcher_args = parse_args(sys.argv[1:] if argv is None else argv)
     engine.quiet_optuna()
     try:
-        return report_only(args) if args.report_only else run_search(args, launcher_args)
+        with options.sigterm_as_interrupt():
+            return report_only(args) if args.report_only else run_search(args, launcher_args)
     except (ConfigError, DataError, SpaceError, engine.EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -97,14 +97,36 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 60) -> optuna.stora
     else:
         kwargs = {"pool_pre_ping": True}  # a server connection dropped during a long trial is reopened
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                          grace_period=grace, heartbeat_stale_trial_callback=RETRY)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                             grace_period=grace, heartbeat_stale_trial_callback=RETRY)
     except ModuleNotFoundError as err:
         raise EngineError(f"--storage: {shown(url)} needs the database driver {err.name}: pip install "
                           f"{_DRIVERS.get(err.name, err.name)}") from None
     except Exception as err:
         raise EngineError(f"--storage: cannot open {shown(url)}: {first_line(err)} (check the URL, that the server "
                           "runs and that the database exists)") from None
+    if url.startswith("sqlite"):
+        _serialize_sqlite(storage.engine)
+    return storage
+
+
+def _serialize_sqlite(engine) -> None:
+    """Makes every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE; SQLAlchemy's recipe for
+    pysqlite). Optuna pops a queued trial by reading its state and then writing RUNNING, relying on SELECT ... FOR
+    UPDATE, which SQLite ignores: two workers could pop (and train) the same trial — seen here with two workers.
+    Serialized transactions make the pop atomic; the cost is that readers wait for writers, which a few workers
+    doing a handful of small transactions per epoch do not notice."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # pysqlite would begin deferred transactions itself
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the storage was created lack the hook
 
 
 def _normal(settings: dict) -> dict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 
 
@@ -46,3 +48,20 @@ def worker_failure_line(slot: int, code: int, line: str, retried: list[int], log
     """One line for a worker process that died."""
     requeued = f"; its trial {', '.join(map(str, retried))} is re-queued" if retried else ""
     return f"worker {slot} FAILED (exit status {code}): {line}{requeued} [log {log_path}]"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within: SIGTERM (kill, a job scheduler) stops the command like Ctrl-C, so it stops its workers cleanly
+    instead of orphaning them."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
