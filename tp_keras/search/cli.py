@@ -184,7 +184,9 @@ def run_search(args, launcher_args) -> int:
     _say(f"study '{name}': {len(ended)} of {len(planned)} runs ended ("
          + ", ".join(f"{n} {s}" for s, n in _states(study).items()) + ")"
          + (f"; best: trial {best.number}, val acc {best.value:.4f}" if best else "")
-         + f"; results in {out}: best.flags, trials.csv, history.png, importance.png")
+         + f"; results in {out}: " + ", ".join(
+             f for f in ("best.flags", "trials.csv", "history.png", "importance.png")
+             if os.path.exists(os.path.join(out, f))))
     for note in notes:
         _say(note)
     missing = sorted(set(planned) - set(ended))

@@ -278,7 +278,7 @@ def last_error_line(log_path: str, offset: int, returncode: int) -> str:
         lines = []
     ours = [line for line in lines if line.startswith("error:")]
     raised = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception", "Interrupt"))]
-    line = (ours or raised or lines or [""])[-1]
+    line = (ours or raised or (lines if returncode > 0 else []) or [""])[-1]
     if returncode < 0:  # killed by a signal, e.g. SIGKILL from the out-of-memory killer
         try:
             name = signal.Signals(-returncode).name

@@ -6,6 +6,8 @@ import csv
 import datetime
 import io
 import os
+import textwrap
+import warnings
 
 from optuna.trial import TrialState
 
@@ -63,17 +65,19 @@ def best_flags_text(study, storage_url: str) -> str | None:
     attrs = best.user_attrs
     finished = sum(1 for t in engine.all_trials(study, (TrialState.COMPLETE,)) if not engine.is_surplus(t))
     extra = " ".join(source.get("extra") or []) or "none"
-    lines = [
-        f"# Best trial of the search study '{study.study_name}' ({engine.shown(storage_url)}): trial {best.number} "
-        f"(run folder {attrs.get(engine.RUN)}),",
-        f"#   validation accuracy {best.value:.4f} at epoch {attrs.get('epoch_best_acc')} of "
-        f"{attrs.get('epochs_run')} (the best of {finished} finished trials).",
-        f"# Base: {source.get('flagfile', 'the study flags')}; extra flags: {extra}; searched "
-        f"({source.get('space', 'the study space')}): {', '.join(best.params)}.",
-        f"# Written by python -m tp_keras.search on {datetime.date.today().isoformat()}.",
-        "# Run: python -m tp_keras.launch --flagfile=<this file> --data_dir=DIR (the same seed: the trial's numbers)",
-    ]
-    return "\n".join(lines + merge_flags(settings["flags"], as_flags(best.params))) + "\n"
+    header = (
+        f"Best trial of the search study '{study.study_name}' ({engine.shown(storage_url)}): trial {best.number} (run "
+        f"folder {attrs.get(engine.RUN)}), validation accuracy {best.value:.4f} at epoch {attrs.get('epoch_best_acc')} "
+        f"of {attrs.get('epochs_run')} (the best of {finished} finished trials). Base: "
+        f"{source.get('flagfile', 'the study flags')}; extra flags: {extra}; searched "
+        f"({source.get('space', 'the study space')}): {', '.join(best.params)}. Written by python -m tp_keras.search "
+        f"on {datetime.date.today().isoformat()}.")
+    lines = ["# " + line for line in textwrap.wrap(header, 114)]
+    lines.append("# Run: python -m tp_keras.launch --flagfile=<this file> --data_dir=DIR (the same seed: the trial's "
+                 "numbers)")
+    # --cell only names the default workdir: a name of its own keeps a rerun out of the base cell's runs/ folder.
+    cell = [f"--cell={study.study_name}_best"]
+    return "\n".join(lines + merge_flags(settings["flags"], cell, as_flags(best.params))) + "\n"
 
 
 def write_plots(study, out: str) -> list[str]:
@@ -98,7 +102,9 @@ def write_plots(study, out: str) -> list[str]:
             notes.append(f"{name} not drawn: it needs {needed} finished trials, the study has {len(completed)}")
             continue
         try:
-            axes = draw()
+            with warnings.catch_warnings():  # PED-ANOVA warns when few trials make every importance equal
+                warnings.simplefilter("ignore")
+                axes = draw()
             loc = "left" if axes.get_title(loc="left") else "center"  # Optuna titles its plots on the left
             axes.set_title(f"{axes.get_title(loc=loc)}: study {study.study_name}", loc=loc)
             axes.figure.savefig(os.path.join(out, name), dpi=120, bbox_inches="tight")

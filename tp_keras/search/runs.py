@@ -154,7 +154,7 @@ def run_training(args, workdir: str, on_epoch_end=None) -> dict:
     config = config_from_args(args)
     os.makedirs(workdir, exist_ok=True)
     try:
-        with open(os.path.join(workdir, LOG_NAME), "a") as log, contextlib.redirect_stdout(log), \
+        with open(os.path.join(workdir, LOG_NAME), "a", buffering=1) as log, contextlib.redirect_stdout(log), \
                 contextlib.redirect_stderr(log):
             print(f"=== {datetime.datetime.now().isoformat(timespec='seconds')}: {launch_command(args, workdir)}",
                   flush=True)
