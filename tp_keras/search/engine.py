@@ -96,15 +96,23 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 60) -> optuna.stora
         kwargs = {"connect_args": {"timeout": 60}}  # wait for another process's write instead of failing
     else:
         kwargs = {"pool_pre_ping": True}  # a server connection dropped during a long trial is reopened
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                             grace_period=grace, heartbeat_stale_trial_callback=RETRY)
-    except ModuleNotFoundError as err:
-        raise EngineError(f"--storage: {shown(url)} needs the database driver {err.name}: pip install "
-                          f"{_DRIVERS.get(err.name, err.name)}") from None
-    except Exception as err:
-        raise EngineError(f"--storage: cannot open {shown(url)}: {first_line(err)} (check the URL, that the server "
-                          "runs and that the database exists)") from None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                     grace_period=grace, heartbeat_stale_trial_callback=RETRY)
+            break
+        except ModuleNotFoundError as err:
+            raise EngineError(f"--storage: {shown(url)} needs the database driver {err.name}: pip install "
+                              f"{_DRIVERS.get(err.name, err.name)}") from None
+        except Exception as err:
+            # Two processes creating a new database at once collide on its version table (seen with SQLite): the
+            # loser finds the tables made on its next try.
+            if attempt == 4 or "UNIQUE constraint" not in str(err) and "already exists" not in str(err):
+                raise EngineError(f"--storage: cannot open {shown(url)}: {first_line(err)} (check the URL, that "
+                                  "the server runs and that the database exists)") from None
+            time.sleep(0.5 * (attempt + 1))
     if url.startswith("sqlite"):
         _serialize_sqlite(storage.engine)
     return storage

@@ -72,7 +72,7 @@ def best_flags_text(study, storage_url: str) -> str | None:
         f"{source.get('flagfile', 'the study flags')}; extra flags: {extra}; searched "
         f"({source.get('space', 'the study space')}): {', '.join(best.params)}. Written by python -m tp_keras.search "
         f"on {datetime.date.today().isoformat()}.")
-    lines = ["# " + line for line in textwrap.wrap(header, 114)]
+    lines = ["# " + line for line in textwrap.wrap(header, 114, break_on_hyphens=False, break_long_words=False)]
     lines.append("# Run: python -m tp_keras.launch --flagfile=<this file> --data_dir=DIR (the same seed: the trial's "
                  "numbers)")
     # --cell only names the default workdir: a name of its own keeps a rerun out of the base cell's runs/ folder.
