@@ -133,6 +133,16 @@ def test_median_pruner_stops_a_bad_trial(tmp_path, calls):
     assert study.trials[0].value == pytest.approx(0.92) and study.trials[0].user_attrs["epoch_best_acc"] == 2
 
 
+def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, calls):
+    """Pruning saves the remaining epochs; after the last one the trial completes and counts for the best."""
+    study, _ = _study(tmp_path, flags=("--method=ddtp_linear", "--epochs=1"))
+    for i, lr in enumerate([1e-4] * 5 + [1e-6]):
+        engine.enqueue(study, f"trial_{i:04d}", {"lr": lr, "target_stepsize": 0.05})
+    worker.work(study, worker.Objective(study, str(tmp_path), fake_runner), 100)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.trials[5].value == pytest.approx(0.71)
+
+
 def test_early_stop_rule_prunes_from_epoch_6(tmp_path, calls):
     """The reference's rule on train accuracy (40 % on MNIST from epoch 6), as a pruner of its own."""
     study, _ = _study(tmp_path, pruner="none", flags=("--method=ddtp_linear", "--epochs=9"))
@@ -348,7 +358,7 @@ def test_a_lost_workers_trial_is_retried_after_its_heartbeat_stops_and_resumes(f
     lost = [t for t in study.trials if t.user_attrs.get("run") == hung and t.state == optuna.trial.TrialState.FAIL]
     retry = [t for t in study.trials if t.user_attrs.get("run") == hung and t.state in engine.FINISHED]
     assert len(lost) == 1 and len(retry) == 1 and retry[0].system_attrs["failed_trial"] == lost[0].number
-    assert f"resuming trial {lost[0].number}" in text and "3 of 3 runs ended" in text
+    assert f"the retry of trial {lost[0].number})" in text and "3 of 3 runs ended" in text
 
 
 def _wait_for(condition, what, timeout=120):
@@ -381,7 +391,7 @@ def test_real_search_resumes_a_killed_trial_and_its_best_flagfile_reproduces_it(
     assert "not ended: trial_0000, trial_0001" in first.stdout
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "resuming trial 0" in second.stdout and "2 of 2 runs ended" in second.stdout
+    assert "(trial_0000, the retry of trial 0) finished" in second.stdout and "2 of 2 runs ended" in second.stdout
     assert "resuming from" in (out / "trial_0000" / "launch.log").read_text()
 
     best_flags = (out / "best.flags").read_text()

@@ -591,6 +591,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, engine.EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        message = engine.database_failure(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except SystemExit as err:
         if isinstance(err.code, str):
             print(err.code, file=sys.stderr)

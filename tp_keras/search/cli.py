@@ -80,10 +80,11 @@ class _Report:
 
     def trial(self, trial) -> None:
         attrs = trial.user_attrs
-        name = f"trial {trial.number} ({attrs.get(engine.RUN)})"
+        retry = trial.system_attrs.get("failed_trial")
+        name = f"trial {trial.number} ({attrs.get(engine.RUN)}" + (
+            f", the retry of trial {retry})" if retry is not None else ")")
         if trial.state == TrialState.RUNNING:
-            retry = trial.system_attrs.get("failed_trial")
-            _say(f"{name} started" + (f", resuming trial {retry}" if retry is not None else ""))
+            _say(f"{name} started")
             return
         if trial.state == TrialState.COMPLETE:
             best = results.best_trial(self.study)
@@ -221,6 +222,12 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, SpaceError, engine.EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        message = engine.database_failure(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("error: interrupted before the search started", file=sys.stderr)
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -50,11 +50,24 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 with warnings.catch_warnings():  # experimental since Optuna 2.8, stable in use
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
-_DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
+# Database driver module -> its package (SQLAlchemy 2.1 reads postgresql:// with psycopg 3, postgresql+psycopg2://
+# with psycopg2).
+_DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL",
+            "MySQLdb": "mysqlclient"}
 
 
 class EngineError(ValueError):
     """A bad storage, study or setting; `str(err)` is one line naming the flag and the fix."""
+
+
+def database_failure(err: BaseException) -> str | None:
+    """The one-line message for an error of the study database met while running (a lost server connection, a
+    locked SQLite file past its timeout), or None when `err` is something else."""
+    import sqlalchemy.exc
+    if isinstance(err, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)):
+        return (f"--storage: the study database failed: {first_line(err)}; rerun the same command to continue "
+                "(finished trials are kept)")
+    return None
 
 
 class Surplus(Exception):
@@ -103,9 +116,11 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 60) -> optuna.stora
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
                                                      grace_period=grace, heartbeat_stale_trial_callback=RETRY)
             break
-        except ModuleNotFoundError as err:
-            raise EngineError(f"--storage: {shown(url)} needs the database driver {err.name}: pip install "
-                              f"{_DRIVERS.get(err.name, err.name)}") from None
+        except ImportError as err:  # Optuna re-raises the driver's ModuleNotFoundError as an ImportError
+            missing = next((e.name for e in (err, err.__cause__, err.__context__)
+                            if isinstance(e, ModuleNotFoundError)), None)
+            raise EngineError(f"--storage: {shown(url)} needs the database driver {missing or 'for its scheme'}: "
+                              f"pip install {_DRIVERS.get(missing, missing or 'it')!r}") from None
         except Exception as err:
             # Two processes creating a new database at once collide on its version table (seen with SQLite): the
             # loser finds the tables made on its next try.
@@ -368,9 +383,17 @@ class Driver:
         return trials
 
     def run(self) -> bool:
-        """Works the queue off; returns True if interrupted (Ctrl-C, SIGTERM)."""
+        """Works the queue off; returns True if stopped by Ctrl-C or SIGTERM. Those signals only set a flag here:
+        raised as KeyboardInterrupt in the middle of a database call, they leave the SQLAlchemy session unusable."""
+        stop = []
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+            except ValueError:  # not the main thread: the caller handles signals
+                pass
         try:
-            while True:
+            while not stop:
                 self._reap()
                 trials = self._report()
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
@@ -383,11 +406,14 @@ class Driver:
                         break  # done, or every worker failed
                     optuna.storages.fail_stale_trials(self.study)  # another machine's, or an unrecorded worker's
                 time.sleep(self.poll)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            self._stop()
-        self._reap()
-        self._report()
+            if stop:
+                self.interrupted = True
+                self._stop()
+            self._reap()
+            self._report()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return self.interrupted
 
     def _stop(self) -> None:

@@ -108,10 +108,10 @@ def load(path: str, searchable=None) -> tuple[Param, ...]:
 
 
 def default_path(method: str) -> str:
-    """launch/spaces/<method>.space of the checkout this package runs from, else of the working directory."""
+    """launch/spaces/<method>.space of the working directory, else of the checkout this package runs from."""
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for root in (checkout, "."):
-        path = os.path.join(root, "launch", "spaces", f"{method}.space")
+    for root in (".", checkout):
+        path = os.path.normpath(os.path.join(root, "launch", "spaces", f"{method}.space"))
         if os.path.isfile(path):
             return path
     raise SpaceError(f"--space: no search space given and launch/spaces/{method}.space does not exist; pass "

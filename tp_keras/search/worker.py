@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import traceback
 
 import optuna
 
 from tp_keras.search import engine, space
-from tp_keras.search.runs import as_flags
+from tp_keras.search.runs import as_flags, config_from_args
 
 # The reference's early stop (its seed sweeps' rule, thresholds in experiment.PRUNE_ACCURACY): from this epoch on,
 # a run whose train accuracy is below the dataset's threshold is abandoned.
@@ -128,7 +129,8 @@ class Objective:
             args.append(f"--data_dir={self.data_dir}")
         workdir = os.path.join(self.out, run)
         try:
-            summary = self.runner.run_training(args, workdir, self._pruning_hook(trial) if self.search else None)
+            hook = self._pruning_hook(trial, config_from_args(args).epochs) if self.search else None
+            summary = self.runner.run_training(args, workdir, hook)
         except Exception as err:
             trial.set_user_attr(engine.ERROR, _error_line(err))
             try:
@@ -148,7 +150,7 @@ class Objective:
             return float(summary.get("acc_val_best", 0.0))  # a run that diverged before any epoch: 0
         return float(summary.get("epochs_run", 0))
 
-    def _pruning_hook(self, trial):
+    def _pruning_hook(self, trial, epochs: int):
         def on_epoch_end(row):
             if "val_acc" not in row:
                 return None
@@ -156,7 +158,8 @@ class Objective:
                 trial.report(row["val_acc"], row["epoch"])
                 if "train_acc" in row:
                     trial.set_user_attr("train_acc", row["train_acc"])
-                if trial.should_prune():
+                # After the last epoch there is nothing left to save: the trial completes with its result.
+                if row["epoch"] < epochs and trial.should_prune():
                     return f"pruned: {self.study.pruner.reason}"
             except optuna.exceptions.UpdateFinishedTrialError:
                 # Failed as stale (a heartbeat stall longer than --grace) and retried: let the retry go on alone.
@@ -195,6 +198,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runner", default="tp_keras.search.runs")
     args = parser.parse_args(argv)
     engine.quiet_optuna()
+    # The driver stops workers with SIGINT, like Ctrl-C. A shell starts background jobs with SIGINT ignored and
+    # children inherit that, so a search started with `&` could not stop its workers without this.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         storage = engine.open_storage(args.storage, args.heartbeat, args.grace)
         settings = engine.load_study(storage, args.study).user_attrs[engine.SETTINGS]
