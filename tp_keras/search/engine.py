@@ -181,8 +181,9 @@ def open_study(storage, name: str, settings: dict, direction: str) -> optuna.Stu
     if existing is None:
         study.set_user_attr(SETTINGS, settings)
     elif existing != settings:
-        raise EngineError(f"--study: study {name!r} in {shown(storage.url)} was made with {_difference(existing, settings)}; "
-                          "rerun it with its own settings, or start another --study (or --out)")
+        raise EngineError(f"--study: study {name!r} in {shown(storage.url)} was made with "
+                          f"{_difference(existing, settings)}; rerun it with its own settings, or start another "
+                          "--study (or --out)")
     return study
 
 
