@@ -1,7 +1,7 @@
-"""The multi-seed sweep runner (tp_keras.sweep) and the paper-table assembler (tp_keras.tables).
+"""The multi-seed sweep (tp_keras.sweep, an Optuna study over seeds) and the paper-table assembler (tp_keras.tables).
 
-Table math and resume logic run on fake seed folders and a fake launcher (no TensorFlow); one real tiny sweep
-runs the launcher end to end over 2 seeds on IDX files written here.
+Table math runs on fake seed folders; running, resuming and failures on worker processes that train with
+tests/fake_runner.py (no TensorFlow); one real tiny sweep trains 2 seeds end to end on IDX files written here.
 """
 import csv
 import json
@@ -9,7 +9,6 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -138,52 +137,17 @@ def test_regression_sweep_uses_losses(tmp_path):
     assert "## Per epoch: test loss" in sweep.results_markdown(result)
 
 
-# --- Running, resuming, failures (a fake launcher: no TensorFlow) ------------------------------------------------
+# --- Running, resuming, failures (worker processes with tests/fake_runner.py: no TensorFlow) ---------------------
 
-FAKE_LAUNCHER = textwrap.dedent('''
-    """Stands in for tp_keras.launch: writes what the launcher writes, fails or diverges on request."""
-    import json, os, signal, sys, time
-    args = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "1") for a in sys.argv[1:])
-    seed, workdir, epochs = int(args["seed"]), args["workdir"], int(args.get("epochs", 2))
-
-    def interrupted(signum, frame):  # Ctrl-C leaves an "interrupted" summary, as the launcher does
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump({"status": "interrupted"}, f)
-        print("error: interrupted: continue with --resume", file=sys.stderr)
-        sys.exit(2)
-    signal.signal(signal.SIGINT, interrupted)
-    with open(os.environ["FAKE_CALLS"], "a") as f:
-        f.write(json.dumps(sys.argv[1:]) + "\\n")
-    if os.environ.get("FAKE_SLEEP"):  # a long run
-        time.sleep(float(os.environ["FAKE_SLEEP"]))
-    if str(seed) in os.environ.get("FAKE_FAIL", "").split(","):
-        print("Traceback (most recent call last):")
-        print("error: boom in seed %d" % seed, file=sys.stderr)
-        sys.exit(2)
-    os.makedirs(workdir, exist_ok=True)
-    rows = [{"epoch": e, "train_loss": 1.0 / e, "test_acc": 0.5 + seed / 100 + e / 100, "val_acc": 0.5 + e / 100,
-             "epoch_seconds": 1.0} for e in range(1, epochs + 1)]
-    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\\n" for r in rows)
-    diverge = str(seed) in os.environ.get("FAKE_DIVERGE", "").split(",")
-    summary = {"status": "diverged: non-finite the loss in epoch 1, batch 0" if diverge else "finished",
-               "epochs_run": epochs, "error_test_val_best": 1 - rows[-1]["test_acc"], "acc_test_last":
-               rows[-1]["test_acc"], "loss_train_last": 1.0 / epochs, "loss_train_best": 1.0 / epochs,
-               "total_seconds": float(epochs)}
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f)
-    sys.exit(2 if diverge else 0)
-''')
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
-def fake_launcher(tmp_path, monkeypatch):
-    folder = tmp_path / "fake"
-    folder.mkdir()
-    (folder / "fake_launch.py").write_text(FAKE_LAUNCHER)
+def fake_runner(tmp_path, monkeypatch):
+    """The sweep's workers train with tests/fake_runner.py; returns (flagfile, calls made: [{workdir, args, pid}])."""
+    pytest.importorskip("optuna")
     calls = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("PYTHONPATH", str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([REPO, TESTS]))
     monkeypatch.setenv("FAKE_CALLS", str(calls))
     flagfile = tmp_path / "cell.flags"
     flagfile.write_text("--method=ddtp_linear\n")
@@ -196,104 +160,126 @@ def fake_launcher(tmp_path, monkeypatch):
 
 
 def _sweep(flagfile, out, *more):
-    return sweep.main([f"--flagfile={flagfile}", f"--out={out}", "--launcher=fake_launch", *more])
+    return sweep.main([f"--flagfile={flagfile}", f"--out={out}", "--runner=fake_runner", *more])
 
 
-def test_sweep_runs_in_parallel_reports_failures_and_resumes(fake_launcher, tmp_path, monkeypatch, capsys):
-    flagfile, calls_made = fake_launcher
+@pytest.mark.slow
+def test_sweep_runs_seeds_on_workers_reports_failures_and_resumes(fake_runner, tmp_path, monkeypatch, capsys):
+    flagfile, calls_made = fake_runner
     out = str(tmp_path / "sweeps" / "mnist_DDTPlinear")
     monkeypatch.setenv("FAKE_FAIL", "2")
     monkeypatch.setenv("FAKE_DIVERGE", "3")
-    assert _sweep(flagfile, out, "--seeds=4", "--parallel=2", "--data_dir=/data", "--", "--epochs=3") == 1
+    assert _sweep(flagfile, out, "--seeds=6", "--parallel=3", "--data_dir=/data", "--", "--epochs=3") == 1
     text = capsys.readouterr().out
-    for s in range(4):
-        assert f"seed {s} started" in text
     assert "seed 0 finished in" in text and "3 epochs" in text
     failed = [line for line in text.splitlines() if "seed 2 FAILED" in line]
-    assert len(failed) == 1 and "(exit 2)" in failed[0] and "error: boom in seed 2" in failed[0]
+    assert len(failed) == 1 and "RuntimeError: boom in seed 2" in failed[0]
+    assert failed[0].endswith(f"[log {os.path.join(out, 'seed_2', 'launch.log')}]")
+    assert "Traceback" in open(os.path.join(out, "seed_2", "launch.log")).read()  # the details stay in the log
     assert "seed 3 ended (final, kept in the tables)" in text and "diverged" in text
-    assert "failed seeds: 2" in text
-    args = {int(a[1].split("=")[1]): a for a in calls_made()}
-    assert args[0] == [f"--flagfile={flagfile}", "--seed=0", f"--workdir={os.path.join(out, 'seed_0')}",
-                       "--resume", "--data_dir=/data", "--epochs=3"]
+    assert "failed seeds: 2 (rerun the same command to retry them)" in text
+    assert sorted(c["workdir"] for c in calls_made()) == [f"seed_{s}" for s in range(6)]  # each seed once
+    assert calls_made()[0]["args"][:2] == ["--method=ddtp_linear", "--epochs=3"]
+    assert all(c["args"][-2:] == [f"--seed={c['workdir'][5:]}", "--data_dir=/data"] for c in calls_made())
     rows = csv_rows(os.path.join(out, "results.csv"))
-    assert [r["seed"] for r in rows] == ["0", "1", "2", "3", "mean", "sd", "n"]
-    assert rows[2]["status"] == "no summary" and rows[6]["status"] == "2 finished, 1 diverged"
-    assert rows[6]["error_test_val_best_pct"] == "3"
+    assert [r["seed"] for r in rows] == ["0", "1", "2", "3", "4", "5", "mean", "sd", "n"]
+    assert rows[2]["status"] == "no summary" and rows[8]["status"] == "4 finished, 1 diverged"
 
     # Rerun: finished and diverged seeds are skipped (summary untouched), the failed seed runs again.
     mtime = os.stat(os.path.join(out, "seed_0", "summary.json")).st_mtime_ns
     monkeypatch.setenv("FAKE_FAIL", "")
     before = len(calls_made())
-    assert _sweep(flagfile, out, "--seeds=4", "--parallel=2", "--data_dir=/elsewhere", "--", "--epochs=3") == 0
+    assert _sweep(flagfile, out, "--seeds=6", "--parallel=2", "--data_dir=/elsewhere", "--", "--epochs=3") == 0
     text = capsys.readouterr().out
-    assert "seed 0 skipped" in text and "seed 1 skipped" in text and "seed 3 skipped" in text
-    assert "seed 2 started" in text and "seed 2 finished" in text
-    assert [int(a[1].split("=")[1]) for a in calls_made()[before:]] == [2]
+    assert all(f"seed {s} skipped" in text for s in (0, 1, 3, 4, 5))
+    assert "seed 2 finished" in text
+    assert [c["workdir"] for c in calls_made()[before:]] == ["seed_2"]
     assert os.stat(os.path.join(out, "seed_0", "summary.json")).st_mtime_ns == mtime
-    assert csv_rows(os.path.join(out, "results.csv"))[6]["status"] == "3 finished, 1 diverged"
+    assert csv_rows(os.path.join(out, "results.csv"))[8]["status"] == "5 finished, 1 diverged"
 
-    # Different extra flags: finished seeds are run again (with --resume, so raising --epochs continues them).
+    # Different extra flags: finished seeds run again and continue from their checkpoints (--epochs raised).
     before = len(calls_made())
     assert _sweep(flagfile, out, "--seeds=2", "--", "--epochs=4") == 0
     text = capsys.readouterr().out
-    assert "flagfile or extra flags changed" in text
-    assert [a[-1] for a in calls_made()[before:]] == ["--epochs=4", "--epochs=4"]
+    assert "flagfile or extra flags changed since it finished: continuing from its checkpoint" in text
+    assert [c["args"][1] for c in calls_made()[before:]] == ["--epochs=4", "--epochs=4"]
+    assert "resuming from" in open(os.path.join(out, "seed_0", "launch.log")).read()
+    assert json.load(open(os.path.join(out, "seed_0", "summary.json")))["epochs_run"] == 4
 
 
-def test_sweep_does_not_start_a_seed_whose_launcher_still_runs(fake_launcher, tmp_path, capsys):
-    flagfile, calls_made = fake_launcher
-    out = str(tmp_path / "sw")
-    os.makedirs(os.path.join(out, "seed_0"))
-    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fake_launch"])
-    deadline = time.time() + 10
-    while os.path.exists(f"/proc/{stray.pid}/cmdline") and time.time() < deadline:  # until it has exec'd
-        with open(f"/proc/{stray.pid}/cmdline", "rb") as f:
-            if b"fake_launch" in f.read():
-                break
-        time.sleep(0.02)
-    try:
-        with open(os.path.join(out, "seed_0", sweep.PID_NAME), "w") as f:
-            f.write(f"{stray.pid}\n")
-        assert _sweep(flagfile, out, "--seeds=2") == 1
-    finally:
-        stray.kill()
-        stray.wait()
+@pytest.mark.slow
+def test_report_only_and_rerun_on_a_folder_of_the_previous_sweep(fake_runner, tmp_path, capsys):
+    """A folder written before the sweep ran on the engine (the old runner's sweep.json, sweep_seed.json, pid file,
+    no study.db): --report_only rewrites its tables without Optuna's database, and a rerun skips its final seeds."""
+    flagfile, calls_made = fake_runner
+    out = str(tmp_path / "old")
+    for s in range(2):
+        folder = write_seed(out, s)
+        with open(os.path.join(folder, "sweep_seed.json"), "w") as f:
+            json.dump({"identity": {"flagfile": os.path.abspath(flagfile), "extra": ["--epochs=2"]},
+                       "args": [f"--flagfile={flagfile}", f"--seed={s}"], "started": "2026-01-01T00:00:00"}, f)
+        with open(os.path.join(folder, "sweep_child.pid"), "w") as f:
+            f.write("999999\n")
+    write_seed(out, 2, status="interrupted", test_acc=(0.5,), val_acc=(0.5,), train_loss=(1.0,), epoch_seconds=(1.0,))
+    with open(os.path.join(out, "sweep.json"), "w") as f:
+        json.dump({"flagfile": flagfile, "extra": ["--epochs=2"], "data_dir": None, "seeds": [0, 1, 2],
+                   "parallel": 1, "launcher": "tp_keras.launch"}, f)
+    assert sweep.main(["--report_only", f"--out={out}"]) == 0
+    assert "3 seed folders, 2 final" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(out, "study.db"))
+    assert [r["status"] for r in csv_rows(os.path.join(out, "results.csv"))][:3] == ["finished", "finished",
+                                                                                     "interrupted"]
+    assert _sweep(flagfile, out, "--seeds=3", "--", "--epochs=2") == 0
     text = capsys.readouterr().out
-    assert f"seed 0 not started: its launcher (pid {stray.pid})" in text and "seed 1 finished" in text
-    assert [a[1] for a in calls_made()] == ["--seed=1"]
+    assert "seed 0 skipped" in text and "seed 1 skipped" in text and "seed 2: status 'interrupted'" in text
+    assert [c["workdir"] for c in calls_made()] == ["seed_2"]
 
 
-def test_terminated_sweep_interrupts_its_children(fake_launcher, tmp_path):
-    flagfile, calls_made = fake_launcher
+@pytest.mark.slow
+def test_terminated_sweep_interrupts_its_workers_and_resumes(fake_runner, tmp_path):
+    flagfile, calls_made = fake_runner
     out = str(tmp_path / "sw")
-    env = dict(os.environ, FAKE_SLEEP="60", PYTHONPATH=os.pathsep.join([REPO, os.environ["PYTHONPATH"]]))
-    proc = subprocess.Popen([sys.executable, "-m", "tp_keras.sweep", f"--flagfile={flagfile}", f"--out={out}",
-                             "--seeds=2", "--parallel=2", "--launcher=fake_launch"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 30
+    command = [sys.executable, "-m", "tp_keras.sweep", f"--flagfile={flagfile}", f"--out={out}", "--seeds=2",
+               "--parallel=2", "--runner=fake_runner"]
+    proc = subprocess.Popen(command, env=dict(os.environ, FAKE_EPOCH_SECONDS="60"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
     while len(calls_made()) < 2 and time.time() < deadline:
         time.sleep(0.1)
     proc.terminate()
-    text, _ = proc.communicate(timeout=60)
+    text, _ = proc.communicate(timeout=90)
     assert proc.returncode == 130, text
-    assert "interrupted: stopping the running seeds" in text
+    assert "interrupted: each seed keeps its finished epochs; rerun the same command to resume" in text
     for s in range(2):
         assert json.load(open(os.path.join(out, f"seed_{s}", "summary.json")))["status"] == "interrupted"
-        assert not os.path.exists(os.path.join(out, f"seed_{s}", sweep.PID_NAME))
-    assert "FAILED (exit 2)" in text and "error: interrupted: continue with --resume" in text
+    again = subprocess.run(command, env=dict(os.environ, FAKE_EPOCH_SECONDS="0"), capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "seed 0 finished" in again.stdout and "seed 1 finished" in again.stdout
 
 
-def test_sweep_refuses_its_own_flags_after_the_separator(fake_launcher, tmp_path, capsys):
-    flagfile, _ = fake_launcher
-    assert _sweep(flagfile, str(tmp_path / "sw"), "--", "--seed=3") == 2
-    assert "the sweep sets --seed, --workdir and --resume itself" in capsys.readouterr().err
+def test_sweep_refusals_are_one_line(fake_runner, tmp_path, capsys, monkeypatch):
+    flagfile, _ = fake_runner
+    out = str(tmp_path / "sw")
+    assert _sweep(flagfile, out, "--", "--seed=3") == 2
+    assert capsys.readouterr().err == ("error: --seed=3: the sweep sets --seed, --workdir and --resume itself; use "
+                                       "--seeds/--first_seed and --out\n")
+    assert _sweep(flagfile, out, "--", "--foo=1") == 2
+    assert capsys.readouterr().err.startswith("error: --foo: not a launcher flag")
+    monkeypatch.setenv("FAKE_PREPARE_FAIL", "--data_dir: no MNIST files in /nowhere")
+    assert _sweep(flagfile, out) == 2
+    assert capsys.readouterr().err == "error: --data_dir: no MNIST files in /nowhere\n"
+    with pytest.raises(SystemExit):
+        sweep.main(["--seeds=0", f"--flagfile={flagfile}"])
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 # --- One real sweep ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_sweep_two_seeds_then_resume(mnist_dir, tmp_path):
+    pytest.importorskip("optuna")
     flagfile = tmp_path / "tiny.flags"
     flagfile.write_text("# a tiny cell\n--method=ddtp_linear\n--dataset=mnist\n--precision=float32\n")
     out = str(tmp_path / "sweeps" / "mnist_DDTPlinear")

@@ -1,28 +1,32 @@
-"""Multi-seed sweeps of one launcher configuration, resumable, with a results table (spec §4.2 quantities).
+"""Multi-seed sweeps of one launcher configuration, resumable, on the search engine, with a results table (spec
+§4.2 quantities).
 
     python -m tp_keras.sweep --flagfile=launch/<cell>.flags [--seeds=5] [--first_seed=0] [--parallel=1]
                              [--gpus=0,1] [--out=sweeps/<cell>] [--data_dir=DIR] [--report_only]
-                             [-- extra launcher flags, e.g. --epochs=3]
+                             [--storage=URL] [--study=NAME] [-- extra launcher flags, e.g. --epochs=3]
 
-Runs `python -m tp_keras.launch --flagfile=F --seed=S --workdir=<out>/seed_S --resume [--data_dir=D] [extra]`
-once per seed S = first_seed .. first_seed+seeds-1, one at a time or `--parallel` child processes at a time
-(`--gpus=0,1`: the child in parallel slot k sees only GPU gpus[k % len(gpus)]; with several children each one
-allocates GPU memory as it grows). Each child's output goes to `<out>/seed_S/launch.log` (appended).
+A sweep is an Optuna study over a fixed set of seeds (tp_keras.search.engine): each seed S = first_seed ..
+first_seed+seeds-1 is a queued trial whose run trains `--flagfile` (plus the extra flags) with --seed=S into
+`<out>/seed_S` (a launcher workdir; its output goes to `<out>/seed_S/launch.log`), in-process in one of
+`--parallel` worker processes (`--gpus=0,1`: worker k sees only GPU gpus[k % len(gpus)]). The study lives in
+`<out>/study.db` (SQLite) or at `--storage`: the same command on several machines with one PostgreSQL URL shares
+the seeds among them (README: Hyper-parameter search).
 
 Resuming. Run the same command again after an interruption (Ctrl-C, a killed job, a reboot): a seed whose
 `summary.json` has a final status ("finished", "diverged: ...", "pruned: ...") and that was run with the same
-flagfile and extra flags is skipped; every other seed is started again with `--resume`, so it continues from
-its last checkpointed epoch. A finished seed whose flagfile or extra flags changed is run again with `--resume`:
-after raising `--epochs` it continues from its checkpoint; after any other change the launcher refuses to mix
-settings in one workdir and the seed is reported as failed (use another --out). `--data_dir` is not part of
-the comparison (it says where the data is, not what runs). A seed whose child is still alive (an earlier sweep
-killed without its children) is not started twice.
+flagfile and extra flags is skipped; every other seed is queued again and continues from its last checkpointed
+epoch. A finished seed whose flagfile or extra flags changed runs again from its checkpoint: after raising
+`--epochs` it continues; after any other change the run refuses to mix settings in one workdir and the seed is
+reported as failed (use another --out). `--data_dir` is not part of the comparison (it says where the data are,
+not what runs). A seed already queued or running in the study (another machine, or an earlier sweep's worker that
+still runs) is not queued twice; a seed whose worker died is retried by the engine, resuming from its checkpoint.
 
-Failures. A child that exits without a final status is reported in one line with the seed and its last error
-line; the other seeds go on, and the sweep exits with status 1 at the end. A diverged or pruned seed is a result
-(its status is final and shown in the tables), not a failure.
+Failures. A seed that ends without a final status is reported in one line with its error; the other seeds go
+on, and the sweep exits with status 1 at the end. A diverged or pruned seed is a result (its status is final and
+shown in the tables), not a failure.
 
-Results (rewritten after every seed and at the end; `--report_only` rewrites them without running anything):
+Results (rewritten after every seed and at the end; `--report_only` rewrites them without running anything, also
+for folders written before the sweep ran on the engine):
   <out>/results.csv            one row per seed, then rows "mean", "sd" (sample SD, ddof=1) and "n"
   <out>/results_per_epoch.csv  per epoch: n seeds, mean and SD of test error % (classification) or test loss,
                                validation error/loss, training loss, epoch seconds
@@ -31,11 +35,10 @@ Results (rewritten after every seed and at the end; `--report_only` rewrites the
 Means and SDs are over the seeds with a final status (a diverged or pruned seed counts, as in the reference's
 seed sweeps; the status column says how many). `summarize_sweep(out_dir)` returns the same numbers as a dict.
 
-This module imports neither TensorFlow nor NumPy: the tables are plain Python, and the children do the work.
+The tables are plain Python (no TensorFlow, NumPy or Optuna): `--report_only` and tp_keras.tables need neither.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import datetime
@@ -43,19 +46,14 @@ import json
 import math
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import time
 
 FINAL_STATUSES = ("finished", "diverged", "pruned")
 LOG_NAME = "launch.log"
-PID_NAME = "sweep_child.pid"
 RECORD_NAME = "sweep_seed.json"
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 _RESERVED = ("seed", "workdir", "resume", "noresume")
-_RAISED = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
 # Per-seed columns (the spec §4.2 quantities plus timing), in table order: key, Markdown header, format.
 _COMMON_COLUMNS = (
@@ -380,14 +378,6 @@ def write_results(out_dir: str) -> dict:
 
 # --- Running --------------------------------------------------------------------------------------------------
 
-def launcher_args(flagfile: str, seed: int, workdir: str, data_dir: str | None, extra: list[str]) -> list[str]:
-    """The launcher's arguments for one seed (the sweep's own flags come after the flagfile, so they win)."""
-    args = [f"--flagfile={flagfile}", f"--seed={seed}", f"--workdir={workdir}", "--resume"]
-    if data_dir:
-        args.append(f"--data_dir={data_dir}")
-    return args + list(extra)
-
-
 def check_extra(extra: list[str]) -> None:
     for arg in extra:
         name = arg.lstrip("-").split("=", 1)[0]
@@ -401,29 +391,9 @@ def _identity(flagfile: str, extra: list[str]) -> dict:
     return {"flagfile": os.path.abspath(flagfile), "extra": [a for a in extra if not a.startswith("--data_dir")]}
 
 
-def _alive_child(path: str) -> int | None:
-    """The pid in a seed's pid file if that process still runs a launcher, else None."""
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"launch" not in f.read():
-                return None
-    except OSError:
-        pass  # no /proc: trust the pid
-    return pid
-
-
 def decide(out_dir: str, seed: int, identity: dict) -> tuple[str, str]:
-    """('skip'|'run'|'busy', why) for one seed."""
+    """('skip'|'run', why) for one seed, from its folder alone."""
     path = seed_dir(out_dir, seed)
-    pid = _alive_child(os.path.join(path, PID_NAME))
-    if pid is not None:
-        return "busy", f"its launcher (pid {pid}) from an earlier sweep is still running"
     summary = _read_json(os.path.join(path, "summary.json"))
     if summary is None:
         return "run", "new" if not os.path.exists(path) else "no summary yet"
@@ -432,29 +402,8 @@ def decide(out_dir: str, seed: int, identity: dict) -> tuple[str, str]:
     if is_final(status):
         if record is None or record.get("identity") == identity:
             return "skip", f"status {status!r}, {summary.get('epochs_run', 0)} epochs"
-        return "run", "its flagfile or extra flags changed since it finished: continuing with --resume"
+        return "run", "its flagfile or extra flags changed since it finished: continuing from its checkpoint"
     return "run", f"status {status!r}: resuming from its checkpoint"
-
-
-def _last_error_line(log_path: str, offset: int, returncode: int) -> str:
-    """The child's last line that says what went wrong: 'error: ...', a traceback's last line, absl's FATAL."""
-    try:
-        with open(log_path, errors="replace") as f:
-            f.seek(offset)
-            lines = [line.strip() for line in f.read().splitlines() if line.strip()]
-    except OSError:
-        lines = []
-    ours = [line for line in lines if line.startswith("error:")]  # the launcher's one-line errors
-    raised = [line for line in lines if _RAISED.match(line) or "FATAL" in line]  # a traceback's last line, absl
-    line = (ours or raised or lines or [""])[-1]
-    if returncode < 0:  # killed: by a signal, e.g. SIGKILL from the out-of-memory killer
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        line = f"killed by {name}" + (f"; last output: {line}" if line else "")
-    line = line or f"no output (exit status {returncode})"
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _headline(summary: dict) -> str:
@@ -468,165 +417,140 @@ def _headline(summary: dict) -> str:
     return ", ".join(parts)
 
 
-class _Child:
-    def __init__(self, seed, proc, started, log, offset, slot):
-        self.seed, self.proc, self.started, self.log, self.offset, self.slot = seed, proc, started, log, offset, slot
-
-
 def _say(message: str) -> None:
     print(f"[sweep] {message}", flush=True)
 
 
-def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, parallel: int = 1, data_dir: str | None = None,
-              extra: list[str] = (), gpus: list[str] = (), launcher: str = "tp_keras.launch",
-              python: str = sys.executable, poll_seconds: float = 0.2) -> int:
-    """Runs the seeds (skipping finished ones), writes the results; returns the exit status (0, 1 or 130)."""
+class _Report:
+    """One line per seed that starts or ends; the results tables rewritten after each end."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def trial(self, trial) -> None:
+        from tp_keras.search import engine
+        seed = trial.user_attrs.get("seed")
+        log = os.path.join(seed_dir(self.out_dir, seed), LOG_NAME)
+        if trial.state.name == "RUNNING":
+            _say(f"seed {seed} started (trial {trial.number}, log {log})")
+            return
+        seconds = (f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.1f} s"
+                   if trial.datetime_complete and trial.datetime_start else "? s")
+        summary = _read_json(os.path.join(seed_dir(self.out_dir, seed), "summary.json")) or {}
+        if trial.state.is_finished() and trial.state.name != "FAIL":
+            verb = "finished" if summary.get("status", "").startswith("finished") else \
+                "ended (final, kept in the tables)"
+            _say(f"seed {seed} {verb} in {seconds}: {_headline(summary)}")
+        elif trial.user_attrs.get(engine.ERROR):
+            _say(f"seed {seed} FAILED after {seconds}: {trial.user_attrs[engine.ERROR]} [log {log}]")
+        else:
+            _say(f"seed {seed} stopped without a final status (status {summary.get('status')!r}: interrupted, or "
+                 f"its worker died) [log {log}]")
+        write_results(self.out_dir)
+
+    @staticmethod
+    def worker_failure(*failure) -> None:
+        from tp_keras.search import options
+        _say(options.worker_failure_line(*failure))
+
+
+def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1, data_dir: str | None = None,
+              extra: list[str] = (), gpus: list[str] = (), storage: str | None = None, study: str | None = None,
+              runner: str = "tp_keras.search.runs", trials_per_worker: int = 10, heartbeat: int = 10,
+              grace: int = 60) -> int:
+    """Queues the seeds that need running (skipping final ones), works them off, writes the results; returns the
+    exit status (0, 1 or 130). Raises ConfigError, DataError or EngineError (one line) for bad settings."""
+    import importlib
+
+    from tp_keras.search import engine, runs
     extra = list(extra)
     check_extra(extra)
+    launcher_extra, extra_data_dir = runs.without_data_dir(extra)
+    data_dir = data_dir or extra_data_dir
+    runs.check_flags(launcher_extra)
+    flags = runs.merge_flags(runs.read_flagfile(flagfile), launcher_extra)
+    data_flag = [f"--data_dir={data_dir}"] if data_dir else []
+    runs.config_from_args(flags + data_flag)
+    importlib.import_module(runner).prepare(flags + data_flag)  # a bad --data_dir stops here, in one line
+
     os.makedirs(out_dir, exist_ok=True)
     identity = _identity(flagfile, extra)
-    record = {"flagfile": flagfile, "extra": extra, "data_dir": data_dir, "seeds": seeds, "parallel": parallel,
-              "launcher": launcher}
     previous = _read_json(os.path.join(out_dir, "sweep.json")) or {}
-    record["seeds"] = sorted(set(previous.get("seeds", [])) | set(seeds))
+    record = {"flagfile": flagfile, "extra": extra, "data_dir": data_dir,
+              "seeds": sorted(set(previous.get("seeds", [])) | set(seeds)), "parallel": workers}
     _write_atomic(os.path.join(out_dir, "sweep.json"), json.dumps(record, indent=2) + "\n")
-
-    pending, failed, busy, done = collections.deque(), [], [], []
+    url = storage or engine.default_storage(out_dir)
+    name = study or f"{os.path.basename(os.path.normpath(out_dir))}_seeds"
+    the_study = engine.open_study(engine.open_storage(url, heartbeat, grace), name, {"kind": "seeds"}, "maximize")
+    engine.recover(the_study)
+    queued = engine.busy_runs(the_study, (engine.TrialState.WAITING, engine.TrialState.RUNNING))
     for seed in seeds:
         action, why = decide(out_dir, seed, identity)
+        run = os.path.basename(seed_dir(out_dir, seed))
         if action == "skip":
             _say(f"seed {seed} skipped: {why}")
-            done.append(seed)
-        elif action == "busy":
-            _say(f"seed {seed} not started: {why}")
-            busy.append(seed)
+        elif run in queued:
+            _say(f"seed {seed} is already queued or running in study '{name}' (trial {queued[run].number}); "
+                 "waiting for it")
         else:
             if why not in ("new", "no summary yet"):
                 _say(f"seed {seed}: {why}")
-            pending.append(seed)
+            args = flags + [f"--seed={seed}"]
+            os.makedirs(seed_dir(out_dir, seed), exist_ok=True)
+            _write_atomic(os.path.join(seed_dir(out_dir, seed), RECORD_NAME), json.dumps(
+                {"identity": identity, "args": args,
+                 "queued": datetime.datetime.now().isoformat(timespec="seconds")}, indent=2) + "\n")
+            engine.enqueue(the_study, run, {"seed": seed}, {"seed": seed, "args": args})
 
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    if parallel > 1:
-        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # several children share a GPU
-    running: dict[int, _Child] = {}
-    total = len(pending)
-    started_count = 0
-
-    def start(seed):
-        nonlocal started_count
-        slot = min(set(range(parallel)) - {c.slot for c in running.values()})
-        workdir = seed_dir(out_dir, seed)
-        os.makedirs(workdir, exist_ok=True)
-        args = launcher_args(flagfile, seed, workdir, data_dir, extra)
-        _write_atomic(os.path.join(workdir, RECORD_NAME), json.dumps(
-            {"identity": identity, "args": args, "started": datetime.datetime.now().isoformat(timespec="seconds")},
-            indent=2) + "\n")
-        child_env = dict(env)
-        if gpus:
-            child_env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-        log_path = os.path.join(workdir, LOG_NAME)
-        log = open(log_path, "a")
-        log.write(f"=== sweep {datetime.datetime.now().isoformat(timespec='seconds')}: "
-                  f"{' '.join([python, '-m', launcher] + args)}\n")
-        log.flush()
-        offset = log.tell()
-        proc = subprocess.Popen([python, "-m", launcher] + args, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=child_env)
-        _write_atomic(os.path.join(workdir, PID_NAME), f"{proc.pid}\n")
-        running[seed] = _Child(seed, proc, time.perf_counter(), log, offset, slot)
-        started_count += 1
-        where = f", GPU {child_env['CUDA_VISIBLE_DEVICES']}" if gpus else ""
-        _say(f"seed {seed} started ({started_count}/{total}, pid {proc.pid}{where}, log {log_path})")
-
-    def finish(child: _Child):
-        seconds = time.perf_counter() - child.started
-        child.log.close()
-        workdir = seed_dir(out_dir, child.seed)
-        try:
-            os.remove(os.path.join(workdir, PID_NAME))
-        except OSError:
-            pass
-        summary = _read_json(os.path.join(workdir, "summary.json")) or {}
-        code = child.proc.returncode
-        if is_final(summary.get("status")):
-            done.append(child.seed)
-            verb = "finished" if summary["status"].startswith("finished") else "ended (final, kept in the tables)"
-            _say(f"seed {child.seed} {verb} in {seconds:.1f} s: {_headline(summary)}")
-        else:
-            failed.append(child.seed)
-            line = _last_error_line(os.path.join(workdir, LOG_NAME), child.offset, code)
-            _say(f"seed {child.seed} FAILED (exit {code}) after {seconds:.1f} s: {line} "
-                 f"[log {os.path.join(workdir, LOG_NAME)}]")
-        write_results(out_dir)
-
-    interrupted = False
-    try:
-        while pending or running:
-            while pending and len(running) < parallel:
-                start(pending.popleft())
-            for seed in list(running):
-                if running[seed].proc.poll() is not None:
-                    finish(running.pop(seed))
-            time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        interrupted = True
-        _say("interrupted: stopping the running seeds (each keeps its finished epochs; rerun the same command to "
-             "resume)")
-        for child in running.values():
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGINT)
-        deadline = time.time() + 60
-        for child in running.values():
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
-        for seed in list(running):
-            finish(running.pop(seed))
+    report = _Report(out_dir)
+    driver = engine.Driver(
+        the_study, engine.worker_argv(url, name, out_dir, data_dir=data_dir, runner=runner,
+                                      trials_per_worker=trials_per_worker, heartbeat=heartbeat, grace=grace),
+        workers=workers, log_dir=os.path.join(out_dir, "logs"), gpus=gpus, on_trial=report.trial,
+        on_worker_failure=report.worker_failure)
+    interrupted = driver.run()
 
     result = write_results(out_dir)
+    final = [s for s in seeds if is_final((_read_json(os.path.join(seed_dir(out_dir, s), "summary.json")) or {})
+                                          .get("status"))]
+    failed = [s for s in seeds if s not in final]
     stats_key = "error_test_val_best_pct" if result["task"] == "classification" else "loss_test_val_best"
     if result["summary"][stats_key]["n"] == 0:
         stats_key = "loss_train_last"
     shown = format_mean_sd(result["summary"][stats_key], dict((k, f) for k, _, f in result["columns"])[stats_key])
-    _say(f"{len(done)} of {len(seeds)} seeds final ({statuses_text(result)}); {stats_key} = {shown or '–'} "
+    _say(f"{len(final)} of {len(seeds)} seeds final ({statuses_text(result)}); {stats_key} = {shown or '–'} "
          f"over n={result['summary'][stats_key]['n']}, {epochs_text(result)}")
-    if failed:
+    if failed and not interrupted:
         _say(f"failed seeds: {', '.join(map(str, failed))} (rerun the same command to retry them)")
-    if busy:
-        _say(f"still running elsewhere: {', '.join(map(str, busy))}")
     _say(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results_per_epoch.csv")
     if interrupted:
+        _say("interrupted: each seed keeps its finished epochs; rerun the same command to resume")
         return 130
-    return 1 if failed or busy else 0
+    return 1 if failed else 0
 
 
 def parse_args(argv: list[str]):
+    from tp_keras.search import options
     argv = list(argv)
     extra = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
-        prog="python -m tp_keras.sweep",
-        description="Run a launcher flagfile over several seeds (resumable) and tabulate mean ± SD. Extra "
-                    "launcher flags go after --, e.g. -- --epochs=3.")
+    parser = options.OneLineParser(
+        prog="python -m tp_keras.sweep", allow_abbrev=False,
+        description="Run a launcher flagfile over several seeds (resumable; an Optuna study over the seeds) and "
+                    "tabulate mean ± SD. Extra launcher flags go after --, e.g. -- --epochs=3.")
     parser.add_argument("--flagfile", help="the launcher flagfile of the cell, e.g. launch/mnist_DDTPlinear.flags")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     parser.add_argument("--first_seed", type=int, default=0, help="first seed (default 0): seeds first_seed.."
                                                                   "first_seed+seeds-1")
-    parser.add_argument("--parallel", type=int, default=1, help="child processes at a time (default 1)")
-    parser.add_argument("--gpus", default="", help="comma-separated GPU ids; the child in parallel slot k gets "
-                                                   "CUDA_VISIBLE_DEVICES=gpus[k %% len(gpus)]")
     parser.add_argument("--out", help="sweep folder (default sweeps/<flagfile name>)")
-    parser.add_argument("--data_dir", help="passed to every launcher run")
+    parser.add_argument("--data_dir", help="where every run reads its data")
     parser.add_argument("--report_only", action="store_true", help="only rewrite the results tables of --out")
-    parser.add_argument("--launcher", default="tp_keras.launch", help=argparse.SUPPRESS)  # tests: a fake launcher
+    options.add_engine_arguments(parser, "worker processes, i.e. seeds at a time (default 1)")
+    parser.add_argument("--parallel", dest="workers", type=int, help="the same as --workers")
     args = parser.parse_args(argv)
+    options.check_engine_arguments(parser, args)
     if args.report_only:
         if not args.out:
             parser.error("--report_only needs --out")
@@ -634,15 +558,11 @@ def parse_args(argv: list[str]):
         parser.error("--flagfile is required (e.g. --flagfile=launch/mnist_DDTPlinear.flags)")
     elif not os.path.isfile(args.flagfile):
         parser.error(f"--flagfile: {args.flagfile} does not exist")
-    if args.seeds < 1 or args.parallel < 1:
-        parser.error("--seeds and --parallel must be >= 1")
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     if not args.out:
         args.out = os.path.join("sweeps", os.path.splitext(os.path.basename(args.flagfile))[0])
     return args, extra
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -652,24 +572,36 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{len(result['rows'])} seed folders, {len(result['final_seeds'])} final; results: "
              f"{os.path.join(args.out, 'results.md')}")
         return 0
+    try:
+        from tp_keras.search import engine
+    except ImportError:
+        print("error: the sweep runs on Optuna: pip install 'tp_keras[search]'", file=sys.stderr)
+        return 2
+    from tp_keras.config import ConfigError
+    from tp_keras.data import DataError
+    from tp_keras.search import options
+    engine.quiet_optuna()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    # A terminated sweep (kill, a job scheduler) stops its children like Ctrl-C does, instead of orphaning them.
-    installed = True
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread
-        installed = False
-    try:
-        return run_sweep(args.flagfile, seeds, args.out, parallel=args.parallel, data_dir=args.data_dir,
-                         extra=extra, gpus=[g for g in args.gpus.split(",") if g.strip()], launcher=args.launcher)
+        with options.sigterm_as_interrupt():
+            return run_sweep(args.flagfile, seeds, args.out, workers=args.workers, data_dir=args.data_dir,
+                             extra=extra, gpus=args.gpus, storage=args.storage, study=args.study,
+                             runner=args.runner, trials_per_worker=args.trials_per_worker,
+                             heartbeat=args.heartbeat, grace=args.grace)
+    except (ConfigError, DataError, engine.EngineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        message = engine.database_failure(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except SystemExit as err:
         if isinstance(err.code, str):
             print(err.code, file=sys.stderr)
             return 2
         raise
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":
