@@ -384,7 +384,7 @@ def test_real_search_resumes_a_killed_trial_and_its_best_flagfile_reproduces_it(
                f"--out={out}", "--trials=2", f"--data_dir={mnist_dir}", "--num_hidden=2", "--size_hidden=8",
                "--batch_size=16", "--validation_size=20", "--epochs=2", "--epochs_fb=1"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    first = subprocess.run(command, env=dict(env, TP_KERAS_KILL_AFTER_EPOCH="1"), capture_output=True, text=True,
+    first = subprocess.run(command, env=dict(env, TP_KERAS_KILL_AT="after_checkpoint:2"), capture_output=True, text=True,
                            timeout=400)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "worker 0 FAILED (exit status -9): killed by SIGKILL; its trial 0 is re-queued" in first.stdout
