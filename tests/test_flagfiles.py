@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tp_keras import paper_configs as P
+from tp_keras import paper_facts as F
 from tp_keras.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -44,13 +45,13 @@ def _skip_cnn_without_architecture_flag():
 
 def test_one_flagfile_per_table_config_and_one_config_per_paper_cell():
     assert set(NAMES) == set(P.FINAL_CONFIGS) and len(NAMES) == 79  # the 81 final configs less the 2 toy figures
-    cells = [cell for cell in P.PAPER_CELLS.values() if cell is not None]
+    cells = [cell for cell in F.PAPER_CELLS.values() if cell is not None]
     assert len(cells) == len(set(cells)), "two configs claim the same paper cell"
-    assert set(cells) == set(P.PAPER_RESULTS)  # 31 + 31 + 4 cells of Tables 1-3 (DFA on Frozen-MNIST is "/")
+    assert set(cells) == set(F.PAPER_RESULTS)  # 31 + 31 + 4 cells of Tables 1-3 (DFA on Frozen-MNIST is "/")
     assert len(cells) == 66
     # Config.paper(method) is still the MNIST Table 1 cell of the method.
     for method, name in P.MNIST_TABLE1.items():
-        assert P.PAPER_CELLS[name] == (1, "mnist", method)
+        assert F.PAPER_CELLS[name] == (1, "mnist", method)
         assert Config.paper(method) == Config.from_paper_cell(name, precision="float32")
 
 
@@ -105,11 +106,11 @@ def test_flagfile_header(name):
     assert all(line.startswith("--") for line in flag_lines)
     comment = " ".join(line[2:].strip() for line in header)
     assert "Paper: " in comment
-    cell = P.PAPER_CELLS[name]
+    cell = F.PAPER_CELLS[name]
     if cell is None:
         assert "Paper: not in the paper" in comment
     else:
-        assert P.PAPER_RESULTS[cell]["text"] in comment and f"Table {cell[0]}" in comment
+        assert F.PAPER_RESULTS[cell]["text"] in comment and f"Table {cell[0]}" in comment
     assert "Cost: an estimate" in comment and "s/epoch" in comment
     run = [line for line in header if line.startswith("# Run: ")]
     assert run == [f"# Run: python -m tp_keras.launch --flagfile=launch/{name}.flags "
