@@ -25,16 +25,10 @@ import numpy as np
 from absl import flags
 
 from tp_keras import cli, rundir
+from tp_keras.paper_facts import method_label, method_order
 
 MISSING_PLOTS_MESSAGE = 'figures need matplotlib: pip install -e ".[plots]"'
 
-# Display names of the methods (the paper's spelling); unknown names are shown as they are.
-METHOD_LABELS = {
-    "bp": "BP", "tp": "TP", "dtp": "DTP", "dtp_pretrained": "DTP (pre-trained)", "dtpdrl": "DTPDRL",
-    "ddtp_linear": "DDTP-linear", "ddtp_rhl": "DDTP-RHL", "ddtp_control": "DDTP-control", "dfa": "DFA",
-    "gnt": "GNT",
-}
-_METHOD_ORDER = list(METHOD_LABELS)
 ANGLES_FILE = "angles.jsonl"
 CONFIG_FILE = "config.json"
 
@@ -60,14 +54,6 @@ def _pyplot():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
-
-
-def _method_sort_key(method: str):
-    return (_METHOD_ORDER.index(method), "") if method in _METHOD_ORDER else (len(_METHOD_ORDER), method)
 
 
 def _save(fig, out_path: str) -> str:
@@ -232,7 +218,7 @@ def alignment_curves(run_dirs, *, layer: int | None = None) -> dict:
     for dataset in sorted(grouped):
         layers_used = set()
         methods = {}
-        for method in sorted(grouped[dataset], key=_method_sort_key):
+        for method in sorted(grouped[dataset], key=method_order):
             group = grouped[dataset][method]
             series = []
             for run in group:
