@@ -105,8 +105,8 @@ def paper_text(table: int, column: str, method: str) -> str:
 
 # --- Collecting sweeps ----------------------------------------------------------------------------------------
 
-def find_sweeps(spec: str) -> list[str]:
-    """Sweep folders (holding seed_<S> folders) named by --sweeps: folders themselves or their parents."""
+def find_sweeps(spec: str, flag: str = "--sweeps") -> list[str]:
+    """Sweep folders (holding seed_<S> folders) named by `flag`: folders themselves or their parents."""
     found = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -117,7 +117,7 @@ def find_sweeps(spec: str) -> list[str]:
             found += [os.path.join(item, name) for name in sorted(os.listdir(item))
                       if os.path.isdir(os.path.join(item, name)) and seed_dirs(os.path.join(item, name))]
         else:
-            raise SystemExit(f"error: --sweeps: {item} is not a folder")
+            raise SystemExit(f"error: {flag}: {item} is not a folder")
     return found
 
 
@@ -266,29 +266,101 @@ def tables_markdown(sweep_folders: list[str], collected: tuple | None = None) ->
     return "\n".join(lines)
 
 
+# --- Table 1 from committed results ------------------------------------------------------------------------------
+# results/<cell>/seed_<S>/{summary.json, metrics.jsonl}: the 100-epoch runs behind the README's Table 1.
+
+RESULTS_COLUMNS = ("mnist", "fashion_mnist")
+
+
+def results_rows(chosen: dict, columns=RESULTS_COLUMNS) -> list[dict]:
+    """Table 1's rows for `columns`, ours beside the paper: one dict per (method, variant) with its "label" and,
+    per column key, {"mean", "sd", "n", "epochs", "short", "paper": (mean, sd) or None, "mark"} (numbers in %;
+    mean None when no seed of the cell has a final status). "mark" is "▲" (ours more than one paper SD above the
+    paper's mean), "▼" (more than one below) or ""."""
+    rows = []
+    for method, variant in _rows_of(1, chosen):
+        row = {"method": method, "variant": variant, "label": _row_label(method, variant)}
+        for column in columns:
+            entry = chosen.get(paper_facts.Cell(1, column, method, variant))
+            stats = entry["result"]["summary"].get("error_test_val_best_pct") if entry else None
+            stats = stats or {"mean": None, "sd": None, "n": 0}
+            epochs = (entry["result"]["epochs"] or (0, 0))[1] if entry else None
+            paper = paper_facts.paper_number(1, column, method)
+            mark = ""
+            if stats["mean"] is not None and paper is not None and abs(stats["mean"] - paper[0]) > paper[1]:
+                mark = "▲" if stats["mean"] > paper[0] else "▼"
+            row[column] = {"mean": stats["mean"], "sd": stats["sd"], "n": stats["n"], "epochs": epochs,
+                           "short": stats["mean"] is not None and epochs < REFERENCE_EPOCHS[entry["cell"]],
+                           "paper": paper, "mark": mark, "not_final": entry["result"]["other_seeds"] if entry else []}
+        rows.append(row)
+    return rows
+
+
+def _results_cell_text(cell: dict) -> str:
+    if cell["mean"] is None:
+        running = len(cell["not_final"])
+        return "missing" + (f" ({running} seed{'s' if running != 1 else ''} not finished)" if running else "")
+    value = f"{cell['mean']:.2f}" + ("" if cell["sd"] is None else f" ± {cell['sd']:.2f}")
+    epochs = f", {cell['epochs']} ep†" if cell["short"] else ""
+    return f"{value} (n={cell['n']}{epochs}){' ' + cell['mark'] if cell['mark'] else ''}"
+
+
+def results_markdown(results_dir: str, collected: tuple | None = None, columns=RESULTS_COLUMNS) -> str:
+    """Table 1's `columns` (MNIST and Fashion-MNIST) from a results folder, as Markdown for the README."""
+    chosen, _, _ = collected or collect(find_sweeps(results_dir, "--results"))
+    rows = results_rows(chosen, columns)
+    headings = [paper_facts.COLUMNS[c] for c in columns]
+    lines = [f"Table 1, test error (%): ours (mean ± SD over n seeds) beside the paper's "
+             f"({paper_facts.TABLE_QUANTITY[1][1]}).", "",
+             "| method | " + " | ".join(f"{h}: ours | {h}: paper" for h in headings) + " |",
+             "|" + " --- |" * (1 + 2 * len(columns))]
+    marks = set()
+    for row in rows:
+        cells = [row["label"]]
+        for column in columns:
+            cell = row[column]
+            cells += [_results_cell_text(cell), "–" if cell["paper"] is None else
+                      f"{cell['paper'][0]:.2f} ± {cell['paper'][1]:.2f}"]
+            marks.update(m for m in (cell["mark"], "†" if cell["short"] else "") if m)
+        marks.update("‡" if row["variant"] else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if marks & {"▲", "▼"}:
+        lines.append("▲ / ▼ ours is more than one of the paper's SDs above / below the paper's mean.")
+    lines += _footnotes(marks)
+    return "\n".join(lines) + "\n"
+
+
 @cli.guarded(interrupted_hint="no table was written")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tp_keras.tables",
-                                     description="Markdown Tables 1–3 from sweep folders, with the paper's numbers.")
-    parser.add_argument("--sweeps", default="sweeps", help="a folder of sweep folders, or a comma-separated list "
-                                                           "of sweep folders and/or such parents (default sweeps)")
+                                     description="Markdown Tables 1–3 from sweep folders, with the paper's numbers; "
+                                                 "or, with --results, Table 1's MNIST and Fashion-MNIST columns.")
+    parser.add_argument("--sweeps", default=None, help="a folder of sweep folders, or a comma-separated list "
+                                                       "of sweep folders and/or such parents (default sweeps)")
+    parser.add_argument("--results", default=None,
+                        help="a results folder (<cell>/seed_<S>/summary.json, metrics.jsonl): renders Table 1's "
+                             "MNIST and Fashion-MNIST columns only, for the README")
     parser.add_argument("--out", default="tables.md", help="Markdown file to write (default tables.md); - prints")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.sweeps is not None and args.results is not None:
+        cli.fail("--sweeps and --results are two tables: pass one of them")
     if args.out != "-":
         rundir.check_writable(args.out, "--out")
+    flag, spec = ("--results", args.results) if args.results is not None else ("--sweeps", args.sweeps or "sweeps")
     try:
-        folders = find_sweeps(args.sweeps)
+        folders = find_sweeps(spec, flag)
     except SystemExit as err:
         print(err.code, file=sys.stderr)
         return 2
     chosen, placed, unplaced = collected = collect(folders)
-    text = tables_markdown(folders, collected)
+    text = results_markdown(spec, collected) if args.results is not None else tables_markdown(folders, collected)
     if args.out == "-":
         sys.stdout.write(text)
     else:
         rundir.atomic_write(args.out, text, kind="--out")
-        print(f"[tables] {len(placed)} sweep folders placed in {len(chosen)} cells"
-              + (f", {len(unplaced)} unplaced" if unplaced else "") + f"; wrote {args.out}")
+        print(f"[tables] {len(placed)} {'result' if args.results is not None else 'sweep'} folders placed in "
+              f"{len(chosen)} cells" + (f", {len(unplaced)} unplaced" if unplaced else "") + f"; wrote {args.out}")
     return 0
 
 
