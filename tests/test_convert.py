@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import ALL_METHODS
 import tp_keras
 from tp_keras.convert import ConversionError, from_keras
 from tp_keras.layers import DirectFeedback, TPDense
@@ -192,7 +193,7 @@ def test_sizes_come_from_the_model():
         from_keras(_sequential(), "dtp", hidden_sizes=[4])
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_converted_model_fits_with_every_method(method, blobs):
     """`fit` on a converted Sequential model, every method of the registry: two epochs lower the loss (to at most
     0.36 of its initial value over 4 tried initialisations), except vanilla TP, which does not learn (paper eq. 7;

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import ALL_METHODS
 from tp_keras import distribute as D
 from tp_keras import step
 from tp_keras.methods import METHODS
@@ -158,7 +159,7 @@ def _check(case, weight_atol=WEIGHT_ATOL):
     assert case["metric_err"] <= METRIC_RTOL, case
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_two_replicas_match_one_device(equivalence, method):
     """MirroredStrategy over 2 logical CPUs == step.Trainer on the same global batches (train, feedback-only and
     train steps; 3 methods also a 7-row batch split 3 + 4; BP also the evaluation sums)."""
