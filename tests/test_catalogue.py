@@ -180,6 +180,7 @@ def test_empty_split(command, tmp_path, empty):
     _clean(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_empty_split_of_a_dataset_given_in_python(tmp_path):
     from tp_keras.data import DataError, Dataset, Split
     from tp_keras.experiment import train_and_evaluate

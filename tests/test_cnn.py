@@ -317,6 +317,7 @@ def test_full_size_cnn_builds_and_steps():
     assert all(not np.array_equal(to_np(v), b) for v, b in zip(model.forward_variables, before))
 
 
+@pytest.mark.slow
 def test_fit_with_one_forward_optimizer():
     model = tiny("ddtp_control", dtype="float32")
     model.compile(forward_optimizer=TorchAdam(1e-3), feedback_optimizer=TorchAdam(1e-3))
@@ -366,6 +367,7 @@ def test_bad_cnn_settings_name_the_flag(overrides, flag):
     assert err.value.flag == flag and str(err.value).startswith(f"--{flag}:") and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cnn_run_end_to_end_from_raw_cifar_and_resume(tmp_path):
     """train_and_evaluate loads NHWC images for the CNN, runs pre-training, an epoch and an extra feedback pass
     with 4 forward Adams, checkpoints them, and resumes for a second epoch with their states restored."""

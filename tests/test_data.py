@@ -176,6 +176,7 @@ def test_idx_partial_set(idx_dir):
         load_dataset("mnist", idx_dir, validation_size=N_VAL)
 
 
+@pytest.mark.slow
 def test_raw_path_does_not_import_tfds(idx_dir):
     code = (
         "import sys; from tp_keras.data import load_dataset; "

@@ -266,6 +266,7 @@ def _cli(*args, cwd):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_nullspace_and_bad_command(tmp_path):
     pytest.importorskip("matplotlib")
     results = tmp_path / "nullspace.json"

@@ -241,6 +241,7 @@ def test_every_method_builds_from_its_launcher_default():
         assert model(np.zeros((2, 9), "float32")).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_gnt_step_traces_for_two_batch_sizes():
     """A compiled GNT step that has seen two batch sizes (reduce_retracing makes the batch dimension unknown)
     still knows every Jacobian's width: a regression test for the reshape that lost it."""

@@ -197,6 +197,7 @@ def test_queue_yields_duplicates_and_requeues_failures(tmp_path, calls):
     assert retry.intermediate_values == {1: pytest.approx(val + 0.01), 2: pytest.approx(val + 0.02)}
 
 
+@pytest.mark.slow
 def test_recover_requeues_the_trials_of_dead_workers_of_this_host(tmp_path):
     study, _ = _study(tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
