@@ -130,7 +130,7 @@ def _jacobian_tf(model, hs, index):
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.3])
-def test_gnt_targets_are_pseudo_inverse_steps(damping):
+def test_eq5_eq13_gnt_targets_are_damped_pseudo_inverse_steps(damping):
     """Spec §2.9: Δh_ℓ = J⁺e (λ = 0) or Jᵀ(JJᵀ + λI)⁻¹e per sample, for every layer including the output."""
     model = randomize_biases(make_model("gnt", gn_damping=damping, hidden=(6, 2, 4)))
     x, y = make_batch(seed=6)
