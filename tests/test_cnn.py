@@ -248,7 +248,9 @@ def _trainer(name, model):
     return build_trainer(config.validate(), model)
 
 
-@pytest.mark.parametrize("name", CNN_METHODS)
+# The fast tier compiles one CNN step (BP); the slow tier every CNN method's.
+@pytest.mark.parametrize("name", [n if n == "bp" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in CNN_METHODS])
 def test_one_compiled_step_per_layer_adams(name):
     eta = _stepsize(name)
     model = randomize_biases(tiny(name, target_stepsize=eta))
@@ -286,6 +288,7 @@ def test_one_compiled_step_per_layer_adams(name):
                    if a.ndim == 2)
 
 
+@pytest.mark.slow
 def test_dfa_equals_ddtp_linear_with_frozen_feedback():
     """One step: DFA's forward weights equal DDTP-linear's (same seed, same η̂), whose feedback moved meanwhile."""
     x, y = tiny_batch(3)
@@ -300,6 +303,7 @@ def test_dfa_equals_ddtp_linear_with_frozen_feedback():
     assert any(not np.array_equal(to_np(v), f) for v, f in zip(models["ddtp_linear"].feedback_variables, fb_before))
 
 
+@pytest.mark.slow
 def test_full_size_cnn_builds_and_steps():
     model = CNNModel("ddtp_linear", target_stepsize=0.05, sigma=0.05)  # (32, 32, 3), 32/64 channels, 512, 10
     assert model.hidden_sizes == [16 * 16 * 32, 8 * 8 * 64, 512]

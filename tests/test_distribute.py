@@ -338,6 +338,7 @@ def test_angle_logging_is_refused():
                                          tf.distribute.get_strategy())
 
 
+@pytest.mark.slow
 def test_from_config_builds_the_launchers_model_and_optimizers():
     """`from_config` = experiment.build_model/build_trainer inside the scope: one step equals the launcher's."""
     from tp_keras import experiment

@@ -8,7 +8,9 @@ from tp_keras.optimizers import TorchAdam
 from tp_keras.step import Trainer
 
 
-@pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dfa"])
+# The fast tier checks one method (DDTP-linear: targets and trained feedback); the slow tier all four.
+@pytest.mark.parametrize("method", ["ddtp_linear"] + [pytest.param(m, marks=pytest.mark.slow)
+                                                      for m in ("bp", "dtpdrl", "dfa")])
 def test_fit_equals_custom_loop(method):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((96, 12)).astype("float32")

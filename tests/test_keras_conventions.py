@@ -102,6 +102,7 @@ def test_bp_sample_weight_is_the_gradient_of_keras_weighted_loss():
         np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ddtp_linear", "bp"])
 def test_zero_class_weights_in_fit_leave_every_forward_weight_unchanged(method):
     x, y = _data()
