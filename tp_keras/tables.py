@@ -1,6 +1,12 @@
 """The paper's Tables 1–3 as Markdown, from sweep folders, with the paper's numbers beside ours.
 
     python -m tp_keras.tables --sweeps=sweeps/ [--out=tables.md]
+    python -m tp_keras.tables --results=results [--out=-]     # Table 1's MNIST and Fashion-MNIST columns
+
+`--results` is the repository's folder of 100-epoch runs (`results/<cell>/seed_<S>/summary.json` and
+`metrics.jsonl`), laid out like a folder of sweep folders; it renders the README's compact Table 1: ours as
+mean ± SD (n seeds), the paper's beside it, ▲/▼ where ours is more than one paper SD above/below the paper's
+mean, "missing" where no seed of the cell has ended.
 
 `--sweeps` is a folder of sweep folders (`python -m tp_keras.sweep --out=sweeps/<cell>`) or a comma-separated
 list of sweep folders and/or such parents. A sweep folder's name is its cell: the reference's config name
