@@ -122,6 +122,7 @@ def test_workdir_that_cannot_be_written(command, mnist_dir, tmp_path, monkeypatc
     _one_line(*_launch(command, mnist_dir, tmp_path / "run"), starts="cannot create the folder", contains=[words])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("blocker, starts", [
     ("tb", "the TensorBoard folder {workdir}/tb exists and is not a folder"),
     ("metrics.jsonl/", "cannot write {workdir}/metrics.jsonl: it is a folder (EISDIR)"),

@@ -8,9 +8,8 @@ from tp_keras.optimizers import TorchAdam
 from tp_keras.step import Trainer
 
 
-# The fast tier checks one method (DDTP-linear: targets and trained feedback); the slow tier all four.
-@pytest.mark.parametrize("method", ["ddtp_linear"] + [pytest.param(m, marks=pytest.mark.slow)
-                                                      for m in ("bp", "dtpdrl", "dfa")])
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dfa"])
 def test_fit_equals_custom_loop(method):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((96, 12)).astype("float32")

@@ -358,6 +358,7 @@ def test_a_schedule_on_the_feedback_optimizer_follows_its_own_step_counter():
 # FeedbackSchedule on datasets
 # --------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_feedback_on_a_dataset_is_the_feedback_step_over_its_batches():
     x, y = _data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)

@@ -203,6 +203,7 @@ def test_angle_logging_run_writes_angles_and_per_epoch_means(mnist_dir, tmp_path
     assert os.path.getsize(path) > 1000
 
 
+@pytest.mark.slow
 def test_damping_search_table_and_best_values(mnist_dir):
     """The search pass: one row per λ, the best λ per layer is the argmin of the mean angles, and the row of a λ
     equals the angles the training step would log with that damping."""

@@ -256,7 +256,8 @@ def test_gnt_step_traces_for_two_batch_sizes():
         assert np.isfinite(float(out["loss"]))
 
 
-@pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dtp"])
+@pytest.mark.parametrize("method", ["dtpdrl"] + [pytest.param(m, marks=pytest.mark.slow)
+                                                 for m in ("bp", "ddtp_linear", "dtp")])
 def test_frozen_mnist_trains_only_the_first_layer(method):
     """only_train_first_layer (spec §4.3): after compiled training steps every forward weight but layer 1's is
     bit-identical to its initial value (the output layer's included), layer 1's changed, every trained feedback

@@ -117,6 +117,7 @@ def calls(tmp_path, monkeypatch):
     return made
 
 
+@pytest.mark.slow
 def test_median_pruner_stops_a_bad_trial(tmp_path, calls):
     study, _ = _study(tmp_path)
     for i in range(5):  # five good trials (lr 1e-4: fake validation accuracy 0.9 + epoch/100)
@@ -133,6 +134,7 @@ def test_median_pruner_stops_a_bad_trial(tmp_path, calls):
     assert study.trials[0].value == pytest.approx(0.92) and study.trials[0].user_attrs["epoch_best_acc"] == 2
 
 
+@pytest.mark.slow
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, calls):
     """Pruning saves the remaining epochs; after the last one the trial completes and counts for the best."""
     study, _ = _study(tmp_path, flags=("--method=ddtp_linear", "--epochs=1"))
