@@ -54,6 +54,21 @@ def test_one_flagfile_per_table_config_and_one_config_per_paper_cell():
         assert Config.paper(method) == Config.from_paper_cell(name, precision="float32")
 
 
+def test_paper_facts_agree_with_the_configs_and_the_registry():
+    """paper_facts is the one source: every config's method is a registry method with the paper's label, the CNN
+    methods are exactly those of the CNN configs, the table rows are the paper's eight methods, and a method the
+    paper does not have is shown by its name."""
+    from tp_keras.methods import METHODS
+    methods = {c["method"] for c in P.FINAL_CONFIGS.values()}
+    assert methods == set(F.TABLE_METHODS) and methods <= set(METHODS) and set(F.METHOD_LABELS) <= set(METHODS)
+    assert set(F.CNN_METHODS) == {c["method"] for c in P.FINAL_CONFIGS.values() if c["architecture"] == "cnn"}
+    assert F.method_label("ddtp_linear") == "DDTP-linear" and F.method_label("a_new_rule") == "a_new_rule"
+    assert F.CELLS["mnist_DDTPRHL_rec_extrafb"] == (1, "mnist", "ddtp_rhl", "rec_extrafb")
+    assert F.CELLS["cifar10_DFAConv_train"] == (3, "cifar10_train", "dfa", None)
+    assert F.CELLS["frozen_mnist_DTP_improved_train"] == (2, "frozen_mnist", "dtp_pretrained", None)
+    assert F.REFERENCE_EPOCHS["cifar10_BP"] == 150 and F.REFERENCE_EPOCHS["mnist_BP"] == 100
+
+
 def test_flagfiles_are_what_the_generator_writes(capsys):
     """launch/make_flagfiles.py --check, in this process (the script imports no TensorFlow)."""
     spec = importlib.util.spec_from_file_location("make_flagfiles", os.path.join(LAUNCH_DIR, "make_flagfiles.py"))
