@@ -419,6 +419,7 @@ def test_build_model_uses_the_dataset_image_shape():
     assert model.hidden_sizes == [4 * 3 * 32, 2 * 2 * 64, 512]
 
 
+@pytest.mark.slow
 def test_cnn_keras_file_round_trip(tmp_path):
     """A CNNModel saved as .keras loads back with every forward and feedback weight and predicts identically."""
     import keras

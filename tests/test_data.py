@@ -259,6 +259,7 @@ def _no_network(host, port, timeout=None):
     raise AssertionError(f"network check for {host}:{port} should not happen")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_tfds_mock(tmp_path, monkeypatch, name, shape):
     tfds = pytest.importorskip("tensorflow_datasets")

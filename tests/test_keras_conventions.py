@@ -164,6 +164,7 @@ def test_frozen_layers_generalise_only_train_first_layer():
     assert {v.path for v in frozen.tp_layers[1].feedback_variables} <= moved
 
 
+@pytest.mark.slow
 def test_frozen_direct_feedback_and_the_trainable_refusals():
     x, y = _data()
     model = make_model("ddtp_linear")

@@ -145,6 +145,7 @@ def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, calls):
     assert study.trials[5].value == pytest.approx(0.71)
 
 
+@pytest.mark.slow
 def test_early_stop_rule_prunes_from_epoch_6(tmp_path, calls):
     """The reference's rule on train accuracy (40 % on MNIST from epoch 6), as a pruner of its own."""
     study, _ = _study(tmp_path, pruner="none", flags=("--method=ddtp_linear", "--epochs=9"))
