@@ -30,7 +30,6 @@ import tensorflow as tf
 from conftest import ALL_METHODS
 from tp_keras import distribute as D
 from tp_keras import step
-from tp_keras.methods import METHODS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "EQUIVALENCE_JSON "

@@ -108,8 +108,9 @@ def run_method(method: str, *, seed: int = 42, precision: str = "float64", datas
 
 
 def summarize(method: str, ratios: np.ndarray) -> dict:
-    return {"label": FIGURE_LABELS.get(method) or method_label(method), "mean": float(ratios[:, FIGURE_LAYER - 1].mean()),
-            "std": float(ratios[:, FIGURE_LAYER - 1].std()), "n": int(len(ratios)),
+    return {"label": FIGURE_LABELS.get(method) or method_label(method),
+            "mean": float(ratios[:, FIGURE_LAYER - 1].mean()), "std": float(ratios[:, FIGURE_LAYER - 1].std()),
+            "n": int(len(ratios)),
             "per_layer_mean": ratios.mean(axis=0).tolist(), "per_layer_std": ratios.std(axis=0).tolist()}
 
 
