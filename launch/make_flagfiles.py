@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from tp_keras import paper_configs as P  # noqa: E402
+from tp_keras import paper_facts  # noqa: E402
 
 # ---- Cost model (an estimate; every input is a figure measured in BUILD_NOTES.md) --------------------------------
 # One pass over 55,000 MNIST samples, 5x256, each method's MNIST config, float32, 2 threads, XLA off, on this
@@ -158,7 +159,7 @@ def render(name: str) -> str:
     data = c["dataset"]
     header = _comment(f"{name}: the reference's final_configs/{name}.py (network_type {c['network_type']}), "
                       "every value exact (configs.json, resolved).")
-    header += _comment(f"Paper: {P.paper_result(name)}.")
+    header += _comment(f"Paper: {paper_facts.paper_result(name)}.")
     header += _comment(setting_line(name))
     header += _comment(cost_line(name))
     if name in P.NOTES:

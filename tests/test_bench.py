@@ -4,7 +4,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--methods=dfa,ddtp_rhl", "--samples=256",

@@ -122,6 +122,7 @@ def test_workdir_that_cannot_be_written(command, mnist_dir, tmp_path, monkeypatc
     _one_line(*_launch(command, mnist_dir, tmp_path / "run"), starts="cannot create the folder", contains=[words])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("blocker, starts", [
     ("tb", "the TensorBoard folder {workdir}/tb exists and is not a folder"),
     ("metrics.jsonl/", "cannot write {workdir}/metrics.jsonl: it is a folder (EISDIR)"),
@@ -180,6 +181,7 @@ def test_empty_split(command, tmp_path, empty):
     _clean(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_empty_split_of_a_dataset_given_in_python(tmp_path):
     from tp_keras.data import DataError, Dataset, Split
     from tp_keras.experiment import train_and_evaluate

@@ -248,7 +248,9 @@ def _trainer(name, model):
     return build_trainer(config.validate(), model)
 
 
-@pytest.mark.parametrize("name", CNN_METHODS)
+# The fast tier compiles one CNN step (BP); the slow tier every CNN method's.
+@pytest.mark.parametrize("name", [n if n == "bp" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in CNN_METHODS])
 def test_one_compiled_step_per_layer_adams(name):
     eta = _stepsize(name)
     model = randomize_biases(tiny(name, target_stepsize=eta))
@@ -286,6 +288,7 @@ def test_one_compiled_step_per_layer_adams(name):
                    if a.ndim == 2)
 
 
+@pytest.mark.slow
 def test_dfa_equals_ddtp_linear_with_frozen_feedback():
     """One step: DFA's forward weights equal DDTP-linear's (same seed, same η̂), whose feedback moved meanwhile."""
     x, y = tiny_batch(3)
@@ -300,6 +303,7 @@ def test_dfa_equals_ddtp_linear_with_frozen_feedback():
     assert any(not np.array_equal(to_np(v), f) for v, f in zip(models["ddtp_linear"].feedback_variables, fb_before))
 
 
+@pytest.mark.slow
 def test_full_size_cnn_builds_and_steps():
     model = CNNModel("ddtp_linear", target_stepsize=0.05, sigma=0.05)  # (32, 32, 3), 32/64 channels, 512, 10
     assert model.hidden_sizes == [16 * 16 * 32, 8 * 8 * 64, 512]
@@ -317,6 +321,7 @@ def test_full_size_cnn_builds_and_steps():
     assert all(not np.array_equal(to_np(v), b) for v, b in zip(model.forward_variables, before))
 
 
+@pytest.mark.slow
 def test_fit_with_one_forward_optimizer():
     model = tiny("ddtp_control", dtype="float32")
     model.compile(forward_optimizer=TorchAdam(1e-3), feedback_optimizer=TorchAdam(1e-3))
@@ -366,6 +371,7 @@ def test_bad_cnn_settings_name_the_flag(overrides, flag):
     assert err.value.flag == flag and str(err.value).startswith(f"--{flag}:") and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cnn_run_end_to_end_from_raw_cifar_and_resume(tmp_path):
     """train_and_evaluate loads NHWC images for the CNN, runs pre-training, an epoch and an extra feedback pass
     with 4 forward Adams, checkpoints them, and resumes for a second epoch with their states restored."""
@@ -413,6 +419,7 @@ def test_build_model_uses_the_dataset_image_shape():
     assert model.hidden_sizes == [4 * 3 * 32, 2 * 2 * 64, 512]
 
 
+@pytest.mark.slow
 def test_cnn_keras_file_round_trip(tmp_path):
     """A CNNModel saved as .keras loads back with every forward and feedback weight and predicts identically."""
     import keras

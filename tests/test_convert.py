@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import ALL_METHODS
 import tp_keras
 from tp_keras.convert import ConversionError, from_keras
 from tp_keras.layers import DirectFeedback, TPDense
@@ -192,7 +193,8 @@ def test_sizes_come_from_the_model():
         from_keras(_sequential(), "dtp", hidden_sizes=[4])
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_converted_model_fits_with_every_method(method, blobs):
     """`fit` on a converted Sequential model, every method of the registry: two epochs lower the loss (to at most
     0.36 of its initial value over 4 tried initialisations), except vanilla TP, which does not learn (paper eq. 7;
@@ -231,6 +233,7 @@ ROUND_TRIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(ROUND_TRIPS))
 def test_keras_file_round_trip_restores_everything_and_keeps_training(method, tmp_path, blobs):
     options = dict(ROUND_TRIPS[method])
@@ -271,6 +274,7 @@ def test_keras_file_round_trip_restores_everything_and_keeps_training(method, tm
     assert changed >= {v.path for v in loaded.feedback_variables if "kernel" in v.path}
 
 
+@pytest.mark.slow
 def test_keras_file_loads_in_a_fresh_process(tmp_path):
     """The realistic use: saved here, loaded in another Python process that imports tp_keras.model only."""
     x = _x(d=5)
@@ -292,6 +296,7 @@ def test_keras_file_loads_in_a_fresh_process(tmp_path):
     assert int(got["fb_steps"]) == 2 and float(got["sigma"]) == 0.03 and str(got["method"]) == "ddtp_rhl"
 
 
+@pytest.mark.slow
 def test_loaded_without_compile_can_be_compiled_and_trained(tmp_path, blobs):
     x, y = blobs[0][:40], blobs[1][:40]
     with pytest.warns(UserWarning, match="last_hidden_bias=True"):

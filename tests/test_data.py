@@ -176,6 +176,7 @@ def test_idx_partial_set(idx_dir):
         load_dataset("mnist", idx_dir, validation_size=N_VAL)
 
 
+@pytest.mark.slow
 def test_raw_path_does_not_import_tfds(idx_dir):
     code = (
         "import sys; from tp_keras.data import load_dataset; "
@@ -258,6 +259,7 @@ def _no_network(host, port, timeout=None):
     raise AssertionError(f"network check for {host}:{port} should not happen")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_tfds_mock(tmp_path, monkeypatch, name, shape):
     tfds = pytest.importorskip("tensorflow_datasets")

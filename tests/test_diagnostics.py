@@ -112,6 +112,7 @@ def test_angles_are_zero_for_the_method_that_defines_them():
     assert to_np(values["bp_angle"])[-1] == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_angle_step_logs_angles_and_trains_like_the_plain_step():
     """The angle step changes nothing about training: same weights as the plain step after two batches (to float64
     rounding: the larger graph lets TensorFlow's optimizer order a few sums differently, ~1 ulp)."""
@@ -166,6 +167,7 @@ def test_nullspace_ratio_matches_full_svd():
     assert 0.0 < got.min() and got.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_fig2_in_miniature_ddtp_linear_wastes_less_in_the_nullspace_than_dtp():
     """Paper Fig. 2 (spec §5.5) on a smaller teacher and schedule: after feedback training (2,500 SGD steps at
     batch size 1, forward weights frozen), DDTP-linear's update of W_2 has a far smaller nullspace component than

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import ALL_METHODS
 from tp_keras import distribute as D
 from tp_keras import step
-from tp_keras.methods import METHODS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "EQUIVALENCE_JSON "
@@ -158,7 +158,8 @@ def _check(case, weight_atol=WEIGHT_ATOL):
     assert case["metric_err"] <= METRIC_RTOL, case
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_two_replicas_match_one_device(equivalence, method):
     """MirroredStrategy over 2 logical CPUs == step.Trainer on the same global batches (train, feedback-only and
     train steps; 3 methods also a 7-row batch split 3 + 4; BP also the evaluation sums)."""
@@ -167,12 +168,14 @@ def test_two_replicas_match_one_device(equivalence, method):
     _check(case)
 
 
+@pytest.mark.slow
 def test_two_replicas_with_xla_match_one_device_with_xla(equivalence):
     """jit_compile=True: each replica's gradient computation compiled by XLA (XLA's Philox stream differs from
     TensorFlow's kernels, so the reference is step.Trainer with XLA too)."""
     _check(equivalence["cases"]["xla:" + XLA], XLA_WEIGHT_ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dfa", "dtpdrl"])
 def test_fit_under_two_replicas_matches_fit_on_one_device(equivalence, method):
     """Keras `fit` inside MirroredStrategy's scope: TPModel.train_step scales each replica's losses by the global
@@ -183,6 +186,7 @@ def test_fit_under_two_replicas_matches_fit_on_one_device(equivalence, method):
     assert fit["weight_err"] <= WEIGHT_ATOL and fit["history_err"] <= METRIC_RTOL, fit
 
 
+@pytest.mark.slow
 def test_one_device_strategy_matches_trainer(equivalence):
     _check(equivalence["cases"]["one_device:dtpdrl"])
     assert equivalence["cases"]["one_device:dtpdrl"]["replicas"] == 1
@@ -333,6 +337,7 @@ def test_angle_logging_is_refused():
                                          tf.distribute.get_strategy())
 
 
+@pytest.mark.slow
 def test_from_config_builds_the_launchers_model_and_optimizers():
     """`from_config` = experiment.build_model/build_trainer inside the scope: one step equals the launcher's."""
     from tp_keras import experiment

@@ -121,6 +121,7 @@ def test_kill_points_are_named_and_counted(monkeypatch):
             faults.kill_spec()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_configuration(mnist_dir, tmp_path):
     from tp_keras.config import ConfigError
     from tp_keras.experiment import train_and_evaluate
@@ -134,6 +135,7 @@ def test_resume_refuses_a_different_configuration(mnist_dir, tmp_path):
     assert [r["epoch"] for r in _lines(tmp_path / "metrics.jsonl")] == [1, 2] and summary["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_non_finite_target_stops_the_run_naming_epoch_batch_and_layer(mnist_dir, tmp_path):
     """NaN injected into hidden layer 2's feedback weights during epoch 2, before batch 3: the loss stays finite
     but ĥ_2 does not; the run stops with a message naming epoch 2, batch 3 and layer 2, and the checkpoint of
@@ -162,6 +164,7 @@ def test_non_finite_target_stops_the_run_naming_epoch_batch_and_layer(mnist_dir,
         assert all(np.all(np.isfinite(data[k])) for k in data.files if k != "header")
 
 
+@pytest.mark.slow
 def test_launcher_reports_divergence_in_one_line(mnist_dir, tmp_path):
     """A learning rate that blows the run up: exit status 2, one error line naming the epoch and batch."""
     result = subprocess.run([sys.executable, "-m", "tp_keras.launch", "--method=bp", f"--data_dir={mnist_dir}",
@@ -174,6 +177,7 @@ def test_launcher_reports_divergence_in_one_line(mnist_dir, tmp_path):
     assert (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_launcher_runs_under_a_strategy_and_refuses_bad_combinations(mnist_dir, tmp_path):
     """--strategy=one_device runs the distributed trainer end to end (checkpoint included); angle logging under a
     strategy and a TPU address without --strategy are refused in one line naming the flag."""

@@ -8,6 +8,7 @@ from tp_keras.optimizers import TorchAdam
 from tp_keras.step import Trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dfa"])
 def test_fit_equals_custom_loop(method):
     rng = np.random.default_rng(0)
@@ -48,6 +49,7 @@ def test_compile_without_feedback_optimizer_gives_the_papers_feedback_adam():
         paper["feedback_wd"])
 
 
+@pytest.mark.slow
 def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():
     """FeedbackSchedule(pretrain, extra) in fit runs the same feedback-only passes as train_feedback called by
     hand around fit epochs: identical weights; and the pre-training lowers the feedback loss."""
@@ -77,6 +79,7 @@ def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_fit_with_standard_keras_callbacks(tmp_path):
     """TensorBoard, CSVLogger, EarlyStopping and ModelCheckpoint (.keras files) work with a TP model's fit: the
     CSV has one row per epoch with the tracked metrics, early stopping stops, and the checkpointed file loads

@@ -2,15 +2,15 @@
 the launcher's flags, validates, holds exactly the reference's values, carries its header (the paper's number, the
 cost, the command), and every file builds its model and takes one training step on mock data of its shape (the CNN
 files once the launcher has --architecture and tp_keras/cnn.py exists; skipped, saying so, before)."""
+import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tp_keras import paper_configs as P
+from tp_keras import paper_facts as F
 from tp_keras.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -44,20 +44,37 @@ def _skip_cnn_without_architecture_flag():
 
 def test_one_flagfile_per_table_config_and_one_config_per_paper_cell():
     assert set(NAMES) == set(P.FINAL_CONFIGS) and len(NAMES) == 79  # the 81 final configs less the 2 toy figures
-    cells = [cell for cell in P.PAPER_CELLS.values() if cell is not None]
+    cells = [cell for cell in F.PAPER_CELLS.values() if cell is not None]
     assert len(cells) == len(set(cells)), "two configs claim the same paper cell"
-    assert set(cells) == set(P.PAPER_RESULTS)  # 31 + 31 + 4 cells of Tables 1-3 (DFA on Frozen-MNIST is "/")
+    assert set(cells) == set(F.PAPER_RESULTS)  # 31 + 31 + 4 cells of Tables 1-3 (DFA on Frozen-MNIST is "/")
     assert len(cells) == 66
     # Config.paper(method) is still the MNIST Table 1 cell of the method.
     for method, name in P.MNIST_TABLE1.items():
-        assert P.PAPER_CELLS[name] == (1, "mnist", method)
+        assert F.PAPER_CELLS[name] == (1, "mnist", method)
         assert Config.paper(method) == Config.from_paper_cell(name, precision="float32")
 
 
-def test_flagfiles_are_what_the_generator_writes():
-    result = subprocess.run([sys.executable, os.path.join(LAUNCH_DIR, "make_flagfiles.py"), "--check"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+def test_paper_facts_agree_with_the_configs_and_the_registry():
+    """paper_facts is the one source: every config's method is a registry method with the paper's label, the CNN
+    methods are exactly those of the CNN configs, the table rows are the paper's eight methods, and a method the
+    paper does not have is shown by its name."""
+    from tp_keras.methods import METHODS
+    methods = {c["method"] for c in P.FINAL_CONFIGS.values()}
+    assert methods == set(F.TABLE_METHODS) and methods <= set(METHODS) and set(F.METHOD_LABELS) <= set(METHODS)
+    assert set(F.CNN_METHODS) == {c["method"] for c in P.FINAL_CONFIGS.values() if c["architecture"] == "cnn"}
+    assert F.method_label("ddtp_linear") == "DDTP-linear" and F.method_label("a_new_rule") == "a_new_rule"
+    assert F.CELLS["mnist_DDTPRHL_rec_extrafb"] == (1, "mnist", "ddtp_rhl", "rec_extrafb")
+    assert F.CELLS["cifar10_DFAConv_train"] == (3, "cifar10_train", "dfa", None)
+    assert F.CELLS["frozen_mnist_DTP_improved_train"] == (2, "frozen_mnist", "dtp_pretrained", None)
+    assert F.REFERENCE_EPOCHS["cifar10_BP"] == 150 and F.REFERENCE_EPOCHS["mnist_BP"] == 100
+
+
+def test_flagfiles_are_what_the_generator_writes(capsys):
+    """launch/make_flagfiles.py --check, in this process (the script imports no TensorFlow)."""
+    spec = importlib.util.spec_from_file_location("make_flagfiles", os.path.join(LAUNCH_DIR, "make_flagfiles.py"))
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.main(["make_flagfiles.py", "--check"]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.exists(CONFIGS_JSON), reason="the reference's configs.json is not beside the "
@@ -105,11 +122,11 @@ def test_flagfile_header(name):
     assert all(line.startswith("--") for line in flag_lines)
     comment = " ".join(line[2:].strip() for line in header)
     assert "Paper: " in comment
-    cell = P.PAPER_CELLS[name]
+    cell = F.PAPER_CELLS[name]
     if cell is None:
         assert "Paper: not in the paper" in comment
     else:
-        assert P.PAPER_RESULTS[cell]["text"] in comment and f"Table {cell[0]}" in comment
+        assert F.PAPER_RESULTS[cell]["text"] in comment and f"Table {cell[0]}" in comment
     assert "Cost: an estimate" in comment and "s/epoch" in comment
     run = [line for line in header if line.startswith("# Run: ")]
     assert run == [f"# Run: python -m tp_keras.launch --flagfile=launch/{name}.flags "
@@ -156,7 +173,13 @@ def _shape_only_dataset(config):
                    image_shape=image_shape)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The fast tier steps one flagfile per method (its MNIST Table 1 cell), Frozen-MNIST and the CNN; the slow tier
+# steps every flagfile.
+FAST_STEP_NAMES = set(P.MNIST_TABLE1.values()) | {"mnist_frozen_DDTPlinear", "cifar10_DDTPConv"}
+
+
+@pytest.mark.parametrize("name", [name if name in FAST_STEP_NAMES else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in NAMES])
 def test_flagfile_builds_its_model_and_takes_one_training_step(name):
     """The issue's test: the file's model (its method, architecture, precision, Frozen-MNIST switch and optimizers)
     takes one training step, eagerly, on 4 random samples of the dataset's input size (784 or 3072; the CNN reads

@@ -102,6 +102,7 @@ def test_bp_sample_weight_is_the_gradient_of_keras_weighted_loss():
         np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ddtp_linear", "bp"])
 def test_zero_class_weights_in_fit_leave_every_forward_weight_unchanged(method):
     x, y = _data()
@@ -163,6 +164,7 @@ def test_frozen_layers_generalise_only_train_first_layer():
     assert {v.path for v in frozen.tp_layers[1].feedback_variables} <= moved
 
 
+@pytest.mark.slow
 def test_frozen_direct_feedback_and_the_trainable_refusals():
     x, y = _data()
     model = make_model("ddtp_linear")
@@ -183,6 +185,7 @@ def test_frozen_direct_feedback_and_the_trainable_refusals():
         model.compile(optimizer="adam")
 
 
+@pytest.mark.slow
 def test_conversion_keeps_a_frozen_dense_layer_frozen():
     import tp_keras
     keras_model = keras.Sequential([keras.Input((7,)), keras.layers.Dense(6, activation="tanh"),
@@ -201,6 +204,7 @@ def test_conversion_keeps_a_frozen_dense_layer_frozen():
 # metrics, loss, labels
 # --------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_metrics_are_keras_metrics_on_the_logits_and_monitors_infer_their_direction(tmp_path):
     x, y = _data(n=30)
     model = _compiled("ddtp_linear", metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2"),
@@ -217,6 +221,7 @@ def test_metrics_are_keras_metrics_on_the_logits_and_monitors_infer_their_direct
         np.mean(np.argmax(logits, 1) == y))
 
 
+@pytest.mark.slow
 def test_default_metrics_are_loss_accuracy_and_rec_loss():
     x, y = _data()
     assert set(_compiled("dtpdrl").fit(x, y, batch_size=8, **METRIC_FREE).history) == {"loss", "accuracy", "rec_loss"}
@@ -276,6 +281,7 @@ def test_unsupported_losses_are_refused_by_name(loss, message):
         make_model("ddtp_linear").compile(optimizer="adam", loss=loss)
 
 
+@pytest.mark.slow
 def test_regression_trains_with_mse_and_reports_keras_mse():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(20, 7)), rng.normal(size=(20, 2))
@@ -292,6 +298,7 @@ def test_regression_trains_with_mse_and_reports_keras_mse():
 # optimizers, learning rates
 # --------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_optimizer_names_and_standard_keras_optimizers():
     x, y = _data(dtype="float32")
     for method in ("dtpdrl", "bp"):
@@ -324,6 +331,7 @@ def test_one_optimizer_object_for_both_is_cloned_or_refused():
         make_model("bp").compile()
 
 
+@pytest.mark.slow
 def test_learning_rate_callbacks_drive_the_forward_optimizer_and_feedback_scheduler_the_feedback_one():
     x, y = _data()
     model = _compiled("dtpdrl", optimizer=TorchAdam(1e-2, precision="float64"),
@@ -335,6 +343,7 @@ def test_learning_rate_callbacks_drive_the_forward_optimizer_and_feedback_schedu
     np.testing.assert_allclose(history["feedback_learning_rate"], [1e-3, 1e-4, 1e-5], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_schedule_on_the_feedback_optimizer_follows_its_own_step_counter():
     """The feedback optimizer steps on every training batch and every feedback-only batch."""
     x, y = _data()
@@ -350,6 +359,7 @@ def test_a_schedule_on_the_feedback_optimizer_follows_its_own_step_counter():
 # FeedbackSchedule on datasets
 # --------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_feedback_on_a_dataset_is_the_feedback_step_over_its_batches():
     x, y = _data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
@@ -362,6 +372,7 @@ def test_train_feedback_on_a_dataset_is_the_feedback_step_over_its_batches():
     _assert_same(_values(by_dataset.weights), _values(by_hand.weights))
 
 
+@pytest.mark.slow
 def test_feedback_schedule_in_fit_on_a_dataset_and_a_used_up_generator():
     x, y = _data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
@@ -489,6 +500,7 @@ def test_bad_class_weights_are_refused():
         model.fit(x, y, class_weight={0: 1.0, 1: float("nan")}, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_label_out_of_range_in_a_dataset_is_one_line():
     x, y = _data()
     dataset = tf.data.Dataset.from_tensor_slices((x, np.where(np.arange(len(y)) == 9, 7, y))).batch(8)
@@ -497,6 +509,7 @@ def test_a_label_out_of_range_in_a_dataset_is_one_line():
         _compiled("ddtp_linear").fit(dataset, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_non_finite_value_during_fit_stops_with_the_launchers_message():
     """A NaN arriving through a dataset (not checkable beforehand) ends fit at the end of that epoch with
     Diverged and exactly the message the launcher's loop gives for the same batches."""
@@ -516,6 +529,7 @@ def test_a_non_finite_value_during_fit_stops_with_the_launchers_message():
     assert re.fullmatch(r"non-finite .* in epoch 1, batch 3", str(info.value))
 
 
+@pytest.mark.slow
 def test_a_non_finite_feedback_pass_stops_with_the_launchers_message():
     x, y = _data()
     x[5, 0] = np.nan

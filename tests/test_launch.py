@@ -18,6 +18,7 @@ def _lines(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_metrics_and_summary(mnist_dir, tmp_path):
     from tp_keras.experiment import train_and_evaluate
     config = Config.paper("dtpdrl", data_dir=mnist_dir, epochs=3, epochs_fb=2, extra_fb_epochs=1,
@@ -47,6 +48,7 @@ def test_train_and_evaluate_writes_metrics_and_summary(mnist_dir, tmp_path):
     assert any(name.startswith("events") for name in os.listdir(tmp_path / "tb"))
 
 
+@pytest.mark.slow
 def test_no_val_set_summary_has_no_val_keys(mnist_dir, tmp_path):
     from tp_keras.experiment import train_and_evaluate
     config = Config.paper("bp", data_dir=mnist_dir, epochs=1, no_val_set=True, **TINY)
@@ -55,6 +57,7 @@ def test_no_val_set_summary_has_no_val_keys(mnist_dir, tmp_path):
     assert "val_acc" not in _lines(tmp_path / "metrics.jsonl")[0]
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(mnist_dir, tmp_path):
     from tp_keras.experiment import train_and_evaluate
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=1, epochs_fb=1, extra_fb_epochs=0,
@@ -98,6 +101,7 @@ def _launch(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_launcher_end_to_end(mnist_dir, tmp_path):
     workdir = tmp_path / "run"
     result = _launch("--method=ddtp_linear", f"--data_dir={mnist_dir}", f"--workdir={workdir}", "--epochs=1",
@@ -110,6 +114,7 @@ def test_launcher_end_to_end(mnist_dir, tmp_path):
     assert "epoch 1/1" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["--method=nope"], "--method"),
     (["--method=dtpdrl", "--sigma=-1"], "--sigma"),
@@ -121,6 +126,7 @@ def test_launcher_bad_flags_one_line(args, expected, tmp_path):
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_launcher_missing_data_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -133,6 +139,7 @@ def test_launcher_missing_data_one_line(tmp_path):
     assert "--data_dir" in ours[0] and "does not exist" in ours[0]
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_path, monkeypatch):
     from tp_keras import experiment
     calls = []
@@ -153,6 +160,7 @@ def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_p
     assert summary["acc_test_last"] == _lines(tmp_path / "metrics.jsonl")[0]["test_acc"]
 
 
+@pytest.mark.slow
 def test_regression_run_reports_losses_not_accuracies(tmp_path):
     """student_teacher is a regression: no accuracy anywhere; the best-validation epoch is by validation loss."""
     from tp_keras.experiment import train_and_evaluate
@@ -167,6 +175,7 @@ def test_regression_run_reports_losses_not_accuracies(tmp_path):
     assert summary["loss_train_last"] == rows[-1]["train_loss"] and np.isfinite(summary["loss_train_last"])
 
 
+@pytest.mark.slow
 def test_angle_logging_run_writes_angles_and_per_epoch_means(mnist_dir, tmp_path):
     """--log_angles: one row per batch with index % log_interval == 0, every layer's BP angle and every hidden
     layer's GNT angle, their per-epoch means in metrics.jsonl, and a figure drawn from the run directory."""
@@ -194,6 +203,7 @@ def test_angle_logging_run_writes_angles_and_per_epoch_means(mnist_dir, tmp_path
     assert os.path.getsize(path) > 1000
 
 
+@pytest.mark.slow
 def test_damping_search_table_and_best_values(mnist_dir):
     """The search pass: one row per λ, the best λ per layer is the argmin of the mean angles, and the row of a λ
     equals the angles the training step would log with that damping."""

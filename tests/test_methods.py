@@ -246,7 +246,7 @@ def test_no_gradient_crosses_layers(name):
 
 
 @pytest.mark.parametrize("name", TP_METHODS)
-def test_output_target_closed_form(name):
+def test_eq2_output_target_closed_form(name):
     method = get_method(name)
     x, y = make_batch(seed=4)
     # 0.375 is exact in float32 too, so this test is about the formula; see the float64-precision test below.
@@ -368,7 +368,7 @@ def test_bp_gradients_equal_autodiff_of_batch_mean_cross_entropy():
 
 @pytest.mark.parametrize("feedback", [True, False])
 @pytest.mark.parametrize("name", LAYERWISE_DIFFERENCE)
-def test_layerwise_difference_targets(name, feedback):
+def test_eq9_layerwise_difference_targets(name, feedback):
     """ĥ_k = g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}), g_k(u) = t(u Q_k + d_k) (spec §2.2), recomputed in NumPy.
 
     With feedback=True, DTPDRL computes its targets inside the DRL stack; both paths must agree with the formula.
@@ -393,7 +393,7 @@ def test_layerwise_difference_targets(name, feedback):
 
 @pytest.mark.parametrize("feedback", [True, False])
 @pytest.mark.parametrize("name", DIRECT_LINEAR_DIFFERENCE)
-def test_direct_linear_targets(name, feedback):
+def test_eq9_direct_linear_difference_targets(name, feedback):
     """DDTP-linear / DFA: ĥ_ℓ = h_ℓ − η̂·e_L Q_ℓ for every hidden layer (spec §2.5, §2.8); feedback biases cancel."""
     model = randomize_biases(make_model(name, seed=13, target_stepsize=0.3125))
     x, y = make_batch(seed=8)

@@ -130,7 +130,7 @@ def _jacobian_tf(model, hs, index):
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.3])
-def test_gnt_targets_are_pseudo_inverse_steps(damping):
+def test_eq5_eq13_gnt_targets_are_damped_pseudo_inverse_steps(damping):
     """Spec §2.9: Δh_ℓ = J⁺e (λ = 0) or Jᵀ(JJᵀ + λI)⁻¹e per sample, for every layer including the output."""
     model = randomize_biases(make_model("gnt", gn_damping=damping, hidden=(6, 2, 4)))
     x, y = make_batch(seed=6)
@@ -241,6 +241,7 @@ def test_every_method_builds_from_its_launcher_default():
         assert model(np.zeros((2, 9), "float32")).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_gnt_step_traces_for_two_batch_sizes():
     """A compiled GNT step that has seen two batch sizes (reduce_retracing makes the batch dimension unknown)
     still knows every Jacobian's width: a regression test for the reshape that lost it."""
@@ -255,7 +256,8 @@ def test_gnt_step_traces_for_two_batch_sizes():
         assert np.isfinite(float(out["loss"]))
 
 
-@pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dtp"])
+@pytest.mark.parametrize("method", ["dtpdrl"] + [pytest.param(m, marks=pytest.mark.slow)
+                                                 for m in ("bp", "ddtp_linear", "dtp")])
 def test_frozen_mnist_trains_only_the_first_layer(method):
     """only_train_first_layer (spec §4.3): after compiled training steps every forward weight but layer 1's is
     bit-identical to its initial value (the output layer's included), layer 1's changed, every trained feedback

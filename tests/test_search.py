@@ -117,6 +117,7 @@ def calls(tmp_path, monkeypatch):
     return made
 
 
+@pytest.mark.slow
 def test_median_pruner_stops_a_bad_trial(tmp_path, calls):
     study, _ = _study(tmp_path)
     for i in range(5):  # five good trials (lr 1e-4: fake validation accuracy 0.9 + epoch/100)
@@ -133,6 +134,7 @@ def test_median_pruner_stops_a_bad_trial(tmp_path, calls):
     assert study.trials[0].value == pytest.approx(0.92) and study.trials[0].user_attrs["epoch_best_acc"] == 2
 
 
+@pytest.mark.slow
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, calls):
     """Pruning saves the remaining epochs; after the last one the trial completes and counts for the best."""
     study, _ = _study(tmp_path, flags=("--method=ddtp_linear", "--epochs=1"))
@@ -143,6 +145,7 @@ def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, calls):
     assert study.trials[5].value == pytest.approx(0.71)
 
 
+@pytest.mark.slow
 def test_early_stop_rule_prunes_from_epoch_6(tmp_path, calls):
     """The reference's rule on train accuracy (40 % on MNIST from epoch 6), as a pruner of its own."""
     study, _ = _study(tmp_path, pruner="none", flags=("--method=ddtp_linear", "--epochs=9"))
@@ -197,6 +200,7 @@ def test_queue_yields_duplicates_and_requeues_failures(tmp_path, calls):
     assert retry.intermediate_values == {1: pytest.approx(val + 0.01), 2: pytest.approx(val + 0.02)}
 
 
+@pytest.mark.slow
 def test_recover_requeues_the_trials_of_dead_workers_of_this_host(tmp_path):
     study, _ = _study(tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

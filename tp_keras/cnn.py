@@ -44,9 +44,7 @@ from tp_keras.methods import METHODS, Method, get_method
 from tp_keras.keras_checks import MAX_SEED, model_precision, real, whole
 from tp_keras.model import TPModel
 from tp_keras.optimizers import TorchAdam
-
-# Registry methods with a CNN (spec §2.11: BPConvCIFAR, DDTPConvCIFAR, DDTPConvControlCIFAR, DFAConvCIFAR).
-CNN_METHODS = ("bp", "ddtp_linear", "ddtp_control", "dfa")
+from tp_keras.paper_facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
 
 
 def max_pool_3x3_s2(x):

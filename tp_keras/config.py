@@ -6,14 +6,14 @@ import math
 import numbers
 
 from tp_keras import paper_configs
+from tp_keras.paper_facts import CNN_METHODS
 from tp_keras.data import DATASETS
 from tp_keras.methods import METHODS, get_method
 
 PRECISIONS = ("float32", "float64")
 ARCHITECTURES = ("mlp", "cnn")
-# --architecture=cnn (spec §2.11): the methods with a CNN, and its layers (conv1, conv2, dense 512, output), each
-# with its own forward Adam when --lr / --epsilon give one value per layer.
-CNN_METHODS = ("bp", "ddtp_linear", "ddtp_control", "dfa")
+# --architecture=cnn (spec §2.11): the CNN's layers (conv1, conv2, dense 512, output), each with its own forward
+# Adam when --lr / --epsilon give one value per layer; its methods are paper_facts.CNN_METHODS.
 CNN_NUM_LAYERS = 4
 
 # The largest seed every generator a run seeds accepts (NumPy's legacy seeding, behind

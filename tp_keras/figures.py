@@ -1,11 +1,12 @@
 """The paper's figures from saved results: alignment angles (Fig. 4), nullspace ratios (Fig. 2), output-space
-arrows (README Fig. S2).
+arrows (README Fig. S2), and the learning curves of Table 1's runs.
 
-Command line (each writes one PNG, or one per dataset for `alignment`, and prints the path):
+Command line (each writes one PNG, or one per dataset for `alignment` and `curves`, and prints the paths):
 
     python -m tp_keras.figures alignment --runs=DIR1,DIR2 [--layer=5] [--window=30] --out=alignment.png
     python -m tp_keras.figures nullspace --results=nullspace.json --out=nullspace.png
     python -m tp_keras.figures output_space --out=output_space.png [--seed=93]
+    python -m tp_keras.figures curves --results=results --out=launch/figures/learning_curves.png
 
 A problem stops the command with one line `error: ...` on stderr and exit status 2.
 
@@ -25,16 +26,10 @@ import numpy as np
 from absl import flags
 
 from tp_keras import cli, rundir
+from tp_keras.paper_facts import method_label, method_order
 
 MISSING_PLOTS_MESSAGE = 'figures need matplotlib: pip install -e ".[plots]"'
 
-# Display names of the methods (the paper's spelling); unknown names are shown as they are.
-METHOD_LABELS = {
-    "bp": "BP", "tp": "TP", "dtp": "DTP", "dtp_pretrained": "DTP (pre-trained)", "dtpdrl": "DTPDRL",
-    "ddtp_linear": "DDTP-linear", "ddtp_rhl": "DDTP-RHL", "ddtp_control": "DDTP-control", "dfa": "DFA",
-    "gnt": "GNT",
-}
-_METHOD_ORDER = list(METHOD_LABELS)
 ANGLES_FILE = "angles.jsonl"
 CONFIG_FILE = "config.json"
 
@@ -60,14 +55,6 @@ def _pyplot():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
-
-
-def _method_sort_key(method: str):
-    return (_METHOD_ORDER.index(method), "") if method in _METHOD_ORDER else (len(_METHOD_ORDER), method)
 
 
 def _save(fig, out_path: str) -> str:
@@ -232,7 +219,7 @@ def alignment_curves(run_dirs, *, layer: int | None = None) -> dict:
     for dataset in sorted(grouped):
         layers_used = set()
         methods = {}
-        for method in sorted(grouped[dataset], key=_method_sort_key):
+        for method in sorted(grouped[dataset], key=method_order):
             group = grouped[dataset][method]
             series = []
             for run in group:
@@ -307,6 +294,70 @@ def alignment_figure(run_dirs, out_path, *, layer: int | None = None, window: in
             fig.text(0.01, -0.02, f"skipped (no angles logged, e.g. BP): {names}", fontsize=8, ha="left")
         path = out_path if len(data) == 1 else _dataset_path(out_path, dataset)
         written.append(_save(fig, path))
+    return written
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Learning curves of Table 1's runs: test error against epoch, every method, one figure per dataset.
+
+
+def learning_curves(results_dir) -> dict:
+    """{dataset: {method: {"cell", "epoch", "mean", "sd", "n"}}} from a results folder (results/<cell>/seed_<S>/
+    metrics.jsonl, the cell a Table 1 config's name): per epoch ≥ 1, the test error in % (100 · (1 − test_acc)),
+    mean and sample SD (NaN for one seed) over the seeds with a final status, as Table 1 counts them, and their
+    number. DDTP-RHL variants and cells of other tables are left out; datasets and methods in Table 1's order."""
+    from tp_keras import paper_facts, tables  # neither imports TensorFlow
+    try:
+        chosen, _, _ = tables.collect(tables.find_sweeps(os.fspath(results_dir), "--results"))
+    except SystemExit as err:
+        raise FigureError(str(err.code).removeprefix("error: ")) from None
+    curves = {}
+    for cell, entry in chosen.items():
+        per_epoch = [e for e in entry["result"]["per_epoch"] if (e.get("test_error_pct") or {}).get("mean") is not None]
+        if cell.table != 1 or cell.variant or not per_epoch:
+            continue
+        errors = [e["test_error_pct"] for e in per_epoch]
+        curves.setdefault(cell.column, {})[cell.method] = {
+            "cell": entry["cell"], "epoch": np.array([e["epoch"] for e in per_epoch]),
+            "mean": np.array([e["mean"] for e in errors], dtype=np.float64),
+            "sd": np.array([np.nan if e["sd"] is None else e["sd"] for e in errors], dtype=np.float64),
+            "n": np.array([e["n"] for e in errors])}
+    columns = list(paper_facts.COLUMNS)
+    return {dataset: dict(sorted(curves[dataset].items(), key=lambda kv: method_order(kv[0])))
+            for dataset in sorted(curves, key=columns.index)}
+
+
+def learning_curves_figure(results_dir, out_path) -> list[str]:
+    """One PNG per dataset, `out_path` with `_<dataset>` before the extension: the test error of every method
+    against epoch (seed mean, ± SD band where there are several seeds), from `learning_curves`. Returns the paths."""
+    from tp_keras.paper_facts import COLUMNS
+    out_path = os.fspath(out_path)
+    data = learning_curves(results_dir)
+    if not data:
+        raise FigureError(f"{os.fspath(results_dir)}: no Table 1 cell with a finished seed "
+                          "(expected <cell>/seed_<S>/metrics.jsonl and summary.json, e.g. mnist_BP/seed_42)")
+    plt = _pyplot()
+    written = []
+    for dataset, methods in data.items():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for number, (method, curve) in enumerate(methods.items()):
+            color = f"C{number % 10}"
+            seeds = int(curve["n"].max())
+            ax.plot(curve["epoch"], curve["mean"], color=color, lw=1.3, label=f"{method_label(method)} (n={seeds})")
+            if seeds > 1:
+                band = np.nan_to_num(curve["sd"])
+                ax.fill_between(curve["epoch"], curve["mean"] - band, curve["mean"] + band, color=color, alpha=0.15,
+                                lw=0)
+        lowest = min(float(np.nanmin(c["mean"])) for c in methods.values())
+        # Zoom on convergence: the first epochs' errors would flatten every curve at the bottom.
+        top = max(float(c["mean"][min(2, len(c["mean"]) - 1)]) for c in methods.values())
+        ax.set_ylim(0.9 * lowest, max(top, 1.1 * lowest))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(f"{COLUMNS.get(dataset, dataset)}: test error per epoch (mean over seeds)")
+        ax.legend(frameon=False, fontsize=8, ncol=2)
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, _dataset_path(out_path, dataset)))
     return written
 
 
@@ -413,17 +464,20 @@ def output_space_figure(data: dict, out_path) -> str:
 # Command line. The flags live in their own FlagValues so that importing this module next to the launcher
 # (which defines --seed too) cannot clash.
 
-COMMANDS = ("alignment", "nullspace", "output_space")
+COMMANDS = ("alignment", "nullspace", "output_space", "curves")
 _FLAGS = flags.FlagValues()
 flags.DEFINE_list("runs", None, "alignment: comma-separated run directories.", flag_values=_FLAGS)
 flags.DEFINE_integer("layer", None, "alignment: 1-based hidden layer (default: the last hidden layer).",
                      flag_values=_FLAGS)
 flags.DEFINE_integer("window", 30, "alignment: rolling window in log points.", flag_values=_FLAGS)
-flags.DEFINE_string("results", None, "nullspace: JSON file of per-method ratio statistics.", flag_values=_FLAGS)
+flags.DEFINE_string("results", None, "nullspace: JSON file of per-method ratio statistics; curves: a results folder "
+                    "(<cell>/seed_<S>/metrics.jsonl and summary.json).", flag_values=_FLAGS)
 flags.DEFINE_integer("seed", 93, "output_space: seed of the data and the student.", flag_values=_FLAGS)
 flags.DEFINE_string("out", None, "The PNG to write.", flag_values=_FLAGS)
-_COMMAND_FLAGS = {"alignment": ("runs", "layer", "window"), "nullspace": ("results",), "output_space": ("seed",)}
-_REQUIRED = {"alignment": ("runs", "out"), "nullspace": ("results", "out"), "output_space": ("out",)}
+_COMMAND_FLAGS = {"alignment": ("runs", "layer", "window"), "nullspace": ("results",), "output_space": ("seed",),
+                  "curves": ("results",)}
+_REQUIRED = {"alignment": ("runs", "out"), "nullspace": ("results", "out"), "output_space": ("out",),
+             "curves": ("results", "out")}
 
 
 def _usage() -> str:
@@ -437,6 +491,8 @@ def _run_command(command: str) -> list[str]:
         return alignment_figure(_FLAGS.runs, _FLAGS.out, layer=_FLAGS.layer, window=_FLAGS.window)
     if command == "nullspace":
         return [nullspace_figure(_FLAGS.results, _FLAGS.out)]
+    if command == "curves":
+        return learning_curves_figure(_FLAGS.results, _FLAGS.out)
     _pyplot()  # fail on a missing matplotlib before spending seconds on TensorFlow
     from tp_keras.config import MAX_SEED, check_integer
     from tp_keras.output_space import compute
@@ -480,6 +536,7 @@ def _example(command: str) -> str:
         "alignment": "--runs=runs/a,runs/b --out=alignment.png",
         "nullspace": "--results=nullspace.json --out=nullspace.png",
         "output_space": "--out=output_space.png",
+        "curves": "--results=results --out=launch/figures/learning_curves.png",
     }[command]
 
 

@@ -1,4 +1,4 @@
-"""The reference's final configurations, every one at full precision, and the paper's numbers for their cells.
+"""The reference's final configurations, every one at full precision (their paper cells and numbers: paper_facts).
 
 `FINAL_CONFIGS` holds the 79 table configs of the reference's `final_configs/` (all but the two
 `toy_figure_output_space_config_*` files, which are no table cell), keyed by the reference's file name, with the
@@ -24,75 +24,9 @@ Deliberate departures from the files as shipped (spec §7), stated in `NOTES` an
 `gn_damping_hpsearch=True` in `mnist_DTPDRL` / `mnist_DTP_pretrained` is kept here as the reference's value but
 ignored by the library (item 5); `cifar10_BP` keeps its 150 epochs (item 11).
 
-`PAPER_CELLS` maps a config to its cell (table, column, method) of the paper's Tables 1–3, or to None (DDTP-RHL
-variants that the paper does not report separately, and the CNN `_train` configs). `PAPER_RESULTS` holds the
-paper's printed numbers per cell. `MNIST_CONFIGS` (method → its MNIST Table 1 config) are the launcher's
-per-method defaults (`Config.paper`).
+Each config's cell of the paper's tables and the paper's number for it are derived in `paper_facts.py`.
+`MNIST_CONFIGS` (method → its MNIST Table 1 config) are the launcher's per-method defaults (`Config.paper`).
 """
-
-# The quantity each table reports (spec §4.2), and the unit of PAPER_RESULTS' mean/sd.
-TABLE_QUANTITY = {
-    1: ("error_test_val_best", "test error at the epoch of best validation accuracy, 100 epochs, "
-                               "mean ± SD over 10 seeds"),
-    2: ("loss_train_last", "training loss after 100 epochs, trained without a validation set, mean ± SD over "
-                           "10 seeds"),
-    3: ("error_test_val_best", "test error at the epoch of best validation accuracy, 100 epochs, "
-                               "mean ± SD over 10 seeds"),
-}
-# Column names of PAPER_RESULTS / PAPER_CELLS, with the paper's headings.
-COLUMNS = {"mnist": "MNIST", "frozen_mnist": "Frozen-MNIST", "fashion_mnist": "Fashion-MNIST",
-           "cifar10": "CIFAR10"}
-# Row names (this library's methods), with the paper's labels.
-ROWS = {"bp": "BP", "ddtp_linear": "DDTP-linear", "ddtp_rhl": "DDTP-RHL", "dtpdrl": "DTPDRL",
-        "ddtp_control": "DDTP-control", "dtp": "DTP", "dtp_pretrained": "DTP (pre-trained)", "dfa": "DFA"}
-
-
-def _results(table, column, printed):
-    """{method: "2.87±4.11e-8"} as printed (mantissas share the exponent) → PAPER_RESULTS entries."""
-    out = {}
-    for method, text in printed.items():
-        mean, sd = text.split("±")
-        mantissa, _, exponent = sd.partition("e")
-        suffix = f"e{exponent}" if exponent else ""
-        shown = f"{mean} ± {mantissa}" + (f" · 10^{exponent}" if exponent else "") + ("%" if table != 2 else "")
-        out[(table, column, method)] = {"mean": float(mean + suffix), "sd": float(sd), "text": shown}
-    return out
-
-
-# The paper's Tables 1–3 (Meulemans et al., NeurIPS 2020), as printed. Tables 1 and 3: test error in %.
-# Table 2: training loss. (The text extraction of Table 2 lists the Frozen-MNIST column as one block and the
-# Fashion-MNIST/CIFAR10 pairs row by row; the assignment below follows the row order BP, DDTP-linear, DDTP-RHL,
-# DTPDRL, DDTP-control, DTP, DTP (pre-trained), DFA and agrees with the paper's text: DDTP-linear's training
-# loss is below BP's on MNIST and Fashion-MNIST.) The paper prints "/" for DFA on Frozen-MNIST (not run): no entry.
-PAPER_RESULTS = {
-    **_results(1, "mnist", {"bp": "1.98±0.14", "ddtp_linear": "2.04±0.08", "ddtp_rhl": "2.10±0.14",
-                            "dtpdrl": "2.21±0.09", "ddtp_control": "2.51±0.08", "dtp": "2.39±0.19",
-                            "dtp_pretrained": "2.26±0.18", "dfa": "2.17±0.14"}),
-    **_results(1, "frozen_mnist", {"bp": "4.39±0.13", "ddtp_linear": "6.42±0.17", "ddtp_rhl": "5.11±0.19",
-                                   "dtpdrl": "6.10±0.17", "ddtp_control": "9.70±0.31", "dtp": "10.64±0.53",
-                                   "dtp_pretrained": "9.31±0.40"}),
-    **_results(1, "fashion_mnist", {"bp": "10.74±0.16", "ddtp_linear": "11.11±0.35", "ddtp_rhl": "11.53±0.31",
-                                    "dtpdrl": "11.22±0.20", "ddtp_control": "11.71±0.28", "dtp": "11.49±0.23",
-                                    "dtp_pretrained": "11.52±0.31", "dfa": "11.26±0.25"}),
-    **_results(1, "cifar10", {"bp": "45.60±0.50", "ddtp_linear": "50.36±0.26", "ddtp_rhl": "51.94±0.49",
-                              "dtpdrl": "50.80±0.43", "ddtp_control": "51.75±0.43", "dtp": "51.74±0.30",
-                              "dtp_pretrained": "52.20±0.50", "dfa": "51.28±0.41"}),
-    **_results(2, "mnist", {"bp": "2.87±4.11e-8", "ddtp_linear": "1.99±1.90e-9", "ddtp_rhl": "2.29±0.56e-7",
-                            "dtpdrl": "3.43±2.57e-9", "ddtp_control": "4.74±9.51e-6", "dtp": "1.28±1.04e-7",
-                            "dtp_pretrained": "5.72±5.91e-4", "dfa": "1.57±2.10e-6"}),
-    **_results(2, "frozen_mnist", {"bp": "0.191±0.019", "ddtp_linear": "0.349±0.029", "ddtp_rhl": "0.289±0.014",
-                                   "dtpdrl": "0.317±0.016", "ddtp_control": "0.995±0.049", "dtp": "1.184±0.072",
-                                   "dtp_pretrained": "0.928±0.002"}),
-    **_results(2, "fashion_mnist", {"bp": "6.46±0.25e-5", "ddtp_linear": "1.03±0.15e-5", "ddtp_rhl": "3.51±0.80e-3",
-                                    "dtpdrl": "1.36±0.48e-3", "ddtp_control": "3.88±2.63e-3", "dtp": "4.07±0.42e-2",
-                                    "dtp_pretrained": "2.73±0.67e-2", "dfa": "1.98±0.24e-2"}),
-    **_results(2, "cifar10", {"bp": "1.01±0.57e-7", "ddtp_linear": "1.77±0.06e-6", "ddtp_rhl": "4.26±3.61e-2",
-                              "dtpdrl": "2.13±0.83e-6", "ddtp_control": "6.14±0.92e-5", "dtp": "9.81±6.42e-5",
-                              "dtp_pretrained": "6.77±1.89e-5", "dfa": "2.05±1.3e-5"}),
-    **_results(3, "cifar10", {"bp": "24.38±0.29", "ddtp_linear": "23.99±0.31", "ddtp_control": "28.69±0.87",
-                              "dfa": "30.00±0.74"}),
-}
-
 
 # The reference's network types → this library's methods. DTP configs with feedback pre-training are named
 # "*_DTP_pretrained" / "*_DTP_improved" and map to dtp_pretrained (the same method as dtp, its own config);
@@ -907,48 +841,6 @@ NOTES = {
 for _name in ("cifar10_BPConv_train", "cifar10_DDTPConv_train", "cifar10_DFAConv_train"):
     NOTES[_name] = ("trains 300 epochs, as the reference file ships (spec §7 item 11), without a validation set: "
                     "the CNN's training-loss config.")
-
-_RHL_VARIANTS = {"_extrafb": "extra-feedback (4 feedback-only epochs after each epoch)",
-                 "_rec": "recurrent-input", "_rec_extrafb": "recurrent-input + extra-feedback"}
-
-
-def _variant(name):
-    for suffix in sorted(_RHL_VARIANTS, key=len, reverse=True):
-        if name.endswith(suffix) and "DDTPRHL" in name:
-            return suffix
-    return None
-
-
-def _cell_of(name, config):
-    """(table, column, method) of the paper cell a config produces, or None."""
-    if config["architecture"] == "cnn":
-        return None if config["no_val_set"] else (3, "cifar10", config["method"])
-    if _variant(name):
-        return None
-    column = "frozen_mnist" if config["only_train_first_layer"] else config["dataset"]
-    return (2 if config["no_val_set"] else 1, column, config["method"])
-
-
-PAPER_CELLS = {name: _cell_of(name, config) for name, config in FINAL_CONFIGS.items()}
-
-
-def paper_result(name: str) -> str:
-    """One line: the paper's table, cell and number for config `name`, or why it has none."""
-    config = FINAL_CONFIGS[name]
-    cell = PAPER_CELLS[name]
-    if cell is not None:
-        table, column, method = cell
-        where = f"Table {table}" + (f", {COLUMNS[column]}" if table != 3 else ", CIFAR10 CNN") + f", {ROWS[method]}"
-        return f"{where}: {PAPER_RESULTS[cell]['text']} ({TABLE_QUANTITY[table][1]})"
-    variant = _variant(name)
-    if variant:
-        column = "frozen_mnist" if config["only_train_first_layer"] else config["dataset"]
-        return (f"not in the paper: Table 1 reports one DDTP-RHL number for {COLUMNS[column]} "
-                f"({PAPER_RESULTS[(1, column, 'ddtp_rhl')]['text']}) without recording which DDTP-RHL variant "
-                f"produced it (spec §7 item 7); this config is the {_RHL_VARIANTS[variant]} variant")
-    return ("not in the paper: Table 3 reports the CNN's test errors only; this is its training-loss config "
-            "(no validation set), which the paper does not print")
-
 
 # The MNIST Table 1 config of each method: the launcher's per-method defaults (`Config.paper`).
 MNIST_TABLE1 = {"bp": "mnist_BP", "dtp": "mnist_DTP", "dtp_pretrained": "mnist_DTP_pretrained",

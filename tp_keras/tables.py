@@ -1,6 +1,12 @@
 """The paper's Tables 1–3 as Markdown, from sweep folders, with the paper's numbers beside ours.
 
     python -m tp_keras.tables --sweeps=sweeps/ [--out=tables.md]
+    python -m tp_keras.tables --results=results [--out=-]     # Table 1's MNIST and Fashion-MNIST columns
+
+`--results` is the repository's folder of 100-epoch runs (`results/<cell>/seed_<S>/summary.json` and
+`metrics.jsonl`), laid out like a folder of sweep folders; it renders the README's compact Table 1: ours as
+mean ± SD (n seeds), the paper's beside it, ▲/▼ where ours is more than one paper SD above/below the paper's
+mean, "missing" where no seed of the cell has ended.
 
 `--sweeps` is a folder of sweep folders (`python -m tp_keras.sweep --out=sweeps/<cell>`) or a comma-separated
 list of sweep folders and/or such parents. A sweep folder's name is its cell: the reference's config name
@@ -29,172 +35,14 @@ import os
 import re
 import sys
 
-from tp_keras import cli, rundir
+from tp_keras import cli, paper_facts, rundir
+from tp_keras.paper_facts import method_label
 from tp_keras.sweep import epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep
 
-COLUMNS = ("MNIST", "Frozen-MNIST", "Fashion-MNIST", "CIFAR10")
-ROWS = ("BP", "DDTP-linear", "DDTP-RHL", "DTPDRL", "DDTP-control", "DTP", "DTP (pre-trained)", "DFA")
-CNN_ROWS = ("BP", "DDTP-linear", "DDTP-control", "DFA")
-CNN_COLUMNS = ("test error", "train loss")
-
-# Cell -> (table, column, row, variant). The names are the reference's final configs
-# (/work/shared/reference/configs.json "final_configs", spec §3). A variant is an alternative config of the same
-# paper cell: the reference keeps four DDTP-RHL configs per dataset and does not record which one the paper's
-# DDTP-RHL entry came from (spec §7 item 7); the plain one is the row, the others get their own row when swept.
-CELLS = {
-    # Table 1, MNIST (5000-sample validation split)
-    "mnist_BP": ("1", "MNIST", "BP", None),
-    "mnist_DDTPlinear": ("1", "MNIST", "DDTP-linear", None),
-    "mnist_DDTPRHL": ("1", "MNIST", "DDTP-RHL", None),
-    "mnist_DDTPRHL_extrafb": ("1", "MNIST", "DDTP-RHL", "extrafb"),
-    "mnist_DDTPRHL_rec": ("1", "MNIST", "DDTP-RHL", "rec"),
-    "mnist_DDTPRHL_rec_extrafb": ("1", "MNIST", "DDTP-RHL", "rec_extrafb"),
-    "mnist_DTPDRL": ("1", "MNIST", "DTPDRL", None),
-    "mnist_DDTPControl": ("1", "MNIST", "DDTP-control", None),
-    "mnist_DTP": ("1", "MNIST", "DTP", None),
-    "mnist_DTP_pretrained": ("1", "MNIST", "DTP (pre-trained)", None),
-    "mnist_DFA": ("1", "MNIST", "DFA", None),
-    # Table 1, Frozen-MNIST (no DFA)
-    "mnist_frozen_BP": ("1", "Frozen-MNIST", "BP", None),
-    "mnist_frozen_DDTPlinear": ("1", "Frozen-MNIST", "DDTP-linear", None),
-    "mnist_frozen_DDTPRHL": ("1", "Frozen-MNIST", "DDTP-RHL", None),
-    "mnist_frozen_DDTPRHL_extrafb": ("1", "Frozen-MNIST", "DDTP-RHL", "extrafb"),
-    "mnist_frozen_DDTPRHL_rec_extrafb": ("1", "Frozen-MNIST", "DDTP-RHL", "rec_extrafb"),
-    "mnist_frozen_DTPDRL": ("1", "Frozen-MNIST", "DTPDRL", None),
-    "mnist_frozen_DDTPControl": ("1", "Frozen-MNIST", "DDTP-control", None),
-    "mnist_frozen_DTP": ("1", "Frozen-MNIST", "DTP", None),
-    "mnist_frozen_DTP_pretrained": ("1", "Frozen-MNIST", "DTP (pre-trained)", None),
-    # Table 1, Fashion-MNIST
-    "fashion_mnist_BP": ("1", "Fashion-MNIST", "BP", None),
-    "fashion_mnist_DDTPlinear": ("1", "Fashion-MNIST", "DDTP-linear", None),
-    "fashion_mnist_DDTPRHL": ("1", "Fashion-MNIST", "DDTP-RHL", None),
-    "fashion_mnist_DDTPRHL_extrafb": ("1", "Fashion-MNIST", "DDTP-RHL", "extrafb"),
-    "fashion_mnist_DDTPRHL_rec": ("1", "Fashion-MNIST", "DDTP-RHL", "rec"),
-    "fashion_mnist_DDTPRHL_rec_extrafb": ("1", "Fashion-MNIST", "DDTP-RHL", "rec_extrafb"),
-    "fashion_mnist_DTPDRL": ("1", "Fashion-MNIST", "DTPDRL", None),
-    "fashion_mnist_DDTPControl": ("1", "Fashion-MNIST", "DDTP-control", None),
-    "fashion_mnist_DTP": ("1", "Fashion-MNIST", "DTP", None),
-    "fashion_mnist_DTP_pretrained": ("1", "Fashion-MNIST", "DTP (pre-trained)", None),
-    "fashion_mnist_DFA": ("1", "Fashion-MNIST", "DFA", None),
-    # Table 1, CIFAR-10 MLP (cifar10_DDTPControl.py runs DDTP-linear in the reference, spec §7 item 4: the
-    # details table says which method the sweep actually ran)
-    "cifar10_BP": ("1", "CIFAR10", "BP", None),
-    "cifar10_DDTPlinear": ("1", "CIFAR10", "DDTP-linear", None),
-    "cifar10_DDTPRHL": ("1", "CIFAR10", "DDTP-RHL", None),
-    "cifar10_DDTPRHL_extrafb": ("1", "CIFAR10", "DDTP-RHL", "extrafb"),
-    "cifar10_DDTPRHL_rec_extrafb": ("1", "CIFAR10", "DDTP-RHL", "rec_extrafb"),
-    "cifar10_DTPDRL": ("1", "CIFAR10", "DTPDRL", None),
-    "cifar10_DDTPControl": ("1", "CIFAR10", "DDTP-control", None),
-    "cifar10_DTP": ("1", "CIFAR10", "DTP", None),
-    "cifar10_DTP_pretrained": ("1", "CIFAR10", "DTP (pre-trained)", None),
-    "cifar10_DFA": ("1", "CIFAR10", "DFA", None),
-    # Table 2, MNIST (`_train`: no validation set, own hyper-parameters)
-    "mnist_BP_train": ("2", "MNIST", "BP", None),
-    "mnist_DDTPlinear_train": ("2", "MNIST", "DDTP-linear", None),
-    "mnist_DDTPRHL_train": ("2", "MNIST", "DDTP-RHL", None),
-    "mnist_DTPDRL_train": ("2", "MNIST", "DTPDRL", None),
-    "mnist_DDTPControl_train": ("2", "MNIST", "DDTP-control", None),
-    "mnist_DTP_train": ("2", "MNIST", "DTP", None),
-    "mnist_DTP_pretrained_train": ("2", "MNIST", "DTP (pre-trained)", None),
-    "mnist_DFA_train": ("2", "MNIST", "DFA", None),
-    # Table 2, Frozen-MNIST. There is no frozen_mnist_DTP_pretrained_train; frozen_mnist_DTP_improved_train is
-    # DTP with the pre-training schedule (6 pre-training + 1 extra feedback epoch, fb wd), so it is taken as the
-    # "DTP (pre-trained)" cell.
-    "frozen_mnist_BP_train": ("2", "Frozen-MNIST", "BP", None),
-    "frozen_mnist_DDTPlinear_train": ("2", "Frozen-MNIST", "DDTP-linear", None),
-    "frozen_mnist_DDTPRHL_train": ("2", "Frozen-MNIST", "DDTP-RHL", None),
-    "frozen_mnist_DTPDRL_train": ("2", "Frozen-MNIST", "DTPDRL", None),
-    "frozen_mnist_DDTPControl_train": ("2", "Frozen-MNIST", "DDTP-control", None),
-    "frozen_mnist_DTP_train": ("2", "Frozen-MNIST", "DTP", None),
-    "frozen_mnist_DTP_improved_train": ("2", "Frozen-MNIST", "DTP (pre-trained)", None),
-    # Table 2, Fashion-MNIST
-    "fashion_mnist_train_BP": ("2", "Fashion-MNIST", "BP", None),
-    "fashion_mnist_train_DDTPlinear": ("2", "Fashion-MNIST", "DDTP-linear", None),
-    "fashion_mnist_train_DDTPRHL": ("2", "Fashion-MNIST", "DDTP-RHL", None),
-    "fashion_mnist_train_DTPDRL": ("2", "Fashion-MNIST", "DTPDRL", None),
-    "fashion_mnist_train_DDTPControl": ("2", "Fashion-MNIST", "DDTP-control", None),
-    "fashion_mnist_train_DTP": ("2", "Fashion-MNIST", "DTP", None),
-    "fashion_mnist_train_DTP_pretrained": ("2", "Fashion-MNIST", "DTP (pre-trained)", None),
-    "fashion_mnist_train_DFA": ("2", "Fashion-MNIST", "DFA", None),
-    # Table 2, CIFAR-10 MLP
-    "cifar10_BP_train": ("2", "CIFAR10", "BP", None),
-    "cifar10_DDTPlinear_train": ("2", "CIFAR10", "DDTP-linear", None),
-    "cifar10_DDTPRHL_train": ("2", "CIFAR10", "DDTP-RHL", None),
-    "cifar10_DTPDRL_train": ("2", "CIFAR10", "DTPDRL", None),
-    "cifar10_DDTPControl_train": ("2", "CIFAR10", "DDTP-control", None),
-    "cifar10_DTP_train": ("2", "CIFAR10", "DTP", None),
-    "cifar10_DTP_pretrained_train": ("2", "CIFAR10", "DTP (pre-trained)", None),
-    "cifar10_DFA_train": ("2", "CIFAR10", "DFA", None),
-    # Table 3, CIFAR-10 CNN: test error (with validation split) and the `_train` configs' training loss
-    "cifar10_BPConv": ("3", "test error", "BP", None),
-    "cifar10_DDTPConv": ("3", "test error", "DDTP-linear", None),
-    "cifar10_DDTPControlConv": ("3", "test error", "DDTP-control", None),
-    "cifar10_DFAConv": ("3", "test error", "DFA", None),
-    "cifar10_BPConv_train": ("3", "train loss", "BP", None),
-    "cifar10_DDTPConv_train": ("3", "train loss", "DDTP-linear", None),
-    "cifar10_DFAConv_train": ("3", "train loss", "DFA", None),
-}
-
-# Epochs of the reference config of each cell (spec §3): 100, except cifar10_BP (150) and the CNN `_train`
-# configs (300). A sweep that ran fewer is marked † in the tables.
-REFERENCE_EPOCHS = {name: 100 for name in CELLS}
-REFERENCE_EPOCHS.update({"cifar10_BP": 150, "cifar10_BPConv_train": 300, "cifar10_DDTPConv_train": 300,
-                         "cifar10_DFAConv_train": 300})
-
-VARIANT_LABELS = {"extrafb": "extra fb", "rec": "rec", "rec_extrafb": "rec + extra fb"}
-
-# The paper's numbers, transcribed from /work/shared/paper/theoretical_framework_for_target_propagation.txt
-# (Meulemans et al., NeurIPS 2020): Table 1 and Table 3 (test error at the best-validation epoch, %, mean ± SD
-# over 10 seeds, 100 epochs) and Table 2 (training loss after 100 epochs, mean ± SD over 10 seeds). None is the
-# paper's "/" (not applicable: DFA on Frozen-MNIST).
-# Table 2's text extraction is scrambled: the MNIST column and the Frozen-MNIST column come as two runs of 8
-# values in row order (BP, DDTP-linear, DDTP-RHL, DTPDRL, DDTP-control, DTP, DTP (pre-trained), DFA; Frozen's
-# DFA is "/"), then one pair per row for the last two columns. The pair order is (Fashion-MNIST, CIFAR10): it
-# is the header's column order, and only this order agrees with the text ("DDTP-linear achieves a lower
-# training loss after 100 epochs compared to BP on MNIST and Fashion-MNIST": 1.03e-5 < 6.46e-5 on
-# Fashion-MNIST, while on CIFAR10 BP's 1.01e-7 is below DDTP-linear's 1.77e-6).
-PAPER = {
-    "1": {
-        "MNIST": {"BP": (1.98, 0.14), "DDTP-linear": (2.04, 0.08), "DDTP-RHL": (2.10, 0.14),
-                  "DTPDRL": (2.21, 0.09), "DDTP-control": (2.51, 0.08), "DTP": (2.39, 0.19),
-                  "DTP (pre-trained)": (2.26, 0.18), "DFA": (2.17, 0.14)},
-        "Frozen-MNIST": {"BP": (4.39, 0.13), "DDTP-linear": (6.42, 0.17), "DDTP-RHL": (5.11, 0.19),
-                         "DTPDRL": (6.10, 0.17), "DDTP-control": (9.70, 0.31), "DTP": (10.64, 0.53),
-                         "DTP (pre-trained)": (9.31, 0.40), "DFA": None},
-        "Fashion-MNIST": {"BP": (10.74, 0.16), "DDTP-linear": (11.11, 0.35), "DDTP-RHL": (11.53, 0.31),
-                          "DTPDRL": (11.22, 0.20), "DDTP-control": (11.71, 0.28), "DTP": (11.49, 0.23),
-                          "DTP (pre-trained)": (11.52, 0.31), "DFA": (11.26, 0.25)},
-        "CIFAR10": {"BP": (45.60, 0.50), "DDTP-linear": (50.36, 0.26), "DDTP-RHL": (51.94, 0.49),
-                    "DTPDRL": (50.80, 0.43), "DDTP-control": (51.75, 0.43), "DTP": (51.74, 0.30),
-                    "DTP (pre-trained)": (52.20, 0.50), "DFA": (51.28, 0.41)},
-    },
-    "2": {
-        "MNIST": {"BP": (2.87e-8, 4.11e-8), "DDTP-linear": (1.99e-9, 1.90e-9), "DDTP-RHL": (2.29e-7, 0.56e-7),
-                  "DTPDRL": (3.43e-9, 2.57e-9), "DDTP-control": (4.74e-6, 9.51e-6), "DTP": (1.28e-7, 1.04e-7),
-                  "DTP (pre-trained)": (5.72e-4, 5.91e-4), "DFA": (1.57e-6, 2.10e-6)},
-        "Frozen-MNIST": {"BP": (0.191, 0.019), "DDTP-linear": (0.349, 0.029), "DDTP-RHL": (0.289, 0.014),
-                         "DTPDRL": (0.317, 0.016), "DDTP-control": (0.995, 0.049), "DTP": (1.184, 0.072),
-                         "DTP (pre-trained)": (0.928, 0.002), "DFA": None},
-        "Fashion-MNIST": {"BP": (6.46e-5, 0.25e-5), "DDTP-linear": (1.03e-5, 0.15e-5),
-                          "DDTP-RHL": (3.51e-3, 0.80e-3), "DTPDRL": (1.36e-3, 0.48e-3),
-                          "DDTP-control": (3.88e-3, 2.63e-3), "DTP": (4.07e-2, 0.42e-2),
-                          "DTP (pre-trained)": (2.73e-2, 0.67e-2), "DFA": (1.98e-2, 0.24e-2)},
-        "CIFAR10": {"BP": (1.01e-7, 0.57e-7), "DDTP-linear": (1.77e-6, 0.06e-6), "DDTP-RHL": (4.26e-2, 3.61e-2),
-                    "DTPDRL": (2.13e-6, 0.83e-6), "DDTP-control": (6.14e-5, 0.92e-5), "DTP": (9.81e-5, 6.42e-5),
-                    "DTP (pre-trained)": (6.77e-5, 1.89e-5), "DFA": (2.05e-5, 1.3e-5)},
-    },
-    "3": {
-        "test error": {"BP": (24.38, 0.29), "DDTP-linear": (23.99, 0.31), "DDTP-control": (28.69, 0.87),
-                       "DFA": (30.00, 0.74)},
-        "train loss": {},  # not reported in the paper
-    },
-}
-
-TITLES = {
-    "1": "Table 1: test error (%) at the epoch of best validation accuracy",
-    "2": "Table 2: training loss of the last epoch (`_train` configs, no validation set)",
-    "3": "Table 3: CIFAR-10 CNN, test error (%) at the best-validation epoch; training loss of the `_train` configs",
-}
+# Cells, the paper's numbers, labels and reference epochs: one source, paper_facts. A cell is a reference config's
+# name (the flagfile's); several configs of one paper cell (the DDTP-RHL variants) get a row each when present.
+CELLS = paper_facts.CELLS
+REFERENCE_EPOCHS = paper_facts.REFERENCE_EPOCHS
 
 
 def normalize(name: str) -> str:
@@ -225,9 +73,9 @@ def format_loss(mean: float, sd: float | None) -> str:
     return f"{mean / scale:.2f}e{exponent}" if sd is None else f"({mean / scale:.2f} ± {sd / scale:.2f})e{exponent}"
 
 
-def _quantity(table: str, column: str) -> tuple[str, str]:
+def _quantity(table: int, column: str) -> tuple[str, str]:
     """(summary key, kind) a table cell reports."""
-    if table == "1" or (table == "3" and column == "test error"):
+    if paper_facts.reports_error(table, column):
         return "error_test_val_best_pct", "error"
     return "loss_train_last", "loss"
 
@@ -236,7 +84,7 @@ def _fmt(stats_mean: float, stats_sd: float | None, kind: str) -> str:
     return format_error(stats_mean, stats_sd) if kind == "error" else format_loss(stats_mean, stats_sd)
 
 
-def ours_text(entry: dict, table: str, column: str) -> str:
+def ours_text(entry: dict, table: int, column: str) -> str:
     """'2.04 ± 0.08 % (n=5, 100 ep)', with † for fewer epochs than the reference config, or '–'."""
     if entry is None:
         return "–"
@@ -252,20 +100,19 @@ def ours_text(entry: dict, table: str, column: str) -> str:
     return f"{_fmt(stats['mean'], stats['sd'], kind)} (n={stats['n']}, {ep}{flag}){dagger}"
 
 
-def paper_text(table: str, column: str, row: str) -> str:
-    values = PAPER[table].get(column, {})
-    if row not in values:
-        return "not reported" if table == "3" else "–"
-    if values[row] is None:
+def paper_text(table: int, column: str, method: str) -> str:
+    if (table, column, method) in paper_facts.NOT_APPLICABLE:
         return "/"
-    _, kind = _quantity(table, column)
-    return _fmt(values[row][0], values[row][1], kind)
+    number = paper_facts.paper_number(table, column, method)
+    if number is None:
+        return "not reported" if table == 3 else "–"
+    return _fmt(*number, _quantity(table, column)[1])
 
 
 # --- Collecting sweeps ----------------------------------------------------------------------------------------
 
-def find_sweeps(spec: str) -> list[str]:
-    """Sweep folders (holding seed_<S> folders) named by --sweeps: folders themselves or their parents."""
+def find_sweeps(spec: str, flag: str = "--sweeps") -> list[str]:
+    """Sweep folders (holding seed_<S> folders) named by `flag`: folders themselves or their parents."""
     found = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -276,12 +123,12 @@ def find_sweeps(spec: str) -> list[str]:
             found += [os.path.join(item, name) for name in sorted(os.listdir(item))
                       if os.path.isdir(os.path.join(item, name)) and seed_dirs(os.path.join(item, name))]
         else:
-            raise SystemExit(f"error: --sweeps: {item} is not a folder")
+            raise SystemExit(f"error: {flag}: {item} is not a folder")
     return found
 
 
 def collect(sweep_folders: list[str]) -> tuple[dict, list[dict], list[dict]]:
-    """({(table, column, row, variant): chosen entry}, every placed entry, unplaced entries). An entry is
+    """({Cell: chosen entry}, every placed entry, unplaced entries). An entry is
     {"cell", "folder", "result"}. When several folders map to one cell, the one with the most epochs, then the
     most final seeds, fills the table (all are in the details)."""
     placed, unplaced = [], []
@@ -304,53 +151,51 @@ def collect(sweep_folders: list[str]) -> tuple[dict, list[dict], list[dict]]:
 
 # --- Markdown ------------------------------------------------------------------------------------------------
 
-def _rows_of(table: str, chosen: dict) -> list[tuple[str, str | None]]:
-    """(row, variant) in paper order; variant rows only where some variant sweep exists in this table."""
-    base = CNN_ROWS if table == "3" else ROWS
+def _rows_of(table: int, chosen: dict) -> list[tuple[str, str | None]]:
+    """(method, variant) in paper order; variant rows only where some variant sweep exists in this table."""
     rows = []
-    for row in base:
-        rows.append((row, None))
-        variants = sorted({k[3] for k in chosen if k[0] == table and k[2] == row and k[3] is not None},
-                          key=list(VARIANT_LABELS).index)
-        rows += [(row, v) for v in variants]
+    for method in paper_facts.TABLE_ROWS[table]:
+        rows.append((method, None))
+        variants = sorted({k.variant for k in chosen if k.table == table and k.method == method and k.variant},
+                          key=list(paper_facts.RHL_VARIANTS).index)
+        rows += [(method, v) for v in variants]
     return rows
 
 
-def table_markdown(table: str, chosen: dict, placed: list[dict]) -> list[str]:
-    columns = CNN_COLUMNS if table == "3" else COLUMNS
-    lines = [f"## {TITLES[table]}", "",
+def _row_label(method: str, variant: str | None) -> str:
+    return method_label(method) if variant is None else \
+        f"{method_label(method)} ({paper_facts.RHL_VARIANTS[variant][0]})‡"
+
+
+def table_markdown(table: int, chosen: dict, placed: list[dict]) -> list[str]:
+    columns = paper_facts.TABLE_COLUMNS[table]
+    lines = [f"## {paper_facts.TABLE_TITLES[table]}", "",
              "Each cell: ours = mean ± SD (n = seeds with a final status, epochs run); paper = mean ± SD over 10 "
              "seeds, 100 epochs.", ""]
-    header = ["method"] + [f"{c}: {who}" for c in columns for who in ("ours", "paper")]
+    header = ["method"] + [f"{label}: {who}" for label in columns.values() for who in ("ours", "paper")]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     footnotes = set()
-    for row, variant in _rows_of(table, chosen):
-        label = row if variant is None else f"{row} ({VARIANT_LABELS[variant]})‡"
-        cells = [label]
+    for method, variant in _rows_of(table, chosen):
+        cells = [_row_label(method, variant)]
         for column in columns:
-            entry = chosen.get((table, column, row, variant))
+            entry = chosen.get(paper_facts.Cell(table, column, method, variant))
             text = ours_text(entry, table, column)
             if "†" in text:
                 footnotes.add("†")
-            cells += [text, paper_text(table, column, row)]
+            cells += [text, paper_text(table, column, method)]
         if variant is not None:
             footnotes.add("‡")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    if "†" in footnotes:
-        lines.append("† fewer epochs than the reference config (100; CIFAR-10 BP 150, CNN `_train` 300): a "
-                     "short-horizon result, not comparable with the paper's number.")
-    if "‡" in footnotes:
-        lines.append("‡ an alternative reference config of the same cell; the paper does not record which DDTP-RHL "
-                     "config its number came from (spec §7 item 7), so the paper column repeats DDTP-RHL's number.")
-    if table == "1":
+    lines += _footnotes(footnotes)
+    if table == 1:
         lines.append("CIFAR10 DDTP-control: the reference's `cifar10_DDTPControl.py` runs DDTP-linear (spec §7 "
                      "item 4); the details below say which method our sweep ran.")
-    if table == "2":
+    if table == 2:
         lines.append("Frozen-MNIST DTP (pre-trained): from `frozen_mnist_DTP_improved_train` (DTP with 6 "
                      "pre-training + 1 extra feedback epoch; the reference has no "
                      "`frozen_mnist_DTP_pretrained_train`).")
-    mine = [e for e in placed if CELLS[e["cell"]][0] == table]
+    mine = [e for e in placed if CELLS[e["cell"]].table == table]
     if mine:
         lines += ["", f"Details ({len(mine)} sweep folder{'s' if len(mine) > 1 else ''}):", ""]
         lines += _details(table, mine)
@@ -358,7 +203,18 @@ def table_markdown(table: str, chosen: dict, placed: list[dict]) -> list[str]:
     return lines
 
 
-def _details(table: str, entries: list[dict]) -> list[str]:
+def _footnotes(marks: set) -> list[str]:
+    lines = []
+    if "†" in marks:
+        lines.append("† fewer epochs than the reference config (100; CIFAR-10 BP 150, CNN `_train` 300): a "
+                     "short-horizon result, not comparable with the paper's number.")
+    if "‡" in marks:
+        lines.append("‡ an alternative reference config of the same cell; the paper does not record which DDTP-RHL "
+                     "config its number came from (spec §7 item 7), so the paper column repeats DDTP-RHL's number.")
+    return lines
+
+
+def _details(table: int, entries: list[dict]) -> list[str]:
     header = ["cell", "folder", "ran", "seeds", "epochs", "test error at best val (%)", "train loss (last)",
               "train loss (min)", "s/epoch"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -370,8 +226,8 @@ def _details(table: str, entries: list[dict]) -> list[str]:
             arch = config.get("architecture")
             ran = (f"{config.get('method', '?')}{f' ({arch})' if arch and arch != 'mlp' else ''} on "
                    f"{config.get('dataset', '?')}, {config.get('precision', '?')}")
-            if arch is not None and (arch == "cnn") != (table == "3"):
-                ran += f" (**{arch} run in a {'CNN' if table == '3' else 'MLP'} table**)"
+            if arch is not None and (arch == "cnn") != (table == 3):
+                ran += f" (**{arch} run in a {'CNN' if table == 3 else 'MLP'} table**)"
         seeds = f"{len(result['final_seeds'])} ({statuses_text(result)})"
         if result["other_seeds"]:
             seeds += f"; not final: {', '.join(map(str, result['other_seeds']))}"
@@ -398,7 +254,7 @@ def tables_markdown(sweep_folders: list[str], collected: tuple | None = None) ->
              f"From {len(sweep_folders)} sweep folder{'s' if len(sweep_folders) != 1 else ''} "
              "(`python -m tp_keras.tables`). Mean ± SD: sample SD (n − 1) over the seeds whose run ended "
              "(finished, diverged or pruned); \"–\": no sweep; \"/\": not applicable in the paper.", ""]
-    for table in ("1", "2", "3"):
+    for table in paper_facts.TABLE_TITLES:
         lines += table_markdown(table, chosen, placed)
     if unplaced:
         lines += ["## Sweeps that match no paper cell", "",
@@ -416,29 +272,101 @@ def tables_markdown(sweep_folders: list[str], collected: tuple | None = None) ->
     return "\n".join(lines)
 
 
+# --- Table 1 from committed results ------------------------------------------------------------------------------
+# results/<cell>/seed_<S>/{summary.json, metrics.jsonl}: the 100-epoch runs behind the README's Table 1.
+
+RESULTS_COLUMNS = ("mnist", "fashion_mnist")
+
+
+def results_rows(chosen: dict, columns=RESULTS_COLUMNS) -> list[dict]:
+    """Table 1's rows for `columns`, ours beside the paper: one dict per (method, variant) with its "label" and,
+    per column key, {"mean", "sd", "n", "epochs", "short", "paper": (mean, sd) or None, "mark"} (numbers in %;
+    mean None when no seed of the cell has a final status). "mark" is "▲" (ours more than one paper SD above the
+    paper's mean), "▼" (more than one below) or ""."""
+    rows = []
+    for method, variant in _rows_of(1, chosen):
+        row = {"method": method, "variant": variant, "label": _row_label(method, variant)}
+        for column in columns:
+            entry = chosen.get(paper_facts.Cell(1, column, method, variant))
+            stats = entry["result"]["summary"].get("error_test_val_best_pct") if entry else None
+            stats = stats or {"mean": None, "sd": None, "n": 0}
+            epochs = (entry["result"]["epochs"] or (0, 0))[1] if entry else None
+            paper = paper_facts.paper_number(1, column, method)
+            mark = ""
+            if stats["mean"] is not None and paper is not None and abs(stats["mean"] - paper[0]) > paper[1]:
+                mark = "▲" if stats["mean"] > paper[0] else "▼"
+            row[column] = {"mean": stats["mean"], "sd": stats["sd"], "n": stats["n"], "epochs": epochs,
+                           "short": stats["mean"] is not None and epochs < REFERENCE_EPOCHS[entry["cell"]],
+                           "paper": paper, "mark": mark, "not_final": entry["result"]["other_seeds"] if entry else []}
+        rows.append(row)
+    return rows
+
+
+def _results_cell_text(cell: dict) -> str:
+    if cell["mean"] is None:
+        running = len(cell["not_final"])
+        return "missing" + (f" ({running} seed{'s' if running != 1 else ''} not finished)" if running else "")
+    value = f"{cell['mean']:.2f}" + ("" if cell["sd"] is None else f" ± {cell['sd']:.2f}")
+    epochs = f", {cell['epochs']} ep†" if cell["short"] else ""
+    return f"{value} (n={cell['n']}{epochs}){' ' + cell['mark'] if cell['mark'] else ''}"
+
+
+def results_markdown(results_dir: str, collected: tuple | None = None, columns=RESULTS_COLUMNS) -> str:
+    """Table 1's `columns` (MNIST and Fashion-MNIST) from a results folder, as Markdown for the README."""
+    chosen, _, _ = collected or collect(find_sweeps(results_dir, "--results"))
+    rows = results_rows(chosen, columns)
+    headings = [paper_facts.COLUMNS[c] for c in columns]
+    lines = [f"Table 1, test error (%): ours (mean ± SD over n seeds) beside the paper's "
+             f"({paper_facts.TABLE_QUANTITY[1][1]}).", "",
+             "| method | " + " | ".join(f"{h}: ours | {h}: paper" for h in headings) + " |",
+             "|" + " --- |" * (1 + 2 * len(columns))]
+    marks = set()
+    for row in rows:
+        cells = [row["label"]]
+        for column in columns:
+            cell = row[column]
+            cells += [_results_cell_text(cell), "–" if cell["paper"] is None else
+                      f"{cell['paper'][0]:.2f} ± {cell['paper'][1]:.2f}"]
+            marks.update(m for m in (cell["mark"], "†" if cell["short"] else "") if m)
+        marks.update("‡" if row["variant"] else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if marks & {"▲", "▼"}:
+        lines.append("▲ / ▼ ours is more than one of the paper's SDs above / below the paper's mean.")
+    lines += _footnotes(marks)
+    return "\n".join(lines) + "\n"
+
+
 @cli.guarded(interrupted_hint="no table was written")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tp_keras.tables",
-                                     description="Markdown Tables 1–3 from sweep folders, with the paper's numbers.")
-    parser.add_argument("--sweeps", default="sweeps", help="a folder of sweep folders, or a comma-separated list "
-                                                           "of sweep folders and/or such parents (default sweeps)")
+                                     description="Markdown Tables 1–3 from sweep folders, with the paper's numbers; "
+                                                 "or, with --results, Table 1's MNIST and Fashion-MNIST columns.")
+    parser.add_argument("--sweeps", default=None, help="a folder of sweep folders, or a comma-separated list "
+                                                       "of sweep folders and/or such parents (default sweeps)")
+    parser.add_argument("--results", default=None,
+                        help="a results folder (<cell>/seed_<S>/summary.json, metrics.jsonl): renders Table 1's "
+                             "MNIST and Fashion-MNIST columns only, for the README")
     parser.add_argument("--out", default="tables.md", help="Markdown file to write (default tables.md); - prints")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.sweeps is not None and args.results is not None:
+        cli.fail("--sweeps and --results are two tables: pass one of them")
     if args.out != "-":
         rundir.check_writable(args.out, "--out")
+    flag, spec = ("--results", args.results) if args.results is not None else ("--sweeps", args.sweeps or "sweeps")
     try:
-        folders = find_sweeps(args.sweeps)
+        folders = find_sweeps(spec, flag)
     except SystemExit as err:
         print(err.code, file=sys.stderr)
         return 2
     chosen, placed, unplaced = collected = collect(folders)
-    text = tables_markdown(folders, collected)
+    text = results_markdown(spec, collected) if args.results is not None else tables_markdown(folders, collected)
     if args.out == "-":
         sys.stdout.write(text)
     else:
         rundir.atomic_write(args.out, text, kind="--out")
-        print(f"[tables] {len(placed)} sweep folders placed in {len(chosen)} cells"
-              + (f", {len(unplaced)} unplaced" if unplaced else "") + f"; wrote {args.out}")
+        print(f"[tables] {len(placed)} {'result' if args.results is not None else 'sweep'} folders placed in "
+              f"{len(chosen)} cells" + (f", {len(unplaced)} unplaced" if unplaced else "") + f"; wrote {args.out}")
     return 0
 
 
