@@ -512,17 +512,33 @@ class TPModel(keras.Model):
         """The registry entry of this model's rule (its structure, the registry's hyper-parameters)."""
         return self.rule.structure()
 
+    # The rule's hyper-parameters, read (and set: a new rule value) through the model as before.
     @property
     def target_stepsize(self) -> float:
         return self.rule.target_stepsize
+
+    @target_stepsize.setter
+    def target_stepsize(self, value):
+        self._replace_rule(target_stepsize=value)
 
     @property
     def sigma(self):
         return self.rule.sigma
 
+    @sigma.setter
+    def sigma(self, value):
+        self._replace_rule(sigma=value)
+
     @property
     def gn_damping(self) -> float:
         return self.rule.gn_damping
+
+    @gn_damping.setter
+    def gn_damping(self, value):
+        self._replace_rule(gn_damping=value)
+
+    def _replace_rule(self, **values):
+        object.__setattr__(self, "rule", self.rule.with_hyper_parameters(**values))
 
     def set_rule(self, rule):
         """Trains this network with another learning rule of the same feedback maps (a name or a LearningRule;

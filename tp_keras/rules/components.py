@@ -130,7 +130,7 @@ class FeedbackLoss:
         raise NotImplementedError(self.name)
 
 
-def _noisy_copies(rule, hs, noise):
+def noisy_hidden_copies(rule, hs, noise):
     """h̃_ℓ = h_ℓ + σ_ℓε_ℓ for ℓ = 1..L−1, fresh noise for each layer, drawn in one call."""
     hidden = hs[1:-1]
     return [h + e for h, e in zip(hidden, noise.scaled(hidden, rule.sigmas(len(hidden))))]
@@ -142,7 +142,7 @@ class Reconstruction(FeedbackLoss):
 
     def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
         scale = 1.0 / max(rule.sigma, L.DTP_SIGMA_FLOOR) ** 2
-        return L.layerwise_reconstruction_losses(net.tp_layers, _noisy_copies(rule, hs, noise), scale,
+        return L.layerwise_reconstruction_losses(net.tp_layers, noisy_hidden_copies(rule, hs, noise), scale,
                                                  batch_size), None
 
 
@@ -151,7 +151,7 @@ class DifferenceReconstruction(FeedbackLoss):
     name, paths, needs_difference_on, needs_clean = "drl", ("layerwise", "direct"), ("layerwise",), True
 
     def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
-        noisy = _noisy_copies(rule, hs, noise)
+        noisy = noisy_hidden_copies(rule, hs, noise)
         scale = 1.0 / rule.sigma ** 2
         if rule.feedback == "layerwise":
             return L.layerwise_drl(net.tp_layers, hs, noisy, clean, scale, batch_size, top_target)
@@ -163,7 +163,7 @@ class Control(FeedbackLoss):
     name, paths = "control", ("direct",)
 
     def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
-        return L.direct_control(net.direct_feedback, hs, _noisy_copies(rule, hs, noise), net.tp_layers,
+        return L.direct_control(net.direct_feedback, hs, noisy_hidden_copies(rule, hs, noise), net.tp_layers,
                                 batch_size), None
 
 
