@@ -192,7 +192,8 @@ class LearningRule:
         entry = RULES.get(self.name)
         if entry is None:
             return self
-        return dataclasses.replace(self, **{k: getattr(entry, k) for k in HYPER_PARAMETERS})
+        structure = dataclasses.replace(self, **{k: getattr(entry, k) for k in HYPER_PARAMETERS})
+        return entry if structure == entry else structure
 
     def get_config(self) -> dict:
         if not isinstance(self.noise, str):
