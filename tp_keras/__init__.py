@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 
 # Every class a saved .keras file of this library can name ("tp_keras>Name"), and the module defining it.
 SAVED_CLASSES = {"TPModel": "model", "CNNModel": "cnn", "TPDense": "layers", "DirectFeedback": "layers",
-                 "TPConv2D": "cnn", "XavierNormal": "layers", "UniformFanIn": "layers", "TorchAdam": "optimizers",
-                 "TorchSGD": "optimizers"}
+                 "TPConv2D": "cnn", "XavierNormal": "layers", "UniformFanIn": "layers", "UniformBound": "layers",
+                 "TorchAdam": "optimizers", "TorchSGD": "optimizers"}
 
 
 def __getattr__(name):
