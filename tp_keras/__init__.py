@@ -29,6 +29,9 @@ def __getattr__(name):
     if name in ("to_tp_model", "ConversionError"):
         from tp_keras import convert
         return convert.from_keras if name == "to_tp_model" else convert.ConversionError
+    if name in ("LearningRule", "RuleError", "RULES", "get_rule"):  # the learning rules (tp_keras/rules/)
+        from tp_keras import rules
+        return getattr(rules, name)
     raise AttributeError(f"module 'tp_keras' has no attribute {name!r}")
 
 
