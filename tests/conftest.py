@@ -102,24 +102,32 @@ def grads_by_variable(variables, grads):
     return {id(v): to_np(g) for v, g in zip(variables, grads)}
 
 
-def install_fixed_noise(monkeypatch, model, batch, seed=123):
-    """Replaces the library's noise draw by known noisy copies h̃_ℓ = h_ℓ + σ·ε_ℓ with NumPy-drawn ε_ℓ.
+class FixedNoise:
+    """A rule's noise component that returns known ε: N(0, 1) values drawn by NumPy (rounded to float32, as the
+    library's draw is), the same on every call. `calls` counts the draws."""
 
-    Returns the list of σ·ε_ℓ (ℓ = 1..L−1) so the reference computation uses exactly the same corruption.
+    def __init__(self, blocks):
+        self.eps = np.concatenate(blocks, axis=1).astype(np.float32)
+        self.calls = []
+
+    def __call__(self, shape, seed):
+        assert int(shape[1]) == self.eps.shape[1]
+        self.calls.append(1)
+        return tf.constant(self.eps)
+
+
+def install_fixed_noise(model, batch, seed=123, sizes=None):
+    """Gives the model's rule a noise component with known ε_ℓ (drawn by NumPy), so that the feedback losses see
+    the corruptions h̃_ℓ = h_ℓ + σ·ε_ℓ (ℓ = 1..L−1, or one block per size in `sizes`).
+
+    Returns the list of σ·ε_ℓ, so the reference computation uses exactly the same corruption, and the draw count.
     """
+    import dataclasses
     rng = np.random.default_rng(seed)
-    noise = [model.sigma * rng.normal(size=(batch, n)) for n in model.hidden_sizes]
-    calls = []
-
-    def fake_noisy_copies(m, hs, noise_rows=None):
-        assert noise_rows is None  # single-device tests
-        calls.append(1)
-        hidden = hs[1:-1]
-        assert [int(h.shape[-1]) for h in hidden] == list(model.hidden_sizes)
-        return [h + tf.constant(e, dtype=h.dtype) for h, e in zip(hidden, noise)]
-
-    monkeypatch.setattr(tp_step, "_noisy_copies", fake_noisy_copies)
-    return noise, calls
+    eps = [rng.normal(size=(batch, n)).astype(np.float32) for n in (sizes or model.hidden_sizes)]
+    fixed = FixedNoise(eps)
+    model.set_rule(dataclasses.replace(model.rule, noise=fixed))
+    return [model.sigma * e.astype(np.float64) for e in eps], fixed.calls
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import grads_by_variable, np_output_error, to_np
+from conftest import grads_by_variable, install_fixed_noise, np_output_error, to_np
 from tp_keras import step as tp_step
 from tp_keras.cnn import CNN_METHODS, CNNModel, LayerwiseOptimizer, TPConv2D, layerwise_adam, max_pool_3x3_s2
 from tp_keras.config import CNN_METHODS as CONFIG_CNN_METHODS
@@ -191,16 +191,8 @@ def test_conv_local_loss_gradient_is_element_mean_closed_form():
     assert model.local_loss_scales == [1.0 / 36, 1.0 / 16, 1.0, 1.0]
 
 
-def _install_noise(monkeypatch, model, batch, seed=5):
-    rng = np.random.default_rng(seed)
-    noise = [model.sigma * rng.normal(size=(batch, n)) for n in model.hidden_sizes]
-
-    def fake_noisy_copies(m, hs, noise_rows=None):
-        assert noise_rows is None  # single-device tests
-        assert [int(h.shape[-1]) for h in hs[1:-1]] == model.hidden_sizes  # flattened pooled maps
-        return [h + tf.constant(e, h.dtype) for h, e in zip(hs[1:-1], noise)]
-
-    monkeypatch.setattr(tp_step, "_noisy_copies", fake_noisy_copies)
+def _install_noise(model, batch, seed=5):
+    noise, _ = install_fixed_noise(model, batch, seed=seed)  # one block per flattened pooled map
     return noise
 
 
@@ -210,7 +202,7 @@ def test_feedback_losses_on_pooled_maps(name, monkeypatch):
     element means over the (flattened) pooled map; gradients w.r.t. Q in closed form."""
     model = randomize_biases(tiny(name))
     x, y = tiny_batch(1)
-    noise = _install_noise(monkeypatch, model, len(x))
+    noise = _install_noise(model, len(x))
     updates = tp_step.compute_updates(model, x, y)
     hs = np_forward(model, x)
     fb = model.direct_feedback

@@ -17,6 +17,7 @@ from tp_keras import losses as tp_losses
 from tp_keras import step as tp_step
 from tp_keras.layers import XavierNormal
 from tp_keras.methods import METHODS, get_method
+from tp_keras.rules.components import NoiseDraw, noisy_hidden_copies, standard_normal
 from tp_keras.optimizers import TorchAdam
 
 LAYERWISE_DIFFERENCE = sorted(n for n, m in METHODS.items()
@@ -294,18 +295,20 @@ def test_float64_noise_amplitude_is_exact_sigma():
     x, _ = make_batch(seed=15)
     hs = model.activations(tf.constant(x))
     state = np.array(model.noise_seed.state.numpy(), copy=True)
-    noisy = tp_step._noisy_copies(model, hs)
+    def noisy_copies():
+        return noisy_hidden_copies(model.rule, hs, NoiseDraw(model.rule.noise_fn, model.noise_seed, BATCH, tf.float64))
+    noisy = noisy_copies()
     after = np.array(model.noise_seed.state.numpy(), copy=True)
     assert not np.array_equal(state, after)  # the generator advanced: fresh noise next call
     model.noise_seed.state.assign(state)
-    eps = tp_step.standard_normal([BATCH, sum(HIDDEN)], model.noise_seed.next())
+    eps = standard_normal([BATCH, sum(HIDDEN)], model.noise_seed.next())
     eps = np.split(to_np(eps).astype(np.float64), np.cumsum(HIDDEN)[:-1], axis=1)
     for h, h_noisy, e in zip(hs[1:-1], noisy, eps):
         assert h_noisy.dtype == tf.float64
         np.testing.assert_allclose(to_np(h_noisy) - to_np(h), 0.05 * e, rtol=0, atol=1e-15,
                                    err_msg="σ was rounded to float32 in a float64 model")
     # A second draw differs (fresh noise per step).
-    again = tp_step._noisy_copies(model, hs)
+    again = noisy_copies()
     assert not np.allclose(to_np(again[0]), to_np(noisy[0]))
 
 
@@ -383,6 +386,7 @@ def test_eq9_layerwise_difference_targets(name, feedback):
     for k in range(len(model.tp_layers) - 1, 0, -1):
         layer = model.tp_layers[k]
         q, d = to_np(layer.feedback_kernel), to_np(layer.feedback_bias_var)
+        d = 0.0 if d is None else d  # FW-DTP's fixed feedback has no bias
         assert q.shape == (layer.units, hs[k].shape[1])
         expected[k - 1] = t(expected[k] @ q + d) + hs[k] - t(hs[k + 1] @ q + d)
     for k, (got, exp) in enumerate(zip(upd.targets, expected)):
@@ -432,7 +436,7 @@ def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
     """Spec §2.4, one layer at a time, no stacking: h̃_ℓ → logits → difference-corrected path down to ℓ."""
     model = randomize_biases(make_model(name, seed=14, sigma=0.05))
     x, y = make_batch(seed=9)
-    noise, calls = install_fixed_noise(monkeypatch, model, BATCH)
+    noise, calls = install_fixed_noise(model, BATCH)
     upd = tp_step.compute_updates(model, x, y)
     assert calls, "the library did not draw its noise through _noisy_copies"
     hs = np_forward(model, x)
@@ -470,7 +474,7 @@ def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
     """Spec §2.5: r_ℓ = h_ℓ + (ỹ_ℓ − h_L) Q_ℓ, loss (1/σ²)·mean‖r_ℓ − h̃_ℓ‖², ∂/∂d_ℓ exactly 0."""
     model = randomize_biases(make_model(name, seed=15, sigma=0.07))
     x, y = make_batch(seed=10)
-    noise, calls = install_fixed_noise(monkeypatch, model, BATCH)
+    noise, calls = install_fixed_noise(model, BATCH)
     upd = tp_step.compute_updates(model, x, y)
     assert calls
     hs = np_forward(model, x)
@@ -503,7 +507,7 @@ def test_dtp_reconstruction_loss_and_clamp(sigma, scale, monkeypatch):
     assert tp_losses.feedback_loss_scale("control", sigma) == 1.0
     model = randomize_biases(make_model("dtp", seed=16, sigma=sigma))
     x, y = make_batch(seed=11)
-    noise, calls = install_fixed_noise(monkeypatch, model, BATCH)
+    noise, calls = install_fixed_noise(model, BATCH)
     upd = tp_step.compute_updates(model, x, y)
     assert calls
     hs = np_forward(model, x)
@@ -526,7 +530,7 @@ def test_feedback_only_step_skips_forward_and_keeps_feedback_grads(monkeypatch):
     """forward=False: no targets, no forward gradients; the feedback gradients are the same as with forward=True."""
     model = randomize_biases(make_model("dtpdrl", seed=17))
     x, y = make_batch(seed=12)
-    install_fixed_noise(monkeypatch, model, BATCH)
+    install_fixed_noise(model, BATCH)
     both = tp_step.compute_updates(model, x, y)
     fb_only = tp_step.compute_updates(model, x, y, forward=False)
     assert fb_only.forward_grads is None and fb_only.targets is None

@@ -55,7 +55,7 @@ def test_rhl_targets_and_drl_match_direct_computation(monkeypatch, recurrent):
     DRL: (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖², gradient w.r.t. (Q_ℓ, d_ℓ)."""
     model = randomize_biases(make_model("ddtp_rhl", size_hidden_fb=N_FB, recurrent_input=recurrent))
     x, y = make_batch(seed=3)
-    noise, _ = install_fixed_noise(monkeypatch, model, BATCH)
+    noise, _ = install_fixed_noise(model, BATCH)
     upd = tp_step.compute_updates(model, x, y)
     fb = model.direct_feedback
     R, r = to_np(fb.random_kernel), to_np(fb.random_bias)
@@ -96,7 +96,7 @@ def test_ddtp_control_feedback_gradient_matches_spec(monkeypatch):
     model = randomize_biases(make_model("ddtp_control"))
     assert model.tp_layers[-2].bias is not None and model.direct_feedback.biases[-1] is not None
     x, y = make_batch(seed=4)
-    noise, _ = install_fixed_noise(monkeypatch, model, BATCH)
+    noise, _ = install_fixed_noise(model, BATCH)
     upd = tp_step.compute_updates(model, x, y)
     hs = [to_np(h) for h in upd.activations]
     fb = model.direct_feedback

@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 
 # Every class a saved .keras file of this library can name ("tp_keras>Name"), and the module defining it.
 SAVED_CLASSES = {"TPModel": "model", "CNNModel": "cnn", "TPDense": "layers", "DirectFeedback": "layers",
-                 "TPConv2D": "cnn", "XavierNormal": "layers", "UniformFanIn": "layers", "TorchAdam": "optimizers",
-                 "TorchSGD": "optimizers"}
+                 "TPConv2D": "cnn", "XavierNormal": "layers", "UniformFanIn": "layers", "UniformBound": "layers",
+                 "TorchAdam": "optimizers", "TorchSGD": "optimizers"}
 
 
 def __getattr__(name):
@@ -29,6 +29,9 @@ def __getattr__(name):
     if name in ("to_tp_model", "ConversionError"):
         from tp_keras import convert
         return convert.from_keras if name == "to_tp_model" else convert.ConversionError
+    if name in ("LearningRule", "RuleError", "RULES", "get_rule"):  # the learning rules (tp_keras/rules/)
+        from tp_keras import rules
+        return getattr(rules, name)
     raise AttributeError(f"module 'tp_keras' has no attribute {name!r}")
 
 

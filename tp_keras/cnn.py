@@ -32,7 +32,6 @@ CNNs). BP is the same forward network trained by the gradient of the loss.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import keras
@@ -40,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from tp_keras.layers import DirectFeedback, TPDense, XavierNormal, activation_fn
-from tp_keras.methods import METHODS, Method, get_method
-from tp_keras.keras_checks import MAX_SEED, model_precision, real, whole
-from tp_keras.model import TPModel
+from tp_keras.rules import RULES, LearningRule, get_rule
+from tp_keras.keras_checks import MAX_SEED, model_precision, whole
+from tp_keras.model import TPModel, _rule_with
 from tp_keras.optimizers import TorchAdam
 from tp_keras.paper_facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
 
@@ -130,7 +129,7 @@ class TPConv2D(keras.layers.Layer):
         return config
 
 
-def _check_cnn_method(method: Method) -> None:
+def _check_cnn_method(method: LearningRule) -> None:
     supported = (method.feedback == "none" and method.target_rule == "backprop") or (
         method.feedback == "direct" and method.target_rule == "difference"
         and method.feedback_loss in ("drl", "control", "none") and method.feedback_activation == "linear")
@@ -161,30 +160,23 @@ class CNNModel(TPModel):
     `compile(forward_optimizer=...)` / `fit` take one forward optimizer (the same one for every layer).
     """
 
-    def __init__(self, method: str | Method = "ddtp_linear", image_shape: Sequence[int] = (32, 32, 3),
+    def __init__(self, method: str | LearningRule = "ddtp_linear", image_shape: Sequence[int] = (32, 32, 3),
                  conv_channels: Sequence[int] = (32, 64), fc_units: Sequence[int] = (512,), output_size: int = 10,
                  *, kernel_size: int = 5, target_stepsize: float = 0.01, sigma: float = 0.08,
                  hidden_activation: str = "tanh", seed: int = 42, dtype: str | None = None, **kwargs):
         dtype = model_precision(dtype)
         keras.Model.__init__(self, dtype=dtype, **kwargs)  # TPModel.__init__ builds the MLP: skipped on purpose
-        if isinstance(method, dict):
-            method = Method(**method)
-        self.method = get_method(method)
+        self.rule = _rule_with(get_rule(method), target_stepsize, sigma, None, None)
         _check_cnn_method(self.method)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.conv_channels = [int(c) for c in conv_channels]
         self.fc_units = [int(n) for n in fc_units]
         self.output_size = whole("output_size", output_size, 1)
         self.kernel_size = int(kernel_size)
-        self.target_stepsize = real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
-        self.sigma = (real("sigma", sigma, positive=True, hint=f"{self.method.name} trains its feedback with noise "
-                                                                "of std sigma > 0, e.g. sigma=0.05")
-                      if self.method.trains_feedback else float(sigma))
         self.hidden_activation = hidden_activation
         self.seed = whole("seed", seed, 0, MAX_SEED)
         self.task = "classification"
         self.only_train_first_layer = False
-        self.gn_damping = 0.0
         if not self.conv_channels:
             raise ValueError("CNNModel needs at least one conv layer")
         m = self.method
@@ -235,7 +227,8 @@ class CNNModel(TPModel):
         return [1.0 / layer.units if isinstance(layer, TPConv2D) else 1.0 for layer in self.tp_layers]
 
     def get_config(self):
-        method = self.method.name if METHODS.get(self.method.name) == self.method else dataclasses.asdict(self.method)
+        structure = self.rule.structure()
+        method = structure.name if RULES.get(structure.name) == structure else structure.get_config()
         return {"method": method, "image_shape": list(self.image_shape), "conv_channels": list(self.conv_channels),
                 "fc_units": list(self.fc_units), "output_size": self.output_size, "kernel_size": self.kernel_size,
                 "target_stepsize": self.target_stepsize, "sigma": self.sigma,

@@ -65,7 +65,10 @@ class Config:
     beta2_fb: float = 0.999
     epsilon_fb: float = 1e-8
     feedback_wd: float = 0.0
-    sigma: float = 0.08
+    sigma: float | tuple = 0.08
+    # Rules that train their feedback first (ldrl): feedback steps per batch, one value or one per hidden layer
+    # (None: the rule's).
+    feedback_iterations: int | tuple | None = None
     # DDTP-RHL's fixed random feedback layer, and its recurrent-input variant.
     size_hidden_fb: int = 1024
     recurrent_input: bool = False
@@ -95,7 +98,7 @@ class Config:
 
     def __post_init__(self):
         # Per-layer settings: a one-element list is the plain value, a longer list a tuple (hashable, JSON-able).
-        for name in ("lr", "epsilon"):
+        for name in ("lr", "epsilon", "sigma", "feedback_iterations"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, value[0] if len(value) == 1 else tuple(value))
@@ -189,6 +192,7 @@ class Config:
             value = getattr(self, name)
             if not (0.0 <= value < 1.0):
                 raise ConfigError(name, f"{value} is outside [0, 1); Adam's decay rates must be in [0, 1), e.g. 0.9")
+        self._validate_rule(method)
         if method.trains_feedback:
             _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
             _positive(self, "sigma", f"{self.method} trains its feedback with noise of std sigma > 0, "
@@ -206,6 +210,29 @@ class Config:
         if self.validation_size < 1 and not self.no_val_set:
             raise ConfigError("validation_size", f"{self.validation_size} must be >= 1 (or pass --no_val_set)")
         return self
+
+    def _validate_rule(self, method) -> None:
+        """The rule's per-layer settings: sigma per hidden layer (only where its feedback loss takes one) and its
+        feedback steps per batch (only for rules that train the feedback first)."""
+        if isinstance(self.sigma, tuple):
+            if not method.loss.per_layer_sigma:
+                raise ConfigError("sigma", f"{len(self.sigma)} values given; {self.method} takes one sigma (one per "
+                                           "hidden layer is for ldrl)")
+            if len(self.sigma) != self.num_hidden:
+                raise ConfigError("sigma", f"{len(self.sigma)} values given; give one or one per hidden layer "
+                                           f"({self.num_hidden})")
+        if self.feedback_iterations is None:
+            return
+        if not (method.feedback_first and method.trains_feedback):
+            raise ConfigError("feedback_iterations", f"{self.method} takes one feedback step per batch with its "
+                                                     "targets; drop the flag (it is for ldrl)")
+        counts = _values(self.feedback_iterations)
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in counts):
+            raise ConfigError("feedback_iterations", f"{list(counts)}: every value must be a whole number >= 1, "
+                                                     "e.g. --feedback_iterations=3")
+        if len(counts) not in (1, self.num_hidden):
+            raise ConfigError("feedback_iterations", f"{len(counts)} values given; give one or one per hidden layer "
+                                                     f"({self.num_hidden})")
 
     def _validate_cnn(self) -> None:
         if self.method not in CNN_METHODS:

@@ -55,8 +55,8 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
                    target_stepsize=config.target_stepsize, sigma=config.sigma,
                    last_hidden_bias=config.last_hidden_bias, task=dataset.task, seed=config.seed,
                    size_hidden_fb=config.size_hidden_fb, recurrent_input=config.recurrent_input,
-                   only_train_first_layer=config.only_train_first_layer,
-                   gn_damping=config.gn_damping_training, dtype=config.precision)
+                   only_train_first_layer=config.only_train_first_layer, gn_damping=config.gn_damping_training,
+                   feedback_iterations=config.feedback_iterations, dtype=config.precision)
 
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:
@@ -69,10 +69,22 @@ def build_trainer(config: Config, model: TPModel) -> Trainer:
                                 l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
     feedback_opt = None
     if model.feedback_variables:
-        feedback_opt = TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
-                                 l2_decay=config.feedback_wd, name="feedback_adam", precision=config.precision)
+        feedback_opt = feedback_optimizer(config, model)
     return Trainer(model, forward_opt, feedback_opt, jit_compile=config.jit_compile,
                    angle_damping=list(config.gn_damping) if config.log_angles else None)
+
+
+def feedback_optimizer(config: Config, model: TPModel):
+    """The feedback Adam, or one per hidden layer (each with its own step counter) for a rule that asks for
+    per-layer feedback optimizers (ldrl)."""
+    def adam(name):
+        return TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
+                         l2_decay=config.feedback_wd, name=name, precision=config.precision)
+    if not model.rule.per_layer_feedback_optimizers:
+        return adam("feedback_adam")
+    from tp_keras.cnn import LayerwiseOptimizer
+    groups = model.feedback_variable_groups
+    return LayerwiseOptimizer([adam(f"feedback_adam_{i + 1}") for i in range(len(groups))], groups)
 
 
 class _Batches:

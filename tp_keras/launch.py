@@ -79,7 +79,9 @@ flags.DEFINE_float("beta1_fb", None, "Feedback Adam β1.")
 flags.DEFINE_float("beta2_fb", None, "Feedback Adam β2.")
 flags.DEFINE_float("epsilon_fb", None, "Feedback Adam ε.")
 flags.DEFINE_float("feedback_wd", None, "Feedback coupled L2 weight decay (replaces the DRL λ-term).")
-flags.DEFINE_float("sigma", None, "Std of the noise of the feedback losses.")
+_define_number_or_list("sigma", "Std of the noise of the feedback losses (ldrl: one value, or one per hidden layer).")
+flags.DEFINE_list("feedback_iterations", None, "ldrl: feedback steps per batch before the targets, one value or "
+                  "one per hidden layer (default: the rule's, 3).")
 flags.DEFINE_integer("size_hidden_fb", None, "DDTP-RHL: size of the fixed random feedback layer.")
 flags.DEFINE_bool("recurrent_input", None, "DDTP-RHL: feed each layer's own activation into its feedback map.")
 flags.DEFINE_float("gn_damping_training", None, "GNT: Tikhonov damping λ of the Gauss-Newton targets.")
@@ -126,7 +128,20 @@ def config_from_flags():
         last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, prune_early=FLAGS.prune_early,
         progress=FLAGS.progress, only_train_first_layer=FLAGS.only_train_first_layer,
         log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
-        gn_damping=_floats("gn_damping", FLAGS.gn_damping), **overrides)
+        gn_damping=_floats("gn_damping", FLAGS.gn_damping),
+        feedback_iterations=_whole_numbers("feedback_iterations", FLAGS.feedback_iterations), **overrides)
+
+
+def _whole_numbers(flag: str, values):
+    """None, one int, or a tuple of ints from a comma-separated flag."""
+    from tp_keras.config import ConfigError
+    if values is None:
+        return None
+    try:
+        numbers = tuple(int(v) for v in values)
+    except ValueError:
+        raise ConfigError(flag, f"{','.join(values)!r} is not a comma-separated list of whole numbers") from None
+    return numbers[0] if len(numbers) == 1 else numbers
 
 
 def _floats(flag: str, values) -> tuple:

@@ -71,6 +71,26 @@ class UniformFanIn(keras.initializers.Initializer):
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
+class UniformBound(keras.initializers.Initializer):
+    """U(−bound, +bound) from an explicit seed (FW-DTP's fixed feedback: bound 10⁻³)."""
+
+    def __init__(self, bound: float, seed: int):
+        self.bound = float(bound)
+        self.seed = int(seed)
+
+    def __call__(self, shape, dtype=None):
+        values = np.random.default_rng(self.seed).uniform(-self.bound, self.bound, size=shape)
+        return tf.constant(values, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"bound": self.bound, "seed": self.seed}
+
+
+# Initialisers of the layer-wise feedback kernel Q, by name, from the layer's seed.
+FEEDBACK_INITIALIZERS = {"xavier": XavierNormal, "uniform_1e-3": lambda seed: UniformBound(1e-3, seed)}
+
+
+@keras.saving.register_keras_serializable(package="tp_keras")
 class TPDense(keras.layers.Layer):
     """Forward map h = s(x W + b), paired with its layer-wise feedback g(u) = t(u Q + d) (x's space ← h's space).
 
@@ -80,13 +100,15 @@ class TPDense(keras.layers.Layer):
       use_bias: whether the forward map has a bias b.
       feedback_activation: t, or None for a layer without feedback weights.
       feedback_bias: whether g has a bias d.
+      feedback_init: 'xavier' (Xavier-normal Q, as the forward kernels) or 'uniform_1e-3' (Q ~ U(±10⁻³), the
+        fixed feedback of FW-DTP's reference code).
       feedback_trainable: False freezes Q and d (they still exist and are saved).
       seed: seed of this layer's initialisation (Q uses seed + 1).
     """
 
     def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
                  feedback_activation: str | None = None, feedback_bias: bool = True,
-                 feedback_trainable: bool = True, seed: int = 0, **kwargs):
+                 feedback_trainable: bool = True, seed: int = 0, feedback_init: str = "xavier", **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.activation = activation
@@ -94,6 +116,9 @@ class TPDense(keras.layers.Layer):
         self.feedback_activation = feedback_activation
         self.feedback_bias = bool(feedback_bias)
         self.feedback_trainable = bool(feedback_trainable)
+        if feedback_init not in FEEDBACK_INITIALIZERS:
+            raise ValueError(f"TPDense: feedback_init={feedback_init!r}; choose one of {sorted(FEEDBACK_INITIALIZERS)}")
+        self.feedback_init = feedback_init
         self.seed = int(seed)
         self._act = activation_fn(activation)
         self._fb_act = activation_fn(feedback_activation) if feedback_activation else None
@@ -106,7 +131,8 @@ class TPDense(keras.layers.Layer):
         self.feedback_kernel = self.feedback_bias_var = None
         if self.feedback_activation:
             self.feedback_kernel = self.add_weight(
-                name="feedback_kernel", shape=(self.units, n_in), initializer=XavierNormal(self.seed + 1),
+                name="feedback_kernel", shape=(self.units, n_in),
+                initializer=FEEDBACK_INITIALIZERS[self.feedback_init](self.seed + 1),
                 trainable=self.feedback_trainable)
             if self.feedback_bias:
                 self.feedback_bias_var = self.add_weight(
@@ -154,6 +180,8 @@ class TPDense(keras.layers.Layer):
         config.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
                       feedback_activation=self.feedback_activation, feedback_bias=self.feedback_bias,
                       feedback_trainable=self.feedback_trainable, seed=self.seed)
+        if self.feedback_init != "xavier":  # configs of layers saved before the option stay as they were
+            config["feedback_init"] = self.feedback_init
         return config
 
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tp_keras import keras_checks as C
 from tp_keras import targets as T
 from tp_keras.layers import ACTIVATIONS, DirectFeedback, TPDense
-from tp_keras.methods import METHODS, Method, get_method
+from tp_keras.rules import RULES, LearningRule, RuleError, get_rule
 
 # compile(loss=...): what each accepted name means, by task.
 _CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy": "sparse", "categorical_crossentropy": "categorical"}
@@ -41,16 +41,20 @@ class TPModel(keras.Model):
     whose `train_step` runs the very same `step.compute_updates` / `step.apply_updates`.
 
     Args:
-      method: a registry name ('dtpdrl', 'ddtp_linear', ...) or a `Method`.
+      method: the learning rule: a registry name ('dtpdrl', 'ddtp_linear', 'ldrl', ...) or a
+        `tp_keras.rules.LearningRule` (`model.rule`; `compile(rule=...)` switches to another rule of the same
+        feedback maps).
       input_size, hidden_sizes, output_size: the architecture n_0, n_1..n_{L−1}, n_L.
-      target_stepsize: η̂ of the output target ĥ_L = h_L − η̂·e_L.
-      sigma: std of the noise of the feedback losses.
+      target_stepsize: η̂ of the output target ĥ_L = h_L − η̂·e_L (None: the rule's, 0.01 for the registry's).
+      sigma: std of the noise of the feedback losses (None: the rule's, 0.08; one per hidden layer for 'ldrl').
       hidden_activation: s of the hidden layers.
       last_hidden_bias: None keeps the method's reference behaviour (no bias on the last hidden layer for
         DDTP-linear and DFA, spec §2.5); True/False forces it.
       size_hidden_fb: n_fb, the size of DDTP-RHL's fixed random feedback layer.
       recurrent_input: DDTP-RHL's variant that feeds each layer's own activation into its feedback map.
-      gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt').
+      gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt'; None: the rule's, 0).
+      feedback_iterations: feedback steps per batch of a rule that trains its feedback first ('ldrl'): one
+        value or one per hidden layer (None: the rule's).
       only_train_first_layer: Frozen-MNIST (spec §4.3): only the first hidden layer's forward weights train
         (every other forward weight keeps its initial value; feedback weights train as usual), and the step
         computes no local loss or gradient for the frozen layers. `layer.trainable = False` freezes any layer
@@ -69,31 +73,25 @@ class TPModel(keras.Model):
     where the saved one stopped. `import tp_keras` is all a fresh process needs before `load_model`.
     """
 
-    def __init__(self, method: str | Method = "ddtp_linear", input_size: int = 784,
+    def __init__(self, method: str | LearningRule = "ddtp_linear", input_size: int = 784,
                  hidden_sizes: Sequence[int] = (256,) * 5, output_size: int = 10, *,
-                 target_stepsize: float = 0.01, sigma: float = 0.08, hidden_activation: str = "tanh",
-                 last_hidden_bias: bool | None = None, task: str = "classification", seed: int = 42,
-                 size_hidden_fb: int = 1024, recurrent_input: bool = False, gn_damping: float = 0.0,
-                 only_train_first_layer: bool = False, dtype: str | None = None, **kwargs):
+                 target_stepsize: float | None = None, sigma: float | Sequence[float] | None = None,
+                 hidden_activation: str = "tanh", last_hidden_bias: bool | None = None,
+                 task: str = "classification", seed: int = 42, size_hidden_fb: int = 1024,
+                 recurrent_input: bool = False, gn_damping: float | None = None,
+                 feedback_iterations: int | Sequence[int] | None = None, only_train_first_layer: bool = False,
+                 dtype: str | None = None, **kwargs):
         dtype = C.model_precision(dtype)
         super().__init__(dtype=dtype, **kwargs)
         self.only_train_first_layer = bool(only_train_first_layer)
-        if isinstance(method, dict):  # a Method outside the registry, as `get_config` writes it
-            method = Method(**method)
-        self.method = get_method(method)
-        m = self.method
+        m = get_rule(method)  # a name, a LearningRule, or a rule's config dict (get_config of an unregistered one)
+        self.rule = _rule_with(m, target_stepsize, sigma, gn_damping, feedback_iterations)
         self.input_size = C.whole("input_size", input_size, 1)
         if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or not hidden_sizes:
             raise ValueError(f"TPModel: hidden_sizes={hidden_sizes!r} must be a non-empty list of layer sizes "
                              "(TPModel needs at least one hidden layer), e.g. [256, 256]")
         self.hidden_sizes = [C.whole("hidden_sizes", n, 1) for n in hidden_sizes]
         self.output_size = C.whole("output_size", output_size, 1)
-        self.target_stepsize = C.real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
-        if m.trains_feedback:
-            self.sigma = C.real("sigma", sigma, positive=True,
-                               hint=f"{m.name} trains its feedback with noise of std sigma > 0, e.g. sigma=0.05")
-        else:  # unused by this method (no feedback loss)
-            self.sigma = float(sigma)
         if hidden_activation not in ACTIVATIONS:
             raise ValueError(f"TPModel: hidden_activation={hidden_activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.hidden_activation = hidden_activation
@@ -105,7 +103,6 @@ class TPModel(keras.Model):
         self.seed = C.whole("seed", seed, 0, C.MAX_SEED)
         self.size_hidden_fb = C.whole("size_hidden_fb", size_hidden_fb, 1)
         self.recurrent_input = bool(recurrent_input)
-        self.gn_damping = C.real("gn_damping", gn_damping, positive=False)
 
         sizes = self.hidden_sizes + [self.output_size]
         layerwise_fb = m.feedback_activation if m.feedback == "layerwise" else None
@@ -113,8 +110,8 @@ class TPModel(keras.Model):
             TPDense(n, activation="linear" if i == len(sizes) - 1 else hidden_activation,
                     use_bias=self.last_hidden_bias or i != len(sizes) - 2,
                     # Layer 1 would carry g_0 (to the input), which no method uses.
-                    feedback_activation=layerwise_fb if i > 0 else None,
-                    feedback_trainable=m.feedback_trained, seed=self.seed * 1009 + 2 * i, dtype=dtype,
+                    feedback_activation=layerwise_fb if i > 0 else None, feedback_bias=m.feedback_bias,
+                    feedback_init=m.feedback_init, feedback_trainable=m.feedback_trained, seed=self.seed * 1009 + 2 * i, dtype=dtype,
                     name=f"layer_{i + 1}")
             for i, n in enumerate(sizes)]
         self.direct_feedback = None
@@ -163,7 +160,7 @@ class TPModel(keras.Model):
 
     # --- compile ---------------------------------------------------------------------------------------------
     def compile(self, optimizer=None, loss=None, metrics=None, *, forward_optimizer=None, feedback_optimizer=None,
-                weighted_metrics=None, loss_weights=None, **kwargs):
+                weighted_metrics=None, loss_weights=None, rule=None, **kwargs):
         """Keras' compile, with target propagation's meaning for each argument.
 
         Args:
@@ -180,8 +177,12 @@ class TPModel(keras.Model):
           metrics, weighted_metrics: Keras metrics on the logits (unweighted / weighted by sample_weight or
             class_weight, as in Keras). With neither, classification reports a weighted "accuracy" (a real
             accuracy metric, so monitors infer mode="max").
+          rule: train with this learning rule from now on (`set_rule`: a name or a LearningRule of the same
+            feedback maps); None keeps the model's.
           **kwargs: Keras' run_eagerly, steps_per_execution, jit_compile, auto_scale_loss.
         """
+        if rule is not None:
+            self.set_rule(rule)
         if optimizer is not None and forward_optimizer is not None:
             raise ValueError("compile: optimizer= and forward_optimizer= are the same argument (the forward "
                              "optimizer); pass one of them")
@@ -359,8 +360,8 @@ class TPModel(keras.Model):
             counts = context.all_gather(rows[None], axis=0)
             total = tf.reduce_sum(counts)
             shard = dict(batch_size=total, noise_rows=(tf.reduce_sum(counts[:context.replica_id_in_sync_group]), total))
-        updates = step.compute_updates(self, x, y, sample_weight=sample_weight, **shard)
-        step.apply_updates(self, updates, self.optimizer, self.feedback_optimizer)
+        updates = step.batch_updates(self, self.optimizer, self.feedback_optimizer, x, y, sample_weight=sample_weight,
+                                     **shard)
         self._record_health(step.health(updates), context if replicas > 1 else None)
         self._loss_tracker.update_state(updates.loss, sample_weight=rows)
         metrics = step.step_metrics(updates)
@@ -489,22 +490,110 @@ class TPModel(keras.Model):
     def feedback_variables(self):
         """The feedback parameters the feedback optimizer trains: empty for BP and frozen feedback (DFA, or
         `direct_feedback.trainable = False`). A frozen forward layer's own layer-wise feedback still trains."""
-        if not self.method.trains_feedback:
+        if not self.rule.trains_feedback:
             return []
         variables = [v for layer in self.tp_layers for v in layer.feedback_variables]
         if self.direct_feedback is not None and self.direct_feedback.trainable:
             variables += self.direct_feedback.feedback_variables
         return variables
 
+    @property
+    def feedback_variable_groups(self) -> list[list]:
+        """The trained feedback variables of each hidden layer ℓ = 1..L−1 (layer-wise feedback: g_ℓ's Q and d),
+        for per-layer feedback iterations and optimizers."""
+        if self.direct_feedback is not None:
+            raise ValueError("feedback_variable_groups: direct feedback has no per-layer groups")
+        trained = {id(v) for v in self.feedback_variables}
+        return [[v for v in layer.feedback_variables if id(v) in trained] for layer in self.tp_layers[1:]]
+
+    # --- the learning rule ---------------------------------------------------------------------------------------
+    @property
+    def method(self) -> LearningRule:
+        """The registry entry of this model's rule (its structure, the registry's hyper-parameters)."""
+        return self.rule.structure()
+
+    # The rule's hyper-parameters, read (and set: a new rule value) through the model as before.
+    @property
+    def target_stepsize(self) -> float:
+        return self.rule.target_stepsize
+
+    @target_stepsize.setter
+    def target_stepsize(self, value):
+        self._replace_rule(target_stepsize=value)
+
+    @property
+    def sigma(self):
+        return self.rule.sigma
+
+    @sigma.setter
+    def sigma(self, value):
+        self._replace_rule(sigma=value)
+
+    @property
+    def gn_damping(self) -> float:
+        return self.rule.gn_damping
+
+    @gn_damping.setter
+    def gn_damping(self, value):
+        self._replace_rule(gn_damping=value)
+
+    def _replace_rule(self, **values):
+        object.__setattr__(self, "rule", self.rule.with_hyper_parameters(**values))
+
+    def set_rule(self, rule):
+        """Trains this network with another learning rule of the same feedback maps (a name or a LearningRule;
+        a name keeps this model's hyper-parameters), e.g. a DTP network with 'ldrl'. Refused in one line when
+        the maps differ."""
+        new = get_rule(rule)
+        if not isinstance(rule, LearningRule):
+            new = _rule_with(new, self.target_stepsize, self.sigma if new.trains_feedback or not isinstance(
+                self.sigma, tuple) else None, self.gn_damping, None)
+        built = _network_structure(self.rule)
+        if _network_structure(new) != built:
+            raise ValueError(f"rule {new.name!r} needs other feedback maps than this {self.rule.name!r} network "
+                             f"({_network_structure(new)} vs {built}); build a TPModel({new.name!r}, ...)")
+        object.__setattr__(self, "rule", new)
+        object.__setattr__(self, "_feedback_step", None)
+
     def get_config(self):
-        method = self.method.name if METHODS.get(self.method.name) == self.method else dataclasses.asdict(self.method)
+        structure = self.rule.structure()
+        method = structure.name if RULES.get(structure.name) == structure else structure.get_config()
+        sigma = list(self.sigma) if isinstance(self.sigma, tuple) else self.sigma
+        iterations = self.rule.feedback_iterations
         return {"method": method, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
-                "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": self.sigma,
+                "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": sigma,
                 "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
                 "task": self.task, "seed": self.seed, "size_hidden_fb": self.size_hidden_fb,
                 "recurrent_input": self.recurrent_input, "gn_damping": self.gn_damping,
+                "feedback_iterations": list(iterations) if isinstance(iterations, tuple) else iterations,
                 "only_train_first_layer": self.only_train_first_layer, "dtype": self.dtype_policy.name,
                 "name": self.name}
+
+
+def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_iterations) -> LearningRule:
+    """`rule` with TPModel's keyword arguments as its hyper-parameters (None keeps the rule's), each checked
+    with TPModel's one-line messages first."""
+    if target_stepsize is not None:
+        target_stepsize = C.real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
+    if sigma is not None and not isinstance(sigma, (list, tuple)):
+        if rule.trains_feedback:
+            sigma = C.real("sigma", sigma, positive=True,
+                           hint=f"{rule.name} trains its feedback with noise of std sigma > 0, e.g. sigma=0.05")
+        else:  # unused by this rule (no feedback loss)
+            sigma = float(sigma)
+    if gn_damping is not None:
+        gn_damping = C.real("gn_damping", gn_damping, positive=False)
+    try:
+        return rule.with_hyper_parameters(target_stepsize=target_stepsize, sigma=sigma, gn_damping=gn_damping,
+                                          feedback_iterations=feedback_iterations)
+    except RuleError as err:
+        raise ValueError(f"TPModel: {err}") from None
+
+
+def _network_structure(rule: LearningRule) -> tuple:
+    """What a rule asks of the network's feedback maps (rules that agree here can share one network)."""
+    return (rule.feedback, rule.feedback_activation, rule.feedback_bias, rule.feedback_init, rule.feedback_trained,
+            rule.last_hidden_bias)
 
 
 def default_feedback_optimizer(model: TPModel):
@@ -515,7 +604,7 @@ def default_feedback_optimizer(model: TPModel):
     from tp_keras.optimizers import TorchAdam
     name = model.method.name
     config = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(name, name))
-    if config is None or METHODS.get(name) != model.method:
+    if config is None or RULES.get(name) != model.method:
         raise ValueError(f"compile: method {name!r} has no paper configuration to take a default feedback optimizer "
                          "from; pass feedback_optimizer=")
     return TorchAdam(config["lr_fb"], config["beta1_fb"], config["beta2_fb"], config["epsilon_fb"],

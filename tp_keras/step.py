@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import tensorflow as tf
 
 from tp_keras import diagnostics as D
 from tp_keras import losses as L
 from tp_keras import targets as T
+from tp_keras.rules.components import NoiseDraw, standard_normal  # noqa: F401 (its first home)
 
 
 def _tf_variables(variables):
@@ -46,81 +46,31 @@ class Updates:
     loss: tf.Tensor            # batch-mean output loss
     accuracy: tf.Tensor | None  # batch accuracy (classification); None for regression
     feedback_losses: list      # one per hidden layer (empty when feedback is not trained)
-
-
-def standard_normal(shape, seed):
-    """N(0, 1) samples in float32 by the Box–Muller transform of stateless Philox uniforms.
-
-    Exact Gaussian up to float32 resolution (|ε| ≤ 5.8, the largest radius a float32 uniform gives: a tail of
-    probability 7e-9 is cut). Measured on this project's CPU, 1 thread, 128×1280 samples: 1.25 ms against
-    2.07 ms for `tf.random.stateless_normal`, which is ~10 % of a DDTP-linear step.
-    """
-    rows, cols = shape
-    half = (cols + 1) // 2
-    u = tf.random.stateless_uniform([2, rows, half], seed=seed, dtype=tf.float32, alg="philox")
-    radius = tf.sqrt(-2.0 * tf.math.log1p(-u[0]))  # 1 − u ∈ (0, 1]: the log is finite
-    angle = tf.constant(2.0 * math.pi, tf.float32) * u[1]
-    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=1)[:, :cols]
-
-
-def _noisy_copies(model, hs, noise_rows=None):
-    """h̃_ℓ = h_ℓ + σε_ℓ for ℓ = 1..L−1, fresh noise for each layer, drawn in one call.
-
-    The noise is drawn in float32 and cast, so float32 and float64 runs see the same noise. With
-    noise_rows=(offset, total) this batch is rows offset.. of a `total`-row global batch (a replica's shard):
-    the global batch's noise is drawn and this shard's rows kept, so replicas see the one-device noise.
-    """
-    hidden = hs[1:-1]
-    sizes = [int(h.shape[-1]) for h in hidden]
-    rows = tf.shape(hs[0])[0]
-    offset, total = (0, rows) if noise_rows is None else noise_rows
-    eps = standard_normal([total, sum(sizes)], model.noise_seed.next())
-    if noise_rows is not None:
-        eps = eps[offset:offset + rows]
-    eps = tf.split(tf.cast(eps, hs[0].dtype) * tf.constant(model.sigma, hs[0].dtype), sizes, axis=1)
-    return [h + e for h, e in zip(hidden, eps)]
+    feedback_variables: list | None = None  # what feedback_grads train, when not all of model.feedback_variables
 
 
 def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with_losses: bool, batch_size,
                                  noise_rows=None):
-    """Hidden targets ĥ_1..ĥ_{L−1} and feedback losses, dispatched on the method's pieces."""
-    m = model.method
-    layers = model.tp_layers
-    difference = m.target_rule == "difference"
+    """Hidden targets ĥ_1..ĥ_{L−1} and feedback losses, through the rule's components: the feedback path of the
+    network's maps, the target rule, the feedback loss (which may compute the targets on its way)."""
+    rule = model.rule
+    path, loss = rule.path, rule.loss
+    difference = rule.targets.difference
+    clean = path.clean(model, hs) if (difference or loss.needs_clean) else None
     targets, fb_losses = None, []
-    noisy = _noisy_copies(model, hs, noise_rows) if with_losses else None
-    scale = L.feedback_loss_scale(m.feedback_loss, model.sigma) if with_losses else None
-
-    if m.feedback == "layerwise":
-        clean = T.layerwise_clean_terms(layers, hs) if difference else None
-        if with_losses and m.feedback_loss == "drl":
-            # The targets ride along in the DRL stack: same feedback weights, same matmuls.
-            fb_losses, targets = L.layerwise_drl(layers, hs, noisy, clean, scale, batch_size,
-                                                 top_target if with_targets else None)
-        else:
-            if with_targets:
-                targets = T.propagate_layerwise(layers, hs, top_target, clean)
-            if with_losses:
-                fb_losses = L.layerwise_reconstruction_losses(layers, noisy, scale, batch_size)
-    elif m.direct:
-        direct = model.direct_feedback
-        clean = direct(hs[-1], hidden=hs[1:-1]) if (difference or m.feedback_loss == "drl") else None
-        if with_targets:
-            targets = T.direct_targets(direct, hs, top_target, clean if difference else None)
-        if with_losses:
-            if m.feedback_loss == "drl":
-                fb_losses = L.direct_drl(direct, hs, noisy, layers, clean, scale, batch_size)
-            elif m.feedback_loss == "control":
-                fb_losses = L.direct_control(direct, hs, noisy, layers, batch_size)
-            else:
-                raise ValueError(f"{m.name}: direct feedback cannot be trained with {m.feedback_loss!r}")
+    if with_losses:
+        noise = NoiseDraw(rule.noise_fn, model.noise_seed, tf.shape(hs[0])[0], hs[0].dtype, noise_rows)
+        fb_losses, targets = loss.losses(model, rule, hs, noise, clean, batch_size,
+                                         top_target if with_targets else None)
     if with_targets:
+        if targets is None:
+            targets = path.targets(model, hs, top_target, clean if difference else None)
         targets = [tf.stop_gradient(t) for t in targets]
     return targets, fb_losses
 
 
 def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True, batch_size=None,
-                    noise_rows=None, sample_weight=None) -> Updates:
+                    noise_rows=None, sample_weight=None, feedback_layers=None) -> Updates:
     """Gradients of one batch for the forward and/or feedback parameters (nothing is updated).
 
     Args:
@@ -135,14 +85,16 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         the hidden targets follow from it as usual, and a zero-weight sample's targets are its activations
         (so it adds nothing to any local loss). The feedback losses, which use no labels, are not weighted.
         `Updates.loss` is then the weighted loss.
+      feedback_layers: 0-based hidden layers whose feedback losses train (None: all); the feedback gradients
+        are then those of `model.feedback_variable_groups` of these layers only.
     """
-    m = model.method
+    rule = model.rule
     x = tf.cast(x, model.compute_dtype)
     batch_size = tf.shape(x)[0] if batch_size is None else batch_size
     b = tf.cast(batch_size, model.compute_dtype)
     weights = None if sample_weight is None else tf.reshape(tf.cast(sample_weight, model.compute_dtype), [-1])
 
-    if not m.uses_targets:  # BP
+    if rule.targets.backprop:
         fwd_vars = _tf_variables(model.forward_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(fwd_vars)
@@ -153,7 +105,11 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         return Updates(grads, None, hs, None, tf.reduce_mean(per_sample), _accuracy(model, hs[-1], y), [])
 
     fwd_vars = _tf_variables(model.forward_variables)
-    fb_vars = _tf_variables(model.feedback_variables)
+    fb_keras_vars = None
+    if feedback_layers is not None:
+        groups = model.feedback_variable_groups
+        fb_keras_vars = [v for i in feedback_layers for v in groups[i]]
+    fb_vars = _tf_variables(model.feedback_variables if fb_keras_vars is None else fb_keras_vars)
     train_fb = feedback and bool(fb_vars)
     fwd_tape = tf.GradientTape(watch_accessed_variables=False)
     with fwd_tape:
@@ -167,11 +123,11 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         error = T.output_error(outputs, y, model.task, batch_size)
         if weights is not None:
             error = error * weights[:, None]
-        top_target = tf.stop_gradient(T.output_target(outputs, error, model.target_stepsize))
+        top_target = tf.stop_gradient(T.output_target(outputs, error, rule.target_stepsize))
 
     fb_grads, fb_losses, all_targets = None, [], None
-    if forward and m.target_rule == "gnt":  # no feedback weights: every target from the output Jacobians
-        all_targets = [tf.stop_gradient(t) for t in T.gnt_targets(model.tp_layers, hs, error, model.gn_damping)]
+    if forward and not rule.targets.uses_feedback:  # GNT: every target from the output Jacobians
+        all_targets = [tf.stop_gradient(t) for t in rule.targets.all_targets(model, hs, error, rule)]
     elif forward or train_fb:
         with tf.GradientTape(watch_accessed_variables=False) as fb_tape:
             if train_fb:
@@ -179,7 +135,8 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
             hidden_targets, fb_losses = _targets_and_feedback_losses(
                 model, [tf.stop_gradient(h) for h in hs], top_target, with_targets=forward, with_losses=train_fb,
                 batch_size=batch_size, noise_rows=noise_rows)
-            fb_total = tf.add_n(fb_losses) if fb_losses else None
+            trained = fb_losses if feedback_layers is None else [fb_losses[i] for i in feedback_layers]
+            fb_total = tf.add_n(trained) if trained else None
         if train_fb:
             fb_grads = fb_tape.gradient(fb_total, fb_vars)
         if forward:
@@ -195,7 +152,7 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
                               for i in model.trained_layers])
         fwd_grads = fwd_tape.gradient(local, fwd_vars)
     return Updates(fwd_grads, fb_grads, hs, all_targets, tf.reduce_mean(per_sample),
-                   _accuracy(model, outputs, y), fb_losses)
+                   _accuracy(model, outputs, y), fb_losses, fb_keras_vars)
 
 
 def _weighted(per_sample, weights):
@@ -229,7 +186,9 @@ def apply_updates(model, updates: Updates, forward_optimizer, feedback_optimizer
     # alone left a read racing with an optimizer write (run-to-run differences in DTPDRL).
     with tf.control_dependencies(fb_grads + fwd_grads):
         if updates.feedback_grads is not None:
-            feedback_optimizer.apply_gradients(zip(updates.feedback_grads, model.feedback_variables))
+            variables = updates.feedback_variables
+            feedback_optimizer.apply_gradients(zip(updates.feedback_grads,
+                                                   model.feedback_variables if variables is None else variables))
         if updates.forward_grads is not None:
             forward_optimizer.apply_gradients(zip(updates.forward_grads, model.forward_variables))
 
@@ -261,14 +220,49 @@ def health(updates: Updates) -> dict:
     return flags
 
 
-def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
-               noise_rows=None, sample_weight=None):
-    """One batch: targets → feedback step → forward step (forward=False: the feedback-only step).
+def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, noise_rows=None):
+    """The rule's feedback schedule within a batch when it trains the feedback first: K_ℓ feedback steps for
+    hidden layer ℓ (`rule.iterations`), each with fresh noise, all layers stepping together while they have
+    steps left. Returns the first step's updates (the feedback losses before this batch trained them)."""
+    counts = model.rule.iterations(len(model.tp_layers) - 1)
+    first = None
+    for i in range(max(counts)):
+        active = [k for k, count in enumerate(counts) if count > i]
+        updates = compute_updates(model, x, y, forward=False, feedback=True, batch_size=batch_size,
+                                  noise_rows=noise_rows,
+                                  feedback_layers=None if len(active) == len(counts) else active)
+        apply_updates(model, updates, None, feedback_optimizer)
+        first = first or updates
+    return first
 
-    Returns the batch's metrics and its finiteness flags (`health`)."""
+
+def batch_updates(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
+                  noise_rows=None, sample_weight=None) -> Updates:
+    """One batch's updates, applied in the rule's order: by default targets → feedback step → forward step, all
+    gradients from the same weights; with `rule.feedback_first`, the feedback steps, then the targets (with the
+    new feedback weights) and the forward step. Returns the updates that report the batch."""
+    if model.rule.feedback_first and model.feedback_variables:
+        trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size,
+                                         noise_rows=noise_rows)
+        if not forward:
+            return trained
+        updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size,
+                                  noise_rows=noise_rows, sample_weight=sample_weight)
+        apply_updates(model, updates, forward_optimizer, None)
+        return dataclasses.replace(updates, feedback_losses=trained.feedback_losses)
     updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size,
                               noise_rows=noise_rows, sample_weight=sample_weight)
     apply_updates(model, updates, forward_optimizer, feedback_optimizer)
+    return updates
+
+
+def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
+               noise_rows=None, sample_weight=None):
+    """One batch (`batch_updates`; forward=False: the feedback-only step).
+
+    Returns the batch's metrics and its finiteness flags (`health`)."""
+    updates = batch_updates(model, forward_optimizer, feedback_optimizer, x, y, forward=forward,
+                            batch_size=batch_size, noise_rows=noise_rows, sample_weight=sample_weight)
     return {**step_metrics(updates), **health(updates)}
 
 
@@ -276,7 +270,12 @@ def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *
                            batch_size=None):
     """`train_step` that also returns the angles of this batch's weight updates against BP and GNT (spec §5.2,
     §5.3), computed from the same updates before any variable changes: 'bp_angle' (L,), 'gnt_angle' (L−1,)."""
-    updates = compute_updates(model, x, y, forward=True, feedback=True, batch_size=batch_size)
+    if model.rule.feedback_first and model.feedback_variables:  # the feedback steps come first
+        trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size)
+        updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size)
+        updates = dataclasses.replace(updates, feedback_losses=trained.feedback_losses)
+    else:
+        updates = compute_updates(model, x, y, forward=True, feedback=True, batch_size=batch_size)
     angles = D.angles(model, updates, y, gn_damping)
     # The angles read the forward weights: they must be computed before the updates write them.
     with tf.control_dependencies(list(angles.values())):
