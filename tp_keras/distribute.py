@@ -314,7 +314,7 @@ class DistributedTrainer:
             return built["trainer"].model
 
         return cls(model_fn, lambda: built["trainer"].forward_optimizer,
-                   lambda: built["trainer"].feedback_optimizer, strategy, jit_compile=config.jit_compile)
+                   lambda: built["trainer"].feedback_optimizer, strategy, jit_compile=_jit(config))
 
     @property
     def trains_feedback(self) -> bool:
@@ -413,3 +413,8 @@ class DistributedTrainer:
     def _distributed_eval(self, xs, ys):
         sums = self.strategy.run(self._replica_eval, args=(xs, ys))
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
+
+
+def _jit(config) -> bool:
+    from tp_keras import loop  # the device's default when config.jit_compile is None
+    return loop.resolve_jit(config.jit_compile)

@@ -1,0 +1,72 @@
+"""Many batches per compiled call (tp_keras/loop.py): the plan of a pass, and bit-identity with one batch per call
+in the custom loop (every method, pre-training, extra feedback passes, angle logging, resume) and in Keras fit."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ALL_METHODS
+from tp_keras import loop
+from tp_keras.config import Config, ConfigError
+from tp_keras.methods import METHODS
+
+# 77 training samples in batches of 16: four full batches and one of 13.
+TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=23, progress=False)
+
+
+def test_plan_cuts_a_pass_into_loops_single_steps_and_angle_batches():
+    assert list(loop.plan_pass(5, 4, 1)) == [("step", i, 1) for i in range(5)]
+    assert list(loop.plan_pass(5, 4, 3)) == [("loop", 0, 3), ("step", 3, 1), ("step", 4, 1)]
+    assert list(loop.plan_pass(5, 4, 100)) == [("loop", 0, 4), ("step", 4, 1)]
+    assert list(loop.plan_pass(10, 10, 100, log_interval=4)) == [
+        ("angle", 0, 1), ("loop", 1, 3), ("angle", 4, 1), ("loop", 5, 3), ("angle", 8, 1), ("step", 9, 1)]
+    plan = list(loop.plan_pass(469, 468, 50, log_interval=80))
+    assert [b for _, first, count in plan for b in range(first, first + count)] == list(range(469))
+
+
+@pytest.mark.parametrize("value, parsed", [("auto", "auto"), ("EPOCH", "epoch"), ("7", 7), (3, 3)])
+def test_steps_per_call_values(value, parsed):
+    assert Config.paper("bp", steps_per_call=value).validate().steps_per_call == parsed
+
+
+@pytest.mark.parametrize("bad", [0, -2, "many", 2.5, True])
+def test_bad_steps_per_call_is_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match=r"^--steps_per_call: .* give a positive integer, 'epoch'"):
+        Config.paper("bp", steps_per_call=bad).validate()
+
+
+def _run(mnist_dir, folder, method, steps_per_call, **overrides):
+    from tp_keras.experiment import train_and_evaluate
+    settings = dict(data_dir=mnist_dir, epochs=2, epochs_fb=1, extra_fb_epochs=1, steps_per_call=steps_per_call,
+                    **TINY)
+    settings.update(overrides)
+    summary = train_and_evaluate(Config.paper(method, **settings), str(folder))
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    rows = [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]
+    with np.load(folder / "checkpoint.npz") as saved:
+        arrays = {k: saved[k] for k in saved.files if k.startswith("v")}
+    angles = (folder / "angles.jsonl").read_text() if (folder / "angles.jsonl").exists() else None
+    return summary["status"], rows, arrays, angles
+
+
+def _assert_identical(a, b):
+    assert a[0] == b[0] == "finished"
+    assert a[1] == b[1]  # every metric of every epoch, to the last bit
+    assert a[2].keys() == b[2].keys()
+    for key in a[2]:
+        np.testing.assert_array_equal(a[2][key], b[2][key])
+    assert a[3] == b[3]
+
+
+def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
+    runs = [_run(mnist_dir, tmp_path / str(n), "ddtp_linear", n, log_angles=True, log_interval=3)
+            for n in (1, "epoch")]
+    _assert_identical(*runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, method):
+    one = _run(mnist_dir, tmp_path / "one", method, 1)
+    _assert_identical(one, _run(mnist_dir, tmp_path / "three", method, 3))
+    _assert_identical(one, _run(mnist_dir, tmp_path / "epoch", method, "epoch"))

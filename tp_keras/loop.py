@@ -1,0 +1,118 @@
+"""Many batches per compiled call: the custom loop's answer to Keras' `steps_per_execution`.
+
+A pass over the training set normally costs one Python call into a compiled step per batch; on a GPU or TPU the
+device then waits for the host between batches. `StepLoop` compiles a `tf.while_loop` that runs the SAME
+compiled per-batch step (`step.Trainer.train_step` / `feedback_step`, reused, not re-traced) on `count`
+consecutive full batches of the pass's device-resident, already-shuffled data, and returns each batch's metrics
+and finiteness flags stacked on the device (shape (count, ...)). Noise, both optimizers, metrics and flags never
+leave the device inside a call.
+
+`plan_pass` cuts one pass into calls: angle-logging batches (batch index % log_interval == 0) run alone with the
+angle step, the last, smaller batch runs alone with the per-batch step (its own shape), every other run of
+consecutive full batches goes through the loop in pieces of at most `steps_per_call` batches. Every batch
+therefore sees exactly the computation of the one-batch-per-call loop, in the same order: results are
+bit-identical to steps_per_call=1 (tests/test_loop.py), and the host still checks stop requests, the progress
+bar and kill points between calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+AUTO = "auto"
+EPOCH = "epoch"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceDefaults:
+    """What a run uses when the user left the choice open, and why (printed at start)."""
+    device: str                 # "CPU", "GPU" or "TPU"
+    jit_compile: bool
+    steps_per_call: int | str
+
+
+def device_defaults(device: str | None = None) -> DeviceDefaults:
+    """The defaults of `device` (default: the first accelerator TensorFlow sees, else the CPU).
+
+    CPU: XLA off and one batch per call, measured faster on this project's CPU (BUILD_NOTES: the 5×256 network is
+    math-bound there, and XLA's fusions lost). GPU/TPU: XLA on and the whole pass per call, where the host would
+    otherwise starve the device between batches (the GPU figures are pending a GPU machine; see BUILD_NOTES)."""
+    if device is None:
+        device = "GPU" if tf.config.list_physical_devices("GPU") else (
+            "TPU" if tf.config.list_logical_devices("TPU") else "CPU")
+    if device == "CPU":
+        return DeviceDefaults("CPU", jit_compile=False, steps_per_call=1)
+    return DeviceDefaults(device, jit_compile=True, steps_per_call=EPOCH)
+
+
+def resolve_jit(jit_compile: bool | None) -> bool:
+    """config.jit_compile, None meaning the device's default."""
+    return device_defaults().jit_compile if jit_compile is None else bool(jit_compile)
+
+
+def resolve_steps(steps_per_call, steps_in_pass: int) -> int:
+    """The batches per call for a pass of `steps_in_pass` batches ('auto': the device's default, 'epoch': the
+    whole pass)."""
+    value = device_defaults().steps_per_call if steps_per_call == AUTO else steps_per_call
+    return max(1, steps_in_pass if value == EPOCH else int(value))
+
+
+def plan_pass(steps: int, full_steps: int, steps_per_call: int, log_interval: int = 0):
+    """The calls of one pass of `steps` batches of which the first `full_steps` have the full batch size.
+
+    Yields (kind, first batch, count): kind "angle" (one batch with the angle step, when log_interval > 0 and
+    the batch index is a multiple of it), "loop" (count ≥ 2 full batches in one compiled loop) or "step" (one
+    batch with the ordinary per-batch step)."""
+    i = 0
+    while i < steps:
+        if log_interval and i % log_interval == 0:
+            yield "angle", i, 1
+            i += 1
+            continue
+        end = min(i + steps_per_call, full_steps)
+        if log_interval:
+            end = min(end, (i // log_interval + 1) * log_interval)
+        if end - i >= 2:
+            yield "loop", i, end - i
+            i = end
+        else:
+            yield "step", i, 1
+            i += 1
+
+
+class StepLoop:
+    """`count` consecutive batches of `batch_size` rows, starting at row `start` of (x, y), through the compiled
+    per-batch `step` (a tf.function taking (x, y) and returning a dict of tensors) in one compiled call.
+
+    `StepLoop(step, batch_size)(x, y, start, count)` returns the step's outputs stacked over the batches. The
+    loop is traced once per data shape; the step inside it keeps its own trace for a full batch."""
+
+    def __init__(self, step, batch_size: int, *, jit_compile: bool = False):
+        self.step = step
+        self.batch_size = int(batch_size)
+        self._loop = tf.function(self._run, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+
+    def __call__(self, x, y, start: int, count: int) -> dict:
+        return self._loop(x, y, tf.constant(start, tf.int32), tf.constant(count, tf.int32))
+
+    def _batch(self, data, first):
+        part = data[first:first + self.batch_size]
+        part.set_shape([self.batch_size] + data.shape[1:].as_list())  # the full batch's trace of the step
+        return part
+
+    def _run(self, x, y, start, count):
+        spec = (tf.TensorSpec([self.batch_size] + x.shape[1:].as_list(), x.dtype),
+                tf.TensorSpec([self.batch_size] + y.shape[1:].as_list(), y.dtype))
+        outputs = self.step.get_concrete_function(*spec).structured_outputs
+        arrays = tf.nest.map_structure(
+            lambda t: tf.TensorArray(t.dtype, size=count, element_shape=t.shape), outputs)
+
+        def body(i, arrays):
+            first = start + i * self.batch_size
+            out = self.step(self._batch(x, first), self._batch(y, first))
+            return i + 1, tf.nest.map_structure(lambda array, value: array.write(i, value), arrays, out)
+
+        # One iteration at a time: each batch reads the variables the previous one wrote.
+        _, arrays = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), arrays), parallel_iterations=1)
+        return tf.nest.map_structure(lambda array: array.stack(), arrays)
