@@ -70,3 +70,28 @@ def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, meth
     one = _run(mnist_dir, tmp_path / "one", method, 1)
     _assert_identical(one, _run(mnist_dir, tmp_path / "three", method, 3))
     _assert_identical(one, _run(mnist_dir, tmp_path / "epoch", method, "epoch"))
+
+
+def _fitted(method, steps_per_execution, pretrain=1, extra=1):
+    from test_keras_conventions import METRIC_FREE, _compiled, _data
+    from tp_keras.model import FeedbackSchedule
+    x, y = _data(n=27)  # batches of 4: six full and one of 3
+    model = _compiled(method, steps_per_execution=steps_per_execution)
+    callbacks = [FeedbackSchedule(x, y, pretrain_epochs=pretrain, extra_epochs=extra, batch_size=4)] \
+        if METHODS[method].trains_feedback else []
+    history = model.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks, **METRIC_FREE).history
+    return [np.asarray(v.numpy()) for v in model.weights], history, [c.history for c in callbacks]
+
+
+@pytest.mark.parametrize("method", ["ddtp_linear", "bp"])
+def test_fit_steps_per_execution_is_bit_identical(method):
+    one, four = _fitted(method, 1), _fitted(method, 4)
+    for a, b in zip(one[0], four[0]):
+        np.testing.assert_array_equal(a, b)
+    assert one[1:] == four[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_fit_steps_per_execution_is_bit_identical_for_every_method(method):
+    test_fit_steps_per_execution_is_bit_identical(method)

@@ -108,11 +108,36 @@ class StepLoop:
         arrays = tf.nest.map_structure(
             lambda t: tf.TensorArray(t.dtype, size=count, element_shape=t.shape), outputs)
 
-        def body(i, arrays):
+        def body(i, arrays, _):
             first = start + i * self.batch_size
             out = self.step(self._batch(x, first), self._batch(y, first))
-            return i + 1, tf.nest.map_structure(lambda array, value: array.write(i, value), arrays, out)
+            return i + 1, tf.nest.map_structure(lambda array, value: array.write(i, value), arrays, out), out
 
+        last = tf.nest.map_structure(lambda t: tf.zeros(t.shape, t.dtype), outputs)
         # One iteration at a time: each batch reads the variables the previous one wrote.
-        _, arrays = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), arrays), parallel_iterations=1)
+        _, arrays, _ = tf.while_loop(lambda i, *_: i < count, body, (tf.constant(0), arrays, last),
+                                     parallel_iterations=1)
         return tf.nest.map_structure(lambda array: array.stack(), arrays)
+
+
+class Pass:
+    """The batches of one pass over device-resident (x, y), in order (the last one may be smaller)."""
+
+    def __init__(self, x, y, batch_size: int):
+        self.x, self.y, self.batch_size = tf.convert_to_tensor(x), tf.convert_to_tensor(y), int(batch_size)
+        rows = int(self.x.shape[0])
+        self.steps, self.full_steps = -(-rows // self.batch_size), rows // self.batch_size
+
+    def __iter__(self):
+        for start in range(0, int(self.x.shape[0]), self.batch_size):
+            yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+
+    def calls(self, step, multi_step: "StepLoop | None", steps_per_call: int):
+        """(outputs, many) of each call of the pass: many=True for a `multi_step` call (outputs stacked over its
+        batches), False for one batch through `step`."""
+        size = self.batch_size
+        for kind, first, count in plan_pass(self.steps, self.full_steps, steps_per_call if multi_step else 1):
+            if kind == "loop":
+                yield multi_step(self.x, self.y, first * size, count), True
+            else:
+                yield step(self.x[first * size:(first + 1) * size], self.y[first * size:(first + 1) * size]), False
