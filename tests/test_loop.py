@@ -64,8 +64,15 @@ def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
     _assert_identical(*runs)
 
 
+# DDTP-control: TensorFlow's graph optimizer (grappler's AddOpsRewrite) turns the targets' (ĥ_L Q + d) + r into
+# (ĥ_L Q + r) + d in a step's own graph but not inside a while loop's body (it lacks the shapes there): the two
+# round differently in the last bit (BUILD_NOTES, "Many batches per compiled call").
+_LAST_BIT = {"ddtp_control"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="last-bit rounding"))
+                                    if m in _LAST_BIT else m for m in ALL_METHODS])
 def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, method):
     one = _run(mnist_dir, tmp_path / "one", method, 1)
     _assert_identical(one, _run(mnist_dir, tmp_path / "three", method, 3))
@@ -95,3 +102,23 @@ def test_fit_steps_per_execution_is_bit_identical(method):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_fit_steps_per_execution_is_bit_identical_for_every_method(method):
     test_fit_steps_per_execution_is_bit_identical(method)
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_on_cpu_with_tiny_sizes(mnist_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "check.json"
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch", "gpu_check.py")
+    done = subprocess.run([sys.executable, script, f"--data_dir={mnist_dir}", f"--out={out}", "--tiny"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert {(r["method"], r["steps_per_call"], r["xla"]) for r in report["paper_network"]} == {
+        (m, n, x) for m in ("bp", "ddtp_linear") for n in (1, "epoch") for x in (False, True)}
+    assert {(r["driver"], r["steps_per_call"]) for r in report["host_bound"]} == {
+        (d, n) for d in ("loop", "fit") for n in (1, 4)}
+    assert all(r["steps_per_second"] > 0 for r in report["paper_network"] + report["host_bound"])
+    run = report["ddtp_linear_run"]
+    assert run["summary"]["status"] == "finished" and run["summary"]["epochs_run"] == 2 and run["epochs_fb"] == 1

@@ -99,3 +99,13 @@ def parse_flags_one_line(argv):
         return flags.FLAGS(argv)
     except flags.Error as err:
         fail(first_line(err).removeprefix("ERROR:: "))
+
+
+def quiet_tensorflow_without_gpu() -> None:
+    """Hides TensorFlow's C++ log lines (the CUDA probe's "failed call to cuInit" on a machine without an NVIDIA
+    driver) unless the user set TF_CPP_MIN_LOG_LEVEL. Call before TensorFlow is imported; a machine with a GPU
+    (a /dev/nvidia* device) keeps TensorFlow's own default."""
+    import glob
+    import os
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ and not glob.glob("/dev/nvidia[0-9]*"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -180,6 +180,7 @@ def main(argv):
 
 
 def run():
+    cli.quiet_tensorflow_without_gpu()
     app.run(main, flags_parser=cli.parse_flags_one_line)
 
 

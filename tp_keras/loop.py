@@ -97,9 +97,9 @@ class StepLoop:
         return self._loop(x, y, tf.constant(start, tf.int32), tf.constant(count, tf.int32))
 
     def _batch(self, data, first):
-        part = data[first:first + self.batch_size]
-        part.set_shape([self.batch_size] + data.shape[1:].as_list())  # the full batch's trace of the step
-        return part
+        # A slice of static size (XLA needs one; the step keeps its full-batch trace).
+        rest = data.shape[1:].as_list()
+        return tf.slice(data, [first] + [0] * len(rest), [self.batch_size] + rest)
 
     def _run(self, x, y, start, count):
         spec = (tf.TensorSpec([self.batch_size] + x.shape[1:].as_list(), x.dtype),

@@ -124,4 +124,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.quiet_tensorflow_without_gpu()
     app.run(main, flags_parser=cli.parse_flags_one_line)
