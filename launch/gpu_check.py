@@ -43,6 +43,7 @@ def _bench(methods, hidden, batch, samples, steps, drivers, xla_settings):
 
 def main(argv):
     del argv
+    cli.quiet_tensorflow_without_gpu()
     import tensorflow as tf
 
     from tp_keras.config import Config
@@ -74,5 +75,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("data_dir")
-    cli.quiet_tensorflow_without_gpu()
     app.run(main, flags_parser=cli.parse_flags_one_line)

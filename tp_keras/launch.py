@@ -150,6 +150,7 @@ def main(argv):
     run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
     workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
     # Imported here so that --help and flag errors answer without loading TensorFlow.
+    cli.quiet_tensorflow_without_gpu(probe=FLAGS.strategy != "multi_worker")
     from tp_keras.config import ConfigError
     from tp_keras.experiment import train_and_evaluate
     dataset = trainer = None
@@ -180,7 +181,6 @@ def main(argv):
 
 
 def run():
-    cli.quiet_tensorflow_without_gpu()
     app.run(main, flags_parser=cli.parse_flags_one_line)
 
 

@@ -110,8 +110,13 @@ def main(argv):
     if set(FLAGS.drivers) - {"loop", "fit"}:
         cli.fail(f"--drivers={','.join(FLAGS.drivers)}: choose among loop, fit")
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+
+    def set_threads():
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    cli.quiet_tensorflow_without_gpu(configure=set_threads)
+    if tf.config.threading.get_intra_op_parallelism_threads() != FLAGS.threads:  # TF's logs were asked for
+        set_threads()
     hidden = [int(h) for h in FLAGS.hidden]
     print(f"tp_keras.loop_bench: 784-{'-'.join(map(str, hidden))}-10, batch {FLAGS.batch_size}, {FLAGS.samples} "
           f"samples, XLA {FLAGS.xla}, threads {FLAGS.threads}, TF {tf.__version__}, {platform.machine()}, "
@@ -124,5 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.quiet_tensorflow_without_gpu()
     app.run(main, flags_parser=cli.parse_flags_one_line)
