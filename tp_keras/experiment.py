@@ -110,18 +110,18 @@ class _MultiSteps:
     device, see loop.device_defaults), which leaves the one-batch-per-call loop exactly as it was."""
 
     def __init__(self, config: Config, trainer, batches: _Batches, log):
-        from tp_keras.config import ConfigError
         steps = loop.resolve_steps(config.steps_per_call, batches.steps)
         jit = loop.resolve_jit(config.jit_compile)
         self.train = self.feedback = {}
         if steps > 1 and batches.full_steps > 1:
-            if not hasattr(trainer.train_step, "get_concrete_function"):
-                raise ConfigError("steps_per_call", f"{type(trainer).__name__} runs one batch per call; use "
-                                                    "--steps_per_call=1")
-            make = lambda step: loop.StepLoop(step, batches.batch_size, jit_compile=jit)  # noqa: E731
-            self.train = {"multi_step": make(trainer.train_step), "steps_per_call": steps}
+            if hasattr(trainer, "replica_batch_step"):  # distribute.DistributedTrainer: strategy.run per batch
+                make = lambda forward: loop.DistributedStepLoop(trainer, forward, batches.batch_size)  # noqa: E731
+            else:
+                make = lambda forward: loop.StepLoop(  # noqa: E731
+                    trainer.train_step if forward else trainer.feedback_step, batches.batch_size, jit_compile=jit)
+            self.train = {"multi_step": make(True), "steps_per_call": steps}
             if trainer.trains_feedback:
-                self.feedback = {"multi_step": make(trainer.feedback_step), "steps_per_call": steps}
+                self.feedback = {"multi_step": make(False), "steps_per_call": steps}
         log(f"[tp_keras] {loop.device_defaults().device}: XLA {'on' if jit else 'off'}, {steps} batch(es) per "
             "compiled call"
             + (" (the whole pass)" if steps >= batches.steps else ""))

@@ -101,16 +101,22 @@ class StepLoop:
         rest = data.shape[1:].as_list()
         return tf.slice(data, [first] + [0] * len(rest), [self.batch_size] + rest)
 
-    def _run(self, x, y, start, count):
+    def _outputs(self, x, y):
+        """The step's output structure (tensors with dtype and shape), from its full-batch trace."""
         spec = (tf.TensorSpec([self.batch_size] + x.shape[1:].as_list(), x.dtype),
                 tf.TensorSpec([self.batch_size] + y.shape[1:].as_list(), y.dtype))
-        outputs = self.step.get_concrete_function(*spec).structured_outputs
+        return self.step.get_concrete_function(*spec).structured_outputs
+
+    def _one(self, x, y, first):
+        return self.step(self._batch(x, first), self._batch(y, first))
+
+    def _run(self, x, y, start, count):
+        outputs = self._outputs(x, y)
         arrays = tf.nest.map_structure(
             lambda t: tf.TensorArray(t.dtype, size=count, element_shape=t.shape), outputs)
 
         def body(i, arrays, _):
-            first = start + i * self.batch_size
-            out = self.step(self._batch(x, first), self._batch(y, first))
+            out = self._one(x, y, start + i * self.batch_size)
             return i + 1, tf.nest.map_structure(lambda array, value: array.write(i, value), arrays, out), out
 
         last = tf.nest.map_structure(lambda t: tf.zeros(t.shape, t.dtype), outputs)
@@ -141,3 +147,23 @@ class Pass:
                 yield multi_step(self.x, self.y, first * size, count), True
             else:
                 yield step(self.x[first * size:(first + 1) * size], self.y[first * size:(first + 1) * size]), False
+
+
+class DistributedStepLoop(StepLoop):
+    """`StepLoop` for a `distribute.DistributedTrainer`: inside the compiled loop, every batch is one
+    `strategy.run` in which each replica slices its shard of the global batch from the device-resident pass
+    (`DistributedTrainer.replica_batch_step`), TPU style; `forward=False` runs the feedback-only step."""
+
+    def __init__(self, trainer, forward: bool, batch_size: int):
+        self.trainer, self.forward = trainer, forward
+        # XLA, when asked for, compiles each replica's gradient computation (DistributedTrainer), not the loop.
+        super().__init__(None, batch_size)
+
+    def _outputs(self, x, y):
+        # The output structure, from a trace of one batch that is never run.
+        trace = tf.function(self._one, autograph=False).get_concrete_function(
+            tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype), tf.TensorSpec([], tf.int32))
+        return trace.structured_outputs
+
+    def _one(self, x, y, first):
+        return self.trainer.replica_batch_step(self.forward, x, y, first, self.batch_size)
