@@ -19,8 +19,6 @@ transfer if the update is reproduced exactly. Keras' own Adam differs in two way
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
 
 import keras
 import tensorflow as tf
@@ -74,47 +72,9 @@ class TorchAdam(keras.optimizers.Optimizer):
         # The step's scalars are formed once per apply, not once per variable.
         self._step_scalars = self._scalars(learning_rate)
         try:
-            if self._can_fuse(grads, trainable_variables):
-                self._fused_update(grads, trainable_variables)
-            else:
-                super()._backend_update_step(grads, trainable_variables, learning_rate)
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
             self._step_scalars = None
-
-    @staticmethod
-    def _can_fuse(grads, variables) -> bool:
-        """One update over every variable: outside a distribution strategy (whose merge call updates each
-        mirrored variable on its own), with dense gradients and one dtype."""
-        return (len(variables) > 1 and not tf.distribute.has_strategy()
-                and not any(isinstance(g, tf.IndexedSlices) for g in grads)
-                and len({str(v.dtype) for v in variables}) == 1)
-
-    def _fused_update(self, grads, variables):
-        """`update_step` on all variables at once, concatenated: the same elementwise operations in the same
-        order on every element (so bit-identical), as ~15 kernels per optimizer instead of ~15 per variable (each a
-        kernel launch on an accelerator, host work on a CPU)."""
-        dtype = variables[0].dtype
-        lr, bias_correction1, bias_correction2 = self._step_scalars
-        const = functools.partial(tf.constant, dtype=dtype)
-        step_size = tf.cast(lr / bias_correction1, dtype)
-        sqrt_bc2 = tf.cast(tf.sqrt(bias_correction2), dtype)
-        index = [self._get_variable_index(v) for v in variables]
-        slots = ([self._momentums[i] for i in index], [self._velocities[i] for i in index])
-
-        def flat(tensors):
-            return tf.concat([tf.reshape(tf.convert_to_tensor(t), [-1]) for t in tensors], axis=0)
-
-        grad, theta = flat([tf.cast(g, dtype) for g in grads]), flat(variables)
-        if self.l2_decay:
-            grad = grad + const(self.l2_decay) * theta
-        m, v = flat(slots[0]), flat(slots[1])
-        m = m + (grad - m) * const(1.0 - self.beta_1)
-        v = v * const(self.beta_2) + tf.square(grad) * const(1.0 - self.beta_2)
-        theta = theta - step_size * m / (tf.sqrt(v) / sqrt_bc2 + const(self.epsilon))
-        sizes = [math.prod(var.shape) for var in variables]
-        for values, targets in ((m, slots[0]), (v, slots[1]), (theta, variables)):
-            for part, target in zip(tf.split(values, sizes), targets):
-                self.assign(target, tf.reshape(part, target.shape))
 
     def _scalars(self, learning_rate):
         """(lr, 1 − β1^t, 1 − β2^t) in float64, as PyTorch forms them in Python doubles (tf.cast of a Python
