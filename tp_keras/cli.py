@@ -99,3 +99,32 @@ def parse_flags_one_line(argv):
         return flags.FLAGS(argv)
     except flags.Error as err:
         fail(first_line(err).removeprefix("ERROR:: "))
+
+
+def quiet_tensorflow_without_gpu(probe: bool = True, configure=None) -> None:
+    """On a machine without an NVIDIA device (no /dev/nvidia*), imports TensorFlow and runs its device probe with
+    the process's C-level stderr sent to /dev/null, which hides the lines TensorFlow's C++ side writes there before
+    its logging is set up (oneDNN notice, "Could not find cuda drivers", "failed call to cuInit"; tp_keras sets
+    TF_CPP_MIN_LOG_LEVEL=2, which does not reach them). Nothing is hidden when the user set TF_CPP_MIN_LOG_LEVEL
+    to 0 or 1 (asking for TensorFlow's logs) or the machine has a GPU; a failing import still raises, after stderr
+    is back.
+    probe=False skips the device probe (a multi-worker run must configure its collectives first); `configure()`,
+    if given, runs just before it (e.g. to set TensorFlow's thread pools, which the probe fixes)."""
+    import glob
+    import os
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1") or glob.glob("/dev/nvidia[0-9]*"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401  (its import loads more of TensorFlow's libraries, which log again)
+            import tensorflow as tf
+            if configure is not None:
+                configure()
+            if probe:
+                tf.config.list_logical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -92,7 +92,10 @@ class Config:
     # Numerics and options.
     precision: str = "float32"
     last_hidden_bias: bool | None = None
-    jit_compile: bool = False
+    jit_compile: bool | None = None  # None: the device's default (loop.device_defaults: off on a CPU)
+    # Batches per compiled call of the custom loop: a number, "epoch" (a whole pass) or "auto" (the device's
+    # default, loop.device_defaults). Results are bit-identical whatever the value (tp_keras/loop.py).
+    steps_per_call: int | str = "auto"
     prune_early: bool = False
     progress: bool = True
 
@@ -197,6 +200,7 @@ class Config:
             _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
             _positive(self, "sigma", f"{self.method} trains its feedback with noise of std sigma > 0, "
                                      "e.g. --sigma=0.05")
+        self.steps_per_call = parse_steps_per_call(self.steps_per_call)
         _positive(self, "log_interval", "e.g. --log_interval=80 (angles every 80th batch of an epoch)")
         damping = self.gn_damping if isinstance(self.gn_damping, (list, tuple)) else (self.gn_damping,)
         if len(damping) not in (1, self.num_hidden):
@@ -281,3 +285,18 @@ def _non_negative(config, name):
     for value in _values(getattr(config, name)):
         if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise ConfigError(name, f"{value} must be >= 0")
+
+
+def parse_steps_per_call(value) -> int | str:
+    """'auto', 'epoch' or a positive integer (batches per compiled call); ConfigError (one line) otherwise."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "epoch"):
+        return value.strip().lower()
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or number < 1 or (isinstance(value, float) and value != number):
+        raise ConfigError("steps_per_call", f"{value!r} is not a number of batches per compiled call; give a "
+                                            "positive integer, 'epoch' (a whole pass per call) or 'auto' (the "
+                                            "device's default)")
+    return number

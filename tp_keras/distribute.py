@@ -317,7 +317,7 @@ class DistributedTrainer:
             return built["trainer"].model
 
         return cls(model_fn, lambda: built["trainer"].forward_optimizer,
-                   lambda: built["trainer"].feedback_optimizer, strategy, jit_compile=config.jit_compile)
+                   lambda: built["trainer"].feedback_optimizer, strategy, jit_compile=_jit(config))
 
     @property
     def trains_feedback(self) -> bool:
@@ -399,6 +399,36 @@ class DistributedTrainer:
     def _distributed_step(self, forward: bool, xs, ys, offsets, batch):
         sums, nonfinite = self.strategy.run(functools.partial(self._replica_step, forward),
                                             args=(xs, ys, offsets, batch))
+        return self._global_metrics(sums, nonfinite, batch)
+
+    def replica_batch_step(self, forward: bool, x, y, first, batch_size: int):
+        """One global batch, rows [first, first + batch_size) of the device-resident (x, y), each replica slicing
+        its own shard (loop.DistributedStepLoop calls this inside its compiled loop: strategy.run per batch, TPU
+        style). Returns the metrics of `train_step`."""
+        bounds = shard_bounds(batch_size, self.replicas)
+        sizes = {end - start for start, end in bounds}
+
+        def replica(x, y, first):
+            replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+            static_id = tf.get_static_value(replica_id)
+            if static_id is not None:
+                start, end = bounds[int(static_id)]
+                offset, size = tf.constant(start, tf.int32), end - start
+            elif len(sizes) == 1:  # a TPU: equal shards, the replica known at run time only
+                size = next(iter(sizes))
+                offset = tf.cast(replica_id, tf.int32) * size
+            else:
+                raise DistributeError("batch_size", f"a global batch of {batch_size} samples does not split evenly "
+                                                    f"over {self.replicas} replicas; use a divisible batch size")
+            rest = x.shape[1:].as_list()
+            xb = tf.slice(x, [first + offset] + [0] * len(rest), [size] + rest)
+            yb = tf.slice(y, [first + offset] + [0] * (y.shape.rank - 1), [size] + y.shape[1:].as_list())
+            return self._replica_step(forward, xb, yb, offset, tf.constant(batch_size, tf.int32))
+
+        sums, nonfinite = self.strategy.run(replica, args=(x, y, first))
+        return self._global_metrics(sums, nonfinite, tf.constant(batch_size, tf.int32))
+
+    def _global_metrics(self, sums, nonfinite, batch):
         reduce = functools.partial(self.strategy.reduce, tf.distribute.ReduceOp.SUM, axis=None)
         total = {k: reduce(v) for k, v in sums.items()}
         metrics = {"loss": total["loss"] / tf.cast(batch, total["loss"].dtype)}
@@ -416,3 +446,8 @@ class DistributedTrainer:
     def _distributed_eval(self, xs, ys):
         sums = self.strategy.run(self._replica_eval, args=(xs, ys))
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
+
+
+def _jit(config) -> bool:
+    from tp_keras import loop  # the device's default when config.jit_compile is None
+    return loop.resolve_jit(config.jit_compile)

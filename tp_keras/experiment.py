@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tp_keras import faults, memory, rundir
+from tp_keras import faults, loop, memory, rundir
 from tp_keras.cli import op_error_text
 from tp_keras.config import Config
 from tp_keras.data import Dataset, load_dataset
@@ -70,7 +70,7 @@ def build_trainer(config: Config, model: TPModel) -> Trainer:
     feedback_opt = None
     if model.feedback_variables:
         feedback_opt = feedback_optimizer(config, model)
-    return Trainer(model, forward_opt, feedback_opt, jit_compile=config.jit_compile,
+    return Trainer(model, forward_opt, feedback_opt, jit_compile=loop.resolve_jit(config.jit_compile),
                    angle_damping=list(config.gn_damping) if config.log_angles else None)
 
 
@@ -101,16 +101,42 @@ class _Batches:
         self.passes = 0
         self.steps = math.ceil(int(self.x.shape[0]) / batch_size)
 
-    def shuffled(self):
+        self.full_steps = int(self.x.shape[0]) // batch_size  # batches of exactly batch_size rows
+
+    def permuted(self):
+        """The next pass's shuffled copy of the whole set, on the device."""
         perm = np.random.default_rng([self.seed, self.passes]).permutation(int(self.x.shape[0]))
         self.passes += 1
-        return _in_order(tf.gather(self.x, perm), tf.gather(self.y, perm), self.batch_size)
+        return tf.gather(self.x, perm), tf.gather(self.y, perm)
 
 
 def _in_order(x, y, batch_size):
     x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     for start in range(0, int(x.shape[0]), batch_size):
         yield x[start:start + batch_size], y[start:start + batch_size]
+
+
+class _MultiSteps:
+    """The compiled multi-batch loops of a run (loop.StepLoop around the trainer's train and feedback steps), as
+    keyword arguments of `_run_pass`: empty with one batch per call (config.steps_per_call resolved for the
+    device, see loop.device_defaults), which leaves the one-batch-per-call loop exactly as it was."""
+
+    def __init__(self, config: Config, trainer, batches: _Batches, log):
+        steps = loop.resolve_steps(config.steps_per_call, batches.steps)
+        jit = loop.resolve_jit(config.jit_compile)
+        self.train = self.feedback = {}
+        if steps > 1 and batches.full_steps > 1:
+            if hasattr(trainer, "replica_batch_step"):  # distribute.DistributedTrainer: strategy.run per batch
+                make = lambda forward: loop.DistributedStepLoop(trainer, forward, batches.batch_size)  # noqa: E731
+            else:
+                make = lambda forward: loop.StepLoop(  # noqa: E731
+                    trainer.train_step if forward else trainer.feedback_step, batches.batch_size, jit_compile=jit)
+            self.train = {"multi_step": make(True), "steps_per_call": steps}
+            if trainer.trains_feedback:
+                self.feedback = {"multi_step": make(False), "steps_per_call": steps}
+        log(f"[tp_keras] {loop.device_defaults().device}: XLA {'on' if jit else 'off'}, {steps} batch(es) per "
+            "compiled call"
+            + (" (the whole pass)" if steps >= batches.steps else ""))
 
 
 class Diverged(RuntimeError):
@@ -125,8 +151,15 @@ def _first_problem(label: str, flags: list[dict]) -> str | None:
     if not flags:
         return None
     # One device-side stack and one host read per flag kind (not one read per batch).
-    stacked = {k: np.asarray(tf.stack([f[k] for f in flags]).numpy()).reshape(len(flags), -1) for k in flags[0]}
-    bad = [i for i in range(len(flags)) if any(np.any(v[i] == 0) for v in stacked.values())]
+    return _first_problem_stacked(label, {k: tf.stack([f[k] for f in flags]) for k in flags[0]})
+
+
+def _first_problem_stacked(label: str, stacked: dict) -> str | None:
+    """`_first_problem` from the flags stacked over the batches (each of shape (batches, ...))."""
+    stacked = {k: np.asarray(tf.convert_to_tensor(v).numpy()) for k, v in stacked.items()}
+    stacked = {k: v.reshape(len(v), -1) for k, v in stacked.items()}
+    count = len(stacked["finite_loss"])
+    bad = [i for i in range(count) if any(np.any(v[i] == 0) for v in stacked.values())]
     if not bad:
         return None
     i = bad[0]
@@ -139,41 +172,64 @@ def _first_problem(label: str, flags: list[dict]) -> str | None:
     return f"non-finite {where} in {label}, batch {i}"
 
 
+def _stacked(entries: list) -> tf.Tensor:
+    """One (batches, ...) tensor from per-call entries: (value, True) of a multi-batch call, already stacked, or
+    (value, False) of a one-batch call."""
+    if not any(many for _, many in entries):
+        return tf.stack([value for value, _ in entries])  # one batch per call: as the loop always did
+    return tf.concat([value if many else value[None] for value, many in entries], axis=0)
+
+
 def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, angle_step=None,
-              log_interval: int = 0, angles_out: list | None = None, where: str = "", before_batch=None) -> dict:
+              log_interval: int = 0, angles_out: list | None = None, where: str = "", before_batch=None,
+              multi_step=None, steps_per_call: int = 1) -> dict:
     """Runs `step_fn` over one shuffled pass; returns the unweighted means over batches of its metrics.
 
     With `angle_step`, batches whose index is a multiple of `log_interval` run it instead, and
-    (batch index, bp_angle, gnt_angle) is appended to `angles_out`. Metrics, angles and the finiteness flags
+    (batch index, bp_angle, gnt_angle) is appended to `angles_out`. With `multi_step` (a loop.StepLoop of
+    `step_fn`) and steps_per_call > 1, runs of full batches go through it, up to `steps_per_call` per call
+    (loop.plan_pass; bit-identical to one batch per call). Metrics, angles and the finiteness flags
     stay on the device; the host reads them every `sync_every` steps for the progress bar and once at the end of
     the pass, when a non-finite value raises `Diverged` naming the first bad batch and layer (`where`
-    describes the pass, e.g. "epoch 3"). `before_batch()`, if given, runs before every batch (where a stop request
+    describes the pass, e.g. "epoch 3"). `before_batch()`, if given, runs before every call (where a stop request
     is honoured)."""
     bar = keras.utils.Progbar(batches.steps, verbose=1 if sys.stdout.isatty() else 2, unit_name="batch") \
         if show_progress else None
     collected: dict[str, list] = {}
-    flags = []
+    flags: dict[str, list] = {}
     sync_every = max(1, batches.steps // 20)
     logged = []
-    for i, (x, y) in enumerate(batches.shuffled()):
+    x, y = batches.permuted()
+    size = batches.batch_size
+    plan = loop.plan_pass(batches.steps, batches.full_steps, steps_per_call if multi_step is not None else 1,
+                          log_interval if angle_step is not None else 0)
+    for kind, i, count in plan:
         if before_batch is not None:
             before_batch()
-        if angle_step is not None and i % log_interval == 0:
-            metrics = dict(angle_step(x, y))
-            logged.append((i, metrics.pop("bp_angle"), metrics.pop("gnt_angle")))
+        if kind == "loop":
+            metrics = dict(multi_step(x, y, i * size, count))
         else:
-            metrics = dict(step_fn(x, y))
-        flags.append({k: metrics.pop(k) for k in _HEALTH_KEYS if k in metrics})
+            xb, yb = x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]
+            if kind == "angle":
+                metrics = dict(angle_step(xb, yb))
+                logged.append((i, metrics.pop("bp_angle"), metrics.pop("gnt_angle")))
+            else:
+                metrics = dict(step_fn(xb, yb))
+        many = kind == "loop"
+        for key in _HEALTH_KEYS:
+            if key in metrics:
+                flags.setdefault(key, []).append((metrics.pop(key), many))
         for key, value in metrics.items():
-            collected.setdefault(key, []).append(value)
-        if bar is not None and ((i + 1) % sync_every == 0 or i + 1 == batches.steps):
-            bar.update(i + 1, [(f"{label}_{k}", float(v)) for k, v in metrics.items()])
-    problem = _first_problem(where or label, flags)
+            collected.setdefault(key, []).append((value, many))
+        done = i + count
+        if bar is not None and (done // sync_every > i // sync_every or done == batches.steps):
+            bar.update(done, [(f"{label}_{k}", float(v[-1] if many else v)) for k, v in metrics.items()])
+    problem = _first_problem_stacked(where or label, {k: _stacked(v) for k, v in flags.items()}) if flags else None
     if problem:
         raise Diverged(problem)
     if angles_out is not None:
         angles_out.extend((i, bp.numpy().tolist(), gnt.numpy().tolist()) for i, bp, gnt in logged)
-    return {k: float(tf.reduce_mean(tf.cast(tf.stack(v), tf.float64))) for k, v in collected.items()}
+    return {k: float(tf.reduce_mean(tf.cast(_stacked(v), tf.float64))) for k, v in collected.items()}
 
 
 def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
@@ -239,7 +295,7 @@ def _mean_angles(rows: list[dict]) -> dict:
 
 
 def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedback_passes, log, *,
-                  resumed_epoch: int | None, on_epoch_end=None) -> str:
+                  resumed_epoch: int | None, on_epoch_end=None, multi_steps: "_MultiSteps") -> str:
     """Feedback pre-training (unless resuming from a checkpoint, which is written after it), then the epochs after
     `resumed_epoch` up to config.epochs; returns the run's final status. `folder.record` checkpoints each row.
     `on_epoch_end(row)` may return a final status (e.g. "pruned: ...") that stops the run after that epoch.
@@ -262,7 +318,7 @@ def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedb
         logged = []
         train = _run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
                           log_interval=config.log_interval, angles_out=logged, where=f"epoch {epoch}",
-                          before_batch=folder.before_train_batch)
+                          before_batch=folder.before_train_batch, **multi_steps.train)
         t1 = time.perf_counter()
         angle_rows = _angle_rows(epoch, batches.steps, logged)
         extra = feedback_passes(config.extra_fb_epochs, "fb_extra", f"extra feedback pass after epoch {epoch}:"
@@ -312,7 +368,7 @@ def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedb
 # workdir always holds a complete checkpoint (the last good one).
 
 CHECKPOINT = "checkpoint.npz"
-_RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile")
+_RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile", "steps_per_call")
 
 
 def _checkpoint_variables(trainer: Trainer) -> list:
@@ -588,14 +644,18 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
         f"{len(dataset.val.x) if has_val else 0} val / {len(dataset.test.x)} test, {config.precision}, "
         f"workdir {folder.workdir}")
 
+    multi_steps = _MultiSteps(config, trainer, batches, log)
+
     def feedback_passes(count, label, where):
         return [_run_pass(trainer.feedback_step, batches, label, config.progress, where=f"{where} {k + 1}",
-                          before_batch=folder.before_feedback_batch)["rec_loss"] for k in range(count)]
+                          before_batch=folder.before_feedback_batch, **multi_steps.feedback)["rec_loss"]
+                for k in range(count)]
 
     try:
         with faults.StopRequests() as folder.stop:
             status = _train_epochs(config, trainer, batches, dataset, folder, feedback_passes, log,
-                                   resumed_epoch=resumed_epoch, on_epoch_end=on_epoch_end)
+                                   resumed_epoch=resumed_epoch, on_epoch_end=on_epoch_end,
+                                   multi_steps=multi_steps)
     except KeyboardInterrupt as err:  # faults.Interrupted (SIGINT/SIGTERM), or a bare Ctrl-C from elsewhere
         name = getattr(err, "signal_name", "SIGINT")
         folder.write_summary("interrupted", interrupted_by=name, interrupted_in=folder.where)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tp_keras import keras_checks as C
+from tp_keras import loop
 from tp_keras import targets as T
 from tp_keras.layers import ACTIVATIONS, DirectFeedback, TPDense
 from tp_keras.rules import RULES, LearningRule, RuleError, get_rule
@@ -430,7 +431,7 @@ class TPModel(keras.Model):
         loss). A non-finite feedback loss raises `tp_keras.experiment.Diverged` with the launcher's message,
         naming the pass as `where` k. `FeedbackSchedule` runs this from `fit`."""
         from tp_keras import step
-        from tp_keras.experiment import Diverged, _first_problem
+        from tp_keras.experiment import Diverged, _first_problem_stacked, _stacked
         if not self.feedback_variables:
             return []
         if self.feedback_optimizer is None:
@@ -441,21 +442,34 @@ class TPModel(keras.Model):
                 reduce_retracing=True))
         passes = getattr(self, "_feedback_passes", 0)
         batches = _feedback_batches(x, y, batch_size)
+        steps = int(self.steps_per_execution or 1)
         means = []
         for _ in range(int(epochs)):
-            losses, flags = [], []
-            for xb, yb in batches(seed, passes):
-                out = dict(self._feedback_step(xb, yb))
-                losses.append(out.pop("rec_loss"))
-                flags.append({k: v for k, v in out.items() if k.startswith("finite_")})
+            losses, flags = [], {}
+            data = batches(seed, passes)
+            if isinstance(data, loop.Pass):  # arrays: compile's steps_per_execution batches per call (loop.py)
+                multi_step = None
+                if steps > 1:
+                    if getattr(self, "_feedback_loop", None) is None or self._feedback_loop.batch_size != data.batch_size:
+                        object.__setattr__(self, "_feedback_loop", loop.StepLoop(self._feedback_step, data.batch_size))
+                    multi_step = self._feedback_loop
+                calls = data.calls(self._feedback_step, multi_step, steps)
+            else:
+                calls = ((self._feedback_step(xb, yb), False) for xb, yb in data)
+            for out, many in calls:
+                out = dict(out)
+                losses.append((out.pop("rec_loss"), many))
+                for k, v in out.items():
+                    if k.startswith("finite_"):
+                        flags.setdefault(k, []).append((v, many))
             if not losses:
                 raise ValueError("train_feedback: the data yielded no batch")
             passes += 1
             object.__setattr__(self, "_feedback_passes", passes)
-            problem = _first_problem(f"{where} {len(means) + 1}", flags)
+            problem = _first_problem_stacked(f"{where} {len(means) + 1}", {k: _stacked(v) for k, v in flags.items()})
             if problem:
                 raise Diverged(problem)
-            means.append(float(tf.reduce_mean(tf.cast(tf.stack(losses), tf.float64))))
+            means.append(float(tf.reduce_mean(tf.cast(_stacked(losses), tf.float64))))
             if verbose:
                 print(f"[tp_keras] feedback pass {passes}: rec_loss {means[-1]:.4g}")
         return means
@@ -694,8 +708,7 @@ def _feedback_batches(x, y, batch_size):
 
         def shuffled(seed, index):
             order = np.random.default_rng([int(seed), index]).permutation(len(xs))
-            xo, yo = tf.constant(xs[order]), tf.constant(ys[order])
-            return ((xo[i:i + size], yo[i:i + size]) for i in range(0, len(xs), size))
+            return loop.Pass(tf.constant(xs[order]), tf.constant(ys[order]), size)
         return shuffled
     if isinstance(x, collections.abc.Iterator):
         raise ValueError("train_feedback: a Python generator or iterator can be passed over only once; give arrays, "
