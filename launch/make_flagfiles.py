@@ -5,8 +5,8 @@
 
 Each file: a header comment (the reference config; the paper's table, cell and number, or why the config has
 none; the setting; an estimated cost on this project's 2-core CPU; any deliberate departure from the reference
-file, spec §7; the command), then one flag per line with every value at full precision (repr of the float).
-Imports no TensorFlow.
+file, docs/semantics.md §15; the command), then one flag per line with every value at full precision
+(repr of the float). Imports no TensorFlow.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ MEASURED_F64 = ("bp", "dfa", "dtp", "dtpdrl", "ddtp_linear")
 # Per-sample work relative to the 784-256x5-10 MLP, counted as forward multiply-adds.
 MLP_MACS = 784 * 256 + 4 * 256 * 256 + 256 * 10                       # 465,408
 CIFAR_MLP_FACTOR = (3072 * 1024 + 2 * 1024 * 1024 + 1024 * 10) / MLP_MACS  # 5,253,120 / 465,408 = 11.3
-CNN_MACS = 32 * 32 * 5 * 5 * 3 * 32 + 16 * 16 * 5 * 5 * 32 * 64 + 4096 * 512 + 512 * 10  # 17.7M (spec §2.11)
+CNN_MACS = 32 * 32 * 5 * 5 * 3 * 32 + 16 * 16 * 5 * 5 * 32 * 64 + 4096 * 512 + 512 * 10  # 17.7M (docs/semantics.md §8)
 CNN_FACTOR = CNN_MACS / MLP_MACS                                       # 38
 TRAIN_SAMPLES = {("mnist", False): 55000, ("mnist", True): 60000, ("fashion_mnist", False): 55000,
                  ("fashion_mnist", True): 60000, ("cifar10", False): 45000, ("cifar10", True): 50000}
@@ -130,7 +130,7 @@ def cost_line(name: str) -> str:
 def setting_line(name: str) -> str:
     c = P.FINAL_CONFIGS[name]
     if c["architecture"] == "cnn":
-        arch = "the Table 3 CNN (spec §2.11), per-layer lr and epsilon"
+        arch = "the Table 3 CNN (docs/semantics.md §8), per-layer lr and epsilon"
     else:
         arch = f"MLP {c['size_input']}-{c['size_hidden']}x{c['num_hidden']}-10"
         if c["method"] == "ddtp_rhl":
@@ -142,7 +142,7 @@ def setting_line(name: str) -> str:
                      f"epoch{'s' if c['extra_fb_epochs'] != 1 else ''} after each epoch")
     split = "no validation set (trains on the whole training set)" if c["no_val_set"] else \
         "5000-sample validation split"
-    frozen = ", only the first hidden layer's forward weights train (Frozen-MNIST, spec §4.3)" \
+    frozen = ", only the first hidden layer's forward weights train (Frozen-MNIST, docs/semantics.md §11)" \
         if c["only_train_first_layer"] else ""
     return (f"Setting: {c['method']} on {DATASET_NAME[c['dataset']]}{frozen}; {arch}; {c['precision']} (as the "
             f"reference ran it); {schedule}; {split}.")
@@ -158,7 +158,7 @@ def render(name: str) -> str:
     c = P.FINAL_CONFIGS[name]
     data = c["dataset"]
     header = _comment(f"{name}: the reference's final_configs/{name}.py (network_type {c['network_type']}), "
-                      "every value exact (configs.json, resolved).")
+                      "every value exact (as the reference resolved it).")
     header += _comment(f"Paper: {paper_facts.paper_result(name)}.")
     header += _comment(setting_line(name))
     header += _comment(cost_line(name))

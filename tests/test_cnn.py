@@ -1,4 +1,4 @@
-"""The Table 3 CNN (spec §2.11): forward pass and pooling against NumPy, the conv local-loss gradient and the
+"""The Table 3 CNN (docs/semantics.md §8): forward pass and pooling against NumPy, the conv local-loss gradient and the
 feedback losses in closed form, one compiled step per method with per-layer optimizers, DFA = DDTP-linear with
 frozen feedback, the full-size network, and the config / launcher / experiment path.
 
@@ -170,7 +170,8 @@ def test_conv_local_loss_gradient_is_element_mean_closed_form():
     x, y = tiny_batch()
     updates = tp_step.compute_updates(model, x, y, feedback=False)
     hs = np_forward(model, x)
-    # Targets: ĥ_L = h_L − η̂e_L; hidden ĥ_ℓ = h_ℓ − η̂·e_L Q_ℓ (difference rule through a linear map, §2.11).
+    # Targets: ĥ_L = h_L − η̂e_L; hidden ĥ_ℓ = h_ℓ − η̂·e_L Q_ℓ (difference rule through a linear map,
+    # docs/semantics.md §8.4).
     e = np_output_error(hs[-1], y)
     qs = [to_np(k) for k in model.direct_feedback.kernels]
     expected_targets = [hs[i + 1] - eta * e @ qs[i] for i in range(3)] + [hs[-1] - eta * e]
@@ -182,7 +183,7 @@ def test_conv_local_loss_gradient_is_element_mean_closed_form():
         target = expected_targets[i]
         if isinstance(layer, TPConv2D):  # element mean over B·C·H·W, through pool, tanh and conv
             d_kernel, d_bias = np_conv_local_grads(layer, hs[i], target)
-        else:  # dense: §1.3, (1/B)·Σ over units
+        else:  # dense: docs/semantics.md §2.2, (1/B)·Σ over units
             deriv = 1.0 - hs[i + 1] ** 2 if layer.activation == "tanh" else np.ones_like(hs[i + 1])
             delta = 2.0 * deriv * (hs[i + 1] - target)
             d_kernel, d_bias = hs[i].T @ delta / batch, delta.sum(axis=0) / batch

@@ -1,5 +1,5 @@
-"""Diagnostics (spec §5): angles against BP and GNT, the batched GNT update, and the nullspace ratio, each checked
-against an independent computation (autograd, NumPy loops over samples, a full SVD)."""
+"""Diagnostics (docs/semantics.md §13): angles against BP and GNT, the batched GNT update, and the nullspace ratio, each
+checked against an independent computation (autograd, NumPy loops over samples, a full SVD)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +51,7 @@ def test_bp_gradients_from_the_jacobians_equal_autograd():
 
 
 def _np_gnt_update(model, x, y, layer, damping):
-    """Reference of spec §5.3 with a Python loop over samples and an explicit pinv / damped inverse."""
+    """Reference of docs/semantics.md §13.3 with a Python loop over samples and an explicit pinv / damped inverse."""
     hs = [to_np(h) for h in model.activations(x)]
     e = to_np(T.output_error(tf.constant(hs[-1]), y, model.task, len(hs[0])))
     jac = to_np(T.output_jacobians(model.tp_layers, [tf.constant(h) for h in hs])[layer - 1])
@@ -143,7 +143,7 @@ def test_per_layer_damping_validation():
 
 
 def test_nullspace_ratio_matches_full_svd():
-    """The row-space (Gram) computation equals the spec's full-SVD definition, for single samples."""
+    """The row-space (Gram) computation equals the full-SVD definition (docs/semantics.md §13.6), for single samples."""
     model = randomize_biases(make_model("ddtp_linear", hidden=(6, 5, 4), output=2), seed=3)
     rng = np.random.default_rng(4)
     x = tf.constant(rng.normal(size=(1, model.input_size)))
@@ -169,11 +169,11 @@ def test_nullspace_ratio_matches_full_svd():
 
 @pytest.mark.slow
 def test_fig2_in_miniature_ddtp_linear_wastes_less_in_the_nullspace_than_dtp():
-    """Paper Fig. 2 (spec §5.5) on a smaller teacher and schedule: after feedback training (2,500 SGD steps at
-    batch size 1, forward weights frozen), DDTP-linear's update of W_2 has a far smaller nullspace component than
-    DTP's. Measured on seeds 0-2: DDTP 0.22 / 0.09 / 0.06 vs DTP 0.74 / 0.76 / 0.63; the bound (half of DTP's)
-    leaves a margin of >3x on every one of them. With 500 steps instead the two are indistinguishable, so the
-    assertion does depend on the feedback training."""
+    """Paper Fig. 2 (docs/semantics.md §13.6) on a smaller teacher and schedule: after feedback training
+    (2,500 SGD steps at batch size 1, forward weights frozen), DDTP-linear's update of W_2 has a far smaller nullspace
+    component than DTP's. Measured on seeds 0-2: DDTP 0.22 / 0.09 / 0.06 vs DTP 0.74 / 0.76 / 0.63; the bound
+    (half of DTP's) leaves a margin of >3x on every one of them. With 500 steps instead the two are indistinguishable,
+    so the assertion does depend on the feedback training."""
     from tp_keras import nullspace as N
     from tp_keras.data import make_student_teacher
     dataset = make_student_teacher(1, num_train=100, num_test=10, num_val=10, size_input=6, size_output=2,

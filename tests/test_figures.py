@@ -189,7 +189,7 @@ def test_missing_matplotlib_raises_one_line(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Output-space toy figure (spec §5.6).
+# Output-space toy figure (docs/semantics.md §13.7).
 
 
 @pytest.fixture(scope="module")

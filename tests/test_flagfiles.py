@@ -15,7 +15,7 @@ from tp_keras.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 LAUNCH_DIR = os.path.join(ROOT, "launch")
-# The reference specification's configs, beside the repository on the project's machines (not needed elsewhere).
+# Optional: a copy of the reference's resolved configs beside the repository (the comparison is skipped without).
 CONFIGS_JSON = os.path.join(ROOT, os.pardir, "shared", "reference", "configs.json")
 NAMES = sorted(f[:-len(".flags")] for f in os.listdir(LAUNCH_DIR) if f.endswith(".flags"))
 # The values a flagfile must reproduce exactly: every hyper-parameter (for the CNN: no MLP architecture keys).
@@ -99,7 +99,7 @@ def test_method_mapping_and_the_deliberate_departures():
                 "DDTPControl": "ddtp_control", "DFA": "dfa", "BPConvCIFAR": "bp", "DDTPConvCIFAR": "ddtp_linear",
                 "DDTPConvControlCIFAR": "ddtp_control", "DFAConvCIFAR": "dfa"}
     for name, config in P.FINAL_CONFIGS.items():
-        if name == "cifar10_DDTPControl":  # spec §7 item 4: network_type DMLPDTP2, run as DDTP-control
+        if name == "cifar10_DDTPControl":  # docs/semantics.md §15.4: network_type DMLPDTP2, run as DDTP-control
             assert config["network_type"] == "DMLPDTP2" and config["method"] == "ddtp_control"
         elif config["network_type"] == "DTP":
             pretrained = "DTP_pretrained" in name or "DTP_improved" in name
@@ -107,7 +107,7 @@ def test_method_mapping_and_the_deliberate_departures():
         else:
             assert config["method"] == expected[config["network_type"]], name
         assert config["architecture"] == ("cnn" if "Conv" in config["network_type"] else "mlp"), name
-    assert P.FINAL_CONFIGS["cifar10_BP"]["epochs"] == 150  # spec §7 item 11, kept as shipped
+    assert P.FINAL_CONFIGS["cifar10_BP"]["epochs"] == 150  # docs/semantics.md §15.11, kept as shipped
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -131,9 +131,9 @@ def test_flagfile_header(name):
     run = [line for line in header if line.startswith("# Run: ")]
     assert run == [f"# Run: python -m tp_keras.launch --flagfile=launch/{name}.flags "
                    f"--data_dir=../shared/data/{P.FINAL_CONFIGS[name]['dataset']}"]
-    for marker, names in (("spec §7 item 4", ["cifar10_DDTPControl"]),
-                          ("spec §7 item 5", ["mnist_DTPDRL", "mnist_DTP_pretrained"]),
-                          ("spec §7 item 11", ["cifar10_BP", "cifar10_BPConv_train", "cifar10_DDTPConv_train",
+    for marker, names in (("docs/semantics.md §15.4", ["cifar10_DDTPControl"]),
+                          ("docs/semantics.md §15.5", ["mnist_DTPDRL", "mnist_DTP_pretrained"]),
+                          ("docs/semantics.md §15.11", ["cifar10_BP", "cifar10_BPConv_train", "cifar10_DDTPConv_train",
                                                "cifar10_DFAConv_train"])):
         assert (marker in comment) == (name in names), (name, marker)
     config = P.FINAL_CONFIGS[name]

@@ -71,7 +71,7 @@ def test_same_seed_same_run(mnist_dir, tmp_path):
 def test_paper_defaults_and_lr_normalisation():
     config = Config.paper("ddtp_linear")
     assert config.target_stepsize == pytest.approx(0.06096940412767466)
-    assert config.forward_learning_rate == pytest.approx(0.0003338463851366897)  # lr / η̂ (configs.json)
+    assert config.forward_learning_rate == pytest.approx(0.0003338463851366897)  # lr / η̂ (the reference's value)
     assert (config.epochs_fb, config.extra_fb_epochs, config.num_hidden, config.size_hidden) == (6, 1, 5, 256)
     assert Config.paper("bp").forward_learning_rate == Config.paper("bp").lr
     assert Config.paper("dfa").target_stepsize == 1.0

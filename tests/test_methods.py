@@ -1,6 +1,6 @@
-"""Method-level tests: contracts every registered method must meet, and exact closed forms from the spec.
+"""Method-level tests: contracts every registered method must meet, and exact closed forms from docs/semantics.md.
 
-Reference formulas are those of the spec (§1.2, §1.3, §1.6, §2.2, §2.4, §2.5, §2.8), restated in the row-vector
+Reference formulas are those of docs/semantics.md (§2.1, §2.2, §6, §7.3, §7.5, §7.6, §7.9), restated in the row-vector
 convention of the library: h_ℓ = s(h_{ℓ−1} W_ℓ + b_ℓ), feedback g(u) = t(u Q + d).
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ LAYERWISE_DIFFERENCE = sorted(n for n, m in METHODS.items()
 DIRECT_LINEAR_DIFFERENCE = sorted(n for n, m in METHODS.items()
                                   if m.feedback == "direct" and m.target_rule == "difference"
                                   and m.feedback_activation == "linear")
-# Target rules whose output target is h_L − η̂·e_L (spec §1.2); a future GNT-like rule ignores η̂ (spec §2.9).
+# Target rules whose output target is h_L − η̂·e_L (docs/semantics.md §2.1); a future GNT-like rule ignores η̂
+# (docs/semantics.md §7.10).
 ETA_TARGET_RULES = ("difference", "plain")
 
 
@@ -42,7 +43,7 @@ LEARN_BATCH = 50
 
 
 def _learning_stepsize(method):
-    # DFA-like methods (frozen feedback) use η̂ = 1 as in every DFA config of the reference (spec §2.8).
+    # DFA-like methods (frozen feedback) use η̂ = 1 as in every DFA config of the reference (docs/semantics.md §7.9).
     return 1.0 if (method.has_feedback and not method.feedback_trained) else 0.1
 
 
@@ -175,7 +176,7 @@ def test_float32_float64_agree(name):
         for l32, l64 in zip(u32.feedback_losses, u64.feedback_losses):
             assert abs(float(l32) - float(l64)) < 1e-5 * abs(float(l64))
         for v, g32, g64 in zip(m64.feedback_variables, u32.feedback_grads, u64.feedback_grads):
-            if np.linalg.norm(to_np(g64)) == 0.0:  # dead parameter (DDTP-linear feedback bias, spec §2.5)
+            if np.linalg.norm(to_np(g64)) == 0.0:  # dead parameter (DDTP-linear feedback bias, docs/semantics.md §7.6)
                 assert np.linalg.norm(to_np(g32)) == 0.0
             else:
                 assert _rel_err(g32, g64) < 1e-4, v.path
@@ -188,7 +189,7 @@ def test_float32_float64_agree(name):
 # ==============================================================================================================
 
 def _local_closed_form(model, hs, targets):
-    """Spec §1.3 in row convention, from (h_{ℓ−1}, ĥ_ℓ, h_ℓ) alone: {id(var): expected gradient}."""
+    """docs/semantics.md §2.2 in row convention, from (h_{ℓ−1}, ĥ_ℓ, h_ℓ) alone: {id(var): expected gradient}."""
     expected = {}
     batch = hs[0].shape[0]
     for k, layer in enumerate(model.tp_layers):
@@ -336,7 +337,7 @@ def test_explicit_batch_size_enters_output_error(name):
     x, y = make_batch(seed=5)
     upd = tp_step.compute_updates(model, x, y, batch_size=4 * BATCH, feedback=False)
     h_out = to_np(upd.activations[-1])
-    # GNT ignores η̂: its output step is J⁺e_L = e_L (J = I at the output, spec §2.9).
+    # GNT ignores η̂: its output step is J⁺e_L = e_L (J = I at the output, docs/semantics.md §7.10).
     eta = 1.0 if model.method.target_rule == "gnt" else 0.5
     expected = h_out - eta * np_output_error(h_out, y) * BATCH / (4 * BATCH)
     np.testing.assert_allclose(to_np(upd.targets[-1]), expected, rtol=1e-13, atol=1e-15)
@@ -372,7 +373,7 @@ def test_bp_gradients_equal_autodiff_of_batch_mean_cross_entropy():
 @pytest.mark.parametrize("feedback", [True, False])
 @pytest.mark.parametrize("name", LAYERWISE_DIFFERENCE)
 def test_eq9_layerwise_difference_targets(name, feedback):
-    """ĥ_k = g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}), g_k(u) = t(u Q_k + d_k) (spec §2.2), recomputed in NumPy.
+    """ĥ_k = g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}), g_k(u) = t(u Q_k + d_k) (docs/semantics.md §7.3), recomputed in NumPy.
 
     With feedback=True, DTPDRL computes its targets inside the DRL stack; both paths must agree with the formula.
     """
@@ -398,7 +399,8 @@ def test_eq9_layerwise_difference_targets(name, feedback):
 @pytest.mark.parametrize("feedback", [True, False])
 @pytest.mark.parametrize("name", DIRECT_LINEAR_DIFFERENCE)
 def test_eq9_direct_linear_difference_targets(name, feedback):
-    """DDTP-linear / DFA: ĥ_ℓ = h_ℓ − η̂·e_L Q_ℓ for every hidden layer (spec §2.5, §2.8); feedback biases cancel."""
+    """DDTP-linear / DFA: ĥ_ℓ = h_ℓ − η̂·e_L Q_ℓ for every hidden layer (docs/semantics.md §7.6, §7.9); feedback biases
+    cancel."""
     model = randomize_biases(make_model(name, seed=13, target_stepsize=0.3125))
     x, y = make_batch(seed=8)
     upd = tp_step.compute_updates(model, x, y, feedback=feedback)
@@ -433,7 +435,7 @@ def _fb_grads(model, upd):
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
                                         if m.feedback == "layerwise" and m.feedback_loss == "drl"))
 def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
-    """Spec §2.4, one layer at a time, no stacking: h̃_ℓ → logits → difference-corrected path down to ℓ."""
+    """docs/semantics.md §7.5, one layer at a time, no stacking: h̃_ℓ → logits → difference-corrected path down to ℓ."""
     model = randomize_biases(make_model(name, seed=14, sigma=0.05))
     x, y = make_batch(seed=9)
     noise, calls = install_fixed_noise(model, BATCH)
@@ -471,7 +473,7 @@ def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
                                         if m.feedback == "direct" and m.feedback_loss == "drl"
                                         and m.feedback_activation == "linear" and m.trains_feedback))
 def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
-    """Spec §2.5: r_ℓ = h_ℓ + (ỹ_ℓ − h_L) Q_ℓ, loss (1/σ²)·mean‖r_ℓ − h̃_ℓ‖², ∂/∂d_ℓ exactly 0."""
+    """docs/semantics.md §7.6: r_ℓ = h_ℓ + (ỹ_ℓ − h_L) Q_ℓ, loss (1/σ²)·mean‖r_ℓ − h̃_ℓ‖², ∂/∂d_ℓ exactly 0."""
     model = randomize_biases(make_model(name, seed=15, sigma=0.07))
     x, y = make_batch(seed=10)
     noise, calls = install_fixed_noise(model, BATCH)
@@ -501,7 +503,7 @@ def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
 
 @pytest.mark.parametrize("sigma, scale", [(0.05, 1 / 0.05 ** 2), (0.01, 2500.0)])
 def test_dtp_reconstruction_loss_and_clamp(sigma, scale, monkeypatch):
-    """Spec §2.2: L_ℓ = c·mean‖g_ℓ(f_{ℓ+1}(h̃_ℓ)) − h̃_ℓ‖², c = 1/max(σ, 0.02)²."""
+    """docs/semantics.md §7.3: L_ℓ = c·mean‖g_ℓ(f_{ℓ+1}(h̃_ℓ)) − h̃_ℓ‖², c = 1/max(σ, 0.02)²."""
     assert tp_losses.feedback_loss_scale("reconstruction", sigma) == pytest.approx(scale, rel=1e-15)
     assert tp_losses.feedback_loss_scale("drl", sigma) == pytest.approx(1 / sigma ** 2, rel=1e-15)
     assert tp_losses.feedback_loss_scale("control", sigma) == 1.0
@@ -555,7 +557,8 @@ def test_dfa_equals_ddtp_linear_with_frozen_feedback_and_textbook_formula():
     for a, b in zip(u_dfa.forward_grads, u_ddtp.forward_grads):
         np.testing.assert_array_equal(to_np(a), to_np(b))
 
-    # Textbook DFA (spec §2.8): δ_ℓ = 2·s'(a_ℓ)⊙(e_L Q_ℓ) for hidden layers, δ_L = 2·e_L; ∇W_ℓ = h_{ℓ−1}ᵀδ_ℓ/B.
+    # Textbook DFA (docs/semantics.md §7.9): δ_ℓ = 2·s'(a_ℓ)⊙(e_L Q_ℓ) for hidden layers, δ_L = 2·e_L;
+    # ∇W_ℓ = h_{ℓ−1}ᵀδ_ℓ/B.
     hs = np_forward(dfa, x)
     e_out = np_output_error(hs[-1], y)
     grads = grads_by_variable(dfa.forward_variables, u_dfa.forward_grads)
@@ -570,7 +573,7 @@ def test_dfa_equals_ddtp_linear_with_frozen_feedback_and_textbook_formula():
 
 
 def test_dfa_output_layer_is_scaled_bp_gradient():
-    """Spec §1.3: the output layer's update is (2η̂/B) × the BP gradient."""
+    """docs/semantics.md §2.2: the output layer's update is (2η̂/B) × the BP gradient."""
     x, y = make_batch(seed=14)
     dfa = randomize_biases(make_model("dfa", seed=19, target_stepsize=1.0))
     bp = randomize_biases(make_model("bp", seed=19, last_hidden_bias=False))

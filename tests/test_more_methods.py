@@ -1,5 +1,5 @@
-"""Issue 3's methods beyond the contract tests: DDTP-RHL, DDTP-control, GNT and vanilla TP (spec §2.6, §2.7,
-§2.9; paper eq. 3, eq. 7 and Lemma 1)."""
+"""Issue 3's methods beyond the contract tests: DDTP-RHL, DDTP-control, GNT and vanilla TP (docs/semantics.md §7.7,
+§7.8, §7.10; paper eq. 3, eq. 7 and Lemma 1)."""
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +51,8 @@ def test_rhl_recurrent_input_size():
 
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_rhl_targets_and_drl_match_direct_computation(monkeypatch, recurrent):
-    """Spec §2.6: g_ℓ(u) = tanh([z(u), h_ℓ] Q_ℓ + d_ℓ), z(u) = tanh(u R + r); ĥ_ℓ = g_ℓ(ĥ_L) + h_ℓ − g_ℓ(h_L);
+    """docs/semantics.md §7.7: g_ℓ(u) = tanh([z(u), h_ℓ] Q_ℓ + d_ℓ), z(u) = tanh(u R + r);
+    ĥ_ℓ = g_ℓ(ĥ_L) + h_ℓ − g_ℓ(h_L);
     DRL: (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖², gradient w.r.t. (Q_ℓ, d_ℓ)."""
     model = randomize_biases(make_model("ddtp_rhl", size_hidden_fb=N_FB, recurrent_input=recurrent))
     x, y = make_batch(seed=3)
@@ -91,8 +92,8 @@ def test_rhl_targets_and_drl_match_direct_computation(monkeypatch, recurrent):
 # -------------------------------------------------------------------------------------------- DDTP-control ---
 
 def test_ddtp_control_feedback_gradient_matches_spec(monkeypatch):
-    """Spec §2.7: L_ℓ = mean‖ỹ_ℓ Q_ℓ + d_ℓ − h̃_ℓ‖² (no difference correction, no 1/σ²), last hidden layer with
-    forward and feedback biases."""
+    """docs/semantics.md §7.8: L_ℓ = mean‖ỹ_ℓ Q_ℓ + d_ℓ − h̃_ℓ‖² (no difference correction, no 1/σ²), last hidden layer
+    with forward and feedback biases."""
     model = randomize_biases(make_model("ddtp_control"))
     assert model.tp_layers[-2].bias is not None and model.direct_feedback.biases[-1] is not None
     x, y = make_batch(seed=4)
@@ -131,7 +132,8 @@ def _jacobian_tf(model, hs, index):
 
 @pytest.mark.parametrize("damping", [0.0, 0.3])
 def test_eq5_eq13_gnt_targets_are_damped_pseudo_inverse_steps(damping):
-    """Spec §2.9: Δh_ℓ = J⁺e (λ = 0) or Jᵀ(JJᵀ + λI)⁻¹e per sample, for every layer including the output."""
+    """docs/semantics.md §7.10: Δh_ℓ = J⁺e (λ = 0) or Jᵀ(JJᵀ + λI)⁻¹e per sample, for every layer including the
+    output."""
     model = randomize_biases(make_model("gnt", gn_damping=damping, hidden=(6, 2, 4)))
     x, y = make_batch(seed=6)
     upd = tp_step.compute_updates(model, x, y)
@@ -259,8 +261,8 @@ def test_gnt_step_traces_for_two_batch_sizes():
 @pytest.mark.parametrize("method", ["dtpdrl"] + [pytest.param(m, marks=pytest.mark.slow)
                                                  for m in ("bp", "ddtp_linear", "dtp")])
 def test_frozen_mnist_trains_only_the_first_layer(method):
-    """only_train_first_layer (spec §4.3): after compiled training steps every forward weight but layer 1's is
-    bit-identical to its initial value (the output layer's included), layer 1's changed, every trained feedback
+    """only_train_first_layer (docs/semantics.md §11): after compiled training steps every forward weight but layer 1's
+    is bit-identical to its initial value (the output layer's included), layer 1's changed, every trained feedback
     weight changed; the step computes gradients for layer 1 only (the forward optimizer holds only W_1, b_1)."""
     model = make_model(method, only_train_first_layer=True)
     assert model.forward_variables == model.tp_layers[0].forward_variables

@@ -1,4 +1,4 @@
-"""TorchAdam: Adam with PyTorch semantics (spec §1.4, §8).
+"""TorchAdam: Adam with PyTorch semantics (docs/semantics.md §4.1).
 
 PyTorch's update, per step t, with coupled L2 weight decay wd:
     g ← g + wd·θ;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
@@ -99,7 +99,7 @@ def test_torch_adam_matches_pytorch_formula_float64_dyadic(l2_decay):
 @pytest.mark.parametrize("l2_decay", [0.0, 1e-2])
 def test_torch_adam_matches_pytorch_formula_float64_typical_hyperparameters(l2_decay):
     """The same with typical PyTorch values (β1 = 0.9, β2 = 0.999, ε = 1e-8, lr = 1e-3) in a float64 setup
-    (`set_floatx('float64')`, as the spec prescribes for the reference's double-precision configs, so that Keras
+    (`set_floatx('float64')`, as the reference's double-precision configs need, so that Keras
     keeps the learning rate in float64). PyTorch applies these constants in float64; a float64 optimizer that
     rounds β1, β2, ε or l2_decay to float32 (0.9 → 0.8999999761581421) drifts by ~1e-7 relative per step."""
     theta0, grads = random_problem(seed=2)
@@ -153,7 +153,7 @@ def test_coupled_l2_decay_acts_through_adam_not_decoupled():
 
 
 def test_torch_adam_differs_from_keras_adam_with_the_same_epsilon():
-    """Why the custom optimizer exists (spec §8): Keras adds ε to √v (uncorrected), PyTorch to √v̂.
+    """Why the custom optimizer exists (docs/semantics.md §4.1): Keras adds ε to √v (uncorrected), PyTorch to √v̂.
 
     At t = 1, m̂ = g and v̂ = g², so PyTorch steps −lr·g/(|g| + ε). Keras steps −lr·g/(|g| + ε/√(1−β2)):
     the same as PyTorch with a 32× larger ε for β2 = 1 − 2^-10 (31.6× for 0.999). With |g| ~ ε (tuned ε up to

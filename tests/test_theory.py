@@ -134,8 +134,8 @@ def test_theorem4_drl_trains_direct_feedback_to_damped_pseudo_inverse(l2_decay):
 
 
 def test_theorem4_control_loss_without_difference_correction_misses_the_pseudo_inverse():
-    """Theorem 4's control (DDTP-control, spec §2.7): without the difference correction the same training does
-    NOT reach J_ℓ⁺ᵀ; it converges instead to a data-weighted inverse (derived below)."""
+    """Theorem 4's control (DDTP-control, docs/semantics.md §7.8): without the difference correction the same training
+    does NOT reach J_ℓ⁺ᵀ; it converges instead to a data-weighted inverse (derived below)."""
     # Control loss: mean‖ỹ Q + d − h̃‖² over the fixed batch and the noise, with ỹ = h̃ M + c exactly (linear net).
     # It is a least-squares regression of h̃ on ỹ with intercept d; minimising over d centres the data and
     #     E[L] ∝ tr((MQ − I)ᵀ Σ (MQ − I)),  Σ = S + σ²I,  S = the (1/B) covariance of h_ℓ over the batch,
@@ -172,7 +172,7 @@ def test_theorem4_control_loss_without_difference_correction_misses_the_pseudo_i
 # GNT (Condition 2) on a linear network, batch B, layer ℓ with input activations H (B × n_{ℓ−1}, a column of ones
 # appended for the bias) and output errors E (B × n_L, rows e_b, 1/B included). J_ℓ is the same for all samples.
 # GNT's update direction is the gradient of (1/B)Σ_b‖h_ℓ − ĥ_ℓ‖² with ĥ_ℓ = h_ℓ − J_ℓ⁺e_b (Condition 2's η̂ only
-# scales it; the library's GNT uses η̂ = 1, spec §2.9):
+# scales it; the library's GNT uses η̂ = 1, docs/semantics.md §7.10):
 #     G_gnt = (2/B) Hᵀ E J_ℓ⁺ᵀ,     and the loss gradient is G_bp = Hᵀ E J_ℓ.
 # With the compact SVD J_ℓ = U S Vᵀ (rank r) and Y = HᵀEU: J⁺ᵀ = U S⁻¹Vᵀ, so
 #     ⟨G_gnt, G_bp⟩ ∝ Σ_i ‖y_i‖²  ≥ 0,   ‖G_gnt‖² ∝ Σ_i ‖y_i‖²/s_i²,   ‖G_bp‖² = Σ_i ‖y_i‖² s_i²,

@@ -1,4 +1,4 @@
-"""The CNN of Table 3 (spec §2.11) for BP, DDTP-linear, DDTP-control and DFA, on the one train step.
+"""The CNN of Table 3 (docs/semantics.md §8) for BP, DDTP-linear, DDTP-control and DFA, on the one train step.
 
 Architecture (paper sizes, all parameters of `CNNModel`):
 
@@ -20,12 +20,12 @@ How it rides on `tp_keras.step` unchanged:
   DDTPMLPLayer. Targets ĥ_ℓ = Q_ℓĥ_L + h_ℓ − Q_ℓh_L (`targets.direct_targets`); DRL and control losses are
   `losses.direct_drl` / `losses.direct_control` on the pooled maps. Xavier-normal from each Q's own shape.
 * Local losses (`CNNModel.local_loss_scales`, read by `step.compute_updates`): the conv layers use the **element
-  mean** (1/(B·C·H·W))·Σ‖h_ℓ − ĥ_ℓ‖² (PyTorch `mse_loss` in the reference), the dense layers the §1.3 loss
-  (1/B)·Σ‖h_ℓ − ĥ_ℓ‖². Each is differentiated with the layer's input detached, so the conv gradient flows through
+  mean** (1/(B·C·H·W))·Σ‖h_ℓ − ĥ_ℓ‖² (PyTorch `mse_loss` in the reference), the dense layers the docs/semantics.md §2.2
+  loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖². Each is differentiated with the layer's input detached, so the conv gradient flows through
   the layer's own pool, tanh and conv only.
-* One forward optimizer per layer (the reference's list-valued `lr` / `epsilon`, spec §1.4): `LayerwiseOptimizer`
-  puts one optimizer per layer behind the single-optimizer interface the step, `step.Trainer` and the
-  checkpoints use (`build`, `apply_gradients`, `variables`); `layerwise_adam` builds it from per-layer lr and ε.
+* One forward optimizer per layer (the reference's list-valued `lr` / `epsilon`, docs/semantics.md §4.5):
+  `LayerwiseOptimizer` puts one optimizer per layer behind the single-optimizer interface the step, `step.Trainer` and
+  the checkpoints use (`build`, `apply_gradients`, `variables`); `layerwise_adam` builds it from per-layer lr and ε.
 
 Every forward bias exists (the MLP DDTP-linear quirk of a bias-less last hidden layer is not in the reference's
 CNNs). BP is the same forward network trained by the gradient of the loss.
@@ -49,7 +49,7 @@ from tp_keras.paper_facts import CNN_METHODS  # the methods with a CNN: BPConvCI
 def max_pool_3x3_s2(x):
     """PyTorch's MaxPool2d(3, stride=2, padding=1) on NHWC maps: one row and column of −∞ on **both** sides, then
     3×3 windows with stride 2 (out = ⌊(n − 1)/2⌋ + 1). Keras/TF 'same' pads 0 before and 1 after for even sizes,
-    which shifts every window by one pixel (spec §8)."""
+    which shifts every window by one pixel (docs/semantics.md §8.1)."""
     padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-np.inf)
     return tf.nn.max_pool2d(padded, ksize=3, strides=2, padding="VALID")
 
@@ -68,7 +68,7 @@ class TPConv2D(keras.layers.Layer):
       kernel_size: odd k (5 in the paper).
       activation: s ('tanh').
       use_bias: forward bias per channel.
-      seed: seed of the kernel's Xavier-normal init (fans C_in·k² and C_out·k², spec §1.6).
+      seed: seed of the kernel's Xavier-normal init (fans C_in·k² and C_out·k², docs/semantics.md §6).
     """
 
     def __init__(self, filters: int, image_shape: Sequence[int], kernel_size: int = 5, activation: str = "tanh",
@@ -140,7 +140,7 @@ def _check_cnn_method(method: LearningRule) -> None:
 
 @keras.saving.register_keras_serializable(package="tp_keras")
 class CNNModel(TPModel):
-    """The Table 3 CNN (spec §2.11) set up for one method: 'bp', 'ddtp_linear', 'ddtp_control' or 'dfa'.
+    """The Table 3 CNN (docs/semantics.md §8) set up for one method: 'bp', 'ddtp_linear', 'ddtp_control' or 'dfa'.
 
     A `TPModel` in every interface the step and the drivers use (`activations`, `tp_layers`, `direct_feedback`,
     `forward_variables`, `feedback_variables`, `local_loss_scales`, `compile`/`fit`, `Trainer`), so
@@ -223,7 +223,8 @@ class CNNModel(TPModel):
 
     @property
     def local_loss_scales(self) -> list[float]:
-        """1/(C·H·W) for the conv layers (element mean of the pooled map), 1 for the dense layers (spec §2.11)."""
+        """1/(C·H·W) for the conv layers (element mean of the pooled map), 1 for the dense layers
+        (docs/semantics.md §8.4)."""
         return [1.0 / layer.units if isinstance(layer, TPConv2D) else 1.0 for layer in self.tp_layers]
 
     def get_config(self):
@@ -240,8 +241,8 @@ class LayerwiseOptimizer:
     """One optimizer per layer behind the one-optimizer interface of `step.apply_updates`, `step.Trainer` and the
     checkpoints: `build(var_list)`, `apply_gradients(pairs)`, `variables`.
 
-    The reference's list-valued `lr` and `epsilon` (CNN configs, spec §1.4) mean one Adam per layer over that
-    layer's W and b, each with its own step counter (all step together, once per batch).
+    The reference's list-valued `lr` and `epsilon` (CNN configs, docs/semantics.md §4.5) mean one Adam per layer over
+    that layer's W and b, each with its own step counter (all step together, once per batch).
 
     Args:
       optimizers: one (Keras) optimizer per group.

@@ -12,8 +12,8 @@ from tp_keras.methods import METHODS, get_method
 
 PRECISIONS = ("float32", "float64")
 ARCHITECTURES = ("mlp", "cnn")
-# --architecture=cnn (spec §2.11): the CNN's layers (conv1, conv2, dense 512, output), each with its own forward
-# Adam when --lr / --epsilon give one value per layer; its methods are paper_facts.CNN_METHODS.
+# --architecture=cnn (docs/semantics.md §8): the CNN's layers (conv1, conv2, dense 512, output), each with its own
+# forward Adam when --lr / --epsilon give one value per layer; its methods are paper_facts.CNN_METHODS.
 CNN_NUM_LAYERS = 4
 
 # The largest seed every generator a run seeds accepts (NumPy's legacy seeding, behind
@@ -51,7 +51,7 @@ class Config:
     num_hidden: int = 5
     size_hidden: int = 256
     # Forward optimizer (PyTorch-semantics Adam); its learning rate is lr/target_stepsize when normalize_lr.
-    # For the CNN, lr and epsilon may be tuples, one value per layer (one Adam per layer, spec §1.4).
+    # For the CNN, lr and epsilon may be tuples, one value per layer (one Adam per layer, docs/semantics.md §4.5).
     lr: float | tuple = 1e-4
     target_stepsize: float = 0.01
     beta1: float = 0.9
@@ -82,12 +82,12 @@ class Config:
     # Data split.
     no_val_set: bool = False
     validation_size: int = 5000
-    # Diagnostics (spec §5.2-5.4): angles of the weight updates against BP and GNT every log_interval batches,
-    # with the GNT update's Tikhonov damping (one value, or one per hidden layer).
+    # Diagnostics (docs/semantics.md §13.2–13.5): angles of the weight updates against BP and GNT every log_interval
+    # batches, with the GNT update's Tikhonov damping (one value, or one per hidden layer).
     log_angles: bool = False
     log_interval: int = 80
     gn_damping: tuple = (0.0,)
-    # Frozen-MNIST (spec §4.3): only the first hidden layer's forward weights train.
+    # Frozen-MNIST (docs/semantics.md §11): only the first hidden layer's forward weights train.
     only_train_first_layer: bool = False
     # Numerics and options.
     precision: str = "float32"
@@ -125,8 +125,8 @@ class Config:
         launch/<name>.flags, e.g. 'fashion_mnist_train_DTP'): its method, dataset, architecture, precision,
         validation split, Frozen-MNIST switch and every hyper-parameter, exact; `overrides` applied last.
 
-        The spec §7 config bugs are handled as paper_configs.NOTES says (e.g. cifar10_DDTPControl runs
-        ddtp_control)."""
+        The reference's config bugs (docs/semantics.md §15) are handled as paper_configs.NOTES says
+        (e.g. cifar10_DDTPControl runs ddtp_control)."""
         cell = paper_configs.FINAL_CONFIGS.get(name)
         if cell is None:
             raise ConfigError("cell", f"unknown paper config {name!r}; the names are those of launch/*.flags, "
@@ -148,8 +148,8 @@ class Config:
 
     @property
     def forward_learning_rate(self) -> float | tuple:
-        """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (spec §7 item 1); a tuple, one
-        per layer, when lr is one (the CNN, spec §2.11: each layer's Adam takes lr[i]/η̂)."""
+        """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (docs/semantics.md §15.1); a tuple,
+        one per layer, when lr is one (the CNN, docs/semantics.md §4.5: each layer's Adam takes lr[i]/η̂)."""
         if self.normalize_lr and get_method(self.method).uses_targets:
             if isinstance(self.lr, (list, tuple)):
                 return tuple(v / self.target_stepsize for v in self.lr)

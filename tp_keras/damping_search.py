@@ -1,4 +1,4 @@
-"""The GNT damping search of spec §5.3 (`gn_damping_hpsearch`), as its own command.
+"""The GNT damping search of docs/semantics.md §13.4 (`gn_damping_hpsearch`), as its own command.
 
     python -m tp_keras.damping_search --method=ddtp_linear --data_dir=../shared/data/mnist \
         [--search_epochs=3] [--grid=0,1e-5,1e-4,1e-3,1e-2,1e-1,1,10] [any launcher flag]

@@ -1,16 +1,17 @@
-"""Diagnostics that show the theory (spec §5): update angles against BP and GNT, and the nullspace ratio.
+"""Diagnostics that show the theory (docs/semantics.md §13): update angles against BP and GNT, and the nullspace ratio.
 
 Everything here is batched TensorFlow that runs inside compiled steps; nothing loops over samples or outputs.
 
-* `update_angle`: the whole-tensor angle in degrees between two updates (spec §5.1).
+* `update_angle`: the whole-tensor angle in degrees between two updates (docs/semantics.md §13.1).
 * `bp_and_gnt_kernel_updates`: ∂L/∂W_ℓ of the batch-mean loss for every layer and the GNT update of every
   hidden layer, from the clean activations the step already has (no second forward pass, no tape).
-* `gnt_kernel_updates`: the GNT weight update of every hidden layer (spec §5.3): Δh_ℓ = J_ℓᵀ(J_ℓJ_ℓᵀ + λ_ℓI)⁻¹e_L
-  per sample (J_ℓ⁺e_L for λ_ℓ = 0), then the local-loss gradient toward h_ℓ − Δh_ℓ. The per-sample Jacobians come
-  from the batched chain rule; one eigendecomposition of each small Gram matrix serves every λ.
+* `gnt_kernel_updates`: the GNT weight update of every hidden layer (docs/semantics.md §13.3):
+  Δh_ℓ = J_ℓᵀ(J_ℓJ_ℓᵀ + λ_ℓI)⁻¹e_L per sample (J_ℓ⁺e_L for λ_ℓ = 0), then the local-loss gradient toward h_ℓ − Δh_ℓ. The
+  per-sample Jacobians come from the batched chain rule; one eigendecomposition of each small Gram matrix serves every
+  λ.
 * `angles`: both angle sets for one batch, from the updates a step computed.
-* `nullspace_ratio`: ‖P_null ∇W_ℓ‖/‖∇W_ℓ‖ with the nullspace of J = ∂h_L/∂vec(W_ℓ) (spec §5.5), computed from
-  J's row space through its small Gram matrix: never the square SVD of the n_ℓn_{ℓ−1}-dimensional parameter
+* `nullspace_ratio`: ‖P_null ∇W_ℓ‖/‖∇W_ℓ‖ with the nullspace of J = ∂h_L/∂vec(W_ℓ) (docs/semantics.md §13.6), computed
+  from J's row space through its small Gram matrix: never the square SVD of the n_ℓn_{ℓ−1}-dimensional parameter
   space.
 """
 from __future__ import annotations
@@ -23,13 +24,13 @@ import tensorflow as tf
 
 from tp_keras import targets as T
 
-# The damping grid of the reference's gn_damping_hpsearch (spec §5.3).
+# The damping grid of the reference's gn_damping_hpsearch (docs/semantics.md §13.4).
 DAMPING_GRID = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def update_angle(a, b):
-    """Angle in degrees between two same-shaped tensors, flattened (spec §5.1); the cosine is clamped to [−1, 1]
-    (rounding can push it past 1 for parallel updates)."""
+    """Angle in degrees between two same-shaped tensors, flattened (docs/semantics.md §13.1); the cosine is clamped to
+    [−1, 1] (rounding can push it past 1 for parallel updates)."""
     a = tf.reshape(a, [-1])
     b = tf.reshape(b, [-1])
     cosine = tf.reduce_sum(a * b) / (tf.norm(a) * tf.norm(b))
@@ -85,7 +86,7 @@ def _kernel_gradients(h_in, pre_activation_deltas, scale=None):
 def gnt_kernel_updates(layers, hs, error, dampings: Sequence[Sequence[float]]):
     """GNT weight updates of the hidden layers ℓ = 1..L−1: result[ℓ−1][j] uses damping dampings[ℓ−1][j].
 
-    The update of spec §5.3: the local-loss gradient (2/B)·h_{ℓ−1}ᵀ(s'(a_ℓ) ⊙ Δh_ℓ) toward h_ℓ − Δh_ℓ.
+    The update of docs/semantics.md §13.3: the local-loss gradient (2/B)·h_{ℓ−1}ᵀ(s'(a_ℓ) ⊙ Δh_ℓ) toward h_ℓ − Δh_ℓ.
 
     Args:
       layers, hs: the forward layers and clean activations h_0..h_L.
@@ -103,7 +104,7 @@ def gnt_kernel_updates(layers, hs, error, dampings: Sequence[Sequence[float]]):
 
 
 def per_layer_damping(gn_damping, num_hidden: int) -> list[float]:
-    """The λ of every hidden layer from a scalar or a per-hidden-layer list (spec §5.3)."""
+    """The λ of every hidden layer from a scalar or a per-hidden-layer list (docs/semantics.md §13.3)."""
     values = [float(v) for v in (gn_damping if isinstance(gn_damping, (list, tuple)) else [gn_damping])]
     if len(values) == 1:
         values = values * num_hidden
@@ -155,7 +156,7 @@ def angles(model, updates, y, gn_damping=0.0) -> dict:
 
 def gnt_angles_for_dampings(model, updates, y, dampings: Sequence[float]):
     """GNT angles of every hidden layer for every λ in `dampings`: a (len(dampings), L−1) tensor (the search of
-    spec §5.3, all λ from one Jacobian and one eigendecomposition per layer)."""
+    docs/semantics.md §13.4, all λ from one Jacobian and one eigendecomposition per layer)."""
     layers, hs = model.tp_layers, updates.activations
     error = T.output_error(hs[-1], y, model.task, tf.shape(hs[0])[0])
     method = _method_kernel_updates(layers, updates)
@@ -166,7 +167,7 @@ def gnt_angles_for_dampings(model, updates, y, dampings: Sequence[float]):
 
 def nullspace_ratios(layers, hs, kernel_updates):
     """Per sample and layer, ‖P_null vec(ΔW_ℓ)‖/‖vec(ΔW_ℓ)‖ with the nullspace of J_b = ∂h_L^(b)/∂vec(W_ℓ)
-    (spec §5.5; the reference evaluates it with batch size 1, where ΔW_ℓ is that sample's update).
+    (docs/semantics.md §13.6; the reference evaluates it with batch size 1, where ΔW_ℓ is that sample's update).
 
     J_b's rows are the outer products h_{ℓ−1}^(b) ⊗ m_o with m_o the rows of M = ∂h_L/∂a_ℓ (pre-activation), so
     its Gram matrix is ‖h_{ℓ−1}‖²·MMᵀ and ⟨row_o, vec ΔW⟩ = h_{ℓ−1}ᵀΔW m_o. Then ‖P_row x‖² = bᵀG⁺b and

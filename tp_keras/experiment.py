@@ -1,16 +1,18 @@
 """`train_and_evaluate(config, workdir)`: one full run with the reference's schedule, metrics and summary.
 
-Schedule (spec §1.5): `epochs_fb` feedback-only passes, then per epoch one training pass (targets → feedback
-step → forward step on every batch), `extra_fb_epochs` feedback-only passes, and evaluation on the validation
-and test sets. Every pass reshuffles the training set with a permutation drawn from (seed, pass index).
+Schedule (docs/semantics.md §5.2): `epochs_fb` feedback-only passes, then per epoch one training pass
+(targets → feedback step → forward step on every batch), `extra_fb_epochs` feedback-only passes, and evaluation on the
+validation and test sets. Every pass reshuffles the training set with a permutation drawn from (seed, pass index).
 
 Written to `workdir`:
   config.json     the full configuration of the run
   metrics.jsonl   one JSON object per epoch (epoch 0 = after feedback pre-training, when there is any)
   tb/             TensorBoard scalars of the same
   angles.jsonl    with config.log_angles: one JSON object per logged batch {epoch, batch, iteration, bp_angle
-                  [per layer, degrees], gnt_angle [per hidden layer]} (spec §5.4; also in TensorBoard under angles/)
-  summary.json    the spec §4.2 quantities (test error at the best-validation epoch, last/best training loss, ...)
+                  [per layer, degrees], gnt_angle [per hidden layer]} (docs/semantics.md §13.5; also in TensorBoard
+                  under angles/)
+  summary.json    the docs/semantics.md §10 quantities (test error at the best-validation epoch, last/best training
+                  loss, ...)
   checkpoint.npz  after feedback pre-training and after every epoch: what --resume continues from
 All through tp_keras.rundir: whole files are written atomically (temporary file + rename), lines are appended
 whole, and the workdir is locked for the run (.lock). After every epoch the checkpoint is written first, then the
@@ -40,7 +42,7 @@ from tp_keras.model import TPModel
 from tp_keras.optimizers import TorchAdam
 from tp_keras.step import Trainer
 
-# Spec §1.5: from the 6th epoch on, a run whose running train accuracy is below this is pruned (if enabled).
+# docs/semantics.md §5.4: from the 6th epoch on, a run whose train accuracy is below this is pruned (if enabled).
 PRUNE_ACCURACY = {"mnist": 0.40, "fashion_mnist": 0.40, "cifar10": 0.25}
 
 
@@ -60,7 +62,7 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
 
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:
-    if config.architecture == "cnn":  # one Adam per layer, lr[i]/η̂ and ε[i] (spec §1.4, §2.11)
+    if config.architecture == "cnn":  # one Adam per layer, lr[i]/η̂ and ε[i] (docs/semantics.md §4.5, §8)
         from tp_keras.cnn import layerwise_adam
         forward_opt = layerwise_adam(model, config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
                                      l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
@@ -234,7 +236,7 @@ def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, an
 
 def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
     """Loss (and accuracy, for classification) on a split: sample-weighted means, and the reference's unweighted
-    means over batches (`*_batchmean`, where the small last batch is over-weighted; spec §7 item 12).
+    means over batches (`*_batchmean`, where the small last batch is over-weighted; docs/semantics.md §15.12).
 
     The per-batch sums stay on the device; the host reads them once, after the last batch."""
     sums = [trainer.eval_step(x, y) for x, y in _in_order(split.x, split.y, batch_size)]
@@ -248,8 +250,8 @@ def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
 
 
 def summarize(history: list[dict], has_val: bool) -> dict:
-    """The spec §4.2 quantities from the per-epoch history (training epochs only). Accuracy-based entries exist
-    for classification only; a regression run's best-validation epoch is the one of lowest validation loss."""
+    """The docs/semantics.md §10 quantities from the per-epoch history (training epochs only). Accuracy-based entries
+    exist for classification only; a regression run's best-validation epoch is the one of lowest validation loss."""
     epochs = [h for h in history if h["epoch"] >= 1]
     if not epochs:
         return {}

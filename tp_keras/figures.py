@@ -72,7 +72,7 @@ def _save(fig, out_path: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Alignment angles (paper Fig. 4, spec §5.4).
+# Alignment angles (paper Fig. 4, docs/semantics.md §13.5).
 
 
 def rolling_mean_std(values, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +172,7 @@ def _run_series(run: Run, layer: int | None) -> tuple[int, dict]:
     for index, row in enumerate(run.rows):
         if "iteration" in row:
             iteration = int(row["iteration"])
-        elif "log_interval" in run.config:  # the reference's x axis: log counter × log_interval (spec §5.4)
+        elif "log_interval" in run.config:  # the reference's x axis: log counter × interval (docs/semantics.md §13.5)
             iteration = index * int(run.config["log_interval"])
         else:
             raise FigureError(f"{angles_path}: rows have no iteration and {CONFIG_FILE} no log_interval")
@@ -362,7 +362,7 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Nullspace bars (paper Fig. 2, spec §5.5).
+# Nullspace bars (paper Fig. 2, docs/semantics.md §13.6).
 
 
 def _load_json(source, what: str):
@@ -422,7 +422,7 @@ def nullspace_figure(results, out_path) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Output-space arrows (spec §5.6).
+# Output-space arrows (docs/semantics.md §13.7).
 
 _OUTPUT_SPACE_KEYS = ("y", "label", "gnt_arrow", "bp_arrow", "grid_y1", "grid_y2", "loss_grid")
 

@@ -99,7 +99,7 @@ flags.DEFINE_integer("log_interval", 80, "Batches between angle logs (batch inde
 flags.DEFINE_list("gn_damping", ["0.0"], "Tikhonov damping λ of the GNT update the angles compare against: one "
                   "value, or one per hidden layer (e.g. 1,1,1,1,0.0001). Find good values with "
                   "python -m tp_keras.damping_search.")
-flags.DEFINE_bool("only_train_first_layer", False, "Frozen-MNIST (spec §4.3): train only the first hidden "
+flags.DEFINE_bool("only_train_first_layer", False, "Frozen-MNIST (docs/semantics.md §11): train only the first hidden "
                   "layer's forward weights; every feedback weight trains as usual.")
 flags.DEFINE_bool("jit_compile", None, "Compile the steps with XLA (default: on with a GPU or TPU, off on a CPU, "
                   "where it was measured slower; the choice is printed at start).")

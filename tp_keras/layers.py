@@ -8,8 +8,8 @@ h = s(x W + b) with W of shape (n_in, n_out), and a feedback map computes g(u) =
   (Q_ℓ is stored here as an (n_{ℓ+1}, n_ℓ) matrix). This is how the DTP family is parameterised.
 * `DirectFeedback`: the direct maps g_ℓ from the network output to every hidden layer (DDTP family, DFA).
 
-Initialisation follows the reference (spec §1.6): untruncated Xavier-normal weights drawn from each matrix's own
-shape, zero biases. Weights are drawn with NumPy from an explicit seed in float64 and then cast, so the same
+Initialisation follows the reference (docs/semantics.md §6): untruncated Xavier-normal weights drawn from each matrix's
+own shape, zero biases. Weights are drawn with NumPy from an explicit seed in float64 and then cast, so the same
 seed gives the same network in float32 and float64 and on every platform.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ class XavierNormal(keras.initializers.Initializer):
 @keras.saving.register_keras_serializable(package="tp_keras")
 class UniformFanIn(keras.initializers.Initializer):
     """U(−1/√fan_in, +1/√fan_in): PyTorch's default `nn.Linear` init, used by the fixed random layer of DDTP-RHL
-    for both its kernel and its bias (spec §1.6)."""
+    for both its kernel and its bias (docs/semantics.md §6)."""
 
     def __init__(self, fan_in: int, seed: int):
         self.fan_in = int(fan_in)
@@ -189,8 +189,8 @@ class TPDense(keras.layers.Layer):
 class DirectFeedback(keras.layers.Layer):
     """Direct feedback from the output to every hidden layer: g_ℓ(u) = t(u Q_ℓ + d_ℓ), Q_ℓ of shape (n_L, n_ℓ).
 
-    With `random_layer_size` = n_fb (DDTP-RHL, spec §2.6), the maps of hidden layers 1..L−2 read a fixed random
-    hidden layer z(u) = tanh(u R + r) instead of u (R: (n_L, n_fb), R and r ~ U(±1/√n_L), never trained):
+    With `random_layer_size` = n_fb (DDTP-RHL, docs/semantics.md §7.7), the maps of hidden layers 1..L−2 read a fixed
+    random hidden layer z(u) = tanh(u R + r) instead of u (R: (n_L, n_fb), R and r ~ U(±1/√n_L), never trained):
     g_ℓ(u) = t(z(u) Q_ℓ + d_ℓ); with `recurrent`, their input is [z(u), h_ℓ] (the layer's own clean activation).
     The last hidden layer bypasses the random layer: g_{L−1}(u) = t(u Q_{L−1} + d_{L−1}).
 

@@ -1,13 +1,13 @@
 """Local forward losses and feedback (reconstruction / DRL) losses, exact to the reference's scales.
 
-* Local loss (spec §1.3): (1/B)·Σ_b‖h_ℓ − ĥ_ℓ‖², the target held fixed. Differentiated with the layer's input
-  detached, its gradient is exactly 2·s'(a_ℓ)⊙(h_ℓ − ĥ_ℓ)·h_{ℓ−1}ᵀ/B.
-* Feedback losses are element means (over batch × units) times a scale (spec §2): 1/σ² for DRL, 1/max(σ, 0.02)²
-  for DTP's reconstruction loss, 1 for DDTP-control.
+* Local loss (docs/semantics.md §2.2): (1/B)·Σ_b‖h_ℓ − ĥ_ℓ‖², the target held fixed. Differentiated with the layer's
+  input detached, its gradient is exactly 2·s'(a_ℓ)⊙(h_ℓ − ĥ_ℓ)·h_{ℓ−1}ᵀ/B.
+* Feedback losses are element means (over batch × units) times a scale (docs/semantics.md §3): 1/σ² for DRL,
+  1/max(σ, 0.02)² for DTP's reconstruction loss, 1 for DDTP-control.
 
 The DRL noisy passes (one corrupted copy per hidden layer, each sent to the output) are computed level by level
 on a stack of the corrupted copies along the batch axis, so the O(L²) layer applications become L−1 matmuls of
-growing height inside one graph (spec §6.1), never one tape or one Python-level pass per layer.
+growing height inside one graph (docs/semantics.md §14.1), never one tape or one Python-level pass per layer.
 """
 from __future__ import annotations
 
@@ -59,13 +59,13 @@ def noisy_outputs(layers, noisy):
 
 
 def layerwise_reconstruction_losses(layers, noisy, scale, batch_size):
-    """DTP (spec §2.2): L_k = c·mean‖g_k(f_{k+1}(h̃_k)) − h̃_k‖², one term per hidden layer k."""
+    """DTP (docs/semantics.md §7.3): L_k = c·mean‖g_k(f_{k+1}(h̃_k)) − h̃_k‖², one term per hidden layer k."""
     return [scale * element_mean_square(layers[k].feedback(layers[k](noisy[k - 1])) - noisy[k - 1], batch_size)
             for k in range(1, len(layers))]
 
 
 def layerwise_drl(layers, hs, noisy, clean_terms, scale, batch_size, top_target=None):
-    """DTPDRL (spec §2.4): every noisy output ỹ_ℓ returns along the difference-corrected feedback path.
+    """DTPDRL (docs/semantics.md §7.5): every noisy output ỹ_ℓ returns along the difference-corrected feedback path.
 
     The stack [ĥ_L (optional); ỹ_1; ...; ỹ_{L−1}] descends level by level: at level k, g_k^diff(u) = g_k(u) + c_k
     is applied to every row, the rows of ỹ_k are finished (their loss trains g_k), the rest go one level down.
@@ -98,7 +98,7 @@ def layerwise_drl(layers, hs, noisy, clean_terms, scale, batch_size, top_target=
 
 
 def direct_drl(direct, hs, noisy, layers, clean_outputs, scale, batch_size):
-    """DDTP (spec §2.5): L_ℓ = (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖² for every hidden layer ℓ."""
+    """DDTP (docs/semantics.md §7.6): L_ℓ = (1/σ²)·mean‖g_ℓ(ỹ_ℓ) + h_ℓ − g_ℓ(h_L) − h̃_ℓ‖² for every hidden layer ℓ."""
     outputs = noisy_outputs(layers, noisy)
     return [scale * element_mean_square(
         direct.feedback(i, outputs[i], hs[i + 1]) + hs[i + 1] - clean_outputs[i] - noisy[i], batch_size)
@@ -106,7 +106,7 @@ def direct_drl(direct, hs, noisy, layers, clean_outputs, scale, batch_size):
 
 
 def direct_control(direct, hs, noisy, layers, batch_size):
-    """DDTP-control (spec §2.7): L_ℓ = mean‖g_ℓ(ỹ_ℓ) − h̃_ℓ‖² (no difference correction, no scale)."""
+    """DDTP-control (docs/semantics.md §7.8): L_ℓ = mean‖g_ℓ(ỹ_ℓ) − h̃_ℓ‖² (no difference correction, no scale)."""
     outputs = noisy_outputs(layers, noisy)
     return [element_mean_square(direct.feedback(i, outputs[i], hs[i + 1]) - noisy[i], batch_size)
             for i in range(len(noisy))]

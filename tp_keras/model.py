@@ -50,13 +50,13 @@ class TPModel(keras.Model):
       sigma: std of the noise of the feedback losses (None: the rule's, 0.08; one per hidden layer for 'ldrl').
       hidden_activation: s of the hidden layers.
       last_hidden_bias: None keeps the method's reference behaviour (no bias on the last hidden layer for
-        DDTP-linear and DFA, spec §2.5); True/False forces it.
+        DDTP-linear and DFA, docs/semantics.md §7.6); True/False forces it.
       size_hidden_fb: n_fb, the size of DDTP-RHL's fixed random feedback layer.
       recurrent_input: DDTP-RHL's variant that feeds each layer's own activation into its feedback map.
       gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt'; None: the rule's, 0).
       feedback_iterations: feedback steps per batch of a rule that trains its feedback first ('ldrl'): one
         value or one per hidden layer (None: the rule's).
-      only_train_first_layer: Frozen-MNIST (spec §4.3): only the first hidden layer's forward weights train
+      only_train_first_layer: Frozen-MNIST (docs/semantics.md §11): only the first hidden layer's forward weights train
         (every other forward weight keeps its initial value; feedback weights train as usual), and the step
         computes no local loss or gradient for the frozen layers. `layer.trainable = False` freezes any layer
         the same way.
@@ -489,8 +489,8 @@ class TPModel(keras.Model):
 
     @property
     def local_loss_scales(self) -> list[float]:
-        """Per layer, the factor on its local loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖²: 1 for dense layers (spec §1.3); the
-        CNN's conv layers (`tp_keras.cnn.CNNModel`) take the element mean, 1/n_ℓ (spec §2.11)."""
+        """Per layer, the factor on its local loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖²: 1 for dense layers (docs/semantics.md §2.2); the
+        CNN's conv layers (`tp_keras.cnn.CNNModel`) take the element mean, 1/n_ℓ (docs/semantics.md §8.4)."""
         return [1.0] * len(self.tp_layers)
 
     @property
@@ -732,7 +732,7 @@ def _feedback_batches(x, y, batch_size):
 
 class FeedbackSchedule(keras.callbacks.Callback):
     """The reference's feedback schedule for `fit`: `pretrain_epochs` feedback-only passes before the first
-    epoch and `extra_epochs` after every epoch (spec §1.5), on the training data given here (anything `fit`
+    epoch and `extra_epochs` after every epoch (docs/semantics.md §5.2), on the training data given here (anything `fit`
     takes: arrays, a tf.data.Dataset, a keras.utils.PyDataset; see `TPModel.train_feedback`).
 
         model.fit(x, y, epochs=100, batch_size=128,

@@ -1,11 +1,11 @@
-"""The nullspace experiment (paper Fig. 2, spec §5.5): how much of a layer's update is wasted in directions that
-cannot change the output.
+"""The nullspace experiment (paper Fig. 2, docs/semantics.md §13.6): how much of a layer's update is wasted in
+directions that cannot change the output.
 
     python -m tp_keras.nullspace --workdir=runs/nullspace [--seed=42] [--precision=float64]
 
 Student–teacher regression (6-dim input, 400 train samples; teacher 6-1000×4-2 ReLU, gain 3), a 6-6-6-2 tanh
 student whose forward weights stay frozen at their initial values, and two methods with the figure script's
-hyper-parameters (configs.json `figure_toy_nullspace`): DTP with layer-wise feedback pre-training and
+hyper-parameters (its `figure_toy_nullspace` config): DTP with layer-wise feedback pre-training and
 DDTP-linear. Batch size 1 and plain SGD for the feedback weights: 30 feedback pre-training epochs, then 5 epochs in
 which every sample computes its targets and forward update (not applied) and takes one feedback step, each
 followed by one extra feedback-only epoch. Every 10th sample of those 5 epochs, for each layer ℓ, the ratio
@@ -27,7 +27,7 @@ from absl import app, flags
 from tp_keras import cli, rundir
 from tp_keras.paper_facts import method_label
 
-# The figure script's values (spec §3.1, configs.json `figure_toy_nullspace`), at full precision.
+# The values of the reference's `figure_toy_nullspace` config (docs/semantics.md §13.6), at full precision.
 METHOD_CONFIGS = {
     "dtp_pretrained": {"target_stepsize": 0.01186235243557516, "lr_fb": 0.003289433723080337,
                        "feedback_wd": 1.084514667138376e-05, "sigma": 0.09999731226483778},
@@ -72,7 +72,7 @@ def run_method(method: str, *, seed: int = 42, precision: str = "float64", datas
     @tf.function
     def frozen_step(x, y):
         """Targets and forward update (measured, not applied), then the feedback step: the forward weights stay
-        frozen (spec §5.5 `freeze_forward_weights`)."""
+        frozen (docs/semantics.md §13.6 `freeze_forward_weights`)."""
         updates = S.compute_updates(model, x, y, forward=True, feedback=True)
         ratios = D.nullspace_ratios(model.tp_layers, updates.activations,
                                     [updates.forward_grads[i] for i in kernels])

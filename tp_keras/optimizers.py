@@ -122,8 +122,8 @@ class TorchAdam(keras.optimizers.Optimizer):
 class TorchSGD(keras.optimizers.Optimizer):
     """Plain SGD as `torch.optim.SGD` without momentum: θ ← θ − lr·(g + wd·θ) (coupled L2 `l2_decay`).
 
-    The nullspace toy (spec §5.5) trains its feedback weights with it. Like `TorchAdam`, `precision` keeps the
-    learning rate in the model's precision.
+    The nullspace toy (docs/semantics.md §13.6) trains its feedback weights with it. Like `TorchAdam`, `precision` keeps
+    the learning rate in the model's precision.
     """
 
     def __init__(self, learning_rate=1e-3, l2_decay=0.0, name="torch_sgd", precision: str | None = None, **kwargs):

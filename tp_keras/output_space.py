@@ -1,5 +1,5 @@
-"""Output-space toy experiment (spec §5.6, the reference README's Fig. S2): where one GNT step and one BP step move
-the output of a small regression network.
+"""Output-space toy experiment (docs/semantics.md §13.7, the reference README's Fig. S2): where one GNT step and one BP
+step move the output of a small regression network.
 
 A 4-4-4-2 tanh student without biases (linear output) regresses the teacher of `tp_keras.data.make_student_teacher`
 (4-1000-1000-1000-1000-2 ReLU, zero biases, Xavier-normal weights of gain 3) under the batch-mean MSE. On one

@@ -2,12 +2,11 @@
 
 `FINAL_CONFIGS` holds the 79 table configs of the reference's `final_configs/` (all but the two
 `toy_figure_output_space_config_*` files, which are no table cell), keyed by the reference's file name, with the
-values after the reference's argument processing (argparse defaults filled in): copied from the "resolved" block
-of the reference specification's `configs.json` by a one-off script (floats by `repr`, so exact). The library
-never reads configs.json at run time; `tests/test_flagfiles.py` compares this module against it when the file
-is present. Each entry has:
+values after the reference's argument processing (argparse defaults filled in): copied from the reference's
+config files by a one-off script (floats by `repr`, so exact). The library reads none of the reference's files;
+`tests/test_flagfiles.py` compares this module against a copy of those configs where one is present. Each entry has:
 
-* identity: "dataset"; "architecture" ("mlp", or "cnn" for the Table 3 network of spec §2.11); "method" (this
+* identity: "dataset"; "architecture" ("mlp", or "cnn" for the Table 3 network of docs/semantics.md §8); "method" (this
   library's method name, mapping below); "network_type" (the reference's class); "precision"
   ("float64" where the reference set `double_precision`, else "float32");
 * the hyper-parameters, under the reference's names (which are `Config`'s): "lr", "target_stepsize", "beta1",
@@ -17,12 +16,12 @@ is present. Each entry has:
   layer) and the MLP architecture keys are left out (the reference's resolved values there are unused argparse
   defaults);
 * the reference's switches as it resolved them: "double_precision", "no_val_set" (Table 2 `_train` configs),
-  "only_train_first_layer" (Frozen-MNIST, spec §4.3), "fb_activation", "gn_damping_hpsearch".
+  "only_train_first_layer" (Frozen-MNIST, docs/semantics.md §11), "fb_activation", "gn_damping_hpsearch".
 
-Deliberate departures from the files as shipped (spec §7), stated in `NOTES` and in each flagfile's header:
-`cifar10_DDTPControl` maps to method ddtp_control although its network_type is DMLPDTP2 (item 4);
-`gn_damping_hpsearch=True` in `mnist_DTPDRL` / `mnist_DTP_pretrained` is kept here as the reference's value but
-ignored by the library (item 5); `cifar10_BP` keeps its 150 epochs (item 11).
+Deliberate departures from the files as shipped (docs/semantics.md §15), stated in `NOTES` and in each flagfile's
+header: `cifar10_DDTPControl` maps to method ddtp_control although its network_type is DMLPDTP2
+(docs/semantics.md §15.4); `gn_damping_hpsearch=True` in `mnist_DTPDRL` / `mnist_DTP_pretrained` is kept here as the
+reference's value but ignored by the library (§15.5); `cifar10_BP` keeps its 150 epochs (§15.11).
 
 Each config's cell of the paper's tables and the paper's number for it are derived in `paper_facts.py`.
 `MNIST_CONFIGS` (method → its MNIST Table 1 config) are the launcher's per-method defaults (`Config.paper`).
@@ -816,22 +815,22 @@ FINAL_CONFIGS = {
     },
 }
 
-# What the library does where a shipped file would not reproduce its cell (spec §7), and what a variant is.
+# What the library does where a shipped file would not give its cell (docs/semantics.md §15), and what a variant is.
 NOTES = {
     "cifar10_DDTPControl": (
-        "spec §7 item 4: the reference file sets network_type DMLPDTP2, so as shipped it trains DDTP-linear "
-        "(DRL), not DDTP-control. Following the spec's recommendation this runs method ddtp_control with the "
+        "docs/semantics.md §15.4: the reference file sets network_type DMLPDTP2, so as shipped it trains DDTP-linear "
+        "(DRL), not DDTP-control. This runs method ddtp_control with the "
         "file's hyper-parameters, for the paper's DDTP-control cell; --method=ddtp_linear runs the file as shipped."),
     "mnist_DTPDRL": (
-        "spec §7 item 5: the reference file sets gn_damping_hpsearch=True, which stops the reference after 3 "
+        "docs/semantics.md §15.5: the reference file sets gn_damping_hpsearch=True, which stops the reference after 3 "
         "epochs for a damping search and never writes the Table-1 summary; treated as false here (the library "
         "has no such mode): a full training run."),
     "mnist_DTP_pretrained": (
-        "spec §7 item 5: the reference file sets gn_damping_hpsearch=True, which stops the reference after 3 "
+        "docs/semantics.md §15.5: the reference file sets gn_damping_hpsearch=True, which stops the reference after 3 "
         "epochs for a damping search and never writes the Table-1 summary; treated as false here (the library "
         "has no such mode): a full training run."),
     "cifar10_BP": (
-        "spec §7 item 11: the reference file trains 150 epochs; the paper's Table 1 says 100. Kept at 150 as "
+        "docs/semantics.md §15.11: the reference file trains 150 epochs; the paper's Table 1 says 100. Kept at 150 as "
         "shipped: that is how the tuned config ran (the paper's number may come from such a run), and the reported "
         "test error is taken at the best-validation epoch of the whole run. Pass --epochs=100 for the paper's "
         "stated protocol."),
@@ -839,8 +838,8 @@ NOTES = {
         "identical to mnist_DDTPRHL except 4 extra feedback epochs per epoch instead of 1 (not re-tuned)."),
 }
 for _name in ("cifar10_BPConv_train", "cifar10_DDTPConv_train", "cifar10_DFAConv_train"):
-    NOTES[_name] = ("trains 300 epochs, as the reference file ships (spec §7 item 11), without a validation set: "
-                    "the CNN's training-loss config.")
+    NOTES[_name] = ("trains 300 epochs, as the reference file ships (docs/semantics.md §15.11), without a "
+                    "validation set: the CNN's training-loss config.")
 
 # The MNIST Table 1 config of each method: the launcher's per-method defaults (`Config.paper`).
 MNIST_TABLE1 = {"bp": "mnist_BP", "dtp": "mnist_DTP", "dtp_pretrained": "mnist_DTP_pretrained",

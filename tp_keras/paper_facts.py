@@ -185,6 +185,6 @@ def paper_result(name: str) -> str:
     if cell.variant:
         return (f"not in the paper: Table 1 reports one DDTP-RHL number for {COLUMNS[cell.column]} "
                 f"({PAPER_RESULTS[(1, cell.column, 'ddtp_rhl')]['text']}) without recording which DDTP-RHL variant "
-                f"produced it (spec §7 item 7); this config is the {RHL_VARIANTS[cell.variant][1]} variant")
+                f"produced it (docs/semantics.md §15.7); this config is the {RHL_VARIANTS[cell.variant][1]} variant")
     return ("not in the paper: Table 3 reports the CNN's test errors only; this is its training-loss config "
             "(no validation set), which the paper does not print")

@@ -198,7 +198,7 @@ def step_metrics(updates: Updates) -> dict:
     if updates.accuracy is not None:
         metrics["accuracy"] = updates.accuracy
     if updates.feedback_losses:
-        # Mean over hidden layers (the reference logs only one layer for DRL/DDTP, spec §5.7).
+        # Mean over hidden layers (the reference logs only one layer for DRL/DDTP, docs/semantics.md §15.17).
         metrics["rec_loss"] = tf.add_n(updates.feedback_losses) / len(updates.feedback_losses)
     return metrics
 
@@ -268,8 +268,9 @@ def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: b
 
 def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *, gn_damping=0.0,
                            batch_size=None):
-    """`train_step` that also returns the angles of this batch's weight updates against BP and GNT (spec §5.2,
-    §5.3), computed from the same updates before any variable changes: 'bp_angle' (L,), 'gnt_angle' (L−1,)."""
+    """`train_step` that also returns the angles of this batch's weight updates against BP and GNT
+    (docs/semantics.md §13.2, §13.3), computed from the same updates before any variable changes: 'bp_angle' (L,),
+    'gnt_angle' (L−1,)."""
     if model.rule.feedback_first and model.feedback_variables:  # the feedback steps come first
         trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size)
         updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size)

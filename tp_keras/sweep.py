@@ -55,7 +55,7 @@ RECORD_NAME = "sweep_seed.json"
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 _RESERVED = ("seed", "workdir", "resume", "noresume")
 
-# Per-seed columns (the spec §4.2 quantities plus timing), in table order: key, Markdown header, format.
+# Per-seed columns (the docs/semantics.md §10 quantities plus timing), in table order: key, Markdown header, format.
 _COMMON_COLUMNS = (
     ("loss_train_last", "train loss (last)", "loss"),
     ("loss_train_best", "train loss (min)", "loss"),
@@ -152,7 +152,7 @@ def seed_dirs(out_dir: str) -> list[tuple[int, str]]:
 
 
 def seed_row(seed: int, summary: dict | None, metrics: list[dict]) -> dict:
-    """One seed's row: status and the spec §4.2 quantities from summary.json, timing from metrics.jsonl."""
+    """One seed's row: status and the docs/semantics.md §10 quantities from summary.json, timing from metrics.jsonl."""
     summary = summary or {}
     epochs = [m for m in metrics if isinstance(m.get("epoch"), int) and m["epoch"] >= 1]
     seconds = [s for s in (_number(m.get("epoch_seconds")) for m in epochs) if s is not None]

@@ -10,16 +10,16 @@ mean, "missing" where no seed of the cell has ended.
 
 `--sweeps` is a folder of sweep folders (`python -m tp_keras.sweep --out=sweeps/<cell>`) or a comma-separated
 list of sweep folders and/or such parents. A sweep folder's name is its cell: the reference's config name
-(`mnist_DDTPlinear`, `fashion_mnist_train_DTP`, `cifar10_DDTPConv`, ..., configs.json "final_configs") or the
-same name spelled with the launcher's method names (`mnist_ddtp_linear`, `mnist_dtp_pretrained`): names are
-compared lower-case with every non-alphanumeric character removed. A folder whose name matches no cell is
-tried under the stem of the flagfile its sweep.json names, and otherwise listed as unplaced.
+(`mnist_DDTPlinear`, `fashion_mnist_train_DTP`, `cifar10_DDTPConv`, ...: the file names of the reference's
+`final_configs/`) or the same name spelled with the launcher's method names (`mnist_ddtp_linear`,
+`mnist_dtp_pretrained`): names are compared lower-case with every non-alphanumeric character removed. A folder whose
+name matches no cell is tried under the stem of the flagfile its sweep.json names, and otherwise listed as unplaced.
 
-Quantities (spec §4.2), mean ± SD over the seeds with a final status (sample SD, n − 1):
+Quantities (docs/semantics.md §10), mean ± SD over the seeds with a final status (sample SD, n − 1):
   Table 1  test error at the epoch of best validation accuracy (`error_test_val_best`), %
   Table 2  training loss of the last epoch (`loss_train_last`, the running mean of the minibatch losses during
            the last epoch; the paper says "training loss after 100 epochs", and the reference's summary does not
-           say which of last/min it used, spec §4.2). The minimum over epochs (`loss_train_best`) is in the
+           say which of last/min it used, docs/semantics.md §10). The minimum over epochs (`loss_train_best`) is in the
            details table.
   Table 3  CNN test error at the best-validation epoch, %; the CNN `_train` configs' last training loss beside
            it (the paper reports no CNN training loss).
@@ -189,8 +189,8 @@ def table_markdown(table: int, chosen: dict, placed: list[dict]) -> list[str]:
     lines.append("")
     lines += _footnotes(footnotes)
     if table == 1:
-        lines.append("CIFAR10 DDTP-control: the reference's `cifar10_DDTPControl.py` runs DDTP-linear (spec §7 "
-                     "item 4); the details below say which method our sweep ran.")
+        lines.append("CIFAR10 DDTP-control: the reference's `cifar10_DDTPControl.py` runs DDTP-linear "
+                     "(docs/semantics.md §15.4); the details below say which method our sweep ran.")
     if table == 2:
         lines.append("Frozen-MNIST DTP (pre-trained): from `frozen_mnist_DTP_improved_train` (DTP with 6 "
                      "pre-training + 1 extra feedback epoch; the reference has no "
@@ -210,7 +210,8 @@ def _footnotes(marks: set) -> list[str]:
                      "short-horizon result, not comparable with the paper's number.")
     if "‡" in marks:
         lines.append("‡ an alternative reference config of the same cell; the paper does not record which DDTP-RHL "
-                     "config its number came from (spec §7 item 7), so the paper column repeats DDTP-RHL's number.")
+                     "config its number came from (docs/semantics.md §15.7), so the paper column repeats "
+                     "DDTP-RHL's number.")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Output loss and error, output target, and target propagation (spec §1.2, §2.2, §2.5).
+"""Output loss and error, output target, and target propagation (docs/semantics.md §2.1, §7.3, §7.6).
 
 Notation: `hs = [h_0, h_1, ..., h_L]` are the clean forward activations (h_0 = x, h_L = the linear output),
 `layers[k]` is the forward layer that computes h_{k+1} from h_k and carries the layer-wise feedback g_k.
@@ -146,7 +146,7 @@ def _gram_solve(gram, rhs, damping: float):
 
 
 def gauss_newton_steps(jacobians, error, damping: float = 0.0):
-    """Δh_ℓ = J⁺e (damping 0, Moore–Penrose) or Jᵀ(JJᵀ + λI)⁻¹e, per sample (spec §2.9); e includes its 1/B.
+    """Δh_ℓ = J⁺e (damping 0, Moore–Penrose) or Jᵀ(JJᵀ + λI)⁻¹e, per sample (docs/semantics.md §7.10); e has its 1/B.
 
     Both go through the smaller Gram matrix, as the reference does: J⁺ = Jᵀ(JJᵀ)⁺ when n_L ≤ n_ℓ, else
     (JᵀJ)⁺Jᵀ, and likewise Jᵀ(JJᵀ + λI)⁻¹ = (JᵀJ + λI)⁻¹Jᵀ.
