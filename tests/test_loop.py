@@ -64,15 +64,10 @@ def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
     _assert_identical(*runs)
 
 
-# DDTP-control: TensorFlow's graph optimizer (grappler's AddOpsRewrite) turns the targets' (ĥ_L Q + d) + r into
-# (ĥ_L Q + r) + d in a step's own graph but not inside a while loop's body (it lacks the shapes there): the two
-# round differently in the last bit (BUILD_NOTES, "Many batches per compiled call").
-_LAST_BIT = {"ddtp_control"}
-
-
+# Every method, ddtp_control included: its targets' sum (ĥ_L Q + d) + r once rounded differently inside the loop's
+# body than in a step's own graph (BUILD_NOTES, "Many batches per compiled call"); since the rule refactor both agree.
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="last-bit rounding"))
-                                    if m in _LAST_BIT else m for m in ALL_METHODS])
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, method):
     one = _run(mnist_dir, tmp_path / "one", method, 1)
     _assert_identical(one, _run(mnist_dir, tmp_path / "three", method, 3))
