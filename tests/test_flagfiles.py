@@ -2,6 +2,7 @@
 the launcher's flags, validates, holds exactly the reference's values, carries its header (the paper's number, the
 cost, the command), and every file builds its model and takes one training step on mock data of its shape (the CNN
 files once the launcher has --architecture and tp_keras/cnn.py exists; skipped, saying so, before)."""
+import functools
 import importlib.util
 import json
 import os
@@ -15,8 +16,9 @@ from tp_keras.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 LAUNCH_DIR = os.path.join(ROOT, "launch")
-# Optional: a copy of the reference's resolved configs beside the repository (the comparison is skipped without).
-CONFIGS_JSON = os.path.join(ROOT, os.pardir, "shared", "reference", "configs.json")
+# Optional: the reference's resolved configs (a JSON file with "final_configs"), named by this variable where a
+# developer has it; the comparison is skipped without it.
+CONFIGS_JSON = os.environ.get("TP_KERAS_REFERENCE_CONFIGS", "")
 NAMES = sorted(f[:-len(".flags")] for f in os.listdir(LAUNCH_DIR) if f.endswith(".flags"))
 # The values a flagfile must reproduce exactly: every hyper-parameter (for the CNN: no MLP architecture keys).
 HYPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb", "beta2_fb",
@@ -69,16 +71,23 @@ def test_paper_facts_agree_with_the_configs_and_the_registry():
     assert F.REFERENCE_EPOCHS["cifar10_BP"] == 150 and F.REFERENCE_EPOCHS["mnist_BP"] == 100
 
 
-def test_flagfiles_are_what_the_generator_writes(capsys):
-    """launch/make_flagfiles.py --check, in this process (the script imports no TensorFlow)."""
+@functools.lru_cache(maxsize=None)
+def _generator():
+    """launch/make_flagfiles.py as a module (the script imports no TensorFlow)."""
     spec = importlib.util.spec_from_file_location("make_flagfiles", os.path.join(LAUNCH_DIR, "make_flagfiles.py"))
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
+    return generator
+
+
+def test_flagfiles_are_what_the_generator_writes(capsys):
+    """launch/make_flagfiles.py --check, in this process."""
+    generator = _generator()
     assert generator.main(["make_flagfiles.py", "--check"]) == 0, capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.path.exists(CONFIGS_JSON), reason="the reference's configs.json is not beside the "
-                    "repository (../shared/reference/configs.json)")
+@pytest.mark.skipif(not os.path.isfile(CONFIGS_JSON), reason="TP_KERAS_REFERENCE_CONFIGS does not name the "
+                    "reference's configs file")
 def test_paper_configs_equal_the_reference_configs_exactly():
     with open(CONFIGS_JSON) as f:
         reference = json.load(f)["final_configs"]
@@ -129,8 +138,8 @@ def test_flagfile_header(name):
         assert F.PAPER_RESULTS[cell]["text"] in comment and f"Table {cell[0]}" in comment
     assert "Cost: an estimate" in comment and "s/epoch" in comment
     run = [line for line in header if line.startswith("# Run: ")]
-    assert run == [f"# Run: python -m tp_keras.launch --flagfile=launch/{name}.flags "
-                   f"--data_dir=../shared/data/{P.FINAL_CONFIGS[name]['dataset']}"]
+    data_dir = _generator().DATA_DIR[P.FINAL_CONFIGS[name]["dataset"]]  # the datasets' folder beside a checkout
+    assert run == [f"# Run: python -m tp_keras.launch --flagfile=launch/{name}.flags --data_dir={data_dir}"]
     for marker, names in (("docs/semantics.md §15.4", ["cifar10_DDTPControl"]),
                           ("docs/semantics.md §15.5", ["mnist_DTPDRL", "mnist_DTP_pretrained"]),
                           ("docs/semantics.md §15.11", ["cifar10_BP", "cifar10_BPConv_train", "cifar10_DDTPConv_train",
