@@ -143,7 +143,8 @@ def _run_experiment(workdir, seed, precision, plot, log) -> dict:
     rundir.write_json(os.path.join(workdir, "nullspace.json"), results)
     if plot:
         from tp_keras import figures
-        results["figure"] = figures.nullspace_figure(results, os.path.join(workdir, "nullspace.png"))
+        # Its file name only: the figure sits beside nullspace.json, wherever the folder is moved.
+        results["figure"] = os.path.basename(figures.nullspace_figure(results, os.path.join(workdir, "nullspace.png")))
         rundir.write_json(os.path.join(workdir, "nullspace.json"), results)
     return results
 
