@@ -13,12 +13,12 @@ import tensorflow as tf
 from conftest import (ALL_METHODS, BATCH, HIDDEN, NP_ACT, NP_ACT_DERIV_FROM_OUTPUT, OUTPUT, TP_METHODS,
                       grads_by_variable, install_fixed_noise, make_batch, make_model, np_forward, np_output_error,
                       randomize_biases, to_np)
-from tp_keras import losses as tp_losses
-from tp_keras import step as tp_step
-from tp_keras.layers import XavierNormal
-from tp_keras.methods import METHODS, get_method
-from tp_keras.rules.components import NoiseDraw, noisy_hidden_copies, standard_normal
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import losses as tp_losses
+from tp_keras.core import step as tp_step
+from tp_keras.core.layers import XavierNormal
+from tp_keras.core.methods import METHODS, get_method
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules.components import NoiseDraw, noisy_hidden_copies, standard_normal
 
 LAYERWISE_DIFFERENCE = sorted(n for n, m in METHODS.items()
                               if m.feedback == "layerwise" and m.target_rule == "difference")

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tp_keras import sweep, tables
+from tp_keras.paper import sweep, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
