@@ -37,7 +37,7 @@ import sys
 
 from tp_keras.paper import facts as paper_facts
 from tp_keras.paper.facts import method_label
-from tp_keras.paper.sweep import epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep
+from tp_keras.paper.sweep_results import epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep
 from tp_keras.run import cli, rundir
 
 # Cells, the paper's numbers, labels and reference epochs: one source, paper_facts. A cell is a reference config's

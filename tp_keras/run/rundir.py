@@ -33,8 +33,6 @@ import socket
 import zipfile
 import zlib
 
-import numpy as np
-
 TMP_PREFIX = ".tmp_"
 LOCK_NAME = ".lock"
 
@@ -198,6 +196,7 @@ def atomic_write(path: str, content, *, before_rename=None, fix: str | None = No
 
 
 def _json_default(value):
+    import numpy as np  # imported here: the run folder's text files are written by commands that need no NumPy
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -328,6 +327,7 @@ def _read_fd(fd: int) -> str:
 
 def write_checkpoint(path: str, header: dict, arrays: dict, *, before_rename=None) -> str:
     """Writes a checkpoint: `header` as JSON plus the named arrays, in one .npz, atomically."""
+    import numpy as np
     text = np.array(json.dumps(header, default=_json_default))
     fix = (f"the previous {os.path.basename(path)} is kept; free some space and continue with --resume, or "
            "choose another --workdir")
@@ -346,6 +346,7 @@ _HEADER_KEYS = {"epoch": int, "passes": int, "history": list, "config": dict, "n
 def read_checkpoint(path: str) -> tuple[dict, dict]:
     """(header, {name: array}) of a checkpoint written by write_checkpoint, read completely; a one-line
     RunDirError naming the file for anything that is not such a checkpoint."""
+    import numpy as np
     if os.path.isdir(path):
         raise _unreadable(path, "it is a folder, not a file")
     try:
