@@ -1,6 +1,6 @@
 """The CNN of Table 3 (docs/semantics.md §8) for BP, DDTP-linear, DDTP-control and DFA, on the one train step.
 
-Architecture (paper sizes, all parameters of `CNNModel`):
+Architecture (paper sizes, all parameters of `CNNNetwork` and `CNNModel`):
 
     conv 5×5, 32 (stride 1, zero padding 2) → tanh → max-pool 3×3 / 2 (padding 1 of −∞)   layer 1: 16×16×32
     conv 5×5, 64                            → tanh → max-pool 3×3 / 2                      layer 2:  8×8×64
@@ -19,7 +19,7 @@ How it rides on `tp_keras.step` unchanged:
   bias for the conv layers** and with a bias for the dense hidden layer, as the reference's DDTPConvLayer and
   DDTPMLPLayer. Targets ĥ_ℓ = Q_ℓĥ_L + h_ℓ − Q_ℓh_L (`targets.direct_targets`); DRL and control losses are
   `losses.direct_drl` / `losses.direct_control` on the pooled maps. Xavier-normal from each Q's own shape.
-* Local losses (`CNNModel.local_loss_scales`, read by `step.compute_updates`): the conv layers use the **element
+* Local losses (`CNNNetwork.local_loss_scales`, read by `step.compute_updates` through the model): the conv layers use the **element
   mean** (1/(B·C·H·W))·Σ‖h_ℓ − ĥ_ℓ‖² (PyTorch `mse_loss` in the reference), the dense layers the docs/semantics.md §2.2
   loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖². Each is differentiated with the layer's input detached, so the conv gradient flows through
   the layer's own pool, tanh and conv only.
@@ -40,7 +40,8 @@ import tensorflow as tf
 
 from tp_keras.core.keras_checks import MAX_SEED, model_precision, whole
 from tp_keras.core.layers import DirectFeedback, TPDense, XavierNormal, activation_fn
-from tp_keras.core.model import TPModel, _rule_with
+from tp_keras.core.model import TPModel
+from tp_keras.core.networks import Network, feedback_structure, register_network
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.rules import RULES, LearningRule, get_rule
 from tp_keras.paper.facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
@@ -138,84 +139,61 @@ def _check_cnn_method(method: LearningRule) -> None:
                          "(backprop, or linear direct feedback with the DRL or control loss)")
 
 
-@keras.saving.register_keras_serializable(package="tp_keras")
-class CNNModel(TPModel):
-    """The Table 3 CNN (docs/semantics.md §8) set up for one method: 'bp', 'ddtp_linear', 'ddtp_control' or 'dfa'.
+@register_network
+class CNNNetwork(Network):
+    """The Table 3 CNN's parameters and maps (docs/semantics.md §8) for a rule: 'bp', 'ddtp_linear',
+    'ddtp_control' or 'dfa' (BP, or linear direct feedback with the DRL/control loss).
 
-    A `TPModel` in every interface the step and the drivers use (`activations`, `tp_layers`, `direct_feedback`,
-    `forward_variables`, `feedback_variables`, `local_loss_scales`, `compile`/`fit`, `Trainer`), so
-    `step.compute_updates` / `train_step` / `Trainer` run it unchanged. Input: NHWC images of `image_shape`
-    (or the same flattened in NHWC order). Hidden activations h_1, h_2 are the flattened pooled maps.
+    Input: NHWC images of `image_shape` (or the same flattened in NHWC order). Hidden activations h_1, h_2 are
+    the flattened pooled maps. Train it with `TPModel(rule, network=CNNNetwork(rule, ...))`, or `CNNModel(...)`.
 
     Args:
-      method: a registry name or a `Method` (BP, or linear direct feedback with the DRL/control loss).
+      rule: the learning rule it is built for (its feedback maps).
       image_shape: (H, W, C) of the input ((32, 32, 3) for CIFAR-10).
       conv_channels: output channels of the conv blocks ((32, 64)).
       fc_units: sizes of the dense tanh hidden layers after the flatten ((512,)).
       output_size: number of logits.
       kernel_size: conv kernel size (5).
-      target_stepsize, sigma, hidden_activation, seed, dtype: as for `TPModel`.
-
-    Per-layer learning rates and ε: train with `step.Trainer(model, layerwise_adam(model, lrs, ..., epsilons))`.
-    `compile(forward_optimizer=...)` / `fit` take one forward optimizer (the same one for every layer).
+      hidden_activation, seed, dtype: as for `TPModel`.
     """
 
-    def __init__(self, method: str | LearningRule = "ddtp_linear", image_shape: Sequence[int] = (32, 32, 3),
+    def __init__(self, rule: LearningRule, image_shape: Sequence[int] = (32, 32, 3),
                  conv_channels: Sequence[int] = (32, 64), fc_units: Sequence[int] = (512,), output_size: int = 10,
-                 *, kernel_size: int = 5, target_stepsize: float = 0.01, sigma: float = 0.08,
-                 hidden_activation: str = "tanh", seed: int = 42, dtype: str | None = None, **kwargs):
-        dtype = model_precision(dtype)
-        keras.Model.__init__(self, dtype=dtype, **kwargs)  # TPModel.__init__ builds the MLP: skipped on purpose
-        self.rule = _rule_with(get_rule(method), target_stepsize, sigma, None, None)
-        _check_cnn_method(self.method)
+                 *, kernel_size: int = 5, hidden_activation: str = "tanh", seed: int = 42, dtype: str = "float32"):
+        _check_cnn_method(rule)
+        self.dtype, self.structure = dtype, feedback_structure(rule)
         self.image_shape = tuple(int(d) for d in image_shape)
+        self.input_shape = self.image_shape
         self.conv_channels = [int(c) for c in conv_channels]
         self.fc_units = [int(n) for n in fc_units]
         self.output_size = whole("output_size", output_size, 1)
         self.kernel_size = int(kernel_size)
         self.hidden_activation = hidden_activation
-        self.seed = whole("seed", seed, 0, MAX_SEED)
-        self.task = "classification"
-        self.only_train_first_layer = False
+        self.seed = seed = whole("seed", seed, 0, MAX_SEED)
         if not self.conv_channels:
-            raise ValueError("CNNModel needs at least one conv layer")
-        m = self.method
+            raise ValueError("CNNNetwork needs at least one conv layer (conv_channels)")
 
         layers = []
         shape = self.image_shape
         for i, channels in enumerate(self.conv_channels):
             layer = TPConv2D(channels, shape, kernel_size=self.kernel_size, activation=hidden_activation,
-                             seed=self.seed * 1009 + 2 * i, dtype=dtype, name=f"layer_{i + 1}")
+                             seed=seed * 1009 + 2 * i, dtype=dtype, name=f"layer_{i + 1}")
             layers.append(layer)
             shape = layer.output_image_shape
         sizes = self.fc_units + [self.output_size]
         for j, n in enumerate(sizes):
             i = len(self.conv_channels) + j
             layers.append(TPDense(n, activation="linear" if j == len(sizes) - 1 else hidden_activation,
-                                  use_bias=True, feedback_activation=None, seed=self.seed * 1009 + 2 * i,
+                                  use_bias=True, feedback_activation=None, seed=seed * 1009 + 2 * i,
                                   dtype=dtype, name=f"layer_{i + 1}"))
         self.tp_layers = layers
-        self.hidden_sizes = [layer.units for layer in layers[:-1]]
-        self.input_size = int(np.prod(self.image_shape))
         self.direct_feedback = None
-        if m.direct:
+        if rule.direct:
             # Q_ℓ: logits → flattened pooled map; no bias on the conv layers' maps (reference DDTPConvLayer).
             self.direct_feedback = DirectFeedback(
-                self.hidden_sizes, activation=m.feedback_activation,
+                self.hidden_sizes, activation=rule.feedback_activation,
                 use_bias=[False] * len(self.conv_channels) + [True] * len(self.fc_units),
-                trainable=m.feedback_trained, seed=self.seed * 1009 + 500, dtype=dtype, name="direct_feedback")
-        self.noise_seed = keras.random.SeedGenerator(self.seed + 7919, name="noise_seed")
-        self._init_training_state()
-        self.build((None,) + self.image_shape)
-
-    def build(self, input_shape):
-        width = None
-        for layer in self.tp_layers:
-            layer.build((None, width) if width is not None else input_shape)
-            width = layer.units
-        if self.direct_feedback is not None:
-            self.direct_feedback.build((None, self.output_size))
-        self.built = True
+                trainable=rule.feedback_trained, seed=seed * 1009 + 500, dtype=dtype, name="direct_feedback")
 
     @property
     def conv_layers(self) -> list:
@@ -227,13 +205,53 @@ class CNNModel(TPModel):
         (docs/semantics.md §8.4)."""
         return [1.0 / layer.units if isinstance(layer, TPConv2D) else 1.0 for layer in self.tp_layers]
 
+    def attributes(self) -> dict:
+        return {"image_shape": self.image_shape, "conv_channels": self.conv_channels, "fc_units": self.fc_units,
+                "output_size": self.output_size, "kernel_size": self.kernel_size,
+                "hidden_activation": self.hidden_activation, "hidden_sizes": self.hidden_sizes,
+                "input_size": self.input_size}
+
+    def get_config(self) -> dict:
+        return {"image_shape": list(self.image_shape), "conv_channels": list(self.conv_channels),
+                "fc_units": list(self.fc_units), "output_size": self.output_size, "kernel_size": self.kernel_size,
+                "hidden_activation": self.hidden_activation, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tp_keras")
+class CNNModel(TPModel):
+    """`TPModel(method, network=CNNNetwork(method, ...))` under its first name: the Table 3 CNN set up for one
+    method, 'bp', 'ddtp_linear', 'ddtp_control' or 'dfa'. The class adds no behaviour (the network holds the
+    layers and their maps); it keeps the constructor, `isinstance` checks and `.keras` files of earlier versions.
+
+    Args: `CNNNetwork`'s (image_shape, conv_channels, fc_units, output_size, kernel_size, hidden_activation, seed,
+    dtype) and `TPModel`'s target_stepsize and sigma.
+
+    Per-layer learning rates and ε: train with `step.Trainer(model, layerwise_adam(model, lrs, ..., epsilons))`.
+    `compile(forward_optimizer=...)` / `fit` take one forward optimizer (the same one for every layer).
+    """
+
+    def __init__(self, method: str | LearningRule = "ddtp_linear", image_shape: Sequence[int] = (32, 32, 3),
+                 conv_channels: Sequence[int] = (32, 64), fc_units: Sequence[int] = (512,), output_size: int = 10,
+                 *, kernel_size: int = 5, target_stepsize: float = 0.01, sigma: float = 0.08,
+                 hidden_activation: str = "tanh", seed: int = 42, dtype: str | None = None, **kwargs):
+        rule = get_rule(method)
+        network = CNNNetwork(rule, image_shape, conv_channels, fc_units, output_size, kernel_size=kernel_size,
+                             hidden_activation=hidden_activation, seed=seed, dtype=model_precision(dtype))
+        super().__init__(rule, target_stepsize=target_stepsize, sigma=sigma, seed=seed, network=network,
+                         dtype=dtype, **kwargs)
+
+    @property
+    def conv_layers(self) -> list:
+        return self.network.conv_layers
+
     def get_config(self):
         structure = self.rule.structure()
         method = structure.name if RULES.get(structure.name) == structure else structure.get_config()
-        return {"method": method, "image_shape": list(self.image_shape), "conv_channels": list(self.conv_channels),
-                "fc_units": list(self.fc_units), "output_size": self.output_size, "kernel_size": self.kernel_size,
+        network = self.network.get_config()
+        return {"method": method, **{k: network[k] for k in ("image_shape", "conv_channels", "fc_units", "output_size",
+                                                             "kernel_size")},
                 "target_stepsize": self.target_stepsize, "sigma": self.sigma,
-                "hidden_activation": self.hidden_activation, "seed": self.seed, "dtype": self.dtype_policy.name,
+                "hidden_activation": network["hidden_activation"], "seed": self.seed, "dtype": self.dtype_policy.name,
                 "name": self.name}
 
 

@@ -35,7 +35,7 @@ local target losses; a coupled L2 penalty is the forward optimizer's `TorchAdam(
 Anything else (BatchNormalization, Dropout, residual/merge connections, Conv2D and pooling, Embedding, recurrent
 layers, subclassed models, differing hidden activations, relu, ...) raises `ConversionError` (a ValueError) whose
 one-line message names the layer, its class and the reason. (The paper's CNN is its own model,
-`tp_keras.cnn.CNNModel`, or `--architecture=cnn` in the launcher; Keras Conv2D models do not convert.)
+`tp_keras.core.cnn.CNNModel`, or `--architecture=cnn` in the launcher; Keras Conv2D models do not convert.)
 """
 from __future__ import annotations
 

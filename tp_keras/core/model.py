@@ -21,7 +21,7 @@ from tp_keras.core import keras_checks as C
 from tp_keras.core import loop
 from tp_keras.core import targets as T
 from tp_keras.core.health import Diverged, first_problem, first_problem_stacked, stack_calls
-from tp_keras.core.layers import ACTIVATIONS, DirectFeedback, TPDense
+from tp_keras.core.networks import MLPNetwork, Network, deserialize_network, feedback_structure, serialize_network
 from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
 
 # compile(loss=...): what each accepted name means, by task.
@@ -31,7 +31,10 @@ _REGRESSION_LOSSES = {"mean_squared_error": "mse", "mse": "mse"}
 
 @keras.saving.register_keras_serializable(package="tp_keras")
 class TPModel(keras.Model):
-    """An MLP (tanh hidden layers, linear output) set up for one training method of the registry.
+    """A network trained by one learning rule: by default an MLP (tanh hidden layers, linear output) built for the
+    rule's feedback maps (`networks.MLPNetwork`), or the network given as `network=` (e.g. `cnn.CNNNetwork`).
+    The model holds the rule, the optimizers and Keras' training state; the network holds the parameters and
+    their forward and feedback maps.
 
     Calling the model returns the output (logits). Training goes through `tp_keras.step`, either from the
     custom loop (`step.Trainer`, used by the launcher) or from Keras:
@@ -62,7 +65,10 @@ class TPModel(keras.Model):
         computes no local loss or gradient for the frozen layers. `layer.trainable = False` freezes any layer
         the same way.
       task: 'classification' (softmax cross-entropy on logits) or 'regression' (mean squared error).
-      seed: initialisation and noise seed.
+      seed: initialisation and noise seed (with `network=`, the noise seed; the network has its own).
+      network: a `Network` built for this rule (same feedback maps, same dtype), instead of the MLP that
+        input_size, hidden_sizes, output_size, hidden_activation, last_hidden_bias, size_hidden_fb and
+        recurrent_input describe (those are then refused).
       dtype: 'float32' or 'float64' for every variable and computation (default: the global Keras policy, which
         must then be one of the two).
 
@@ -82,77 +88,65 @@ class TPModel(keras.Model):
                  task: str = "classification", seed: int = 42, size_hidden_fb: int = 1024,
                  recurrent_input: bool = False, gn_damping: float | None = None,
                  feedback_iterations: int | Sequence[int] | None = None, only_train_first_layer: bool = False,
-                 dtype: str | None = None, **kwargs):
+                 network=None, dtype: str | None = None, **kwargs):
         dtype = C.model_precision(dtype)
         super().__init__(dtype=dtype, **kwargs)
         self.only_train_first_layer = bool(only_train_first_layer)
         m = get_rule(method)  # a name, a LearningRule, or a rule's config dict (get_config of an unregistered one)
         self.rule = _rule_with(m, target_stepsize, sigma, gn_damping, feedback_iterations)
-        self.input_size = C.whole("input_size", input_size, 1)
-        if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or not hidden_sizes:
-            raise ValueError(f"TPModel: hidden_sizes={hidden_sizes!r} must be a non-empty list of layer sizes "
-                             "(TPModel needs at least one hidden layer), e.g. [256, 256]")
-        self.hidden_sizes = [C.whole("hidden_sizes", n, 1) for n in hidden_sizes]
-        self.output_size = C.whole("output_size", output_size, 1)
-        if hidden_activation not in ACTIVATIONS:
-            raise ValueError(f"TPModel: hidden_activation={hidden_activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        self.hidden_activation = hidden_activation
-        self.last_hidden_bias = m.last_hidden_bias if last_hidden_bias is None else bool(last_hidden_bias)
         if task not in C.TASKS:
             raise ValueError(f"TPModel: task={task!r}; choose 'classification' (softmax cross-entropy on the "
                              "logits) or 'regression' (mean squared error)")
         self.task = task
         self.seed = C.whole("seed", seed, 0, C.MAX_SEED)
-        self.size_hidden_fb = C.whole("size_hidden_fb", size_hidden_fb, 1)
-        self.recurrent_input = bool(recurrent_input)
-
-        sizes = self.hidden_sizes + [self.output_size]
-        layerwise_fb = m.feedback_activation if m.feedback == "layerwise" else None
-        self.tp_layers = [
-            TPDense(n, activation="linear" if i == len(sizes) - 1 else hidden_activation,
-                    use_bias=self.last_hidden_bias or i != len(sizes) - 2,
-                    # Layer 1 would carry g_0 (to the input), which no method uses.
-                    feedback_activation=layerwise_fb if i > 0 else None, feedback_bias=m.feedback_bias,
-                    feedback_init=m.feedback_init, feedback_trainable=m.feedback_trained, seed=self.seed * 1009 + 2 * i, dtype=dtype,
-                    name=f"layer_{i + 1}")
-            for i, n in enumerate(sizes)]
-        self.direct_feedback = None
-        if m.direct:
-            rhl = m.feedback == "direct_rhl"
-            self.direct_feedback = DirectFeedback(
-                self.hidden_sizes, activation=m.feedback_activation,
-                use_bias=[True] * (len(self.hidden_sizes) - 1) + [self.last_hidden_bias],
-                trainable=m.feedback_trained, seed=self.seed * 1009 + 500,
-                random_layer_size=self.size_hidden_fb if rhl else None,
-                recurrent=self.recurrent_input and rhl, dtype=dtype, name="direct_feedback")
+        if isinstance(network, dict):  # a saved model's "network" entry
+            network = deserialize_network(network, m, dtype)
+        if network is None:
+            network = MLPNetwork(m, input_size, hidden_sizes, output_size, hidden_activation=hidden_activation,
+                                 last_hidden_bias=last_hidden_bias, size_hidden_fb=size_hidden_fb,
+                                 recurrent_input=recurrent_input, seed=self.seed, dtype=dtype)
+        else:
+            given = {name: value for name, value, default in (
+                ("input_size", input_size, 784),
+                ("hidden_sizes", tuple(hidden_sizes) if isinstance(hidden_sizes, list) else hidden_sizes, (256,) * 5),
+                ("output_size", output_size, 10), ("hidden_activation", hidden_activation, "tanh"),
+                ("last_hidden_bias", last_hidden_bias, None), ("size_hidden_fb", size_hidden_fb, 1024),
+                ("recurrent_input", recurrent_input, False)) if value != default}
+            if given:
+                raise ValueError(f"TPModel: {', '.join(f'{k}={v!r}' for k, v in given.items())}: arguments of the MLP "
+                                 "TPModel builds without network=; a network has its own (pass them to it)")
+        if not isinstance(network, Network):
+            raise ValueError(f"TPModel: network={network!r} must be a tp_keras network (MLPNetwork, CNNNetwork)")
+        if network.dtype != dtype:
+            raise ValueError(f"TPModel: the network was built in {network.dtype} and the model in {dtype}; "
+                             f"pass dtype={network.dtype!r} to both")
+        if network.structure != feedback_structure(m):
+            raise ValueError(f"TPModel: the network was built for other feedback maps than rule {m.name!r} needs "
+                             f"({network.structure} vs {feedback_structure(m)}); build it for this rule")
+        object.__setattr__(self, "network", network)  # a plain object: Keras tracks its layers under the model
+        for name, value in network.attributes().items():
+            setattr(self, name, value)
+        self.tp_layers = network.tp_layers
+        self.direct_feedback = network.direct_feedback
         self.noise_seed = keras.random.SeedGenerator(self.seed + 7919, name="noise_seed")
         self._init_training_state()
-        self.build((None, self.input_size))
+        self.build((None,) + network.input_shape)
 
     def _init_training_state(self):
-        """What fit needs besides Keras' own compile state (also called by CNNModel)."""
+        """What fit needs besides Keras' own compile state."""
         self._rec_loss_tracker = keras.metrics.Mean(name="rec_loss")
         object.__setattr__(self, "feedback_optimizer", None)
         object.__setattr__(self, "_loss_kind", "auto")
         object.__setattr__(self, "_first_nonfinite", None)
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.tp_layers:
-            layer.build(shape)
-            shape = (shape[0], layer.units)
-        if self.direct_feedback is not None:
-            self.direct_feedback.build((None, self.output_size))
+        self.network.build(input_shape)
         self.built = True
 
     def activations(self, x, detach_inputs: bool = False):
-        """[h_0 = x, h_1, ..., h_L]. With `detach_inputs`, every layer's input is a constant for gradients, so a
-        tape over this pass gives each layer's local gradient alone."""
-        hs = [tf.cast(x, self.compute_dtype)]
-        for layer in self.tp_layers:
-            inp = tf.stop_gradient(hs[-1]) if detach_inputs else hs[-1]
-            hs.append(layer(inp))
-        return hs
+        """[h_0 = x, h_1, ..., h_L] (`Network.activations`; with `detach_inputs` each layer's input is a constant
+        for gradients)."""
+        return self.network.activations(x, detach_inputs)
 
     def call(self, x):
         return self.activations(x)[-1]
@@ -489,9 +483,8 @@ class TPModel(keras.Model):
 
     @property
     def local_loss_scales(self) -> list[float]:
-        """Per layer, the factor on its local loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖²: 1 for dense layers (docs/semantics.md §2.2); the
-        CNN's conv layers (`tp_keras.cnn.CNNModel`) take the element mean, 1/n_ℓ (docs/semantics.md §8.4)."""
-        return [1.0] * len(self.tp_layers)
+        """Per layer, the factor on its local loss (the network's: 1 for dense layers, 1/n_ℓ for conv layers)."""
+        return self.network.local_loss_scales
 
     @property
     def all_feedback_variables(self):
@@ -562,10 +555,10 @@ class TPModel(keras.Model):
         if not isinstance(rule, LearningRule):
             new = _rule_with(new, self.target_stepsize, self.sigma if new.trains_feedback or not isinstance(
                 self.sigma, tuple) else None, self.gn_damping, None)
-        built = _network_structure(self.rule)
-        if _network_structure(new) != built:
+        built = feedback_structure(self.rule)
+        if feedback_structure(new) != built:
             raise ValueError(f"rule {new.name!r} needs other feedback maps than this {self.rule.name!r} network "
-                             f"({_network_structure(new)} vs {built}); build a TPModel({new.name!r}, ...)")
+                             f"({feedback_structure(new)} vs {built}); build a TPModel({new.name!r}, ...)")
         object.__setattr__(self, "rule", new)
         object.__setattr__(self, "_feedback_step", None)
 
@@ -574,6 +567,13 @@ class TPModel(keras.Model):
         method = structure.name if RULES.get(structure.name) == structure else structure.get_config()
         sigma = list(self.sigma) if isinstance(self.sigma, tuple) else self.sigma
         iterations = self.rule.feedback_iterations
+        if type(self.network) is not MLPNetwork:  # e.g. TPModel(rule, network=CNNNetwork(...))
+            return {"method": method, "network": serialize_network(self.network),
+                    "target_stepsize": self.target_stepsize, "sigma": sigma, "task": self.task, "seed": self.seed,
+                    "gn_damping": self.gn_damping,
+                    "feedback_iterations": list(iterations) if isinstance(iterations, tuple) else iterations,
+                    "only_train_first_layer": self.only_train_first_layer, "dtype": self.dtype_policy.name,
+                    "name": self.name}
         return {"method": method, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
                 "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": sigma,
                 "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
@@ -602,12 +602,6 @@ def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_
                                           feedback_iterations=feedback_iterations)
     except RuleError as err:
         raise ValueError(f"TPModel: {err}") from None
-
-
-def _network_structure(rule: LearningRule) -> tuple:
-    """What a rule asks of the network's feedback maps (rules that agree here can share one network)."""
-    return (rule.feedback, rule.feedback_activation, rule.feedback_bias, rule.feedback_init, rule.feedback_trained,
-            rule.last_hidden_bias)
 
 
 def default_feedback_optimizer(model: TPModel):
