@@ -434,7 +434,7 @@ def _fb_grads(model, upd):
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
                                         if m.feedback == "layerwise" and m.feedback_loss == "drl"))
-def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
+def test_eq10_layerwise_drl_loss_and_gradients(name, monkeypatch):
     """docs/semantics.md §7.5, one layer at a time, no stacking: h̃_ℓ → logits → difference-corrected path down to ℓ."""
     model = randomize_biases(make_model(name, seed=14, sigma=0.05))
     x, y = make_batch(seed=9)
@@ -472,7 +472,7 @@ def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
                                         if m.feedback == "direct" and m.feedback_loss == "drl"
                                         and m.feedback_activation == "linear" and m.trains_feedback))
-def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
+def test_eq10_direct_linear_drl_loss_and_gradients(name, monkeypatch):
     """docs/semantics.md §7.6: r_ℓ = h_ℓ + (ỹ_ℓ − h_L) Q_ℓ, loss (1/σ²)·mean‖r_ℓ − h̃_ℓ‖², ∂/∂d_ℓ exactly 0."""
     model = randomize_biases(make_model(name, seed=15, sigma=0.07))
     x, y = make_batch(seed=10)
@@ -502,7 +502,7 @@ def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
 
 
 @pytest.mark.parametrize("sigma, scale", [(0.05, 1 / 0.05 ** 2), (0.01, 2500.0)])
-def test_dtp_reconstruction_loss_and_clamp(sigma, scale, monkeypatch):
+def test_eq4_dtp_reconstruction_loss_and_clamp(sigma, scale, monkeypatch):
     """docs/semantics.md §7.3: L_ℓ = c·mean‖g_ℓ(f_{ℓ+1}(h̃_ℓ)) − h̃_ℓ‖², c = 1/max(σ, 0.02)²."""
     assert tp_losses.feedback_loss_scale("reconstruction", sigma) == pytest.approx(scale, rel=1e-15)
     assert tp_losses.feedback_loss_scale("drl", sigma) == pytest.approx(1 / sigma ** 2, rel=1e-15)

@@ -94,7 +94,7 @@ class LearningRule:
             raise RuleError(f"rule {n!r}: target rule {self.target_rule!r} uses no feedback maps; set feedback='none'")
         elif self.feedback_activation is None:
             raise RuleError(f"rule {n!r}: feedback={self.feedback!r} needs a feedback_activation (e.g. 'tanh')")
-        path = "layerwise" if self.feedback == "layerwise" else "direct"
+        path = self.path.name if self.path is not None else None
         if self.feedback_loss != "none" and path not in loss.paths:
             raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} trains only "
                             f"{' or '.join(loss.paths)} feedback, not {self.feedback!r}")

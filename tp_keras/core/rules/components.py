@@ -66,6 +66,7 @@ class NoiseDraw:
 class LayerwisePath:
     """g_k carried by forward layer k+1 (the DTP family): targets descend layer by layer."""
     name = "layerwise"
+    layerwise = True  # each hidden layer's target comes from the layer above it (not from the output)
 
     def clean(self, net, hs):
         return T.layerwise_clean_terms(net.tp_layers, hs)
@@ -77,6 +78,7 @@ class LayerwisePath:
 class DirectPath:
     """g_ℓ from the output to every hidden layer (the DDTP family, DFA): all targets in parallel."""
     name = "direct"
+    layerwise = False
 
     def clean(self, net, hs):
         return net.direct_feedback(hs[-1], hidden=hs[1:-1])
@@ -153,7 +155,7 @@ class DifferenceReconstruction(FeedbackLoss):
     def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
         noisy = noisy_hidden_copies(rule, hs, noise)
         scale = 1.0 / rule.sigma ** 2
-        if rule.feedback == "layerwise":
+        if rule.path.layerwise:
             return L.layerwise_drl(net.tp_layers, hs, noisy, clean, scale, batch_size, top_target)
         return L.direct_drl(net.direct_feedback, hs, noisy, net.tp_layers, clean, scale, batch_size), None
 
