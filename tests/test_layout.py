@@ -48,7 +48,9 @@ def _imports(path: pathlib.Path, import_time_only: bool = False) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tp_keras"):
             for alias in node.names:  # `from tp_keras.run import cli` imports the module tp_keras.run.cli
                 sub = f"{node.module}.{alias.name}"
-                found.add(sub if (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() else node.module)
+                is_module = (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() or (
+                    node.module == "tp_keras" and alias.name in tp_keras.MOVED)  # an old path
+                found.add(sub if is_module else node.module)
     return {name for name in found if name != "tp_keras"}
 
 
