@@ -17,8 +17,8 @@ import textwrap
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tp_keras import paper_configs as P  # noqa: E402
-from tp_keras import paper_facts  # noqa: E402
+from tp_keras.paper import configs as P  # noqa: E402
+from tp_keras.paper import facts as paper_facts  # noqa: E402
 
 # ---- Cost model (an estimate; every input is a figure measured in BUILD_NOTES.md) --------------------------------
 # One pass over 55,000 MNIST samples, 5x256, each method's MNIST config, float32, 2 threads, XLA off, on this

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tp_keras.step as tp_step
-from tp_keras.methods import METHODS
-from tp_keras.model import TPModel
+from tp_keras.core.methods import METHODS
+from tp_keras.core.model import TPModel
+import tp_keras.core.step as tp_step
 
 # The default small architecture n_0, n_1..n_{L-1}, n_L (L = 4 layers: 3 hidden + output).
 INPUT, HIDDEN, OUTPUT = 7, (6, 5, 4), 3
@@ -153,7 +153,7 @@ def batch():
 def mnist_dir(tmp_path_factory):
     """A 100-train / 40-test MNIST look-alike as the four IDX files, whose label is readable from the image (so it
     is learnable); shared by the end-to-end tests (launcher, faults, sweeps)."""
-    from tp_keras.data import write_idx_images, write_idx_labels
+    from tp_keras.run.data import write_idx_images, write_idx_labels
     folder = tmp_path_factory.mktemp("mnist")
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 100), ("t10k", 40)):

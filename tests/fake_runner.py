@@ -17,7 +17,7 @@ LOG = "launch.log"
 
 def prepare(args):
     if os.environ.get("FAKE_PREPARE_FAIL"):
-        from tp_keras.data import DataError
+        from tp_keras.run.data import DataError
         raise DataError(os.environ["FAKE_PREPARE_FAIL"])
 
 

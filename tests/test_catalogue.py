@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tp_keras import cli, damping_search, launch, rundir  # noqa: F401  (damping_search: its flags)
-from tp_keras.config import Config
+from tp_keras.run import cli, launch, rundir  # noqa: F401  (damping_search: its flags)
+from tp_keras.paper import damping_search
+from tp_keras.run.config import Config
 from test_faults import _lines, _without_times
 from test_rundir import _corrupt
 
@@ -89,7 +90,7 @@ def test_out_of_range_numbers(command, mnist_dir, tmp_path, flag, starts, contai
 
 
 def test_the_memory_estimate_grows_with_what_it_counts():
-    from tp_keras import memory
+    from tp_keras.run import memory
     shapes = dict(input_size=784, image_shape=(28, 28, 1), num_outputs=10, num_train=55000, num_eval=5000)
     small = memory.estimate_bytes(Config.paper("ddtp_linear"), **shapes)
     # 5×256 DDTP-linear on MNIST: the data dominate (2·55,000 + 5,000 samples of 785 float32 values).
@@ -168,7 +169,7 @@ def test_unreadable_checkpoint_under_resume(command, mnist_dir, tmp_path, kind):
 
 @pytest.mark.parametrize("empty", ["train", "t10k"])
 def test_empty_split(command, tmp_path, empty):
-    from tp_keras.data import write_idx_images, write_idx_labels
+    from tp_keras.run.data import write_idx_images, write_idx_labels
     data = tmp_path / "data"
     data.mkdir()
     for prefix in ("train", "t10k"):
@@ -183,8 +184,8 @@ def test_empty_split(command, tmp_path, empty):
 
 @pytest.mark.slow
 def test_empty_split_of_a_dataset_given_in_python(tmp_path):
-    from tp_keras.data import DataError, Dataset, Split
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.data import DataError, Dataset, Split
+    from tp_keras.run.experiment import train_and_evaluate
     x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
     dataset = Dataset("mine", Split(x, y), None, Split(x[:0], y[:0]), 2, "classification", (4,))
     with pytest.raises(DataError, match="^the test split of mine has 0 samples"):
@@ -209,7 +210,7 @@ def test_busy_workdir(command, mnist_dir, tmp_path):
 def _disk_full_from_epoch(monkeypatch, epoch, what):
     """on_epoch_end hook: after `epoch` has been recorded, the disk is full for `what` ('checkpoint', 'summary' or
     'metrics')."""
-    from tp_keras import experiment
+    from tp_keras.run import experiment
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -238,7 +239,7 @@ def _full_disk_config(mnist_dir):
 @pytest.fixture(scope="module")
 def straight_run(mnist_dir, tmp_path_factory):
     """The uninterrupted run the full-disk tests resume to: (summary, metrics rows, workdir), run under umask 027."""
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     workdir = tmp_path_factory.mktemp("straight")
     umask = os.umask(0o027)
     try:
@@ -265,7 +266,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_summary(mnist_dir, tmp_path
     """ENOSPC while epoch 2 is recorded: one-line RunDirError naming the file; the checkpoint and summary of the
     last epoch recorded whole stay valid, no temporary or lock is left, and --resume then finishes the run with
     exactly the numbers of an uninterrupted one."""
-    from tp_keras.experiment import CHECKPOINT, train_and_evaluate
+    from tp_keras.run.experiment import CHECKPOINT, train_and_evaluate
     config = _full_disk_config(mnist_dir)
     workdir = tmp_path / "run"
     with pytest.raises(rundir.RunDirError) as err:
@@ -354,7 +355,7 @@ def test_damping_search_refusals(command, mnist_dir, tmp_path):
 
 
 def test_figures_and_tables_refusals(tmp_path, capsys):
-    from tp_keras import figures, tables
+    from tp_keras.paper import figures, tables
     (tmp_path / "afile").write_text("")
 
     def run(main, argv):
@@ -375,7 +376,7 @@ def test_figures_and_tables_refusals(tmp_path, capsys):
 
 
 def test_nullspace_refusals(tmp_path, capsys):
-    from tp_keras import nullspace
+    from tp_keras.paper import nullspace
 
     def run(**kwargs):
         with pytest.raises(SystemExit) as exit_:

@@ -16,12 +16,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import grads_by_variable, install_fixed_noise, np_output_error, to_np
-from tp_keras import step as tp_step
-from tp_keras.cnn import CNN_METHODS, CNNModel, LayerwiseOptimizer, TPConv2D, layerwise_adam, max_pool_3x3_s2
-from tp_keras.config import CNN_METHODS as CONFIG_CNN_METHODS
-from tp_keras.config import Config, ConfigError
-from tp_keras.data import Dataset, Split, write_cifar_batches
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import step as tp_step
+from tp_keras.core.cnn import CNN_METHODS, CNNModel, LayerwiseOptimizer, TPConv2D, layerwise_adam, max_pool_3x3_s2
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.run.config import CNN_METHODS as CONFIG_CNN_METHODS
+from tp_keras.run.config import Config, ConfigError
+from tp_keras.run.data import Dataset, Split, write_cifar_batches
 
 # A tiny CNN: 8×6×2 images (non-square, to catch H/W mix-ups) → conv 3 ch, pooled 4×3 → conv 4 ch, pooled 2×2
 # → dense 5 → 3 logits.
@@ -235,7 +235,7 @@ def _stepsize(name):
 
 
 def _trainer(name, model):
-    from tp_keras.experiment import build_trainer
+    from tp_keras.run.experiment import build_trainer
     config = Config(method=name, architecture="cnn", dataset="cifar10", lr=LRS, epsilon=EPSILONS,
                     target_stepsize=model.target_stepsize, sigma=model.sigma, lr_fb=1e-3, precision="float64")
     return build_trainer(config.validate(), model)
@@ -326,7 +326,7 @@ def test_fit_with_one_forward_optimizer():
 # --- config, launcher, experiment ------------------------------------------------------------------------------
 
 def test_launcher_flags_take_per_layer_lists():
-    from tp_keras import launch
+    from tp_keras.run import launch
     launch.FLAGS(["launch", "--architecture=cnn", "--method=ddtp_linear", "--dataset=cifar10",
                   "--lr=1e-4,2e-4,3e-4,4e-4", "--epsilon=1e-8", "--target_stepsize=0.5"])
     try:
@@ -368,7 +368,7 @@ def test_bad_cnn_settings_name_the_flag(overrides, flag):
 def test_cnn_run_end_to_end_from_raw_cifar_and_resume(tmp_path):
     """train_and_evaluate loads NHWC images for the CNN, runs pre-training, an epoch and an extra feedback pass
     with 4 forward Adams, checkpoints them, and resumes for a second epoch with their states restored."""
-    from tp_keras.experiment import build_trainer, train_and_evaluate
+    from tp_keras.run.experiment import build_trainer, train_and_evaluate
     rng = np.random.default_rng(0)
 
     def batch(n):
@@ -403,7 +403,7 @@ def test_cnn_run_end_to_end_from_raw_cifar_and_resume(tmp_path):
 
 
 def test_build_model_uses_the_dataset_image_shape():
-    from tp_keras.experiment import build_model
+    from tp_keras.run.experiment import build_model
     x = np.zeros((4,) + IMAGE, np.float32)
     split = Split(x, np.zeros(4, np.int32))
     dataset = Dataset("cifar10", split, None, split, 10, "classification", IMAGE)

@@ -15,11 +15,11 @@ import pytest
 
 from conftest import ALL_METHODS
 import tp_keras
-from tp_keras.convert import ConversionError, from_keras
-from tp_keras.layers import DirectFeedback, TPDense
-from tp_keras.methods import METHODS
-from tp_keras.model import TPModel
-from tp_keras.optimizers import TorchAdam, TorchSGD
+from tp_keras.core.convert import ConversionError, from_keras
+from tp_keras.core.layers import DirectFeedback, TPDense
+from tp_keras.core.methods import METHODS
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam, TorchSGD
 
 L = keras.layers
 
@@ -162,7 +162,7 @@ REFUSALS = {
     "tanh_output": (lambda: _chain(L.Dense(6, activation="tanh"), L.Dense(3, activation="tanh", name="o")),
                     ("'o' (Dense)", ": output activation 'tanh'")),
     "conv2d": (lambda: _chain(L.Conv2D(2, 3, name="c"), L.Flatten(), L.Dense(3), shape=(5, 5, 1)),
-               ("'c' (Conv2D)", ": .*do not convert.*tp_keras.cnn.CNNModel.*--architecture=cnn")),
+               ("'c' (Conv2D)", ": .*do not convert.*tp_keras.core.cnn.CNNModel.*--architecture=cnn")),
     "kernel_regularizer": (lambda: _chain(L.Dense(6, activation="tanh", kernel_regularizer="l2", name="reg"),
                                           L.Dense(3)), ("'reg' (Dense)", ": has a kernel_regularizer.*l2_decay")),
     "bias_constraint": (lambda: _chain(L.Dense(6, activation="tanh"), L.Dense(3, bias_constraint="non_neg",

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from tp_keras import data
-from tp_keras.data import DataError, load_dataset
+from tp_keras.run import data
+from tp_keras.run.data import DataError, load_dataset
 
 N_TRAIN, N_TEST, N_VAL = 60, 20, 10
 TEST_OFFSET = 100  # test image i has signature pixel TEST_OFFSET + i

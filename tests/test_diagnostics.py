@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_model, randomize_biases, to_np
-from tp_keras import diagnostics as D
-from tp_keras import step as tp_step
-from tp_keras import targets as T
+from tp_keras.core import diagnostics as D
+from tp_keras.core import step as tp_step
+from tp_keras.core import targets as T
 
 
 def _batch(model, n=6, seed=0):
@@ -116,7 +116,7 @@ def test_angles_are_zero_for_the_method_that_defines_them():
 def test_angle_step_logs_angles_and_trains_like_the_plain_step():
     """The angle step changes nothing about training: same weights as the plain step after two batches (to float64
     rounding: the larger graph lets TensorFlow's optimizer order a few sums differently, ~1 ulp)."""
-    from tp_keras.optimizers import TorchAdam
+    from tp_keras.core.optimizers import TorchAdam
     results = []
     for with_angles in (False, True):
         model = make_model("ddtp_linear")
@@ -174,8 +174,8 @@ def test_fig2_in_miniature_ddtp_linear_wastes_less_in_the_nullspace_than_dtp():
     component than DTP's. Measured on seeds 0-2: DDTP 0.22 / 0.09 / 0.06 vs DTP 0.74 / 0.76 / 0.63; the bound
     (half of DTP's) leaves a margin of >3x on every one of them. With 500 steps instead the two are indistinguishable,
     so the assertion does depend on the feedback training."""
-    from tp_keras import nullspace as N
-    from tp_keras.data import make_student_teacher
+    from tp_keras.paper import nullspace as N
+    from tp_keras.run.data import make_student_teacher
     dataset = make_student_teacher(1, num_train=100, num_test=10, num_val=10, size_input=6, size_output=2,
                                    teacher_hidden=(50, 50), dtype="float64")
     schedule = {"epochs_fb": 25, "epochs": 1, "log_interval": 5}

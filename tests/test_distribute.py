@@ -28,9 +28,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import ALL_METHODS
-from tp_keras import distribute as D
-from tp_keras import step
-from tp_keras.methods import METHODS
+from tp_keras.core import step
+from tp_keras.core.methods import METHODS
+from tp_keras.run import distribute as D
 
 # The distributed trainer runs every rule but those that train their feedback first (ldrl), which it refuses.
 DISTRIBUTED_METHODS = [name for name in ALL_METHODS if not METHODS[name].feedback_first]
@@ -51,11 +51,11 @@ _SCRIPT = textwrap.dedent(r'''
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
-    from tp_keras import step
-    from tp_keras.distribute import DistributedTrainer, make_strategy
-    from tp_keras.methods import METHODS
-    from tp_keras.model import TPModel
-    from tp_keras.optimizers import TorchAdam
+    from tp_keras.core import step
+    from tp_keras.core.methods import METHODS
+    from tp_keras.core.model import TPModel
+    from tp_keras.core.optimizers import TorchAdam
+    from tp_keras.run.distribute import DistributedTrainer, make_strategy
 
     UNEVEN, XLA = set(sys.argv[1].split(",")), sys.argv[2]
     t_start = time.perf_counter()
@@ -326,8 +326,8 @@ def test_shard_bounds(batch, replicas):
 
 
 def test_optimizer_made_outside_the_scope_is_refused():
-    from tp_keras.model import TPModel
-    from tp_keras.optimizers import TorchAdam
+    from tp_keras.core.model import TPModel
+    from tp_keras.core.optimizers import TorchAdam
     outside = TorchAdam(1e-3)
     with pytest.raises(D.DistributeError, match="^--strategy: optimizer .* outside the strategy's scope"):
         D.DistributedTrainer(lambda: TPModel("bp", 4, [3], 2), lambda: outside, None,
@@ -335,7 +335,7 @@ def test_optimizer_made_outside_the_scope_is_refused():
 
 
 def test_angle_logging_is_refused():
-    from tp_keras.config import Config
+    from tp_keras.run.config import Config
     with pytest.raises(D.DistributeError, match="^--log_angles: "):
         D.DistributedTrainer.from_config(Config.paper("ddtp_linear", log_angles=True), None,
                                          tf.distribute.get_strategy())
@@ -344,9 +344,9 @@ def test_angle_logging_is_refused():
 @pytest.mark.slow
 def test_from_config_builds_the_launchers_model_and_optimizers():
     """`from_config` = experiment.build_model/build_trainer inside the scope: one step equals the launcher's."""
-    from tp_keras import experiment
-    from tp_keras.config import Config
-    from tp_keras.data import Dataset, Split
+    from tp_keras.run import experiment
+    from tp_keras.run.config import Config
+    from tp_keras.run.data import Dataset, Split
     rng = np.random.default_rng(1)
     split = Split(rng.normal(size=(8, 5)).astype("float32"), (np.arange(8) % 3).astype("int32"))
     dataset = Dataset("tiny", split, None, split, 3, "classification", (5,))
@@ -364,8 +364,8 @@ def test_from_config_builds_the_launchers_model_and_optimizers():
 
 
 def test_feedback_first_rules_are_refused_in_one_line():
-    from tp_keras.model import TPModel
-    from tp_keras.optimizers import TorchAdam
+    from tp_keras.core.model import TPModel
+    from tp_keras.core.optimizers import TorchAdam
     with pytest.raises(ValueError, match="trains its feedback before the targets") as err:
         D.DistributedTrainer(lambda: TPModel("ldrl", 7, [6, 5], 3), TorchAdam, TorchAdam)
     assert "\n" not in str(err.value)

@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from tp_keras.config import Config
+from tp_keras.run.config import Config
 
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
 
 
 @pytest.mark.slow
 def test_on_epoch_end_sees_every_epoch_and_can_stop_the_run(mnist_dir, tmp_path):
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=4, epochs_fb=1, extra_fb_epochs=0, **TINY)
     seen = []
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tp_keras.config import Config
+from tp_keras.run.config import Config
 
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
 TIME_KEYS = ("total_seconds", "train_seconds", "fb_seconds", "eval_seconds", "epoch_seconds")
@@ -62,7 +62,7 @@ def _child(flags, kill_at=None):
 
 
 def _checkpoint(workdir):
-    from tp_keras.rundir import read_checkpoint
+    from tp_keras.run.rundir import read_checkpoint
     return read_checkpoint(str(workdir / "checkpoint.npz")) if (workdir / "checkpoint.npz").exists() else None
 
 
@@ -103,7 +103,7 @@ def test_killed_anywhere_the_resumed_run_ends_exactly_as_an_uninterrupted_one(mn
 
 
 def test_kill_points_are_named_and_counted(monkeypatch):
-    from tp_keras import faults
+    from tp_keras.run import faults
     signals = []
     monkeypatch.setattr(faults.os, "kill", lambda pid, sig: signals.append(sig))
     monkeypatch.setattr(faults, "_reached", __import__("collections").Counter())
@@ -123,8 +123,8 @@ def test_kill_points_are_named_and_counted(monkeypatch):
 
 @pytest.mark.slow
 def test_resume_refuses_a_different_configuration(mnist_dir, tmp_path):
-    from tp_keras.config import ConfigError
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.config import ConfigError
+    from tp_keras.run.experiment import train_and_evaluate
     train_and_evaluate(Config.paper("dfa", data_dir=mnist_dir, epochs=1, **TINY), str(tmp_path))
     with pytest.raises(ConfigError, match="--resume: .*lr="):
         train_and_evaluate(Config.paper("dfa", data_dir=mnist_dir, epochs=2, lr=0.5, **TINY), str(tmp_path),
@@ -140,8 +140,8 @@ def test_non_finite_target_stops_the_run_naming_epoch_batch_and_layer(mnist_dir,
     """NaN injected into hidden layer 2's feedback weights during epoch 2, before batch 3: the loss stays finite
     but ĥ_2 does not; the run stops with a message naming epoch 2, batch 3 and layer 2, and the checkpoint of
     epoch 1 (finite weights) is kept."""
-    from tp_keras.data import load_dataset
-    from tp_keras.experiment import CHECKPOINT, build_model, build_trainer, train_and_evaluate
+    from tp_keras.run.data import load_dataset
+    from tp_keras.run.experiment import CHECKPOINT, build_model, build_trainer, train_and_evaluate
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=3, epochs_fb=0, extra_fb_epochs=0, **TINY)
     dataset = load_dataset("mnist", mnist_dir, seed=config.seed, validation_size=20)
     trainer = build_trainer(config, build_model(config, dataset))

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from tp_keras import figures
-from tp_keras.figures import FigureError, MissingPlotsError
+from tp_keras.paper import figures
+from tp_keras.paper.figures import FigureError, MissingPlotsError
 
-PACKAGE_DIR = pathlib.Path(figures.__file__).parent
+PACKAGE_DIR = pathlib.Path(figures.__file__).parent.parent  # tp_keras/
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUM_LAYERS = 4  # 3 hidden layers + output: bp_angle has 4 entries, gnt_angle 3
 
@@ -194,7 +194,7 @@ def test_missing_matplotlib_raises_one_line(monkeypatch):
 
 @pytest.fixture(scope="module")
 def output_space_data():
-    from tp_keras.output_space import compute
+    from tp_keras.paper.output_space import compute
     return compute()
 
 
@@ -224,9 +224,9 @@ def test_gnt_moves_output_along_negative_gradient_exactly_when_linear():
     network the GNT weight steps move the output exactly along −e_L (paper Theorem 5), while BP's output step
     −lr·JJᵀe_L points elsewhere."""
     import tensorflow as tf
-    from tp_keras import output_space as osp
-    from tp_keras.data import make_student_teacher
-    from tp_keras.targets import gauss_newton_steps, output_error, output_jacobians
+    from tp_keras.core.targets import gauss_newton_steps, output_error, output_jacobians
+    from tp_keras.paper import output_space as osp
+    from tp_keras.run.data import make_student_teacher
 
     data = make_student_teacher(93, num_train=1, num_test=1, num_val=1, size_input=4, size_output=2,
                                 teacher_hidden=(8,), dtype="float64")
@@ -323,14 +323,14 @@ def _top_level_imports(path):
 
 
 def test_matplotlib_is_imported_lazily_and_only_by_figures():
-    top = _top_level_imports(PACKAGE_DIR / "figures.py")
+    top = _top_level_imports(PACKAGE_DIR / "paper" / "figures.py")
     assert not [n for n in top if n.split(".")[0] in ("matplotlib", "tensorflow", "keras")], top
-    assert "tp_keras.output_space" not in top
-    for path in PACKAGE_DIR.glob("*.py"):
-        if path.name == "figures.py":
+    assert not [n for n in top if "output_space" in n], top
+    for path in PACKAGE_DIR.rglob("*.py"):
+        if path.name == "figures.py" or path.parent.name == "search":  # the search draws its own (`search` extra)
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         anywhere = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         anywhere += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [n for n in anywhere if n.split(".")[0] == "matplotlib"], f"{path.name} imports matplotlib"
-        assert not [n for n in _top_level_imports(path) if n.startswith("tp_keras.figures")], path.name
+        assert not [n for n in _top_level_imports(path) if "figures" in n], path.name

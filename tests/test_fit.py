@@ -3,9 +3,9 @@ import os
 import numpy as np
 import pytest
 
-from tp_keras.model import TPModel
-from tp_keras.optimizers import TorchAdam
-from tp_keras.step import Trainer
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.step import Trainer
 
 
 @pytest.mark.slow
@@ -38,7 +38,7 @@ def test_fit_equals_custom_loop(method):
 def test_compile_without_feedback_optimizer_gives_the_papers_feedback_adam():
     """A method that trains feedback weights and gets no feedback_optimizer= trains them with its paper MNIST
     feedback Adam (issue 12: it used to be refused)."""
-    from tp_keras import paper_configs
+    from tp_keras.paper import configs as paper_configs
     model = TPModel("dtpdrl", 4, [3], 2, dtype="float64")
     model.compile(forward_optimizer=TorchAdam(1e-3))
     paper = paper_configs.MNIST_CONFIGS["dtpdrl"]
@@ -55,8 +55,8 @@ def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():
     hand around fit epochs: identical weights; and the pre-training lowers the feedback loss."""
     import numpy as np
     import keras
-    from tp_keras.model import FeedbackSchedule
-    from tp_keras.optimizers import TorchAdam
+    from tp_keras.core.model import FeedbackSchedule
+    from tp_keras.core.optimizers import TorchAdam
     from conftest import make_model
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 7))
@@ -87,8 +87,8 @@ def test_fit_with_standard_keras_callbacks(tmp_path):
     import csv
     import numpy as np
     import keras
-    from tp_keras.model import FeedbackSchedule
-    from tp_keras.optimizers import TorchAdam
+    from tp_keras.core.model import FeedbackSchedule
+    from tp_keras.core.optimizers import TorchAdam
     from conftest import make_model
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(40, 7)), rng.integers(0, 3, 40)

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from tp_keras import paper_configs as P
-from tp_keras import paper_facts as F
-from tp_keras.config import Config
+from tp_keras.paper import configs as P
+from tp_keras.paper import facts as F
+from tp_keras.run.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 LAUNCH_DIR = os.path.join(ROOT, "launch")
@@ -29,7 +29,7 @@ HYPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd"
 
 def _parse(name):
     """The Config the launcher makes from launch/<name>.flags (and the --cell label)."""
-    from tp_keras import launch
+    from tp_keras.run import launch
     launch.FLAGS(["launch", f"--flagfile={os.path.join(LAUNCH_DIR, name + '.flags')}"])
     try:
         return launch.config_from_flags(), launch.FLAGS.cell
@@ -38,7 +38,7 @@ def _parse(name):
 
 
 def _skip_cnn_without_architecture_flag():
-    from tp_keras import launch
+    from tp_keras.run import launch
     if "architecture" not in launch.FLAGS:
         pytest.skip("the launcher has no --architecture flag yet (the CNN is wired in by tp_keras/cnn.py's issue); "
                     "CNN flagfiles are checked for their header and flag text only")
@@ -60,7 +60,7 @@ def test_paper_facts_agree_with_the_configs_and_the_registry():
     """paper_facts is the one source: every config's method is a registry method with the paper's label, the CNN
     methods are exactly those of the CNN configs, the table rows are the paper's eight methods, and a method the
     paper does not have is shown by its name."""
-    from tp_keras.methods import METHODS
+    from tp_keras.core.methods import METHODS
     methods = {c["method"] for c in P.FINAL_CONFIGS.values()}
     assert methods == set(F.TABLE_METHODS) and methods <= set(METHODS) and set(F.METHOD_LABELS) <= set(METHODS)
     assert set(F.CNN_METHODS) == {c["method"] for c in P.FINAL_CONFIGS.values() if c["architecture"] == "cnn"}
@@ -174,7 +174,7 @@ def test_flagfile_parses_to_the_reference_values_exactly(name):
 
 
 def _shape_only_dataset(config):
-    from tp_keras.data import Dataset, Split
+    from tp_keras.run.data import Dataset, Split
     image_shape = (32, 32, 3) if config.dataset == "cifar10" else (28, 28, 1)
     inputs = int(np.prod(image_shape))
     split = Split(np.zeros((1, inputs), config.precision), np.zeros((1,), "int32"))
@@ -194,8 +194,8 @@ def test_flagfile_builds_its_model_and_takes_one_training_step(name):
     takes one training step, eagerly, on 4 random samples of the dataset's input size (784 or 3072; the CNN reads
     them as flattened 32x32x3 images); the loss and every updated weight stay finite, the first layer's forward
     weights move, the output layer's move unless Frozen-MNIST, and trained feedback weights move."""
-    from tp_keras import step
-    from tp_keras.experiment import build_model, build_trainer
+    from tp_keras.core import step
+    from tp_keras.run.experiment import build_model, build_trainer
     if P.FINAL_CONFIGS[name]["architecture"] == "cnn":
         _skip_cnn_without_architecture_flag()
         pytest.importorskip("tp_keras.cnn", reason="tp_keras/cnn.py is not in this build")
@@ -230,7 +230,7 @@ def test_flagfile_builds_its_model_and_takes_one_training_step(name):
 def test_cell_flag_names_the_default_workdir(monkeypatch):
     """--cell (set by every flagfile) makes the default workdir runs/<cell>_seed<seed>, so that two cells of one
     method and dataset (e.g. mnist_DDTPRHL and mnist_DDTPRHL_rec, or a Frozen-MNIST cell) never share one."""
-    from tp_keras import experiment, launch
+    from tp_keras.run import experiment, launch
     seen = []
     monkeypatch.setattr(experiment, "train_and_evaluate",
                         lambda config, workdir, *args, **kwargs: seen.append((config, workdir)) or {"status": "ok"})

@@ -14,10 +14,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import ALL_METHODS, TP_METHODS, make_batch, make_model, np_forward, onehot, softmax
-from tp_keras import experiment, step
-from tp_keras.methods import METHODS
-from tp_keras.model import FeedbackLearningRateScheduler, FeedbackSchedule, TPModel
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import step
+from tp_keras.core.methods import METHODS
+from tp_keras.core.model import FeedbackLearningRateScheduler, FeedbackSchedule, TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.run import experiment
 
 METRIC_FREE = dict(verbose=0, shuffle=False)
 
@@ -413,7 +414,7 @@ def test_bad_settings_are_refused_at_construction(kwargs, message):
 
 
 def test_a_mixed_precision_global_policy_is_refused_unless_the_model_says_its_precision():
-    from tp_keras.cnn import CNNModel
+    from tp_keras.core.cnn import CNNModel
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
@@ -438,7 +439,7 @@ def test_a_model_built_outside_the_strategy_scope_is_refused_by_fit():
 def test_fit_under_a_multi_worker_strategy_is_refused(monkeypatch):
     """Detected by class (as for TPUs, so this fake stands in for one); the real strategy is refused the same way
     in tests/test_multi_worker.py."""
-    from tp_keras import distribute
+    from tp_keras.run import distribute
     x, y = _data()
     model = _compiled("ddtp_linear")
     fake = type("MultiWorkerMirroredStrategy", (), {})()
@@ -446,7 +447,7 @@ def test_fit_under_a_multi_worker_strategy_is_refused(monkeypatch):
         tf.distribute.get_strategy())
     monkeypatch.setattr(tf.distribute, "get_strategy", lambda: fake)
     with pytest.raises(ValueError, match=r"^fit under MultiWorkerMirroredStrategy is not supported .*"
-                                         r"--strategy=multi_worker\) or tp_keras.distribute.DistributedTrainer$"):
+                                         r"--strategy=multi_worker\) or tp_keras.run.distribute.DistributedTrainer$"):
         model.fit(x, y, verbose=0)
 
 
@@ -563,7 +564,7 @@ def test_import_tp_keras_alone_loads_saved_models_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
     import textwrap
-    from tp_keras.cnn import CNNModel
+    from tp_keras.core.cnn import CNNModel
     x, y = _data(dtype="float32")
     mlp = make_model("ddtp_linear", dtype="float32")
     mlp.compile(optimizer="adam")

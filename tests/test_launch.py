@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tp_keras.config import Config, ConfigError
+from tp_keras.run.config import Config, ConfigError
 
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
 
@@ -20,7 +20,7 @@ def _lines(path):
 
 @pytest.mark.slow
 def test_train_and_evaluate_writes_metrics_and_summary(mnist_dir, tmp_path):
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = Config.paper("dtpdrl", data_dir=mnist_dir, epochs=3, epochs_fb=2, extra_fb_epochs=1,
                           lr=1e-2, target_stepsize=0.5, **TINY)
     summary = train_and_evaluate(config, str(tmp_path))
@@ -50,7 +50,7 @@ def test_train_and_evaluate_writes_metrics_and_summary(mnist_dir, tmp_path):
 
 @pytest.mark.slow
 def test_no_val_set_summary_has_no_val_keys(mnist_dir, tmp_path):
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = Config.paper("bp", data_dir=mnist_dir, epochs=1, no_val_set=True, **TINY)
     summary = train_and_evaluate(config, str(tmp_path))
     assert "acc_test_val_best" not in summary and summary["epochs_run"] == 1
@@ -59,7 +59,7 @@ def test_no_val_set_summary_has_no_val_keys(mnist_dir, tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_run(mnist_dir, tmp_path):
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=1, epochs_fb=1, extra_fb_epochs=0,
                           **TINY)
     a = train_and_evaluate(config, str(tmp_path / "a"))
@@ -141,7 +141,7 @@ def test_launcher_missing_data_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_path, monkeypatch):
-    from tp_keras import experiment
+    from tp_keras.run import experiment
     calls = []
     real_evaluate = experiment.evaluate
 
@@ -163,7 +163,7 @@ def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_p
 @pytest.mark.slow
 def test_regression_run_reports_losses_not_accuracies(tmp_path):
     """student_teacher is a regression: no accuracy anywhere; the best-validation epoch is by validation loss."""
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = Config.paper("ddtp_linear", dataset="student_teacher", epochs=3, epochs_fb=1, num_hidden=2,
                           size_hidden=6, batch_size=16, lr=1e-3, progress=False)
     summary = train_and_evaluate(config, str(tmp_path))
@@ -179,7 +179,7 @@ def test_regression_run_reports_losses_not_accuracies(tmp_path):
 def test_angle_logging_run_writes_angles_and_per_epoch_means(mnist_dir, tmp_path):
     """--log_angles: one row per batch with index % log_interval == 0, every layer's BP angle and every hidden
     layer's GNT angle, their per-epoch means in metrics.jsonl, and a figure drawn from the run directory."""
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=2, epochs_fb=1, extra_fb_epochs=0,
                           log_angles=True, log_interval=2, gn_damping=(0.5, 1e-3), **TINY)
     train_and_evaluate(config, str(tmp_path))
@@ -198,7 +198,7 @@ def test_angle_logging_run_writes_angles_and_per_epoch_means(mnist_dir, tmp_path
         assert row["gnt_angle_2"] == pytest.approx(np.mean([r["gnt_angle"][1] for r in mine]))
         assert row["bp_angle_1"] == pytest.approx(np.mean([r["bp_angle"][0] for r in mine]))
     pytest.importorskip("matplotlib")
-    from tp_keras import figures
+    from tp_keras.paper import figures
     (path,) = figures.alignment_figure([str(tmp_path)], str(tmp_path / "alignment.png"), layer=2, window=2)
     assert os.path.getsize(path) > 1000
 
@@ -208,9 +208,10 @@ def test_damping_search_table_and_best_values(mnist_dir):
     """The search pass: one row per λ, the best λ per layer is the argmin of the mean angles, and the row of a λ
     equals the angles the training step would log with that damping."""
     import tensorflow as tf
-    from tp_keras import damping_search, diagnostics, step
-    from tp_keras.data import load_dataset
-    from tp_keras.experiment import build_model, build_trainer
+    from tp_keras.core import diagnostics, step
+    from tp_keras.paper import damping_search
+    from tp_keras.run.data import load_dataset
+    from tp_keras.run.experiment import build_model, build_trainer
     config = Config.paper("dtpdrl", data_dir=mnist_dir, **TINY).validate()
     dataset = load_dataset("mnist", mnist_dir, seed=0, validation_size=20)
     trainer = build_trainer(config, build_model(config, dataset))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import ALL_METHODS
-from tp_keras import loop
-from tp_keras.config import Config, ConfigError
-from tp_keras.methods import METHODS
+from tp_keras.core import loop
+from tp_keras.core.methods import METHODS
+from tp_keras.run.config import Config, ConfigError
 
 # 77 training samples in batches of 16: four full batches and one of 13.
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=23, progress=False)
@@ -36,7 +36,7 @@ def test_bad_steps_per_call_is_refused_in_one_line(bad):
 
 
 def _run(mnist_dir, folder, method, steps_per_call, **overrides):
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     settings = dict(data_dir=mnist_dir, epochs=2, epochs_fb=1, extra_fb_epochs=1, steps_per_call=steps_per_call,
                     **TINY)
     settings.update(overrides)
@@ -76,7 +76,7 @@ def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, meth
 
 def _fitted(method, steps_per_execution, pretrain=1, extra=1):
     from test_keras_conventions import METRIC_FREE, _compiled, _data
-    from tp_keras.model import FeedbackSchedule
+    from tp_keras.core.model import FeedbackSchedule
     x, y = _data(n=27)  # batches of 4: six full and one of 3
     model = _compiled(method, steps_per_execution=steps_per_execution)
     callbacks = [FeedbackSchedule(x, y, pretrain_epochs=pretrain, extra_epochs=extra, batch_size=4)] \
@@ -126,10 +126,10 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
-from tp_keras import loop
-from tp_keras.distribute import DistributedTrainer, make_strategy
-from tp_keras.model import TPModel
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import loop
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.run.distribute import DistributedTrainer, make_strategy
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2
 rng = np.random.default_rng(0)

@@ -13,12 +13,12 @@ import tensorflow as tf
 from conftest import (ALL_METHODS, BATCH, HIDDEN, NP_ACT, NP_ACT_DERIV_FROM_OUTPUT, OUTPUT, TP_METHODS,
                       grads_by_variable, install_fixed_noise, make_batch, make_model, np_forward, np_output_error,
                       randomize_biases, to_np)
-from tp_keras import losses as tp_losses
-from tp_keras import step as tp_step
-from tp_keras.layers import XavierNormal
-from tp_keras.methods import METHODS, get_method
-from tp_keras.rules.components import NoiseDraw, noisy_hidden_copies, standard_normal
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import losses as tp_losses
+from tp_keras.core import step as tp_step
+from tp_keras.core.layers import XavierNormal
+from tp_keras.core.methods import METHODS, get_method
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules.components import NoiseDraw, noisy_hidden_copies, standard_normal
 
 LAYERWISE_DIFFERENCE = sorted(n for n, m in METHODS.items()
                               if m.feedback == "layerwise" and m.target_rule == "difference")
@@ -434,7 +434,7 @@ def _fb_grads(model, upd):
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
                                         if m.feedback == "layerwise" and m.feedback_loss == "drl"))
-def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
+def test_eq10_layerwise_drl_loss_and_gradients(name, monkeypatch):
     """docs/semantics.md §7.5, one layer at a time, no stacking: h̃_ℓ → logits → difference-corrected path down to ℓ."""
     model = randomize_biases(make_model(name, seed=14, sigma=0.05))
     x, y = make_batch(seed=9)
@@ -472,7 +472,7 @@ def test_layerwise_drl_loss_and_gradients(name, monkeypatch):
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
                                         if m.feedback == "direct" and m.feedback_loss == "drl"
                                         and m.feedback_activation == "linear" and m.trains_feedback))
-def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
+def test_eq10_direct_linear_drl_loss_and_gradients(name, monkeypatch):
     """docs/semantics.md §7.6: r_ℓ = h_ℓ + (ỹ_ℓ − h_L) Q_ℓ, loss (1/σ²)·mean‖r_ℓ − h̃_ℓ‖², ∂/∂d_ℓ exactly 0."""
     model = randomize_biases(make_model(name, seed=15, sigma=0.07))
     x, y = make_batch(seed=10)
@@ -502,7 +502,7 @@ def test_direct_linear_drl_loss_and_gradients(name, monkeypatch):
 
 
 @pytest.mark.parametrize("sigma, scale", [(0.05, 1 / 0.05 ** 2), (0.01, 2500.0)])
-def test_dtp_reconstruction_loss_and_clamp(sigma, scale, monkeypatch):
+def test_eq4_dtp_reconstruction_loss_and_clamp(sigma, scale, monkeypatch):
     """docs/semantics.md §7.3: L_ℓ = c·mean‖g_ℓ(f_{ℓ+1}(h̃_ℓ)) − h̃_ℓ‖², c = 1/max(σ, 0.02)²."""
     assert tp_losses.feedback_loss_scale("reconstruction", sigma) == pytest.approx(scale, rel=1e-15)
     assert tp_losses.feedback_loss_scale("drl", sigma) == pytest.approx(1 / sigma ** 2, rel=1e-15)

@@ -10,11 +10,11 @@ import tensorflow as tf
 
 from conftest import (BATCH, HIDDEN, OUTPUT, install_fixed_noise, make_batch, make_model, np_output_error,
                       randomize_biases, to_np)
-from tp_keras import step as tp_step
-from tp_keras.config import Config
-from tp_keras.methods import METHODS
-from tp_keras.model import TPModel
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import step as tp_step
+from tp_keras.core.methods import METHODS
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.run.config import Config
 
 N_FB = 9  # a small random feedback layer for the RHL tests
 
@@ -247,8 +247,8 @@ def test_every_method_builds_from_its_launcher_default():
 def test_gnt_step_traces_for_two_batch_sizes():
     """A compiled GNT step that has seen two batch sizes (reduce_retracing makes the batch dimension unknown)
     still knows every Jacobian's width: a regression test for the reshape that lost it."""
-    from tp_keras.optimizers import TorchAdam
-    from tp_keras import step as tp_step
+    from tp_keras.core import step as tp_step
+    from tp_keras.core.optimizers import TorchAdam
     model = make_model("gnt", dtype="float32")
     trainer = tp_step.Trainer(model, TorchAdam(1e-3))
     rng = np.random.default_rng(0)

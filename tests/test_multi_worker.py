@@ -22,9 +22,9 @@ WEIGHT_ATOL = 1e-5  # float32, the same bound as the MirroredStrategy equivalenc
 _WORKER = textwrap.dedent(r'''
     import json, os, sys
     import numpy as np
-    from tp_keras import distribute, experiment
-    from tp_keras.config import Config
-    from tp_keras.data import Dataset, Split
+    from tp_keras.run import distribute, experiment
+    from tp_keras.run.config import Config
+    from tp_keras.run.data import Dataset, Split
 
     workdir, weights_out = sys.argv[1], sys.argv[2]
     multi = "TF_CONFIG" in os.environ
@@ -43,7 +43,7 @@ _WORKER = textwrap.dedent(r'''
     np.savez(weights_out, *[np.asarray(v.numpy()) for v in trainer.model.weights])
     refusal = None
     if multi:
-        from tp_keras.model import TPModel
+        from tp_keras.core.model import TPModel
         with strategy.scope():
             model = TPModel("ddtp_linear", 7, [5], 3, sigma=0.1, target_stepsize=0.1)
             model.compile(optimizer="adam")

@@ -70,7 +70,7 @@ def test_notebook_names_real_entry_points():
 def _tiny_dataset(name, data_dir=None, *, seed=42, validation_size=5000, no_val_set=False, flatten=True,
                   dtype="float32"):
     """Stands in for tensorflow-datasets: a few samples of the real shapes."""
-    from tp_keras.data import Dataset, Split
+    from tp_keras.run.data import Dataset, Split
     image_shape = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}[name]
     rng = np.random.default_rng(seed)
 
@@ -82,8 +82,8 @@ def _tiny_dataset(name, data_dir=None, *, seed=42, validation_size=5000, no_val_
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     import tensorflow as tf
-    from tp_keras import data, distribute
-    from tp_keras.config import Config
+    from tp_keras.run import data, distribute
+    from tp_keras.run.config import Config
     requested = []
 
     def default_strategy(name, **kwargs):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core.optimizers import TorchAdam
 
 SHAPES = [(3, 4), (5,), (2, 2, 3)]
 N_STEPS = 20
@@ -208,7 +208,7 @@ def test_torch_adam_get_config_round_trip():
 
 
 def test_torch_sgd_is_coupled_l2_sgd_in_float64():
-    from tp_keras.optimizers import TorchSGD
+    from tp_keras.core.optimizers import TorchSGD
     lr, wd = 0.0022485520139920064, 9.821494271391093e-05
     theta0 = np.array([0.3, -1.2, 2.0])
     var = keras.Variable(theta0.copy(), dtype="float64")

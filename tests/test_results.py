@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tp_keras import figures, paper_facts, tables
+from tp_keras.paper import figures, facts as paper_facts, tables
 
 
 def write_result(root, cell, seed, test_errors, *, best=None, status="finished"):

@@ -14,13 +14,13 @@ import tensorflow as tf
 
 from conftest import (BATCH, NP_ACT, FixedNoise, install_fixed_noise, make_batch, make_model, np_forward,
                       np_output_error, randomize_biases, to_np)
-from tp_keras import step as tp_step
-from tp_keras.cnn import LayerwiseOptimizer
-from tp_keras.config import Config, ConfigError
-from tp_keras.model import TPModel
-from tp_keras.rules import RULES, LearningRule, RuleError, get_rule
-from tp_keras.rules.fw_dtp import FW_DTP
-from tp_keras.rules.ldrl import LDRL
+from tp_keras.core import step as tp_step
+from tp_keras.core.cnn import LayerwiseOptimizer
+from tp_keras.core.model import TPModel
+from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
+from tp_keras.core.rules.fw_dtp import FW_DTP
+from tp_keras.core.rules.ldrl import LDRL
+from tp_keras.run.config import Config, ConfigError
 
 
 # ==============================================================================================================

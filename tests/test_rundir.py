@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from tp_keras import rundir
-from tp_keras.rundir import RunDirError
+from tp_keras.run import rundir
+from tp_keras.run.rundir import RunDirError
 
 
 def _files(folder):

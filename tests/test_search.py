@@ -14,9 +14,10 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 import fake_runner  # noqa: E402  (tests/ is on sys.path)
-from tp_keras import launch, paper_configs  # noqa: E402
-from tp_keras.config import Config, ConfigError  # noqa: E402
-from tp_keras.methods import METHODS, get_method  # noqa: E402
+from tp_keras.core.methods import METHODS, get_method  # noqa: E402
+from tp_keras.paper import configs as paper_configs
+from tp_keras.run import launch  # noqa: E402
+from tp_keras.run.config import Config, ConfigError  # noqa: E402
 from tp_keras.search import cli, engine, results, runs, space, worker  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tp_keras import sweep, tables
+from tp_keras.paper import sweep, sweep_results, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +66,7 @@ def test_summarize_sweep_means_sds_and_per_epoch(tmp_path):
     for s in range(3):
         write_seed(out, s, test_acc=accs[s], val_acc=vals[s], train_loss=losses[s], epoch_seconds=(5.0, 2.0, 3.0 + s))
     write_seed(out, 3, status="running", test_acc=(0.1,), val_acc=(0.1,), train_loss=(9.0,), epoch_seconds=(1.0,))
-    result = sweep.summarize_sweep(out)
+    result = sweep_results.summarize_sweep(out)
 
     assert result["cell"] == "mnist_DDTPlinear" and result["task"] == "classification"
     assert [r["seed"] for r in result["rows"]] == [0, 1, 2, 3]
@@ -92,7 +92,7 @@ def test_summarize_sweep_means_sds_and_per_epoch(tmp_path):
     assert per_epoch[1]["test_error_pct"]["sd"] == pytest.approx(float(np.std(second, ddof=1)))
     assert per_epoch[2]["epoch_seconds"]["mean"] == pytest.approx(4.0)
 
-    sweep.write_results(out)
+    sweep_results.write_results(out)
     rows = csv_rows(os.path.join(out, "results.csv"))
     assert [r["seed"] for r in rows] == ["0", "1", "2", "3", "mean", "sd", "n"]
     assert float(rows[4]["error_test_val_best_pct"]) == pytest.approx(stats["mean"])
@@ -112,29 +112,29 @@ def test_summary_counts_diverged_and_single_seed_has_no_sd(tmp_path):
     out = str(tmp_path / "sw")
     write_seed(out, 0)
     write_seed(out, 1, status="diverged: non-finite the loss in epoch 2, batch 3")
-    result = sweep.summarize_sweep(out)
+    result = sweep_results.summarize_sweep(out)
     assert result["statuses"] == {"finished": 1, "diverged": 1} and result["summary"]["epochs_run"]["n"] == 2
-    assert "1 finished, 1 diverged" in sweep.results_markdown(result)
+    assert "1 finished, 1 diverged" in sweep_results.results_markdown(result)
     assert sweep.main(["--report_only", f"--out={out}"]) == 0  # rewrites the tables, runs nothing
     assert csv_rows(os.path.join(out, "results.csv"))[-1]["status"] == "1 finished, 1 diverged"
     one = str(tmp_path / "one")
     write_seed(one, 5)
-    stats = sweep.summarize_sweep(one)["summary"]["error_test_val_best_pct"]
+    stats = sweep_results.summarize_sweep(one)["summary"]["error_test_val_best_pct"]
     assert stats["n"] == 1 and stats["sd"] is None
-    assert sweep.format_mean_sd(stats, "pct") == "5.00"
+    assert sweep_results.format_mean_sd(stats, "pct") == "5.00"
 
 
 def test_regression_sweep_uses_losses(tmp_path):
     out = str(tmp_path / "st")
     for s in range(2):
         write_seed(out, s, classification=False, val_acc=(0.5, 0.6 + s / 10), test_acc=(0.4, 0.5))
-    result = sweep.summarize_sweep(out)
+    result = sweep_results.summarize_sweep(out)
     assert result["task"] == "regression"
     keys = [k for k, _, _ in result["columns"]]
     assert keys[:2] == ["loss_test_val_best", "loss_test_last"] and "error_test_val_best_pct" not in keys
     assert result["summary"]["loss_test_val_best"]["mean"] == pytest.approx(0.5)
     assert result["per_epoch"][0]["test_loss"]["mean"] == pytest.approx(0.6)
-    assert "## Per epoch: test loss" in sweep.results_markdown(result)
+    assert "## Per epoch: test loss" in sweep_results.results_markdown(result)
 
 
 # --- Running, resuming, failures (worker processes with tests/fake_runner.py: no TensorFlow) ---------------------

@@ -20,9 +20,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_batch, make_model, np_forward, np_output_error, randomize_biases, to_np
-from tp_keras import step as tp_step
-from tp_keras import targets as tp_targets
-from tp_keras.optimizers import TorchAdam
+from tp_keras.core import step as tp_step
+from tp_keras.core import targets as tp_targets
+from tp_keras.core.optimizers import TorchAdam
 
 
 def _rel(a, b):

@@ -28,10 +28,10 @@ import sys
 
 from optuna.trial import TrialState
 
-from tp_keras import launch
-from tp_keras.config import ConfigError
-from tp_keras.data import DataError
-from tp_keras.methods import get_method
+from tp_keras.core.methods import get_method
+from tp_keras.run import launch
+from tp_keras.run.config import ConfigError
+from tp_keras.run.data import DataError
 from tp_keras.search import engine, options, results, runs, space
 from tp_keras.search.space import SpaceError
 

@@ -11,6 +11,7 @@ import warnings
 
 from optuna.trial import TrialState
 
+from tp_keras.run import rundir
 from tp_keras.search import engine
 from tp_keras.search.runs import as_flags, merge_flags
 
@@ -48,7 +49,7 @@ def write_trials_csv(study, path: str) -> None:
     for row in rows:
         writer.writerow(["" if row.get(k) is None else (repr(row[k]) if isinstance(row[k], float) else row[k])
                          for k in list(COLUMNS) + params])
-    _write(path, buffer.getvalue())
+    rundir.atomic_write(path, buffer.getvalue(), kind="--out")
 
 
 def best_trial(study):
@@ -120,12 +121,5 @@ def write_results(study, out: str, storage_url: str, *, plots: bool = True) -> l
     write_trials_csv(study, os.path.join(out, "trials.csv"))
     text = best_flags_text(study, storage_url)
     if text is not None:
-        _write(os.path.join(out, "best.flags"), text)
+        rundir.atomic_write(os.path.join(out, "best.flags"), text, kind="--out")
     return write_plots(study, out) if plots else []
-
-
-def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)

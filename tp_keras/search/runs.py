@@ -13,7 +13,7 @@ import gc
 import os
 import re
 
-from tp_keras.config import ConfigError
+from tp_keras.run.config import ConfigError
 
 # Set per trial by the engine, or not possible in a worker that trains on one device.
 RESERVED = {"workdir": "the engine gives every run its own folder under --out",
@@ -29,7 +29,7 @@ def flag_name(arg: str) -> str:
 
 
 def _launcher_flags():
-    from tp_keras import launch  # absl flag definitions only: no TensorFlow
+    from tp_keras.run import launch  # absl flag definitions only: no TensorFlow
     return launch.FLAGS
 
 
@@ -106,7 +106,7 @@ def config_from_args(args):
     """The launcher's Config for these flags, validated (ConfigError: one line naming the flag)."""
     from absl import flags as absl_flags
 
-    from tp_keras import launch
+    from tp_keras.run import launch
     launch.FLAGS.unparse_flags()
     try:
         launch.FLAGS(["tp_keras.search"] + list(args))
@@ -128,7 +128,7 @@ _cache: dict = {}
 
 def _dataset(config):
     """The dataset of a config; the last one is kept, so the trials of a search (one seed) load it once."""
-    from tp_keras.data import load_dataset
+    from tp_keras.run.data import load_dataset
     key = (config.dataset, config.data_dir, config.seed, config.validation_size, config.no_val_set,
            config.architecture != "cnn")
     if key not in _cache:
@@ -150,7 +150,7 @@ def run_training(args, workdir: str, on_epoch_end=None) -> dict:
     the next trial starts from a clean graph state."""
     import keras
 
-    from tp_keras.experiment import train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
     config = config_from_args(args)
     os.makedirs(workdir, exist_ok=True)
     try:

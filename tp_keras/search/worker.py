@@ -40,7 +40,7 @@ class EarlyStopRule(optuna.pruners.BasePruner):
 
     @property
     def threshold(self):
-        from tp_keras.experiment import PRUNE_ACCURACY  # TensorFlow: loaded only once a trial reaches epoch 6
+        from tp_keras.run.experiment import PRUNE_ACCURACY  # TensorFlow: loaded only once a trial reaches epoch 6
         return PRUNE_ACCURACY.get(self.dataset)
 
     def prune(self, study, trial) -> bool:

@@ -1,0 +1,35 @@
+"""Learning rules as values, and the registry of every method by name.
+
+Adding a method: write its module (a `LearningRule` value, plus any new component it needs, registered there)
+and add it to `RULES` below; see ldrl.py and fw_dtp.py.
+"""
+from __future__ import annotations
+
+from tp_keras.core.rules.base import HYPER_PARAMETERS, LearningRule, RuleError
+from tp_keras.core.rules.components import NoiseDraw, standard_normal
+from tp_keras.core.rules.fw_dtp import FW_DTP
+from tp_keras.core.rules.ldrl import LDRL
+from tp_keras.core.rules.paper import PAPER_RULES
+
+RULES: dict[str, LearningRule] = {r.name: r for r in (*PAPER_RULES, LDRL, FW_DTP)}
+
+
+def rule_names() -> tuple[str, ...]:
+    return tuple(RULES)
+
+
+def get_rule(rule) -> LearningRule:
+    """A rule from its name, a LearningRule (returned as is) or its config dict; an unknown name raises a one-line
+    ValueError listing the valid ones."""
+    if isinstance(rule, LearningRule):
+        return rule
+    if isinstance(rule, dict):
+        return LearningRule.from_config(rule)
+    try:
+        return RULES[rule]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown method {rule!r}; choose one of: {', '.join(RULES)}") from None
+
+
+__all__ = ["HYPER_PARAMETERS", "LearningRule", "NoiseDraw", "RULES", "RuleError", "get_rule", "rule_names",
+           "standard_normal"]

@@ -1,0 +1,214 @@
+"""`LearningRule`: a training method as one frozen, serialisable value.
+
+A rule names its pieces (each a small component object looked up in `components.py` by name, so a rule saves
+as a plain dict) and carries its hyper-parameters:
+
+* ``feedback``: how the feedback maps are parameterised (the network builds them): ``none``, ``layerwise``
+  (g_ℓ carried by forward layer ℓ+1), ``direct`` (from the output to every hidden layer) or ``direct_rhl``
+  (direct, through a fixed random hidden layer). ``feedback_activation``, ``feedback_bias`` and
+  ``feedback_init`` shape those maps; ``feedback_trained`` says whether the feedback optimizer steps.
+* ``target_rule``: ``backprop``, ``difference`` (paper eq. 8), ``plain`` (eq. 3) or ``gnt`` (Gauss-Newton).
+* ``feedback_loss``: ``none``, ``reconstruction`` (DTP), ``drl`` (difference reconstruction loss), ``control``
+  (DDTP-control) or ``ldrl`` (local difference reconstruction loss, Ernoult et al. 2022).
+* the feedback schedule within a batch: ``feedback_first`` (train the feedback before the targets are computed,
+  instead of computing targets and both gradients from the same weights) and ``feedback_iterations`` (feedback
+  steps per batch: one value, or one per hidden layer); ``per_layer_feedback_optimizers`` asks the drivers for
+  one feedback optimizer per hidden layer (each with its own step counter).
+* hyper-parameters: ``sigma`` (noise std of the feedback loss, one value or one per hidden layer),
+  ``target_stepsize`` (η̂), ``gn_damping`` (λ of the GNT targets) and ``noise`` (the N(0, 1) generator of the
+  feedback losses: a registered name, or any callable ``noise(shape, seed)``, which is how tests inject noise).
+* ``last_hidden_bias``: a reference quirk (DDTP-linear and DFA have no forward bias on the last hidden layer).
+
+Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+FEEDBACK_KINDS = ("none", "layerwise", "direct", "direct_rhl")
+FEEDBACK_INITS = ("xavier", "uniform_1e-3")
+# The hyper-parameters of a rule (what TPModel's keyword arguments and the launcher's flags override); the other
+# fields are its structure.
+HYPER_PARAMETERS = ("sigma", "target_stepsize", "gn_damping", "noise", "feedback_iterations")
+
+
+class RuleError(ValueError):
+    """An invalid learning rule; `str(err)` is one line naming what is wrong and the fix."""
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRule:
+    name: str
+    summary: str
+    feedback: str
+    target_rule: str
+    feedback_loss: str
+    feedback_trained: bool
+    feedback_activation: str | None = None  # t in g(u) = t(Qu + d)
+    last_hidden_bias: bool = True
+    feedback_bias: bool = True
+    feedback_init: str = "xavier"
+    feedback_first: bool = False
+    feedback_iterations: int | tuple = 1
+    per_layer_feedback_optimizers: bool = False
+    sigma: float | tuple = 0.08
+    target_stepsize: float = 0.01
+    gn_damping: float = 0.0
+    noise: Any = "philox"
+
+    def __post_init__(self):
+        from tp_keras.core.rules import components as K
+        if isinstance(self.sigma, list):
+            object.__setattr__(self, "sigma", tuple(self.sigma))
+        if isinstance(self.feedback_iterations, list):
+            object.__setattr__(self, "feedback_iterations", tuple(self.feedback_iterations))
+        n = self.name
+        if self.feedback not in FEEDBACK_KINDS:
+            raise RuleError(f"rule {n!r}: feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_KINDS)}")
+        if self.target_rule not in K.TARGET_RULES:
+            raise RuleError(f"rule {n!r}: target_rule={self.target_rule!r}; choose one of "
+                            f"{', '.join(K.TARGET_RULES)}")
+        if self.feedback_loss not in K.FEEDBACK_LOSSES:
+            raise RuleError(f"rule {n!r}: feedback_loss={self.feedback_loss!r}; choose one of "
+                            f"{', '.join(K.FEEDBACK_LOSSES)}")
+        if self.feedback_init not in FEEDBACK_INITS:
+            raise RuleError(f"rule {n!r}: feedback_init={self.feedback_init!r}; choose one of "
+                            f"{', '.join(FEEDBACK_INITS)}")
+        if not isinstance(self.noise, str) and not callable(self.noise):
+            raise RuleError(f"rule {n!r}: noise={self.noise!r} must be a registered name "
+                            f"({', '.join(K.NOISE)}) or a callable noise(shape, seed)")
+        if isinstance(self.noise, str) and self.noise not in K.NOISE:
+            raise RuleError(f"rule {n!r}: noise={self.noise!r}; choose one of {', '.join(K.NOISE)}")
+        targets, loss = self.targets, self.loss
+        if self.feedback == "none":
+            if targets.uses_feedback or self.feedback_loss != "none":
+                raise RuleError(f"rule {n!r}: target rule {self.target_rule!r} and feedback loss "
+                                f"{self.feedback_loss!r} need feedback maps; set feedback='layerwise' or 'direct'")
+        elif not targets.uses_feedback:
+            raise RuleError(f"rule {n!r}: target rule {self.target_rule!r} uses no feedback maps; set feedback='none'")
+        elif self.feedback_activation is None:
+            raise RuleError(f"rule {n!r}: feedback={self.feedback!r} needs a feedback_activation (e.g. 'tanh')")
+        path = self.path.name if self.path is not None else None
+        if self.feedback_loss != "none" and path not in loss.paths:
+            raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} trains only "
+                            f"{' or '.join(loss.paths)} feedback, not {self.feedback!r}")
+        if path in loss.needs_difference_on and not targets.difference:
+            raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} on {path} feedback uses the "
+                            "difference correction; use target_rule='difference'")
+        if isinstance(self.sigma, tuple) and not loss.per_layer_sigma:
+            raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} takes one sigma, not one per layer")
+        if self.trains_feedback:
+            sigmas = self.sigma if isinstance(self.sigma, tuple) else (self.sigma,)
+            if not sigmas or not all(_positive(s) for s in sigmas):
+                raise RuleError(f"rule {n!r}: sigma={self.sigma!r}; {n} trains its feedback with noise of std "
+                                "sigma > 0 (one value, or one per hidden layer), e.g. sigma=0.05")
+        elif isinstance(self.sigma, tuple) or not isinstance(self.sigma, (int, float)):
+            raise RuleError(f"rule {n!r}: sigma={self.sigma!r} must be a number (the rule trains no feedback)")
+        if not _positive(self.target_stepsize):
+            raise RuleError(f"rule {n!r}: target_stepsize={self.target_stepsize!r} must be a number > 0, e.g. 0.05")
+        if not (isinstance(self.gn_damping, (int, float)) and math.isfinite(self.gn_damping)
+                and self.gn_damping >= 0):
+            raise RuleError(f"rule {n!r}: gn_damping={self.gn_damping!r} must be a number >= 0")
+        counts = self.feedback_iterations if isinstance(self.feedback_iterations, tuple) else (
+            self.feedback_iterations,)
+        if not counts or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in counts):
+            raise RuleError(f"rule {n!r}: feedback_iterations={self.feedback_iterations!r} must be whole numbers "
+                            ">= 1 (one, or one per hidden layer)")
+        if max(counts) > 1 and not self.feedback_first:
+            raise RuleError(f"rule {n!r}: feedback_iterations > 1 needs feedback_first=True (several feedback "
+                            "steps are taken before the targets)")
+        if (isinstance(self.feedback_iterations, tuple) or self.per_layer_feedback_optimizers) \
+                and path != "layerwise":
+            raise RuleError(f"rule {n!r}: per-layer feedback iterations and optimizers need layer-wise feedback")
+        if not self.feedback_trained and self.feedback_first:
+            raise RuleError(f"rule {n!r}: feedback_first schedules feedback training, but feedback_trained=False")
+
+    # --- the components ----------------------------------------------------------------------------------------
+    @property
+    def targets(self):
+        from tp_keras.core.rules import components as K
+        return K.TARGET_RULES[self.target_rule]
+
+    @property
+    def loss(self):
+        from tp_keras.core.rules import components as K
+        return K.FEEDBACK_LOSSES[self.feedback_loss]
+
+    @property
+    def path(self):
+        """The feedback path component (how targets travel through this kind of feedback maps)."""
+        from tp_keras.core.rules import components as K
+        return K.PATHS[self.feedback]
+
+    @property
+    def noise_fn(self) -> Callable:
+        from tp_keras.core.rules import components as K
+        return K.NOISE[self.noise] if isinstance(self.noise, str) else self.noise
+
+    # --- derived facts -------------------------------------------------------------------------------------------
+    @property
+    def uses_targets(self) -> bool:
+        return not self.targets.backprop
+
+    @property
+    def has_feedback(self) -> bool:
+        return self.feedback != "none"
+
+    @property
+    def direct(self) -> bool:
+        """Feedback straight from the output to every hidden layer (the DDTP family and DFA)."""
+        return self.feedback in ("direct", "direct_rhl")
+
+    @property
+    def trains_feedback(self) -> bool:
+        return self.has_feedback and self.feedback_trained and self.feedback_loss != "none"
+
+    def sigmas(self, count: int) -> list[float]:
+        """σ_ℓ for hidden layers ℓ = 1..count."""
+        return _per_layer(self, "sigma", self.sigma, count)
+
+    def iterations(self, count: int) -> list[int]:
+        """Feedback steps per batch for hidden layers ℓ = 1..count."""
+        return _per_layer(self, "feedback_iterations", self.feedback_iterations, count)
+
+    def with_hyper_parameters(self, **values) -> "LearningRule":
+        """This rule with some hyper-parameters replaced (None keeps the rule's value)."""
+        unknown = set(values) - set(HYPER_PARAMETERS)
+        if unknown:
+            raise RuleError(f"rule {self.name!r}: {sorted(unknown)} are not hyper-parameters; choose from "
+                            f"{', '.join(HYPER_PARAMETERS)}")
+        values = {k: v for k, v in values.items() if v is not None}
+        return dataclasses.replace(self, **values) if values else self
+
+    def structure(self) -> "LearningRule":
+        """This rule with its registry entry's hyper-parameters: what identifies the method."""
+        from tp_keras.core.rules import RULES
+        entry = RULES.get(self.name)
+        if entry is None:
+            return self
+        structure = dataclasses.replace(self, **{k: getattr(entry, k) for k in HYPER_PARAMETERS})
+        return entry if structure == entry else structure
+
+    def get_config(self) -> dict:
+        if not isinstance(self.noise, str):
+            raise RuleError(f"rule {self.name!r}: a custom noise callable cannot be saved; use a registered noise")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "LearningRule":
+        return cls(**config)
+
+
+def _per_layer(rule, what, value, count):
+    if not isinstance(value, tuple):
+        return [value] * count
+    if len(value) != count:
+        raise RuleError(f"rule {rule.name!r}: {what} has {len(value)} values for {count} hidden layers "
+                        "(give one, or one per hidden layer)")
+    return list(value)

@@ -1,0 +1,48 @@
+"""L-DRL: DTP's layer-wise feedback trained with the local difference reconstruction loss (Ernoult et al.,
+"Towards Scaling Difference Target Propagation by Learning Backprop Targets", ICML 2022).
+
+For hidden layer k with forward map F = f_{k+1} (h_k → h_{k+1}) and feedback G = g_k, r = G(F(h_k)):
+
+    L_k = −2·Σ δx·(G(F(h_k + δx)) − r)/B + Σ‖G(F(h_k) + δy) − r‖²/B,   δx, δy ~ N(0, σ_k²),
+
+summed over units, averaged over the batch. On a linear layer F(h) = hW, G(u) = uQ its expectation is
+σ²(‖Q‖² − 2·tr(WQ)), minimised by Q = Wᵀ: G's Jacobian becomes F's transposed Jacobian and DTP's targets
+approach backprop's. As in the authors' code: no loss scale, one noise scale σ_k and K_k feedback steps per
+layer per batch, each layer with its own feedback optimizer, and the feedback trained before the targets are
+computed; targets and the forward update are DTP's (difference rule).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tp_keras.core.rules import components as K
+from tp_keras.core.rules.base import LearningRule
+
+
+class LocalDifferenceReconstruction(K.FeedbackLoss):
+    name, paths, per_layer_sigma = "ldrl", ("layerwise",), True
+
+    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
+        layers = net.tp_layers
+        inputs, outputs = hs[1:-1], hs[2:]  # h_k and h_{k+1} = F(h_k) for k = 1..L−1
+        sigmas = rule.sigmas(len(inputs))
+        deltas = noise.scaled(inputs + outputs, sigmas + sigmas)
+        dx, dy = deltas[:len(inputs)], deltas[len(inputs):]
+        b = tf.cast(batch_size, hs[0].dtype)
+        losses = []
+        for k in range(1, len(layers)):
+            x, y, g = inputs[k - 1], outputs[k - 1], layers[k].feedback
+            r = g(y)
+            dr = g(tf.stop_gradient(layers[k](x + dx[k - 1]))) - r
+            dr_y = g(y + dy[k - 1]) - r
+            losses.append((-2.0 * tf.reduce_sum(dx[k - 1] * dr) + tf.reduce_sum(tf.square(dr_y))) / b)
+        return losses, None
+
+
+LOSS = K.register_feedback_loss(LocalDifferenceReconstruction())
+
+LDRL = LearningRule(
+    name="ldrl", summary="DTP with layer-wise feedback trained by the local difference reconstruction loss "
+                         "(Ernoult et al. 2022), several feedback steps per layer before the targets",
+    feedback="layerwise", target_rule="difference", feedback_loss="ldrl", feedback_trained=True,
+    feedback_activation="tanh", feedback_first=True, feedback_iterations=3, per_layer_feedback_optimizers=True)

@@ -1,0 +1,130 @@
+"""What every command of tp_keras does when it fails: one line on stderr, `error: <what was wrong>; <what to do>`,
+no traceback, and a non-zero exit status (2; 128 + the signal's number, 130 or 143, when SIGINT or SIGTERM
+stopped it).
+
+`guarded(main)` wraps a command's main function: SIGTERM becomes an interrupt like Ctrl-C, and the errors that
+describe a bad setting or a faulty environment (ConfigError, DataError, RunDirError, any other OSError, memory
+exhaustion, an interrupt) become that one line. Anything else is a bug and keeps its traceback.
+`parse_flags_one_line` is an absl flags parser for `app.run(main, flags_parser=...)` whose flag errors are one
+line too.
+
+Importing this module does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import signal
+import sys
+
+from tp_keras.run import faults
+from tp_keras.run.config import ConfigError
+from tp_keras.run.data import DataError
+from tp_keras.run.rundir import RunDirError, fix_for, reason
+
+EXIT_ERROR = 2
+# The user's errors: their message is the one line.
+USER_ERRORS = (ConfigError, DataError, RunDirError, faults.KillSpecError)
+
+
+def fail(message: str, status: int = EXIT_ERROR):
+    """Prints `error: <message>` (its first line) on stderr and exits with `status`."""
+    print(f"error: {first_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def first_line(text) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def op_error_text(err) -> str:
+    """The first line of an error's message without TensorFlow's graph-node and op decorations."""
+    text = first_line(getattr(err, "message", "") or err)
+    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", text).strip()
+    return text or type(err).__name__
+
+
+def _out_of_memory(err) -> bool:
+    return isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"
+
+
+def describe(err: BaseException, user_errors=()) -> str | None:
+    """The one line for an expected error, or None for a bug."""
+    if isinstance(err, USER_ERRORS + tuple(user_errors)):
+        return first_line(err)
+    if _out_of_memory(err):
+        detail = op_error_text(err) if str(err) else ""
+        return ("out of memory" + (f" ({detail[:160]})" if detail else "")
+                + "; lower --batch_size or the layer sizes, or run on a machine with more memory")
+    if isinstance(err, OSError):
+        path = err.filename if err.filename is not None else "a file"
+        return f"{path}: {reason(err, str(path))}; {fix_for(err, 'path')}"
+    return None
+
+
+def guarded(main=None, *, user_errors=(), interrupted_hint: str = ""):
+    """Decorator: runs `main` with SIGTERM as an interrupt and its expected errors as one line (see the module
+    docstring). `user_errors`: the command's own error classes whose message is the line; `interrupted_hint`:
+    appended to the line of an interrupt that did not say where the run stopped."""
+    if main is None:
+        return functools.partial(guarded, user_errors=user_errors, interrupted_hint=interrupted_hint)
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        previous = faults.terminate_as_interrupt()
+        try:
+            return main(*args, **kwargs)
+        except faults.Interrupted as err:
+            said = str(err)
+            fail(said if said != f"interrupted by {err.signal_name}" or not interrupted_hint
+                 else f"{said}; {interrupted_hint}", err.exit_status)
+        except KeyboardInterrupt:
+            fail("interrupted by SIGINT" + (f"; {interrupted_hint}" if interrupted_hint else ""), 130)
+        except Exception as err:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+            line = describe(err, user_errors)
+            if line is None:
+                raise
+            fail(line)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return wrapper
+
+
+def parse_flags_one_line(argv):
+    """absl flags parser: a bad flag is one line and exit status 2 (absl's own prints two and exits 1)."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        fail(first_line(err).removeprefix("ERROR:: "))
+
+
+def quiet_tensorflow_without_gpu(probe: bool = True, configure=None) -> None:
+    """On a machine without an NVIDIA device (no /dev/nvidia*), imports TensorFlow and runs its device probe with
+    the process's C-level stderr sent to /dev/null, which hides the lines TensorFlow's C++ side writes there before
+    its logging is set up (oneDNN notice, "Could not find cuda drivers", "failed call to cuInit"; tp_keras sets
+    TF_CPP_MIN_LOG_LEVEL=2, which does not reach them). Nothing is hidden when the user set TF_CPP_MIN_LOG_LEVEL
+    to 0 or 1 (asking for TensorFlow's logs) or the machine has a GPU; a failing import still raises, after stderr
+    is back.
+    probe=False skips the device probe (a multi-worker run must configure its collectives first); `configure()`,
+    if given, runs just before it (e.g. to set TensorFlow's thread pools, which the probe fixes)."""
+    import glob
+    import os
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1") or glob.glob("/dev/nvidia[0-9]*"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401  (its import loads more of TensorFlow's libraries, which log again)
+            import tensorflow as tf
+            if configure is not None:
+                configure()
+            if probe:
+                tf.config.list_logical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -1,0 +1,302 @@
+"""`Config`: every setting of one experiment, with the paper's MNIST configuration of each method as defaults."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+from tp_keras.core.methods import METHODS, get_method
+from tp_keras.paper import configs as paper_configs
+from tp_keras.paper.facts import CNN_METHODS
+from tp_keras.run.data import DATASETS
+
+PRECISIONS = ("float32", "float64")
+ARCHITECTURES = ("mlp", "cnn")
+# --architecture=cnn (docs/semantics.md §8): the CNN's layers (conv1, conv2, dense 512, output), each with its own
+# forward Adam when --lr / --epsilon give one value per layer; its methods are paper_facts.CNN_METHODS.
+CNN_NUM_LAYERS = 4
+
+# The largest seed every generator a run seeds accepts (NumPy's legacy seeding, behind
+# keras.utils.set_random_seed, takes 0..2**32 − 1), and the largest size or count: TensorFlow indexes and shapes
+# some tensors with int32.
+MAX_SEED = 2 ** 32 - 1
+MAX_INT = 2 ** 31 - 1
+# Integer settings and their smallest value (the largest is MAX_INT, MAX_SEED for the seed).
+_INTEGERS = {"seed": 0, "num_hidden": 1, "size_hidden": 1, "size_hidden_fb": 1, "batch_size": 1, "epochs": 0,
+             "epochs_fb": 0, "extra_fb_epochs": 0, "validation_size": 0, "log_interval": 1}
+
+# Keys of the reference's configs that map one-to-one onto Config fields.
+_PAPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb",
+               "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs", "epochs_fb",
+               "extra_fb_epochs", "num_hidden", "size_hidden", "size_hidden_fb", "recurrent_input")
+
+
+class ConfigError(ValueError):
+    """A bad setting. `str(err)` is one line naming the flag and the fix."""
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        super().__init__(f"--{flag}: {message}")
+
+
+@dataclasses.dataclass
+class Config:
+    method: str = "dtpdrl"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    seed: int = 42
+    # Architecture: 'mlp' (num_hidden tanh layers of size_hidden units, linear output) or 'cnn' (the Table 3 CNN,
+    # tp_keras/cnn.py, on the dataset's images; num_hidden and size_hidden do not apply).
+    architecture: str = "mlp"
+    num_hidden: int = 5
+    size_hidden: int = 256
+    # Forward optimizer (PyTorch-semantics Adam); its learning rate is lr/target_stepsize when normalize_lr.
+    # For the CNN, lr and epsilon may be tuples, one value per layer (one Adam per layer, docs/semantics.md §4.5).
+    lr: float | tuple = 1e-4
+    target_stepsize: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float | tuple = 1e-8
+    forward_wd: float = 0.0
+    normalize_lr: bool = True
+    # Feedback optimizer and feedback loss.
+    lr_fb: float = 1e-4
+    beta1_fb: float = 0.9
+    beta2_fb: float = 0.999
+    epsilon_fb: float = 1e-8
+    feedback_wd: float = 0.0
+    sigma: float | tuple = 0.08
+    # Rules that train their feedback first (ldrl): feedback steps per batch, one value or one per hidden layer
+    # (None: the rule's).
+    feedback_iterations: int | tuple | None = None
+    # DDTP-RHL's fixed random feedback layer, and its recurrent-input variant.
+    size_hidden_fb: int = 1024
+    recurrent_input: bool = False
+    # Tikhonov damping of the GNT targets (method 'gnt').
+    gn_damping_training: float = 0.0
+    # Schedule.
+    batch_size: int = 128
+    epochs: int = 100
+    epochs_fb: int = 0
+    extra_fb_epochs: int = 0
+    # Data split.
+    no_val_set: bool = False
+    validation_size: int = 5000
+    # Diagnostics (docs/semantics.md §13.2–13.5): angles of the weight updates against BP and GNT every log_interval
+    # batches, with the GNT update's Tikhonov damping (one value, or one per hidden layer).
+    log_angles: bool = False
+    log_interval: int = 80
+    gn_damping: tuple = (0.0,)
+    # Frozen-MNIST (docs/semantics.md §11): only the first hidden layer's forward weights train.
+    only_train_first_layer: bool = False
+    # Numerics and options.
+    precision: str = "float32"
+    last_hidden_bias: bool | None = None
+    jit_compile: bool | None = None  # None: the device's default (loop.device_defaults: off on a CPU)
+    # Batches per compiled call of the custom loop: a number, "epoch" (a whole pass) or "auto" (the device's
+    # default, loop.device_defaults). Results are bit-identical whatever the value (tp_keras/loop.py).
+    steps_per_call: int | str = "auto"
+    prune_early: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        # Per-layer settings: a one-element list is the plain value, a longer list a tuple (hashable, JSON-able).
+        for name in ("lr", "epsilon", "sigma", "feedback_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, value[0] if len(value) == 1 else tuple(value))
+
+    @classmethod
+    def paper(cls, method: str, **overrides) -> "Config":
+        """The paper's MNIST configuration of `method` (see paper_configs.py; 'tp' and 'gnt', which have none,
+        borrow DTP's and BP's), with `overrides` applied.
+
+        Precision stays float32 unless overridden (the reference ran most configs in float64)."""
+        values = {"method": method}
+        ref = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(method, method))
+        if ref is not None:
+            values.update({k: ref[k] for k in _PAPER_KEYS})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_paper_cell(cls, name: str, **overrides) -> "Config":
+        """The reference's final config `name` (a key of paper_configs.FINAL_CONFIGS and the name of its flagfile
+        launch/<name>.flags, e.g. 'fashion_mnist_train_DTP'): its method, dataset, architecture, precision,
+        validation split, Frozen-MNIST switch and every hyper-parameter, exact; `overrides` applied last.
+
+        The reference's config bugs (docs/semantics.md §15) are handled as paper_configs.NOTES says
+        (e.g. cifar10_DDTPControl runs ddtp_control)."""
+        cell = paper_configs.FINAL_CONFIGS.get(name)
+        if cell is None:
+            raise ConfigError("cell", f"unknown paper config {name!r}; the names are those of launch/*.flags, "
+                                      "e.g. mnist_DDTPlinear")
+        values = {k: cell[k] for k in _PAPER_KEYS if k in cell}
+        values.update(method=cell["method"], dataset=cell["dataset"], precision=cell["precision"],
+                      no_val_set=cell["no_val_set"], only_train_first_layer=cell["only_train_first_layer"])
+        if cell["architecture"] != "mlp":
+            if "architecture" not in {field.name for field in dataclasses.fields(cls)}:
+                raise ConfigError("architecture", f"{name} is a {cell['architecture']} config, which this build "
+                                                  "cannot run")
+            values["architecture"] = cell["architecture"]
+        values.update(overrides)
+        return cls.paper(values.pop("method"), **values)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [self.size_hidden] * self.num_hidden
+
+    @property
+    def forward_learning_rate(self) -> float | tuple:
+        """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (docs/semantics.md §15.1); a tuple,
+        one per layer, when lr is one (the CNN, docs/semantics.md §4.5: each layer's Adam takes lr[i]/η̂)."""
+        if self.normalize_lr and get_method(self.method).uses_targets:
+            if isinstance(self.lr, (list, tuple)):
+                return tuple(v / self.target_stepsize for v in self.lr)
+            return self.lr / self.target_stepsize
+        return self.lr
+
+    def validate(self) -> "Config":
+        """Raises ConfigError (one line, naming the flag and the fix) for any bad setting."""
+        if self.method not in METHODS:
+            raise ConfigError("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.dataset not in DATASETS:
+            raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"{self.precision!r} is not supported; use float32 or float64")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError("architecture", f"unknown architecture {self.architecture!r}; choose one of "
+                                              f"{', '.join(ARCHITECTURES)}")
+        cnn = self.architecture == "cnn"
+        if cnn:
+            self._validate_cnn()
+        for name in ("lr", "epsilon"):
+            count = len(_values(getattr(self, name)))
+            if cnn and count not in (1, CNN_NUM_LAYERS):
+                raise ConfigError(name, f"{count} values given; the CNN takes one value or one per layer "
+                                        f"({CNN_NUM_LAYERS}: conv1, conv2, dense, output), e.g. --{name}=a,b,c,d")
+            if not cnn and count != 1:
+                raise ConfigError(name, f"{count} values given; an MLP takes one value (per-layer lists are for "
+                                        "--architecture=cnn)")
+        for name, lowest in _INTEGERS.items():
+            _integer(self, name, lowest, MAX_SEED if name == "seed" else MAX_INT)
+        method = get_method(self.method)
+        _positive(self, "lr", "e.g. --lr=1e-4")
+        _positive(self, "target_stepsize", "e.g. --target_stepsize=0.05")
+        _positive(self, "batch_size", "e.g. --batch_size=128")
+        _positive(self, "num_hidden", "the network needs at least one hidden layer, e.g. --num_hidden=5")
+        _positive(self, "size_hidden", "e.g. --size_hidden=256")
+        _positive(self, "size_hidden_fb", "e.g. --size_hidden_fb=1024")
+        for name in ("epochs", "epochs_fb", "extra_fb_epochs", "forward_wd", "feedback_wd", "gn_damping_training"):
+            _non_negative(self, name)
+        for name in ("epsilon", "epsilon_fb"):
+            _non_negative(self, name)
+        for name in ("beta1", "beta2", "beta1_fb", "beta2_fb"):
+            value = getattr(self, name)
+            if not (0.0 <= value < 1.0):
+                raise ConfigError(name, f"{value} is outside [0, 1); Adam's decay rates must be in [0, 1), e.g. 0.9")
+        self._validate_rule(method)
+        if method.trains_feedback:
+            _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
+            _positive(self, "sigma", f"{self.method} trains its feedback with noise of std sigma > 0, "
+                                     "e.g. --sigma=0.05")
+        self.steps_per_call = parse_steps_per_call(self.steps_per_call)
+        _positive(self, "log_interval", "e.g. --log_interval=80 (angles every 80th batch of an epoch)")
+        damping = self.gn_damping if isinstance(self.gn_damping, (list, tuple)) else (self.gn_damping,)
+        if len(damping) not in (1, self.num_hidden):
+            raise ConfigError("gn_damping", f"{len(damping)} values given; give one value or one per hidden layer "
+                                            f"({self.num_hidden}), e.g. --gn_damping=1,1,1,1,0.0001")
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in damping):
+            raise ConfigError("gn_damping", f"{list(damping)}: every value must be a finite number >= 0")
+        if self.only_train_first_layer and self.log_angles:
+            raise ConfigError("log_angles", "angles compare every layer's update; with --only_train_first_layer "
+                                            "only the first layer has one: drop one of the two flags")
+        if self.validation_size < 1 and not self.no_val_set:
+            raise ConfigError("validation_size", f"{self.validation_size} must be >= 1 (or pass --no_val_set)")
+        return self
+
+    def _validate_rule(self, method) -> None:
+        """The rule's per-layer settings: sigma per hidden layer (only where its feedback loss takes one) and its
+        feedback steps per batch (only for rules that train the feedback first)."""
+        if isinstance(self.sigma, tuple):
+            if not method.loss.per_layer_sigma:
+                raise ConfigError("sigma", f"{len(self.sigma)} values given; {self.method} takes one sigma (one per "
+                                           "hidden layer is for ldrl)")
+            if len(self.sigma) != self.num_hidden:
+                raise ConfigError("sigma", f"{len(self.sigma)} values given; give one or one per hidden layer "
+                                           f"({self.num_hidden})")
+        if self.feedback_iterations is None:
+            return
+        if not (method.feedback_first and method.trains_feedback):
+            raise ConfigError("feedback_iterations", f"{self.method} takes one feedback step per batch with its "
+                                                     "targets; drop the flag (it is for ldrl)")
+        counts = _values(self.feedback_iterations)
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in counts):
+            raise ConfigError("feedback_iterations", f"{list(counts)}: every value must be a whole number >= 1, "
+                                                     "e.g. --feedback_iterations=3")
+        if len(counts) not in (1, self.num_hidden):
+            raise ConfigError("feedback_iterations", f"{len(counts)} values given; give one or one per hidden layer "
+                                                     f"({self.num_hidden})")
+
+    def _validate_cnn(self) -> None:
+        if self.method not in CNN_METHODS:
+            raise ConfigError("method", f"{self.method} has no CNN; with --architecture=cnn choose one of "
+                                        f"{', '.join(CNN_METHODS)}")
+        if self.dataset not in ("mnist", "fashion_mnist", "cifar10"):
+            raise ConfigError("dataset", f"the CNN needs images; {self.dataset} has none (use cifar10)")
+        if self.log_angles:
+            raise ConfigError("log_angles", "angles are implemented for the MLP only; drop --log_angles or use "
+                                            "--architecture=mlp")
+        if self.only_train_first_layer:
+            raise ConfigError("only_train_first_layer", "Frozen-MNIST is an MLP setting; drop the flag or use "
+                                                        "--architecture=mlp")
+        if self.last_hidden_bias is not None:
+            raise ConfigError("last_hidden_bias", "the CNN keeps every forward bias (as the reference's CNNs); "
+                                                  "drop the flag")
+
+
+def _values(value) -> tuple:
+    """A setting that may hold one value per layer, as a tuple."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def check_integer(name: str, value, lowest: int = 0, highest: int = MAX_INT, example=None) -> int:
+    """`value` as an int if it is a whole number in lowest..highest; otherwise ConfigError naming --name."""
+    example = f", e.g. --{name}={example}" if example is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(name, f"{value!r} is not an integer; give a whole number{example}")
+    if not lowest <= value <= highest:
+        why = " (the range NumPy's, TensorFlow's and Keras' seeding accept)" if name == "seed" else ""
+        raise ConfigError(name, f"{value} must be between {lowest} and {highest}{why}{example}")
+    return int(value)
+
+
+def _integer(config, name, lowest, highest):
+    check_integer(name, getattr(config, name), lowest, highest, example=getattr(Config, name))
+
+
+def _positive(config, name, hint):
+    for value in _values(getattr(config, name)):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+            raise ConfigError(name, f"{value} must be > 0; {hint}")
+
+
+def _non_negative(config, name):
+    for value in _values(getattr(config, name)):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+            raise ConfigError(name, f"{value} must be >= 0")
+
+
+def parse_steps_per_call(value) -> int | str:
+    """'auto', 'epoch' or a positive integer (batches per compiled call); ConfigError (one line) otherwise."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "epoch"):
+        return value.strip().lower()
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or number < 1 or (isinstance(value, float) and value != number):
+        raise ConfigError("steps_per_call", f"{value!r} is not a number of batches per compiled call; give a "
+                                            "positive integer, 'epoch' (a whole pass per call) or 'auto' (the "
+                                            "device's default)")
+    return number

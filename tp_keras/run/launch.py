@@ -1,0 +1,203 @@
+"""Command line: `python -m tp_keras.launch --method=dtpdrl [--flagfile=launch/<cell>.flags] [--flag=value ...]`.
+
+With only --method, the run uses that method's paper MNIST configuration (tp_keras/paper_configs.py); every
+other flag overrides one value. Bad settings, unusable files and folders, and a run that would not fit in memory
+stop it with one line naming what was wrong and the fix (exit status 2); SIGINT or SIGTERM stop it after the
+current batch with status "interrupted" in summary.json and one line (exit status 130 or 143).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from tp_keras.core.methods import METHODS
+from tp_keras.run import cli
+from tp_keras.run.data import DATASETS
+
+FLAGS = flags.FLAGS
+
+
+class _NumberOrListParser(flags.ArgumentParser):
+    """A number, or a comma-separated list of numbers (one per layer, --architecture=cnn). One value parses to a
+    float (as DEFINE_float does), several to a tuple of floats."""
+    syntactic_help = "a number, or a comma-separated list of numbers (one per layer, --architecture=cnn)"
+
+    def parse(self, argument):
+        if isinstance(argument, (list, tuple)):
+            values = [float(v) for v in argument]
+        elif isinstance(argument, str):
+            values = [float(v) for v in argument.split(",")]  # a ValueError names the flag (absl)
+        else:
+            values = [float(argument)]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def flag_type(self):
+        return "float or list of floats"
+
+
+class _NumberOrListSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        if isinstance(value, (list, tuple)):
+            return ",".join(repr(float(v)) for v in value)
+        return repr(float(value))
+
+
+def _define_number_or_list(name: str, help_text: str) -> None:
+    flags.DEFINE(_NumberOrListParser(), name, None, help_text, serializer=_NumberOrListSerializer())
+
+
+flags.DEFINE_enum("method", "dtpdrl", list(METHODS), "Training method.")
+flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset.")
+flags.DEFINE_string("data_dir", None, "Folder with the raw dataset files (e.g. the four MNIST IDX .gz files) or a "
+                    "tensorflow-datasets data dir.")
+flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<method>_seed<seed>, or "
+                    "runs/<cell>_seed<seed> with --cell).")
+flags.DEFINE_string("cell", None, "Name of the paper config this run reproduces (set by launch/<cell>.flags); a "
+                    "label only: it names the default workdir, the other flags hold the settings.")
+flags.DEFINE_integer("seed", 42, "Seed of the data split, initialisation, noise and shuffling.")
+flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Floating-point precision (the paper's configs "
+                  "mostly ran float64).")
+flags.DEFINE_enum("architecture", "mlp", ["mlp", "cnn"], "mlp: --num_hidden tanh layers of --size_hidden units; "
+                  "cnn: the Table 3 CNN (conv5x5 32, pool, conv5x5 64, pool, dense 512, output) on the dataset's "
+                  "images, for bp, ddtp_linear, ddtp_control and dfa, with one forward Adam per layer.")
+# Hyper-parameters: None means "the method's paper MNIST value".
+flags.DEFINE_integer("num_hidden", None, "Number of hidden layers.")
+flags.DEFINE_integer("size_hidden", None, "Units per hidden layer.")
+_define_number_or_list("lr", "Forward learning rate (the Adam lr is lr/target_stepsize, see --normalize_lr). With "
+                       "--architecture=cnn, one value per layer (conv1,conv2,dense,output) or one for all.")
+flags.DEFINE_float("target_stepsize", None, "Output target step size η̂.")
+flags.DEFINE_float("beta1", None, "Forward Adam β1.")
+flags.DEFINE_float("beta2", None, "Forward Adam β2.")
+_define_number_or_list("epsilon", "Forward Adam ε (added after bias correction, PyTorch semantics). With "
+                       "--architecture=cnn, one value per layer or one for all.")
+flags.DEFINE_float("forward_wd", None, "Forward coupled L2 weight decay.")
+flags.DEFINE_bool("normalize_lr", True, "Divide the forward learning rate by target_stepsize (reference default).")
+flags.DEFINE_float("lr_fb", None, "Feedback learning rate.")
+flags.DEFINE_float("beta1_fb", None, "Feedback Adam β1.")
+flags.DEFINE_float("beta2_fb", None, "Feedback Adam β2.")
+flags.DEFINE_float("epsilon_fb", None, "Feedback Adam ε.")
+flags.DEFINE_float("feedback_wd", None, "Feedback coupled L2 weight decay (replaces the DRL λ-term).")
+_define_number_or_list("sigma", "Std of the noise of the feedback losses (ldrl: one value, or one per hidden layer).")
+flags.DEFINE_list("feedback_iterations", None, "ldrl: feedback steps per batch before the targets, one value or "
+                  "one per hidden layer (default: the rule's, 3).")
+flags.DEFINE_integer("size_hidden_fb", None, "DDTP-RHL: size of the fixed random feedback layer.")
+flags.DEFINE_bool("recurrent_input", None, "DDTP-RHL: feed each layer's own activation into its feedback map.")
+flags.DEFINE_float("gn_damping_training", None, "GNT: Tikhonov damping λ of the Gauss-Newton targets.")
+flags.DEFINE_integer("batch_size", None, "Minibatch size.")
+flags.DEFINE_integer("epochs", None, "Training epochs.")
+flags.DEFINE_integer("epochs_fb", None, "Feedback-only pre-training epochs.")
+flags.DEFINE_integer("extra_fb_epochs", None, "Feedback-only epochs after every training epoch.")
+flags.DEFINE_bool("no_val_set", False, "Train on the whole training set, without a validation split.")
+flags.DEFINE_integer("validation_size", 5000, "Size of the random validation split.")
+flags.DEFINE_bool("last_hidden_bias", None, "Force the last hidden layer's bias on/off (default: the method's "
+                  "reference behaviour; DDTP-linear and DFA have none).")
+flags.DEFINE_bool("log_angles", False, "Log the angles of every layer's weight update against the BP gradient and "
+                  "the GNT update every --log_interval batches (workdir/angles.jsonl and TensorBoard).")
+flags.DEFINE_integer("log_interval", 80, "Batches between angle logs (batch index within the epoch % interval == 0).")
+flags.DEFINE_list("gn_damping", ["0.0"], "Tikhonov damping λ of the GNT update the angles compare against: one "
+                  "value, or one per hidden layer (e.g. 1,1,1,1,0.0001). Find good values with "
+                  "python -m tp_keras.damping_search.")
+flags.DEFINE_bool("only_train_first_layer", False, "Frozen-MNIST (docs/semantics.md §11): train only the first hidden "
+                  "layer's forward weights; every feedback weight trains as usual.")
+flags.DEFINE_bool("jit_compile", None, "Compile the steps with XLA (default: on with a GPU or TPU, off on a CPU, "
+                  "where it was measured slower; the choice is printed at start).")
+flags.DEFINE_string("steps_per_call", "auto", "Batches per compiled call of the training loop: a number, 'epoch' (a "
+                    "whole pass per call: the host never waits between batches) or 'auto' (1 on a CPU, 'epoch' on a "
+                    "GPU or TPU). Results are bit-identical whatever the value; the host checks for Ctrl-C and "
+                    "updates the progress bar between calls.")
+flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
+                  "after epoch 6, as the reference's seed sweeps did.")
+flags.DEFINE_bool("progress", True, "Print progress bars and per-epoch lines.")
+flags.DEFINE_enum("strategy", "none", ["none", "auto", "one_device", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy: none (the plain compiled loop on the default device), auto (TPU if "
+                  "one answers, else all GPUs mirrored, else one device), one_device, mirrored (all GPUs, or all "
+                  "logical CPUs), multi_worker (TF_CONFIG), tpu.")
+flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu (default 'local': a TPU VM, e.g. Colab).")
+flags.DEFINE_bool("resume", False, "Continue from <workdir>/checkpoint.npz (written after feedback pre-training and "
+                  "every epoch) when there is one; the finished run equals an uninterrupted one.")
+
+_OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd",
+                "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "size_hidden_fb",
+                "recurrent_input", "gn_damping_training", "batch_size", "epochs", "epochs_fb", "extra_fb_epochs")
+
+
+def config_from_flags():
+    from tp_keras.run.config import Config
+    overrides = {name: getattr(FLAGS, name) for name in _OVERRIDABLE}
+    return Config.paper(
+        FLAGS.method, architecture=FLAGS.architecture, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        seed=FLAGS.seed, precision=FLAGS.precision,
+        normalize_lr=FLAGS.normalize_lr, no_val_set=FLAGS.no_val_set, validation_size=FLAGS.validation_size,
+        last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, steps_per_call=FLAGS.steps_per_call, prune_early=FLAGS.prune_early,
+        progress=FLAGS.progress, only_train_first_layer=FLAGS.only_train_first_layer,
+        log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
+        gn_damping=_floats("gn_damping", FLAGS.gn_damping),
+        feedback_iterations=_whole_numbers("feedback_iterations", FLAGS.feedback_iterations), **overrides)
+
+
+def _whole_numbers(flag: str, values):
+    """None, one int, or a tuple of ints from a comma-separated flag."""
+    from tp_keras.run.config import ConfigError
+    if values is None:
+        return None
+    try:
+        numbers = tuple(int(v) for v in values)
+    except ValueError:
+        raise ConfigError(flag, f"{','.join(values)!r} is not a comma-separated list of whole numbers") from None
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def _floats(flag: str, values) -> tuple:
+    from tp_keras.run.config import ConfigError
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise ConfigError(flag, f"{','.join(values)!r} is not a comma-separated list of numbers") from None
+
+
+@cli.guarded(interrupted_hint="nothing was trained yet")
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+    config = config_from_flags().validate()
+    run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
+    workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
+    # Imported here so that --help and flag errors answer without loading TensorFlow.
+    cli.quiet_tensorflow_without_gpu(probe=FLAGS.strategy != "multi_worker")
+    from tp_keras.run.config import ConfigError
+    from tp_keras.run.experiment import train_and_evaluate
+    dataset = trainer = None
+    if FLAGS.strategy != "none" and config.architecture == "cnn":
+        raise ConfigError("strategy", "the CNN runs on one device (per-layer optimizers are not wired into "
+                                      "DistributedTrainer); drop --strategy")
+    if FLAGS.strategy != "none":
+        # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
+        from tp_keras.run import distribute, memory
+        strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+        distribute.check_precision(strategy, config.precision)
+        from tp_keras.run.data import load_dataset
+        dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
+                               validation_size=config.validation_size, no_val_set=config.no_val_set)
+        memory.check_dataset_fits(config, dataset)
+        trainer = distribute.DistributedTrainer.from_config(config, dataset, strategy)
+        print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    elif FLAGS.tpu:
+        raise ConfigError("tpu", "a TPU address needs --strategy=tpu (or auto)")
+    summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume)
+    shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
+                                     "loss_train_last", "total_seconds") if k in summary}
+    print(f"[tp_keras] done: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
+    if summary.get("status", "").startswith("diverged"):
+        kept = (f"the last good checkpoint (epoch {summary.checkpoint_epoch}) is kept in {workdir}"
+                if summary.checkpoint_epoch is not None else "it diverged before its first checkpoint")
+        cli.fail(f"{summary['status']} ({kept}; lower the learning rates or target_stepsize and rerun)")
+
+
+def run():
+    app.run(main, flags_parser=cli.parse_flags_one_line)
+
+
+if __name__ == "__main__":
+    run()
