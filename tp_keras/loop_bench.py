@@ -10,6 +10,9 @@ compile(steps_per_execution=N)) and N, it times one pass over `samples` random M
 and the ratio to N = 1 of the same method and driver, all in one process. A tiny network (784-32-10, batch 32)
 makes the step host-bound on a CPU, as the paper's network is on a GPU; --hidden=256,256,256,256,256 --batch_size=128
 is the paper's network. 'epoch' as N runs the whole pass in one call.
+
+`figures` runs the issue's two figures (the host-bound proxy in both drivers, the paper network N = 1 against the
+whole pass) and sums them up against the goals: `python -m tp_keras.bench --loop` and launch/gpu_check.py print it.
 """
 from __future__ import annotations
 
