@@ -3,8 +3,9 @@
     python launch/gpu_check.py --data_dir=<folder with the MNIST IDX files> --out=gpu_check.json
 
 1. Steps per second of every method, custom loop, on the paper network (784-5×256-10, batch 128), with
-   N = 1 and N = the whole epoch, XLA off and on (tp_keras.loop_bench).
-2. The host-bound proxy (784-32-10, batch 32) for bp, ddtp_linear and dtpdrl, N = 1 and N = 100, loop and fit.
+   N = 1 and N = the whole epoch, XLA off and on.
+2. The host-bound proxy (784-32-10, batch 32) for bp, ddtp_linear and dtpdrl, N = 1 and N = 100, loop and fit,
+   XLA off and on (1 and 2: tp_keras.loop_bench.figures, as `python -m tp_keras.bench --loop` prints them).
 3. A full MNIST DDTP-linear run with its feedback pre-training (the paper's configuration, --epochs epochs, 100 by
    default) through tp_keras.experiment with the device's defaults, timed end to end.
 
@@ -33,32 +34,24 @@ flags.DEFINE_integer("epochs", 100, "Epochs of the DDTP-linear run.")
 flags.DEFINE_bool("tiny", False, "Tiny sizes (a CPU test of the script): 2 methods, few samples, 2 epochs.")
 
 
-def _bench(methods, hidden, batch, samples, steps, drivers, xla_settings):
-    from tp_keras import loop_bench
-    rows = []
-    for xla in xla_settings:
-        rows += loop_bench.run(methods, hidden, batch, samples, steps, drivers, xla)
-    return rows
-
-
 def main(argv):
     del argv
     cli.quiet_tensorflow_without_gpu()
     import tensorflow as tf
 
-    from tp_keras.config import Config
-    from tp_keras.experiment import train_and_evaluate
-    from tp_keras.methods import METHODS
+    from tp_keras.run import loop_bench
+    from tp_keras.run.config import Config
+    from tp_keras.run.experiment import train_and_evaluate
+    from tp_keras.core.methods import METHODS
     tiny = FLAGS.tiny
     report = {"machine": platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
               "devices": [d.name for d in tf.config.list_physical_devices()]}
-    methods = ["bp", "ddtp_linear"] if tiny else list(METHODS)
-    paper = [16, 16] if tiny else [256] * 5
-    report["paper_network"] = _bench(methods, paper, 16 if tiny else 128, 160 if tiny else 55000,
-                                     [1, "epoch"], ["loop"], [False, True])
-    report["host_bound"] = _bench(["bp", "ddtp_linear"] if tiny else ["bp", "ddtp_linear", "dtpdrl"], [32],
-                                  8 if tiny else 32, 160 if tiny else 32000, [1, 4 if tiny else 100],
-                                  ["loop", "fit"], [False])
+    report.update(loop_bench.figures(
+        ["bp", "ddtp_linear"] if tiny else ["bp", "ddtp_linear", "dtpdrl"], xla_settings=[False, True],
+        paper_methods=["bp", "ddtp_linear"] if tiny else list(METHODS), paper_samples=160 if tiny else 55000,
+        paper_batch_size=16 if tiny else 128, paper_hidden=[16, 16] if tiny else [256] * 5,
+        proxy_samples=160 if tiny else 32000, proxy_batch_size=8 if tiny else 32,
+        proxy_steps_per_call=4 if tiny else 100))
     settings = dict(data_dir=FLAGS.data_dir, epochs=2 if tiny else FLAGS.epochs, progress=not tiny)
     if tiny:
         settings.update(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, epochs_fb=1)

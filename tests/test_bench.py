@@ -44,3 +44,32 @@ def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(
         for method in ("bp", "dfa", "ddtp_rhl"):
             assert re.search(rf"^{method}\s+{threads}\s+off\s", table, re.M), (method, threads, table)
     assert "[threads=1]" in result.stdout and "[threads=2]" in result.stdout  # each child's output is echoed
+
+
+@pytest.mark.slow
+def test_bench_loop_prints_the_host_bound_and_paper_network_figures(tmp_path):
+    """--loop: N = 1 against N > 1 for the host-bound proxy (custom loop and fit) and N = 1 against the whole pass
+    for the paper network, in one process, with the summary against the goals (tiny sizes)."""
+    out = tmp_path / "loop.json"
+    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--loop", "--methods=ddtp_linear",
+                             "--samples=48", "--batch_size=16", "--proxy_samples=160", "--proxy_steps_per_call=4",
+                             "--repeats=1", "--xla=off", f"--json={out}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["loop"] is True and report["threads"] == [1] and report["methods"] == ["bp", "ddtp_linear"]
+    assert [(r["method"], r["driver"], r["steps_per_call"]) for r in report["host_bound"]] == [
+        (m, d, n) for m in ("bp", "ddtp_linear") for d in ("loop", "fit") for n in (1, 4)]
+    assert [(r["method"], r["steps_per_call"]) for r in report["paper_network"]] == [
+        (m, n) for m in ("bp", "ddtp_linear") for n in (1, "epoch")]
+    for rows, steps in ((report["host_bound"], 160 // 32), (report["paper_network"], 48 // 16)):
+        for row in rows:
+            assert row["xla"] is False and row["steps_per_second"] == steps / row["seconds"] > 0
+            first = next(r for r in rows if (r["method"], r["driver"], r["steps_per_call"]) ==
+                         (row["method"], row["driver"], 1))
+            assert row["ratio_to_first"] == row["steps_per_second"] / first["steps_per_second"]
+    for line in report["summary"]:
+        assert line in result.stdout
+    assert re.search(r"^  ddtp_linear\s+fit\s+N=4 XLA off\s+x\s*[\d.]+\s+(met|not met)$", result.stdout, re.M)
+    assert re.search(r"^  ddtp_linear\s+XLA off\s+[\d.]+\s+(met|not met)$", result.stdout, re.M)
+    assert "784-32-10, batch 32" in result.stdout and "784-256-256-256-256-256-10, batch 16" in result.stdout

@@ -400,6 +400,9 @@ def test_nullspace_refusals(tmp_path, capsys):
     (["--json=afile/b.json"], "--json=afile/b.json: "),
     (["--repeats=0"], "flag --repeats=0: 0 is not a positive integer"),
     (["extra"], "unexpected argument 'extra'"),
+    (["--loop", "--threads=1,2"], "--threads: --loop measures one thread setting per run, got 1,2"),
+    (["--loop", "--precision=float64"], "--precision: --loop times float32 training passes only"),
+    (["--loop", "--proxy_steps_per_call=1"], "flag --proxy_steps_per_call=1: 1 is not"),
 ])
 def test_bench_refusals(tmp_path, args, starts):
     (tmp_path / "afile").write_text("")

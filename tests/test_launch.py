@@ -127,6 +127,20 @@ def test_launcher_bad_flags_one_line(args, expected, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_bad_flag_is_refused_before_tensorflow_loads(tmp_path):
+    """The launcher's flags, the rule registry behind --method and the refusal need no TensorFlow: the answer is
+    the one line alone (TensorFlow's import would add its C++ start-up lines to stderr, and seconds)."""
+    result = _launch("--method=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: flag --method=nope: value should be one of <bp|")
+    probe = subprocess.run([sys.executable, "-c", "import sys, tp_keras.launch, tp_keras.core.rules; "
+                            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"],
+                           capture_output=True, text=True, timeout=300)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_launcher_missing_data_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -11,7 +11,7 @@ growing height inside one graph (docs/semantics.md §14.1), never one tape or on
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from tp_keras.core.lazy_tf import tf
 
 DTP_SIGMA_FLOOR = 0.02  # the reference clamps DTP's 1/σ² at 1/0.02² = 2500
 

@@ -316,7 +316,9 @@ class Trainer:
             if feedback_optimizer is None:
                 raise ValueError(f"method {model.method.name!r} trains feedback weights: pass a feedback_optimizer")
             feedback_optimizer.build(model.feedback_variables)
-        compile_ = functools.partial(tf.function, jit_compile=jit_compile, reduce_retracing=True)
+        # autograph=False: the steps have no Python control flow on tensors, so autograph's conversion of the whole
+        # call tree (most of the first trace's time) yields the very same graph (tests/test_tracing.py).
+        compile_ = functools.partial(tf.function, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
         self.train_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,
                                                      forward=True))
         self.feedback_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,

@@ -8,7 +8,7 @@ strategy); e_L contains its 1/B exactly as the reference's autograd of a batch-m
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from tp_keras.core.lazy_tf import tf
 
 
 def class_labels(labels):

@@ -2,6 +2,8 @@
 
     python -m tp_keras.bench [--methods=bp,dtp,...] [--samples=55000] [--threads=1,2] [--xla=both]
                              [--precision=float32] [--repeats=2] [--angles] [--json=bench.json]
+    python -m tp_keras.bench --loop [--methods=bp,ddtp_linear,dtpdrl] [--samples=12800] [--xla=both]
+                             [--proxy_samples=32000] [--proxy_steps_per_call=100] [--json=loop.json]
 
 For each method (its paper MNIST configuration: 5×256 tanh, batch 128) and each XLA setting, it times one
 training pass (targets, feedback step, forward step on every batch) and one feedback-only pass over `samples`
@@ -43,6 +45,16 @@ The JSON file: {"samples", "batch_size", "precision", "repeats", "xla", "methods
 settings), "angles", "angle_damping" (null without --angles), "tensorflow", "machine", "cpus", "gpus", "fields"
 (the descriptions above), "results" (the rows, grouped by thread setting, then XLA setting, BP first in each
 group), "errors" (one {"threads", "error"} per failed child)}.
+
+`--loop`: many batches per compiled call (tp_keras/loop.py) against one, all in one process at one thread
+setting (1 by default): the host-bound proxy (784-32-10, batch 32, --proxy_samples samples: the step's ops, not
+its arithmetic, dominate, as for the paper network on a GPU) with N = 1 and N = --proxy_steps_per_call, in the
+custom loop and in Keras fit (compile(steps_per_execution=N)); then the paper network (784-5×256-10, --batch_size,
+--samples) with N = 1 and N = the whole pass in the custom loop; each at every --xla setting. Every row gives steps
+per second and its ratio to N = 1 (tp_keras.loop_bench.run); the closing summary sets the proxy's speed-up over
+N = 1 with XLA off (the CPU default) against the goal of 5×, and the paper network's time with N = epoch over N = 1
+against 1.02. The JSON file: {"loop": true, the settings, "host_bound", "paper_network" (the rows), "summary"
+(the summary lines), "errors": []}.
 """
 from __future__ import annotations
 
@@ -78,6 +90,14 @@ flags.DEFINE_bool("angles", False, "Also time a training pass that logs BP and G
 flags.DEFINE_float("angle_damping", 1.0, "GNT damping λ of the timed angle pass (λ = 0 takes the slower "
                    "pseudo-inverse path).")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_bool("loop", False, "Instead of the per-method table, the figures of many batches per compiled call: "
+                  "the host-bound proxy (784-32-10, batch 32, --proxy_samples) with N = 1 and "
+                  "--proxy_steps_per_call in the custom loop and in fit, and the paper network (--samples, "
+                  "--batch_size) with N = 1 and the whole pass (default methods bp,ddtp_linear,dtpdrl; one thread "
+                  "setting).")
+flags.DEFINE_integer("proxy_samples", 32000, "--loop: samples per pass of the host-bound proxy.", lower_bound=1)
+flags.DEFINE_integer("proxy_steps_per_call", 100, "--loop: the proxy's batches per compiled call compared with 1.",
+                     lower_bound=2)
 
 # The flags a child process gets unchanged (it gets its own --threads and --json).
 _FORWARDED_FLAGS = ("methods", "samples", "batch_size", "xla", "precision", "repeats", "angles", "angle_damping")
@@ -116,10 +136,15 @@ def _check_settings(methods):
     """One-line refusals, before any timing: sizes out of range, a --json that could not be written, and data
     or models that would not fit in memory."""
     from tp_keras.run import memory, rundir
-    from tp_keras.run.config import Config, check_integer
+    from tp_keras.run.config import Config, ConfigError, check_integer
     check_integer("samples", FLAGS.samples, 1, example=55000)
     check_integer("batch_size", FLAGS.batch_size, 1, example=128)
     check_integer("repeats", FLAGS.repeats, 1, example=2)
+    if FLAGS.loop:
+        check_integer("proxy_samples", FLAGS.proxy_samples, 1, example=32000)
+        for name in ("precision", "angles"):
+            if FLAGS[name].present:
+                raise ConfigError(name, f"--loop times float32 training passes only; drop --{name}")
     if FLAGS.json:
         rundir.check_writable(FLAGS.json, "--json")
     for method in methods:
@@ -248,9 +273,9 @@ def _report(methods, threads, tensorflow, machine, cpus, gpus, results, errors):
 def run_in_process(methods, threads):
     """Measures every method at one thread setting in this process; prints the table as it goes."""
     import tensorflow as tf
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+    from tp_keras.run.loop_bench import start_tensorflow
+    start_tensorflow(threads)
     gpus = len(tf.config.list_physical_devices("GPU"))
     xla_settings = {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
     batches = _batches(FLAGS.samples, FLAGS.batch_size)
@@ -274,6 +299,40 @@ def run_in_process(methods, threads):
             rows.append(row)
             print(_format_row(row, FLAGS.angles, gpus), flush=True)
     return _report(methods, [threads], tf.__version__, platform.machine(), os.cpu_count(), gpus, rows, [])
+
+
+LOOP_METHODS = ["bp", "ddtp_linear", "dtpdrl"]
+
+
+def run_loop(methods, threads):
+    """--loop: tp_keras.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
+    import tensorflow as tf
+
+    from tp_keras.run import loop_bench
+    loop_bench.start_tensorflow(threads)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    xla_settings = {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
+    print(f"tp_keras.bench --loop: float32, threads={threads or 'default'}, repeats {FLAGS.repeats}, "
+          f"TF {tf.__version__}, {platform.machine()}, {os.cpu_count()} cpus, GPUs: {gpus}", flush=True)
+    figures = loop_bench.figures(methods, xla_settings=xla_settings, repeats=FLAGS.repeats,
+                                 paper_samples=FLAGS.samples, paper_batch_size=FLAGS.batch_size,
+                                 proxy_samples=FLAGS.proxy_samples, proxy_steps_per_call=FLAGS.proxy_steps_per_call)
+    return {"loop": True, "samples": FLAGS.samples, "batch_size": FLAGS.batch_size,
+            "proxy_samples": FLAGS.proxy_samples, "proxy_steps_per_call": FLAGS.proxy_steps_per_call,
+            "repeats": FLAGS.repeats, "xla": FLAGS.xla, "methods": methods, "threads": [threads],
+            "tensorflow": tf.__version__, "machine": platform.machine(), "cpus": os.cpu_count(), "gpus": gpus,
+            **figures, "errors": []}
+
+
+def _loop_threads(threads_list):
+    """--loop measures one thread setting (1 unless --threads names one)."""
+    from tp_keras.run.config import ConfigError
+    if not FLAGS["threads"].present:
+        return 1
+    if len(threads_list) > 1:
+        raise ConfigError("threads", f"--loop measures one thread setting per run, got {','.join(FLAGS.threads)}; "
+                                     "e.g. --threads=1")
+    return threads_list[0]
 
 
 def _child_error(stderr_text):
@@ -337,13 +396,15 @@ def main(argv):
     from tp_keras.run.config import ConfigError
     from tp_keras.core.methods import METHODS
     threads_list = _parse_threads(FLAGS.threads)
-    methods = FLAGS.methods or list(METHODS)
+    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(METHODS))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
     _check_settings(methods)
-    if len(threads_list) == 1:
+    if FLAGS.loop:
+        report = run_loop(methods, _loop_threads(threads_list))
+    elif len(threads_list) == 1:
         report = run_in_process(methods, threads_list[0])
     else:
         report = run_children(methods, threads_list)

@@ -10,6 +10,9 @@ compile(steps_per_execution=N)) and N, it times one pass over `samples` random M
 and the ratio to N = 1 of the same method and driver, all in one process. A tiny network (784-32-10, batch 32)
 makes the step host-bound on a CPU, as the paper's network is on a GPU; --hidden=256,256,256,256,256 --batch_size=128
 is the paper's network. 'epoch' as N runs the whole pass in one call.
+
+`figures` runs the issue's two figures (the host-bound proxy in both drivers, the paper network N = 1 against the
+whole pass) and sums them up against the goals: `python -m tp_keras.bench --loop` and launch/gpu_check.py print it.
 """
 from __future__ import annotations
 
@@ -23,17 +26,23 @@ from absl import app, flags
 from tp_keras.run import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("methods", ["bp", "ddtp_linear", "dtpdrl"], "Methods to time.")
-flags.DEFINE_list("hidden", ["32"], "Hidden layer sizes (comma-separated).")
-flags.DEFINE_integer("batch_size", 32, "Minibatch size.", lower_bound=1)
-flags.DEFINE_integer("samples", 32000, "Samples per timed pass.", lower_bound=1)
-flags.DEFINE_list("steps_per_call", ["1", "100"], "Batches per compiled call to compare (numbers or 'epoch').")
-flags.DEFINE_list("drivers", ["loop", "fit"], "loop (the custom trainer) and/or fit (Keras).")
-flags.DEFINE_enum("xla", "off", ["on", "off"], "XLA compilation of the steps.")
-flags.DEFINE_integer("threads", 1, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).",
-                     lower_bound=0)
-flags.DEFINE_integer("repeats", 3, "Timed passes per setting (the fastest is reported).", lower_bound=1)
-flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+
+
+def start_tensorflow(threads: int) -> None:
+    """Imports TensorFlow with its C++ start-up lines hidden on machines without a GPU
+    (cli.quiet_tensorflow_without_gpu) and its thread pools set to `threads` (0: TensorFlow's default) before
+    they start."""
+    import tensorflow as tf
+
+    def set_threads():
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        set_threads.done = True
+    set_threads.done = False
+    cli.quiet_tensorflow_without_gpu(configure=set_threads)
+    if not set_threads.done:  # TensorFlow's logs were asked for: nothing was configured yet
+        set_threads()
 
 
 def _data(samples, seed=0):
@@ -110,6 +119,74 @@ def run(methods, hidden, batch_size, samples, steps_list, drivers, xla, repeats=
     return rows
 
 
+# The issue's two figures: a network small enough that the step is host-bound on a CPU (as the paper's network is
+# on a GPU), N = 1 against N = 100 in both drivers; and the paper's network, N = 1 against the whole pass.
+PROXY = dict(hidden=[32], batch_size=32, samples=32000, steps_per_call=100)
+PAPER = dict(hidden=[256] * 5, batch_size=128)
+PROXY_GOAL, PAPER_GOAL = 5.0, 1.02
+
+
+def figures(methods, *, xla_settings=(False,), repeats=1, paper_methods=None, paper_samples=12800,
+            paper_batch_size=PAPER["batch_size"], paper_hidden=PAPER["hidden"], proxy_samples=PROXY["samples"],
+            proxy_batch_size=PROXY["batch_size"], proxy_hidden=PROXY["hidden"],
+            proxy_steps_per_call=PROXY["steps_per_call"]) -> dict:
+    """Both figures in one process (so their ratios compare like with like), every row printed as it is measured,
+    then the summary lines (`summary`). Returns {"host_bound": rows, "paper_network": rows, "summary": lines}."""
+    report = {"host_bound": [], "paper_network": []}
+    print(f"host-bound proxy: 784-{'-'.join(map(str, proxy_hidden))}-10, batch {proxy_batch_size}, "
+          f"{proxy_samples} samples, N = 1 and {proxy_steps_per_call}, custom loop and fit", flush=True)
+    for xla in xla_settings:
+        report["host_bound"] += run(methods, proxy_hidden, proxy_batch_size, proxy_samples,
+                                    [1, proxy_steps_per_call], ["loop", "fit"], xla, repeats)
+    print(f"paper network: 784-{'-'.join(map(str, paper_hidden))}-10, batch {paper_batch_size}, {paper_samples} "
+          f"samples, N = 1 and the whole pass, custom loop", flush=True)
+    for xla in xla_settings:
+        report["paper_network"] += run(paper_methods or methods, paper_hidden, paper_batch_size, paper_samples,
+                                       [1, "epoch"], ["loop"], xla, repeats)
+    report["summary"] = summary(report["host_bound"], report["paper_network"])
+    print("\n".join(report["summary"]), flush=True)
+    return report
+
+
+def summary(host_bound, paper_network) -> list[str]:
+    """The figures against the issue's goals: the proxy's speed-up of N > 1 over N = 1 with XLA off (the CPU
+    default), for each XLA setting measured, and the paper network's time with N = epoch over N = 1."""
+    def base(rows, row):  # N = 1, XLA off, same method and driver
+        return next((r for r in rows if (r["method"], r["driver"], r["steps_per_call"], r["xla"]) ==
+                     (row["method"], row["driver"], 1, False)), None)
+    lines = [f"summary: host-bound proxy, steps/s with N > 1 over N = 1 with XLA off (goal >= {PROXY_GOAL:g}x)"]
+    for row in host_bound:
+        first = base(host_bound, row)
+        if row["steps_per_call"] != 1 and first is not None:
+            speedup = row["steps_per_second"] / first["steps_per_second"]
+            lines.append(f"  {row['method']:12s} {row['driver']:4s} N={row['steps_per_call']} XLA "
+                         f"{'on ' if row['xla'] else 'off'}  x{speedup:5.2f}  {'met' if speedup >= PROXY_GOAL else 'not met'}")
+    lines.append(f"summary: paper network, seconds with N = epoch over N = 1, same XLA setting "
+                 f"(goal <= {PAPER_GOAL:g})")
+    for row in paper_network:
+        if row["steps_per_call"] != 1:
+            ratio = 1 / row["ratio_to_first"]
+            lines.append(f"  {row['method']:12s} XLA {'on ' if row['xla'] else 'off'}  {ratio:5.2f}  "
+                         f"{'met' if ratio <= PAPER_GOAL else 'not met'}")
+    return lines
+
+
+def _define_flags():
+    """This command's flags, defined only when it runs as the program (tp_keras.bench imports this module and has
+    flags of the same names)."""
+    flags.DEFINE_list("methods", ["bp", "ddtp_linear", "dtpdrl"], "Methods to time.")
+    flags.DEFINE_list("hidden", ["32"], "Hidden layer sizes (comma-separated).")
+    flags.DEFINE_integer("batch_size", 32, "Minibatch size.", lower_bound=1)
+    flags.DEFINE_integer("samples", 32000, "Samples per timed pass.", lower_bound=1)
+    flags.DEFINE_list("steps_per_call", ["1", "100"], "Batches per compiled call to compare (numbers or 'epoch').")
+    flags.DEFINE_list("drivers", ["loop", "fit"], "loop (the custom trainer) and/or fit (Keras).")
+    flags.DEFINE_enum("xla", "off", ["on", "off"], "XLA compilation of the steps.")
+    flags.DEFINE_integer("threads", 1, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).",
+                         lower_bound=0)
+    flags.DEFINE_integer("repeats", 3, "Timed passes per setting (the fastest is reported).", lower_bound=1)
+    flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+
+
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
@@ -118,13 +195,7 @@ def main(argv):
     if set(FLAGS.drivers) - {"loop", "fit"}:
         cli.fail(f"--drivers={','.join(FLAGS.drivers)}: choose among loop, fit")
     import tensorflow as tf
-
-    def set_threads():
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    cli.quiet_tensorflow_without_gpu(configure=set_threads)
-    if tf.config.threading.get_intra_op_parallelism_threads() != FLAGS.threads:  # TF's logs were asked for
-        set_threads()
+    start_tensorflow(FLAGS.threads)
     hidden = [int(h) for h in FLAGS.hidden]
     print(f"tp_keras.loop_bench: 784-{'-'.join(map(str, hidden))}-10, batch {FLAGS.batch_size}, {FLAGS.samples} "
           f"samples, XLA {FLAGS.xla}, threads {FLAGS.threads}, TF {tf.__version__}, {platform.machine()}, "
@@ -138,4 +209,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main, flags_parser=cli.parse_flags_one_line)

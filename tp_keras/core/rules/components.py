@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
+from tp_keras.core.lazy_tf import tf
 
 from tp_keras.core import losses as L
 from tp_keras.core import targets as T

@@ -13,7 +13,7 @@ computed; targets and the forward update are DTP's (difference rule).
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from tp_keras.core.lazy_tf import tf
 
 from tp_keras.core.rules import components as K
 from tp_keras.core.rules.base import LearningRule

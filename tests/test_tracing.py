@@ -1,0 +1,51 @@
+"""The compiled steps are traced without autograph (tp_keras/step.py: Trainer), which cuts most of the first
+trace's time: the graphs must be exactly the ones autograph builds, node for node, so every result stays
+bit-identical."""
+import pytest
+import tensorflow as tf
+
+from conftest import ALL_METHODS
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.step import Trainer
+
+# Attributes that name per-process registrations (a custom gradient's counter, a nested function's unique name),
+# not computation.
+_NAMING_ATTRS = ("_gradient_op_type", "f")
+
+
+def _nodes(concrete):
+    return [(n.name, n.op, list(n.input), sorted((k, str(v)) for k, v in n.attr.items() if k not in _NAMING_ATTRS))
+            for n in concrete.graph.as_graph_def().node]
+
+
+def _steps(method, dtype):
+    kwargs = dict(size_hidden_fb=9) if method == "ddtp_rhl" else {}
+    model = TPModel(method, 7, [6, 5, 4], 3, target_stepsize=0.2, sigma=0.05, seed=3, dtype=dtype, **kwargs)
+    trainer = Trainer(model, TorchAdam(1e-2, precision=dtype),
+                      TorchAdam(1e-2, precision=dtype) if model.feedback_variables else None, angle_damping=0.1)
+    steps = {"train": trainer.train_step, "eval": trainer.eval_step, "angle": trainer.angle_step}
+    if trainer.trains_feedback:
+        steps["feedback"] = trainer.feedback_step
+    return steps
+
+
+def _assert_same_graphs_as_autograph(method, dtype):
+    for name, step in _steps(method, dtype).items():
+        with_autograph = tf.function(step.python_function, autograph=True, reduce_retracing=True)
+        for rows in (8, None):  # a full batch and the relaxed shape of a pass's smaller last batch
+            specs = (tf.TensorSpec([rows, 7], dtype), tf.TensorSpec([rows], tf.int32))
+            assert _nodes(step.get_concrete_function(*specs)) == _nodes(
+                with_autograph.get_concrete_function(*specs)), (method, dtype, name, rows)
+
+
+@pytest.mark.parametrize("method", ["ddtp_control", "dtpdrl"])
+def test_steps_traced_without_autograph_are_autographs_graphs(method):
+    _assert_same_graphs_as_autograph(method, "float32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_steps_traced_without_autograph_are_autographs_graphs_for_every_method(method, dtype):
+    _assert_same_graphs_as_autograph(method, dtype)
