@@ -58,6 +58,7 @@ def _assert_identical(a, b):
     assert a[3] == b[3]
 
 
+@pytest.mark.slow
 def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
     runs = [_run(mnist_dir, tmp_path / str(n), "ddtp_linear", n, log_angles=True, log_interval=3)
             for n in (1, "epoch")]
@@ -85,7 +86,7 @@ def _fitted(method, steps_per_execution, pretrain=1, extra=1):
     return [np.asarray(v.numpy()) for v in model.weights], history, [c.history for c in callbacks]
 
 
-@pytest.mark.parametrize("method", ["ddtp_linear", "bp"])
+@pytest.mark.parametrize("method", [pytest.param("ddtp_linear", marks=pytest.mark.slow), "bp"])
 def test_fit_steps_per_execution_is_bit_identical(method):
     one, four = _fitted(method, 1), _fitted(method, 4)
     for a, b in zip(one[0], four[0]):
