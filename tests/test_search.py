@@ -412,3 +412,37 @@ def test_real_search_resumes_a_killed_trial_and_its_best_flagfile_reproduces_it(
     assert again["acc_val_best"] == best.value == trial_summary["acc_val_best"]
     for key in ("loss_train_last", "loss_val_best", "acc_test_val_best", "epoch_best_acc"):
         assert again[key] == trial_summary[key], key
+
+
+# --- The exit statuses of `python -m tp_keras.search` and `python -m tp_keras.sweep` (one helper serves both) ---
+
+def _raise(err):
+    def run():
+        raise err
+    return run
+
+
+@pytest.mark.parametrize("err, status, line", [
+    (ConfigError("lr", "must be > 0"), 2, "error: --lr: must be > 0"),
+    (engine.EngineError("--study: x exists with other settings"), 2, "error: --study: x exists with other settings"),
+    (SystemExit("error: --seed: the sweep sets it"), 2, "error: --seed: the sweep sets it"),
+    (KeyboardInterrupt(), 130, "error: interrupted; rerun the same command to resume"),
+])
+def test_run_command_maps_each_failure_to_its_exit_status_and_one_line(err, status, line, capsys):
+    from tp_keras.search import options
+    assert options.run_command(_raise(err), one_line_errors=(ConfigError,)) == status
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_run_command_reports_a_database_failure_with_status_1_and_lets_other_errors_through(capsys):
+    import sqlalchemy.exc
+    from tp_keras.search import options
+    locked = sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("database is locked"))
+    assert options.run_command(_raise(locked)) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --storage: the study database failed:") and "database is locked" in line
+    assert options.run_command(lambda: 0) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        options.run_command(_raise(ZeroDivisionError("x")))
+    with pytest.raises(SystemExit):  # a plain exit status is not a message
+        options.run_command(_raise(SystemExit(3)))

@@ -263,26 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     from tp_keras.search import options
     engine.quiet_optuna()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    try:
-        with options.sigterm_as_interrupt():
-            return run_sweep(args.flagfile, seeds, args.out, workers=args.workers, data_dir=args.data_dir,
-                             extra=extra, gpus=args.gpus, storage=args.storage, study=args.study,
-                             runner=args.runner, trials_per_worker=args.trials_per_worker,
-                             heartbeat=args.heartbeat, grace=args.grace)
-    except (ConfigError, DataError, engine.EngineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        message = engine.database_failure(err)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    except SystemExit as err:
-        if isinstance(err.code, str):
-            print(err.code, file=sys.stderr)
-            return 2
-        raise
+    return options.run_command(
+        lambda: run_sweep(args.flagfile, seeds, args.out, workers=args.workers, data_dir=args.data_dir, extra=extra,
+                          gpus=args.gpus, storage=args.storage, study=args.study, runner=args.runner,
+                          trials_per_worker=args.trials_per_worker, heartbeat=args.heartbeat, grace=args.grace),
+        one_line_errors=(ConfigError, DataError))
 
 
 if __name__ == "__main__":

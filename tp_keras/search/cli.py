@@ -216,18 +216,5 @@ def _states(study) -> dict:
 def main(argv=None) -> int:
     args, launcher_args = parse_args(sys.argv[1:] if argv is None else argv)
     engine.quiet_optuna()
-    try:
-        with options.sigterm_as_interrupt():
-            return report_only(args) if args.report_only else run_search(args, launcher_args)
-    except (ConfigError, DataError, SpaceError, engine.EngineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        message = engine.database_failure(err)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return options.run_command(lambda: report_only(args) if args.report_only else run_search(args, launcher_args),
+                               one_line_errors=(ConfigError, DataError, SpaceError))

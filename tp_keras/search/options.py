@@ -50,6 +50,34 @@ def worker_failure_line(slot: int, code: int, line: str, retried: list[int], log
     return f"worker {slot} FAILED (exit status {code}): {line}{requeued} [log {log_path}]"
 
 
+def run_command(run, one_line_errors: tuple = ()) -> int:
+    """Runs `run()` (the command's work, returning its exit status) with SIGTERM taken as Ctrl-C, and maps what it
+    raises to the exit statuses both commands document: an error of `one_line_errors` or the engine's, or a
+    SystemExit carrying a message -> its one line, 2; the study database failing -> its one line, 1; an interrupt
+    the command did not handle itself -> one line, 130. Anything else propagates with its traceback."""
+    from tp_keras.search import engine
+    try:
+        with sigterm_as_interrupt():
+            return run()
+    except (*one_line_errors, engine.EngineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        message = engine.database_failure(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except SystemExit as err:
+        if isinstance(err.code, str):
+            print(err.code, file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """Within: SIGTERM (kill, a job scheduler) stops the command like Ctrl-C, so it stops its workers cleanly
