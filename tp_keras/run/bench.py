@@ -270,6 +270,11 @@ def _report(methods, threads, tensorflow, machine, cpus, gpus, results, errors):
             "results": results, "errors": errors}
 
 
+def _xla_settings() -> list[bool]:
+    """The XLA settings --xla asks for, in the order they are measured."""
+    return {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
+
+
 def run_in_process(methods, threads):
     """Measures every method at one thread setting in this process; prints the table as it goes."""
     import tensorflow as tf
@@ -277,7 +282,7 @@ def run_in_process(methods, threads):
     from tp_keras.run.loop_bench import start_tensorflow
     start_tensorflow(threads)
     gpus = len(tf.config.list_physical_devices("GPU"))
-    xla_settings = {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
+    xla_settings = _xla_settings()
     batches = _batches(FLAGS.samples, FLAGS.batch_size)
     print(f"tp_keras.bench: {FLAGS.samples} samples, batch {FLAGS.batch_size}, 5x256 tanh, {FLAGS.precision}, "
           f"threads={threads or 'default'}, TF {tf.__version__}, {platform.machine()}, "
@@ -311,7 +316,7 @@ def run_loop(methods, threads):
     from tp_keras.run import loop_bench
     loop_bench.start_tensorflow(threads)
     gpus = len(tf.config.list_physical_devices("GPU"))
-    xla_settings = {"on": [True], "off": [False], "both": [False, True]}[FLAGS.xla]
+    xla_settings = _xla_settings()
     print(f"tp_keras.bench --loop: float32, threads={threads or 'default'}, repeats {FLAGS.repeats}, "
           f"TF {tf.__version__}, {platform.machine()}, {os.cpu_count()} cpus, GPUs: {gpus}", flush=True)
     figures = loop_bench.figures(methods, xla_settings=xla_settings, repeats=FLAGS.repeats,
