@@ -58,29 +58,6 @@ def _assert_identical(a, b):
     assert a[3] == b[3]
 
 
-@pytest.mark.parametrize("steps_per_call", [1, "epoch"])
-def test_every_compiled_step_is_traced_once_per_run(mnist_dir, tmp_path, steps_per_call):
-    """Full batches and the smaller last batch (training and evaluation), the pre-training and the extra feedback
-    passes all run one trace per step (loop.trace_relaxed), with or without the multi-batch loop."""
-    from tp_keras.run.data import load_dataset
-    from tp_keras.run.experiment import build_model, build_trainer, train_and_evaluate
-    config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=2, epochs_fb=1, extra_fb_epochs=1,
-                          steps_per_call=steps_per_call, **TINY)
-    dataset = load_dataset("mnist", mnist_dir, seed=config.seed, validation_size=TINY["validation_size"])
-    assert len(dataset.train.x) % config.batch_size and len(dataset.val.x) % config.batch_size
-    trainer = build_trainer(config, build_model(config, dataset))
-    assert train_and_evaluate(config, str(tmp_path), dataset, trainer)["status"] == "finished"
-    counts = {name: getattr(trainer, name).experimental_get_tracing_count()
-              for name in ("train_step", "feedback_step", "eval_step")}
-    assert counts == {"train_step": 1, "feedback_step": 1, "eval_step": 1}
-
-
-def test_trace_relaxed_leaves_a_plain_function_alone():
-    calls = []
-    loop.trace_relaxed(lambda x, y: calls.append(1), np.zeros((3, 2)), np.zeros(3))
-    assert calls == []
-
-
 @pytest.mark.slow
 def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
     runs = [_run(mnist_dir, tmp_path / str(n), "ddtp_linear", n, log_angles=True, log_interval=3)

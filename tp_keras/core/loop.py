@@ -81,64 +81,42 @@ def plan_pass(steps: int, full_steps: int, steps_per_call: int, log_interval: in
             i += 1
 
 
-def trace_relaxed(step, x, y) -> None:
-    """Traces the compiled per-batch `step` once for batches of any size of (x, y)'s rows, before its first call.
-
-    A step traced lazily (reduce_retracing) is traced for the first, full batch and again, relaxed, for a pass's
-    smaller last batch; tracing the relaxed shape first makes every batch reuse that one trace. Its results may differ
-    from a full-batch trace's in the last bit (grappler folds a known batch size into constants and reorders sums);
-    what counts is that every batch of a run, inside a `StepLoop` or not, runs this one graph. A `step` that is not a
-    tf.function (a wrapper, say) is left as it is."""
-    if not hasattr(step, "get_concrete_function"):
-        return
-
-    def relaxed(data):
-        data = tf.convert_to_tensor(data)
-        return tf.TensorSpec([None] + data.shape[1:].as_list(), data.dtype)
-    step.get_concrete_function(relaxed(x), relaxed(y))
-
-
 class StepLoop:
     """`count` consecutive batches of `batch_size` rows, starting at row `start` of (x, y), through the compiled
     per-batch `step` (a tf.function taking (x, y) and returning a dict of tensors) in one compiled call.
 
     `StepLoop(step, batch_size)(x, y, start, count)` returns the step's outputs stacked over the batches. The
-    loop is traced once per data shape. Inside it, the step runs its trace for batches of any size (see
-    `trace_relaxed`), the one the single batches outside the loop run, so that both round alike; under XLA,
-    which needs static shapes, its trace for a full batch."""
+    loop is traced once per data shape; the step inside it keeps its own trace for a full batch."""
 
     def __init__(self, step, batch_size: int, *, jit_compile: bool = False):
         self.step = step
         self.batch_size = int(batch_size)
-        self.static_batch = jit_compile
         self._loop = tf.function(self._run, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
 
     def __call__(self, x, y, start: int, count: int) -> dict:
-        return self._loop(x, y, tf.constant(start, tf.int32), tf.constant(count, tf.int32),
-                          tf.constant(self.batch_size, tf.int32))
+        return self._loop(x, y, tf.constant(start, tf.int32), tf.constant(count, tf.int32))
 
-    def _batch(self, data, first, size):
-        # `size` is the loop's argument, unknown when it is traced, unless XLA needs a static one.
+    def _batch(self, data, first):
+        # A slice of static size (XLA needs one; the step keeps its full-batch trace).
         rest = data.shape[1:].as_list()
-        return tf.slice(data, [first] + [0] * len(rest), [self.batch_size if self.static_batch else size] + rest)
+        return tf.slice(data, [first] + [0] * len(rest), [self.batch_size] + rest)
 
     def _outputs(self, x, y):
-        """The step's output structure (tensors with dtype and shape), from the trace the loop runs."""
-        rows = self.batch_size if self.static_batch else None
-        spec = (tf.TensorSpec([rows] + x.shape[1:].as_list(), x.dtype),
-                tf.TensorSpec([rows] + y.shape[1:].as_list(), y.dtype))
+        """The step's output structure (tensors with dtype and shape), from its full-batch trace."""
+        spec = (tf.TensorSpec([self.batch_size] + x.shape[1:].as_list(), x.dtype),
+                tf.TensorSpec([self.batch_size] + y.shape[1:].as_list(), y.dtype))
         return self.step.get_concrete_function(*spec).structured_outputs
 
-    def _one(self, x, y, first, size):
-        return self.step(self._batch(x, first, size), self._batch(y, first, size))
+    def _one(self, x, y, first):
+        return self.step(self._batch(x, first), self._batch(y, first))
 
-    def _run(self, x, y, start, count, size):
+    def _run(self, x, y, start, count):
         outputs = self._outputs(x, y)
         arrays = tf.nest.map_structure(
             lambda t: tf.TensorArray(t.dtype, size=count, element_shape=t.shape), outputs)
 
         def body(i, arrays, _):
-            out = self._one(x, y, start + i * self.batch_size, size)
+            out = self._one(x, y, start + i * self.batch_size)
             return i + 1, tf.nest.map_structure(lambda array, value: array.write(i, value), arrays, out), out
 
         last = tf.nest.map_structure(lambda t: tf.zeros(t.shape, t.dtype), outputs)
@@ -162,9 +140,7 @@ class Pass:
 
     def calls(self, step, multi_step: "StepLoop | None", steps_per_call: int):
         """(outputs, many) of each call of the pass: many=True for a `multi_step` call (outputs stacked over its
-        batches), False for one batch through `step`. `step` is traced once for every batch size first
-        (`trace_relaxed`)."""
-        trace_relaxed(step, self.x, self.y)
+        batches), False for one batch through `step`."""
         size = self.batch_size
         for kind, first, count in plan_pass(self.steps, self.full_steps, steps_per_call if multi_step else 1):
             if kind == "loop":
@@ -189,5 +165,5 @@ class DistributedStepLoop(StepLoop):
             tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype), tf.TensorSpec([], tf.int32))
         return trace.structured_outputs
 
-    def _one(self, x, y, first, size=None):  # each replica slices a shard of static size
+    def _one(self, x, y, first):
         return self.trainer.replica_batch_step(self.forward, x, y, first, self.batch_size)

@@ -148,17 +148,6 @@ class _MultiSteps:
             + (" (the whole pass)" if steps >= batches.steps else ""))
 
 
-def _one_trace(trainer, x, y, *steps) -> None:
-    """Traces each compiled step once for batches of any size of (x, y)'s rows (loop.trace_relaxed), just before its
-    first call, instead of once for the full batches and again for a pass's smaller last batch. Every batch, inside a
-    StepLoop or not, then runs the same graph. A cache lookup after the first time."""
-    if hasattr(trainer, "replica_batch_step"):  # distribute.DistributedTrainer: shards of static size per replica
-        return
-    for step in steps:
-        if step is not None:
-            loop.trace_relaxed(step, x[:1], y[:1])
-
-
 def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, angle_step=None,
               log_interval: int = 0, angles_out: list | None = None, where: str = "", before_batch=None,
               multi_step=None, steps_per_call: int = 1) -> dict:
@@ -216,7 +205,6 @@ def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
     means over batches (`*_batchmean`, where the small last batch is over-weighted; docs/semantics.md §15.12).
 
     The per-batch sums stay on the device; the host reads them once, after the last batch."""
-    _one_trace(trainer, split.x, split.y, trainer.eval_step)
     sums = [trainer.eval_step(x, y) for x, y in _in_order(split.x, split.y, batch_size)]
     table = {k: np.array([float(v) for v in tf.stack([s[k] for s in sums]).numpy()]) for k in sums[0]}
     result = {"loss": float(table["loss_sum"].sum() / table["count"].sum()),
@@ -296,7 +284,6 @@ def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedb
         folder.where = f"epoch {epoch}"
         t0 = time.perf_counter()
         logged = []
-        _one_trace(trainer, batches.x, batches.y, trainer.train_step, trainer.angle_step)
         train = _run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
                           log_interval=config.log_interval, angles_out=logged, where=f"epoch {epoch}",
                           before_batch=folder.before_train_batch, **multi_steps.train)
@@ -628,7 +615,6 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
     multi_steps = _MultiSteps(config, trainer, batches, log)
 
     def feedback_passes(count, label, where):
-        _one_trace(trainer, batches.x, batches.y, trainer.feedback_step)
         return [_run_pass(trainer.feedback_step, batches, label, config.progress, where=f"{where} {k + 1}",
                           before_batch=folder.before_feedback_batch, **multi_steps.feedback)["rec_loss"]
                 for k in range(count)]
