@@ -67,12 +67,12 @@ def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
 
 # Every method, ddtp_control included: its targets' sum (ĥ_L Q + d) + r once rounded differently inside the loop's
 # body than in a step's own graph (BUILD_NOTES, "Many batches per compiled call"); since the rule refactor both agree.
+# N = 3 runs the loop at two counts per pass (3, then the 1 full batch left); the whole pass in one call is the same
+# loop at a third count, checked once above (with angles) rather than for every method, to keep the suite short.
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, method):
-    one = _run(mnist_dir, tmp_path / "one", method, 1)
-    _assert_identical(one, _run(mnist_dir, tmp_path / "three", method, 3))
-    _assert_identical(one, _run(mnist_dir, tmp_path / "epoch", method, "epoch"))
+    _assert_identical(_run(mnist_dir, tmp_path / "one", method, 1), _run(mnist_dir, tmp_path / "three", method, 3))
 
 
 def _fitted(method, steps_per_execution, pretrain=1, extra=1):
