@@ -23,6 +23,15 @@ import tp_keras.core.step as tp_step
 INPUT, HIDDEN, OUTPUT = 7, (6, 5, 4), 3
 BATCH = 6
 
+def assert_no_tensorflow_startup_noise(stderr: str) -> None:
+    """A command's stderr carries none of TensorFlow's CUDA-probe lines on a machine without a GPU, unless
+    TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's logs (cli.quiet_tensorflow_without_gpu)."""
+    import glob
+    if glob.glob("/dev/nvidia[0-9]*") or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1"):
+        return
+    assert "cuda" not in stderr.lower(), stderr[-2000:]
+
+
 ALL_METHODS = sorted(METHODS)
 TP_METHODS = sorted(n for n, m in METHODS.items() if m.uses_targets)
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import assert_no_tensorflow_startup_noise
+
 
 @pytest.mark.slow
 def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(tmp_path):
@@ -15,6 +17,7 @@ def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(
                              f"--json={out}"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert_no_tensorflow_startup_noise(result.stderr)
     report = json.loads(out.read_text())
     assert report["threads"] == [1, 2] and report["errors"] == []
     assert report["methods"] == ["bp", "dfa", "ddtp_rhl"] and report["angles"] is True
@@ -73,3 +76,4 @@ def test_bench_loop_prints_the_host_bound_and_paper_network_figures(tmp_path):
     assert re.search(r"^  ddtp_linear\s+fit\s+N=4 XLA off\s+x\s*[\d.]+\s+(met|not met)$", result.stdout, re.M)
     assert re.search(r"^  ddtp_linear\s+XLA off\s+[\d.]+\s+(met|not met)$", result.stdout, re.M)
     assert "784-32-10, batch 32" in result.stdout and "784-256-256-256-256-256-10, batch 16" in result.stdout
+    assert_no_tensorflow_startup_noise(result.stderr)

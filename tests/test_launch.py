@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import assert_no_tensorflow_startup_noise
 from tp_keras.run.config import Config, ConfigError
 
 TINY = dict(num_hidden=2, size_hidden=8, batch_size=16, validation_size=20, progress=False)
@@ -108,6 +109,7 @@ def test_launcher_end_to_end(mnist_dir, tmp_path):
                      "--epochs_fb=1", "--num_hidden=2", "--size_hidden=8", "--batch_size=16",
                      "--validation_size=20", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert_no_tensorflow_startup_noise(result.stderr)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["method"] == "ddtp_linear" and summary["status"] == "finished"
     assert 0.0 <= summary["error_test_val_best"] <= 1.0

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from conftest import assert_no_tensorflow_startup_noise
+
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_on_cpu_with_tiny_sizes(mnist_dir, tmp_path):
@@ -16,6 +18,7 @@ def test_gpu_check_script_runs_on_cpu_with_tiny_sizes(mnist_dir, tmp_path):
     done = subprocess.run([sys.executable, script, f"--data_dir={mnist_dir}", f"--out={out}", "--tiny"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert_no_tensorflow_startup_noise(done.stderr)
     report = json.loads(out.read_text())
     assert {(r["method"], r["steps_per_call"], r["xla"]) for r in report["paper_network"]} == {
         ("ddtp_linear", n, x) for n in (1, "epoch") for x in (False, True)}

@@ -277,10 +277,9 @@ def _xla_settings() -> list[bool]:
 
 def run_in_process(methods, threads):
     """Measures every method at one thread setting in this process; prints the table as it goes."""
-    import tensorflow as tf
-
     from tp_keras.run.loop_bench import start_tensorflow
-    start_tensorflow(threads)
+    start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
+    import tensorflow as tf
     gpus = len(tf.config.list_physical_devices("GPU"))
     xla_settings = _xla_settings()
     batches = _batches(FLAGS.samples, FLAGS.batch_size)
@@ -311,10 +310,9 @@ LOOP_METHODS = ["bp", "ddtp_linear", "dtpdrl"]
 
 def run_loop(methods, threads):
     """--loop: tp_keras.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
-    import tensorflow as tf
-
     from tp_keras.run import loop_bench
-    loop_bench.start_tensorflow(threads)
+    loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
+    import tensorflow as tf
     gpus = len(tf.config.list_physical_devices("GPU"))
     xla_settings = _xla_settings()
     print(f"tp_keras.bench --loop: float32, threads={threads or 'default'}, repeats {FLAGS.repeats}, "

@@ -32,9 +32,8 @@ def start_tensorflow(threads: int) -> None:
     """Imports TensorFlow with its C++ start-up lines hidden on machines without a GPU
     (cli.quiet_tensorflow_without_gpu) and its thread pools set to `threads` (0: TensorFlow's default) before
     they start."""
-    import tensorflow as tf
-
     def set_threads():
+        import tensorflow as tf  # imported quietly by then: an import before the quiet one would print the lines
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
