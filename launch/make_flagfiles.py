@@ -4,7 +4,8 @@
     python launch/make_flagfiles.py --check   # exit 1, naming them, if any file differs from what would be written
 
 Each file: a header comment (the reference config; the paper's table, cell and number, or why the config has
-none; the setting; an estimated cost on this project's 2-core CPU; any deliberate departure from the reference
+none; the setting; an estimated cost on this project's 2-core CPU; what this project measured for it at full length,
+where `results/<name>/` holds runs; any deliberate departure from the reference
 file, docs/semantics.md §15; the command), then one flag per line with every value at full precision
 (repr of the float). Imports no TensorFlow.
 """
@@ -19,6 +20,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from tp_keras.paper import configs as P  # noqa: E402
 from tp_keras.paper import facts as paper_facts  # noqa: E402
+from tp_keras.paper.sweep_results import summarize_sweep  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(HERE), "results")  # the committed 100-epoch runs (issue 14)
 
 # ---- Cost model (an estimate; every input is a figure measured in BUILD_NOTES.md) --------------------------------
 # One pass over 55,000 MNIST samples, 5x256, each method's MNIST config, float32, 2 threads, XLA off, on this
@@ -127,6 +131,24 @@ def cost_line(name: str) -> str:
             f"{', '.join(parts)}{size_text}{extra}.")
 
 
+def measured_line(name: str) -> str | None:
+    """What this project measured for the config in `results/<name>/` (Table 1 at 100 epochs, our float32 runs;
+    a float64 rerun goes to `results/<name>_float64/`), or None."""
+    folder = os.path.join(RESULTS, name)
+    if not os.path.isdir(folder):
+        return None
+    result = summarize_sweep(folder)
+    stats = result["summary"]["error_test_val_best_pct"]
+    if not stats["n"]:
+        return None
+    seeds = result["final_seeds"]
+    value = f"{stats['mean']:.2f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.2f}")
+    return (f"Measured here: {value}% over {stats['n']} seed{'s' if stats['n'] != 1 else ''} "
+            f"({', '.join(map(str, seeds))}), {result['epochs'][1]} epochs, float32 (results/{name}/; "
+            f"`python -m tp_keras.tables --results=results`; wall times and every miss explained in BUILD_NOTES, "
+            f"\"Table 1 at 100 epochs\").")
+
+
 def setting_line(name: str) -> str:
     c = P.FINAL_CONFIGS[name]
     if c["architecture"] == "cnn":
@@ -162,6 +184,9 @@ def render(name: str) -> str:
     header += _comment(f"Paper: {paper_facts.paper_result(name)}.")
     header += _comment(setting_line(name))
     header += _comment(cost_line(name))
+    measured = measured_line(name)
+    if measured:
+        header += _comment(measured)
     if name in P.NOTES:
         header += _comment(f"Note: {P.NOTES[name]}")
     # The command stays on one line, to be copied.
