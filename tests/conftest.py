@@ -23,6 +23,7 @@ import tp_keras.core.step as tp_step
 INPUT, HIDDEN, OUTPUT = 7, (6, 5, 4), 3
 BATCH = 6
 
+
 def assert_no_tensorflow_startup_noise(stderr: str) -> None:
     """A command's stderr carries none of TensorFlow's CUDA-probe lines on a machine without a GPU, unless
     TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's logs (cli.quiet_tensorflow_without_gpu)."""
