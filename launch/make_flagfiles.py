@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from tp_keras.paper import configs as P  # noqa: E402
 from tp_keras.paper import facts as paper_facts  # noqa: E402
-from tp_keras.paper.sweep_results import summarize_sweep  # noqa: E402
+from tp_keras.paper.sweep_results import format_mean_sd, summarize_sweep  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(HERE), "results")  # the committed 100-epoch runs (issue 14)
 
@@ -142,8 +142,7 @@ def measured_line(name: str) -> str | None:
     if not stats["n"]:
         return None
     seeds = result["final_seeds"]
-    value = f"{stats['mean']:.2f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.2f}")
-    return (f"Measured here: {value}% over {stats['n']} seed{'s' if stats['n'] != 1 else ''} "
+    return (f"Measured here: {format_mean_sd(stats, 'pct')}% over {stats['n']} seed{'s' if stats['n'] != 1 else ''} "
             f"({', '.join(map(str, seeds))}), {result['epochs'][1]} epochs, float32 (results/{name}/; "
             f"`python -m tp_keras.tables --results=results`; wall times and every miss explained in BUILD_NOTES, "
             f"\"Table 1 at 100 epochs\").")
