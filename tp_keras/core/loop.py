@@ -96,6 +96,11 @@ class StepLoop:
     def __call__(self, x, y, start: int, count: int) -> dict:
         return self._loop(x, y, tf.constant(start, tf.int32), tf.constant(count, tf.int32))
 
+    def trace(self, x_spec: tf.TensorSpec, y_spec: tf.TensorSpec):
+        """Traces the loop for a pass of this shape without running it (run.trace_ahead)."""
+        scalar = tf.TensorSpec([], tf.int32)
+        return self._loop.get_concrete_function(x_spec, y_spec, scalar, scalar)
+
     def _batch(self, data, first):
         # A slice of static size (XLA needs one; the step keeps its full-batch trace).
         rest = data.shape[1:].as_list()

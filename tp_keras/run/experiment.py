@@ -44,7 +44,7 @@ from tp_keras.core.health import stack_calls as _stacked
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.step import Trainer
-from tp_keras.run import faults, memory, rundir
+from tp_keras.run import faults, memory, rundir, trace_ahead
 from tp_keras.run.cli import op_error_text
 from tp_keras.run.config import Config
 from tp_keras.run.data import Dataset, load_dataset
@@ -613,6 +613,7 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
         f"workdir {folder.workdir}")
 
     multi_steps = _MultiSteps(config, trainer, batches, log)
+    ahead = _trace_ahead(config, trainer, batches, dataset, multi_steps, resumed_epoch is None).start()
 
     def feedback_passes(count, label, where):
         return [_run_pass(trainer.feedback_step, batches, label, config.progress, where=f"{where} {k + 1}",
@@ -634,4 +635,20 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
         log(f"[tp_keras] stopping: {status}; " + (
             f"the last good checkpoint (epoch {folder.checkpoint_epoch}) is {folder.checkpoint_path}"
             if folder.checkpoint_epoch is not None else "no checkpoint was written"))
+    finally:
+        ahead.stop()  # normally long done; an interrupted run waits for the current trace only
     return folder.write_summary(status)
+
+
+def _trace_ahead(config, trainer, batches, dataset, multi_steps, fresh: bool) -> trace_ahead.TraceAhead:
+    """The run's step traces, made on a thread while its first batches run (run.trace_ahead): none under a
+    strategy (its scope is per thread); no training-step traces when angle logging sends some batches, maybe the
+    smaller last one, through the angle step instead."""
+    if not trace_ahead.ENABLED or hasattr(trainer, "replica_batch_step"):
+        return trace_ahead.TraceAhead([])
+    jobs = trace_ahead.planned_traces(
+        trainer, batches, [s for s in (dataset.val, dataset.test) if s is not None],
+        feedback_first=fresh and trainer.trains_feedback and config.epochs_fb > 0,
+        train_loop=multi_steps.train.get("multi_step"), feedback_loop=multi_steps.feedback.get("multi_step"),
+        train=trainer.angle_step is None)
+    return trace_ahead.TraceAhead(jobs)
