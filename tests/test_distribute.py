@@ -27,13 +27,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ALL_METHODS
+from conftest import STEP_METHODS
 from tp_keras.core import step
 from tp_keras.core.methods import METHODS
 from tp_keras.run import distribute as D
 
-# The distributed trainer runs every rule but those that train their feedback first (ldrl), which it refuses.
-DISTRIBUTED_METHODS = [name for name in ALL_METHODS if not METHODS[name].feedback_first]
+# The distributed trainer runs every rule but those that train their feedback first (ldrl), which it refuses; one
+# method per compiled step (conftest.STEP_METHODS).
+DISTRIBUTED_METHODS = [name for name in STEP_METHODS if not METHODS[name].feedback_first]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "EQUIVALENCE_JSON "
@@ -52,12 +53,11 @@ _SCRIPT = textwrap.dedent(r'''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     from tp_keras.core import step
-    from tp_keras.core.methods import METHODS
     from tp_keras.core.model import TPModel
     from tp_keras.core.optimizers import TorchAdam
     from tp_keras.run.distribute import DistributedTrainer, make_strategy
 
-    UNEVEN, XLA = set(sys.argv[1].split(",")), sys.argv[2]
+    UNEVEN, XLA, METHOD_NAMES = set(sys.argv[1].split(",")), sys.argv[2], sys.argv[3].split(",")
     t_start = time.perf_counter()
 
     mirrored = make_strategy("mirrored")  # no GPU here: both logical CPUs
@@ -111,7 +111,7 @@ _SCRIPT = textwrap.dedent(r'''
 
     even = [("train_step", 8), ("feedback_step", 8), ("train_step", 8)]
     cases = {}
-    for method in sorted(n for n, m in METHODS.items() if not m.feedback_first):
+    for method in METHOD_NAMES:
         schedule = even + [("train_step", 7)] if method in UNEVEN else even
         cases[method] = run_case(method, mirrored, schedule, False, evaluate=(method == "bp"))
     cases["xla:" + XLA] = run_case(XLA, mirrored, even[:2], True)
@@ -146,8 +146,8 @@ _SCRIPT = textwrap.dedent(r'''
 @pytest.fixture(scope="module")
 def equivalence():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(UNEVEN), XLA], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(UNEVEN), XLA, ",".join(DISTRIBUTED_METHODS)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     assert proc.returncode == 0 and lines, f"equivalence subprocess failed:\n{proc.stderr[-4000:]}"
     return json.loads(lines[-1][len(MARKER):])

@@ -4,7 +4,7 @@ bit-identical."""
 import pytest
 import tensorflow as tf
 
-from conftest import ALL_METHODS
+from conftest import STEP_METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.step import Trainer
@@ -49,7 +49,7 @@ def test_steps_traced_without_autograph_are_autographs_graphs(method):
 # full batch for all of them would repeat the same conversion at twice the cost; both are covered by dtpdrl above
 # and by ddtp_control here.
 @pytest.mark.slow
-@pytest.mark.parametrize("method, dtype, batch_shapes", [(m, "float64", (None,)) for m in ALL_METHODS]
+@pytest.mark.parametrize("method, dtype, batch_shapes", [(m, "float64", (None,)) for m in STEP_METHODS]
                          + [("ddtp_control", "float32", (8, None)), ("ddtp_control", "float64", (8,))])
 def test_steps_traced_without_autograph_are_autographs_graphs_for_every_method(method, dtype, batch_shapes):
     _assert_same_graphs_as_autograph(method, dtype, batch_shapes)
