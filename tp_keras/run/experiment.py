@@ -643,12 +643,12 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
 def _trace_ahead(config, trainer, batches, dataset, multi_steps, fresh: bool) -> trace_ahead.TraceAhead:
     """The run's step traces, made on a thread while its first batches run (run.trace_ahead): none under a
     strategy (its scope is per thread); no training-step traces when angle logging sends some batches, maybe the
-    smaller last one, through the angle step instead."""
+    smaller last one, through the angle step instead; no feedback-step traces when no feedback-only pass runs."""
     if not trace_ahead.ENABLED or hasattr(trainer, "replica_batch_step"):
         return trace_ahead.TraceAhead([])
+    pretraining = fresh and trainer.trains_feedback and config.epochs_fb > 0
     jobs = trace_ahead.planned_traces(
-        trainer, batches, [s for s in (dataset.val, dataset.test) if s is not None],
-        feedback_first=fresh and trainer.trains_feedback and config.epochs_fb > 0,
+        trainer, batches, [s for s in (dataset.val, dataset.test) if s is not None], feedback_first=pretraining,
         train_loop=multi_steps.train.get("multi_step"), feedback_loop=multi_steps.feedback.get("multi_step"),
-        train=trainer.angle_step is None)
+        train=trainer.angle_step is None, feedback=pretraining or config.extra_fb_epochs > 0)
     return trace_ahead.TraceAhead(jobs)

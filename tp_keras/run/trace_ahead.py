@@ -34,12 +34,13 @@ def _spec(data, rows: int) -> tf.TensorSpec:
 
 
 def planned_traces(trainer, batches, splits, *, feedback_first: bool, train_loop=None, feedback_loop=None,
-                   train: bool = True) -> list:
+                   train: bool = True, feedback: bool = True) -> list:
     """The traces a run will make, in the order it first needs them, as argument-less callables.
 
     `batches` is the run's training set (`x`, `y`, `batch_size`), `splits` the evaluated splits in order
     (validation, test), `feedback_first` whether feedback passes come before the first training pass (pre-training),
-    `train_loop`/`feedback_loop` the run's `loop.StepLoop`s, if any; `train=False` leaves out the training step's."""
+    `train_loop`/`feedback_loop` the run's `loop.StepLoop`s, if any; `train=False` / `feedback=False` leave out
+    the training / feedback-only step's."""
     x, y, size = batches.x, batches.y, batches.batch_size
 
     def steps(step, loop_, data_x, data_y):
@@ -50,7 +51,7 @@ def planned_traces(trainer, batches, splits, *, feedback_first: bool, train_loop
         return jobs
 
     train = steps(trainer.train_step, train_loop, x, y) if train else []
-    feedback = steps(trainer.feedback_step, feedback_loop, x, y) if trainer.trains_feedback else []
+    feedback = steps(trainer.feedback_step, feedback_loop, x, y) if feedback and trainer.trains_feedback else []
     evaluation = [job for split in splits for job in steps(trainer.eval_step, None, split.x, split.y)]
     return (feedback + train if feedback_first else train + feedback) + evaluation
 
