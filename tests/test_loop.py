@@ -29,6 +29,17 @@ def test_steps_per_call_values(value, parsed):
     assert Config.paper("bp", steps_per_call=value).validate().steps_per_call == parsed
 
 
+def test_auto_is_one_call_per_progress_update_on_a_cpu_and_the_whole_pass_on_an_accelerator(monkeypatch):
+    device_defaults = loop.device_defaults
+    for device, expected in (("CPU", {5: 1, 39: 1, 40: 2, 430: 21, 469: 23}), ("GPU", {5: 5, 430: 430}),
+                             ("TPU", {430: 430})):
+        monkeypatch.setattr(loop, "device_defaults", lambda device_=None, d=device: device_defaults(d))
+        assert {steps: loop.resolve_steps("auto", steps) for steps in expected} == expected
+    # The progress bar of a pass updates after every such call (experiment._run_pass), 20 times a pass.
+    assert [loop.progress_interval(steps) for steps in (5, 430)] == [1, 21]
+    assert [loop.resolve_steps(value, 430) for value in (1, 7, "epoch")] == [1, 7, 430]
+
+
 @pytest.mark.parametrize("bad", [0, -2, "many", 2.5, True])
 def test_bad_steps_per_call_is_refused_in_one_line(bad):
     with pytest.raises(ConfigError, match=r"^--steps_per_call: .* give a positive integer, 'epoch'"):

@@ -22,6 +22,13 @@ import tensorflow as tf
 
 AUTO = "auto"
 EPOCH = "epoch"
+PROGRESS = "progress"  # one compiled call per progress-bar update: the CPU's default
+PROGRESS_UPDATES = 20  # progress-bar updates per pass (experiment._run_pass)
+
+
+def progress_interval(steps_in_pass: int) -> int:
+    """Batches between two progress-bar updates of a pass of `steps_in_pass` batches."""
+    return max(1, steps_in_pass // PROGRESS_UPDATES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +42,16 @@ class DeviceDefaults:
 def device_defaults(device: str | None = None) -> DeviceDefaults:
     """The defaults of `device` (default: the first accelerator TensorFlow sees, else the CPU).
 
-    CPU: XLA off and one batch per call, measured faster on this project's CPU (BUILD_NOTES: the 5×256 network is
-    math-bound there, and XLA's fusions lost). GPU/TPU: XLA on and the whole pass per call, where the host would
-    otherwise starve the device between batches (the GPU figures are pending a GPU machine; see BUILD_NOTES)."""
+    CPU: XLA off (its fusions lost on the math-bound 5×256 network) and one call per progress update (a
+    twentieth of the pass): measured as fast as the whole pass per call and 20–30 % faster than one batch per
+    call, while Ctrl-C, kill points and the progress bar still act about 20 times a pass (BUILD_NOTES, issue 16).
+    GPU/TPU: XLA on and the whole pass per call, where the host would otherwise starve the device between batches
+    (the GPU figures are pending a GPU machine; see BUILD_NOTES)."""
     if device is None:
         device = "GPU" if tf.config.list_physical_devices("GPU") else (
             "TPU" if tf.config.list_logical_devices("TPU") else "CPU")
     if device == "CPU":
-        return DeviceDefaults("CPU", jit_compile=False, steps_per_call=1)
+        return DeviceDefaults("CPU", jit_compile=False, steps_per_call=PROGRESS)
     return DeviceDefaults(device, jit_compile=True, steps_per_call=EPOCH)
 
 
@@ -53,9 +62,13 @@ def resolve_jit(jit_compile: bool | None) -> bool:
 
 def resolve_steps(steps_per_call, steps_in_pass: int) -> int:
     """The batches per call for a pass of `steps_in_pass` batches ('auto': the device's default, 'epoch': the
-    whole pass)."""
+    whole pass, 'progress': the batches between two progress updates)."""
     value = device_defaults().steps_per_call if steps_per_call == AUTO else steps_per_call
-    return max(1, steps_in_pass if value == EPOCH else int(value))
+    if value == EPOCH:
+        return max(1, steps_in_pass)
+    if value == PROGRESS:
+        return progress_interval(steps_in_pass)
+    return max(1, int(value))
 
 
 def plan_pass(steps: int, full_steps: int, steps_per_call: int, log_interval: int = 0):

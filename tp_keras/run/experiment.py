@@ -128,7 +128,7 @@ def _in_order(x, y, batch_size):
 class _MultiSteps:
     """The compiled multi-batch loops of a run (loop.StepLoop around the trainer's train and feedback steps), as
     keyword arguments of `_run_pass`: empty with one batch per call (config.steps_per_call resolved for the
-    device, see loop.device_defaults), which leaves the one-batch-per-call loop exactly as it was."""
+    device and the pass, see loop.device_defaults), which leaves the one-batch-per-call loop exactly as it was."""
 
     def __init__(self, config: Config, trainer, batches: _Batches, log):
         steps = loop.resolve_steps(config.steps_per_call, batches.steps)
@@ -165,7 +165,7 @@ def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, an
         if show_progress else None
     collected: dict[str, list] = {}
     flags: dict[str, list] = {}
-    sync_every = max(1, batches.steps // 20)
+    sync_every = loop.progress_interval(batches.steps)
     logged = []
     x, y = batches.permuted()
     size = batches.batch_size

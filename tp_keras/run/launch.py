@@ -104,9 +104,9 @@ flags.DEFINE_bool("only_train_first_layer", False, "Frozen-MNIST (docs/semantics
 flags.DEFINE_bool("jit_compile", None, "Compile the steps with XLA (default: on with a GPU or TPU, off on a CPU, "
                   "where it was measured slower; the choice is printed at start).")
 flags.DEFINE_string("steps_per_call", "auto", "Batches per compiled call of the training loop: a number, 'epoch' (a "
-                    "whole pass per call: the host never waits between batches) or 'auto' (1 on a CPU, 'epoch' on a "
-                    "GPU or TPU). Results are bit-identical whatever the value; the host checks for Ctrl-C and "
-                    "updates the progress bar between calls.")
+                    "whole pass per call: the host never waits between batches) or 'auto' (on a CPU one call per "
+                    "progress update, a twentieth of the pass; 'epoch' on a GPU or TPU). Results are bit-identical "
+                    "whatever the value; the host checks for Ctrl-C and updates the progress bar between calls.")
 flags.DEFINE_bool("prune_early", False, "Stop a run whose train accuracy is still below 40% (25% on CIFAR-10) "
                   "after epoch 6, as the reference's seed sweeps did.")
 flags.DEFINE_bool("progress", True, "Print progress bars and per-epoch lines.")
