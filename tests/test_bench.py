@@ -77,3 +77,22 @@ def test_bench_loop_prints_the_host_bound_and_paper_network_figures(tmp_path):
     assert re.search(r"^  ddtp_linear\s+XLA off\s+[\d.]+\s+(met|not met)$", result.stdout, re.M)
     assert "784-32-10, batch 32" in result.stdout and "784-256-256-256-256-256-10, batch 16" in result.stdout
     assert_no_tensorflow_startup_noise(result.stderr)
+
+
+def test_op_profile_sums_the_steps_ops_by_type_and_names_the_matmuls_and_the_noise():
+    from tp_keras.run import op_profile
+    result = op_profile.profile("ddtp_linear", "feedback", batch_size=8, calls=2)
+    by_type, by_name = result["by_type"], result["by_name"]
+    assert any("MatMul" in op for op in by_type) and "StatelessRandomUniformV2" in by_type
+    # Every named op is counted under its type, once.
+    assert set(by_type) == {name.rpartition(":")[2] for name in by_name}
+    assert sum(by_name.values()) == pytest.approx(sum(by_type.values())) == pytest.approx(result["op_ms"])
+    assert 0 < result["op_ms"] and 0 < result["ms_per_call"]
+    assert "ms per call unprofiled" in op_profile.report(result, top=3)
+
+
+def test_op_profile_refuses_the_feedback_step_of_a_method_without_one():
+    from tp_keras.run import op_profile
+    from tp_keras.run.config import ConfigError
+    with pytest.raises(ConfigError, match="^--step: bp trains no feedback weights; choose --step=train or eval"):
+        op_profile.profile("bp", "feedback", batch_size=8, calls=1)

@@ -69,7 +69,7 @@ import time
 
 from absl import app, flags
 
-from tp_keras.run import cli
+from tp_keras.run import cli, loop_bench
 
 try:
     import resource
@@ -182,16 +182,6 @@ def _gpu_peak_mib():
         return None
 
 
-def _batches(samples, batch_size, seed=0):
-    import numpy as np
-    import tensorflow as tf
-    rng = np.random.default_rng(seed)
-    x = ((rng.integers(0, 256, (samples, 784)) / 255.0 - 0.1307) / 0.3081).astype("float32")
-    y = rng.integers(0, 10, samples).astype("int32")
-    return [(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]))
-            for i in range(0, samples, batch_size)]
-
-
 def _time_pass(step, batches, repeats):
     best = float("inf")
     for _ in range(repeats):
@@ -204,19 +194,10 @@ def _time_pass(step, batches, repeats):
 
 
 def bench_method(method, batches, *, xla, precision, repeats, angles=False, angle_damping=1.0):
-    from tp_keras.run.config import Config
-    from tp_keras.run.data import Dataset, Split
-    from tp_keras.run.experiment import build_model, build_trainer
-    import numpy as np
-    config = Config.paper(method, precision=precision, jit_compile=xla, log_angles=angles,
-                          gn_damping=(angle_damping,))
-    shape_only = Dataset(name="bench", train=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
-                         val=None, test=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
-                         num_outputs=10, task="classification", image_shape=(28, 28, 1))
     gpu = _gpu_reset()
     rss_before = _peak_rss_mib()
-    model = build_model(config, shape_only)
-    trainer = build_trainer(config, model)
+    trainer = loop_bench.paper_trainer(method, precision=precision, xla=xla, angles=angles,
+                                       angle_damping=angle_damping)
     # Warm-up: trace and compile for the full and the last (smaller) batch shapes.
     for x, y in batches[:2] + batches[-1:]:
         trainer.train_step(x, y)
@@ -277,12 +258,11 @@ def _xla_settings() -> list[bool]:
 
 def run_in_process(methods, threads):
     """Measures every method at one thread setting in this process; prints the table as it goes."""
-    from tp_keras.run.loop_bench import start_tensorflow
-    start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
+    loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
     import tensorflow as tf
     gpus = len(tf.config.list_physical_devices("GPU"))
     xla_settings = _xla_settings()
-    batches = _batches(FLAGS.samples, FLAGS.batch_size)
+    batches = loop_bench.mnist_shaped_batches(FLAGS.samples, FLAGS.batch_size)
     print(f"tp_keras.bench: {FLAGS.samples} samples, batch {FLAGS.batch_size}, 5x256 tanh, {FLAGS.precision}, "
           f"threads={threads or 'default'}, TF {tf.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} cpus, GPUs: {gpus}")
@@ -310,7 +290,6 @@ LOOP_METHODS = ["bp", "ddtp_linear", "dtpdrl"]
 
 def run_loop(methods, threads):
     """--loop: tp_keras.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
-    from tp_keras.run import loop_bench
     loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
     import tensorflow as tf
     gpus = len(tf.config.list_physical_devices("GPU"))

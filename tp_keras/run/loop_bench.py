@@ -44,6 +44,31 @@ def start_tensorflow(threads: int) -> None:
         set_threads()
 
 
+def mnist_shaped_batches(samples, batch_size, seed=0):
+    """Random MNIST-shaped (normalised pixels, labels 0..9) batches, on the device."""
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    x = ((rng.integers(0, 256, (samples, 784)) / 255.0 - 0.1307) / 0.3081).astype("float32")
+    y = rng.integers(0, 10, samples).astype("int32")
+    return [(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]))
+            for i in range(0, samples, batch_size)]
+
+
+def paper_trainer(method, *, precision="float32", xla=None, angles=False, angle_damping=1.0):
+    """The trainer of `method`'s paper MNIST configuration (5×256 tanh), built for MNIST-shaped data."""
+    from tp_keras.run.config import Config
+    from tp_keras.run.data import Dataset, Split
+    from tp_keras.run.experiment import build_model, build_trainer
+    import numpy as np
+    config = Config.paper(method, precision=precision, jit_compile=xla, log_angles=angles,
+                          gn_damping=(angle_damping,))
+    shape_only = Dataset(name="bench", train=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
+                         val=None, test=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
+                         num_outputs=10, task="classification", image_shape=(28, 28, 1))
+    return build_trainer(config, build_model(config, shape_only))
+
+
 def _data(samples, seed=0):
     import numpy as np
     rng = np.random.default_rng(seed)
