@@ -12,7 +12,7 @@ from conftest import assert_no_tensorflow_startup_noise
 @pytest.mark.slow
 def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--methods=dfa,ddtp_rhl", "--samples=256",
+    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--methods=ddtp_rhl", "--samples=256",
                              "--batch_size=64", "--repeats=1", "--xla=off", "--threads=1,2", "--angles",
                              f"--json={out}"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -20,11 +20,11 @@ def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(
     assert_no_tensorflow_startup_noise(result.stderr)
     report = json.loads(out.read_text())
     assert report["threads"] == [1, 2] and report["errors"] == []
-    assert report["methods"] == ["bp", "dfa", "ddtp_rhl"] and report["angles"] is True
+    assert report["methods"] == ["bp", "ddtp_rhl"] and report["angles"] is True
     assert {"peak_rss_mib", "rss_growth_mib", "gpu_peak_mib"} <= set(report["fields"])
     rows = report["results"]
     assert [(r["threads"], r["method"]) for r in rows] == [
-        (threads, method) for threads in (1, 2) for method in ("bp", "dfa", "ddtp_rhl")]
+        (threads, method) for threads in (1, 2) for method in ("bp", "ddtp_rhl")]
     for threads in (1, 2):
         group = [r for r in rows if r["threads"] == threads]
         assert all(r["xla"] is False for r in group)
@@ -38,13 +38,13 @@ def test_bench_reports_every_requested_method_against_bp_at_each_thread_setting(
         # The high-water mark never decreases within one process, and BP (the first model built) raised it.
         peaks = [r["peak_rss_mib"] for r in group]
         assert peaks == sorted(peaks) and group[0]["rss_growth_mib"] > 0
-        assert "feedback_seconds" in group[2] and "feedback_seconds" not in group[1]  # DFA trains no feedback
-        tp = group[2]
+        assert "feedback_seconds" in group[1] and "feedback_seconds" not in group[0]  # BP trains no feedback
+        tp = group[1]
         assert tp["angle_seconds"] > 0 and tp["angle_ratio"] == tp["angle_seconds"] / tp["train_seconds"]
     # The combined table: one line per method and thread setting.
     table = result.stdout.split("all thread settings")[1]
     for threads in (1, 2):
-        for method in ("bp", "dfa", "ddtp_rhl"):
+        for method in ("bp", "ddtp_rhl"):
             assert re.search(rf"^{method}\s+{threads}\s+off\s", table, re.M), (method, threads, table)
     assert "[threads=1]" in result.stdout and "[threads=2]" in result.stdout  # each child's output is echoed
 

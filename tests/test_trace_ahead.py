@@ -46,7 +46,7 @@ def test_the_run_traces_nothing_the_thread_did_not(mnist_dir, tmp_path, steps_pe
     loops = {name: kw["multi_step"] for name, kw in (("train", multi.train), ("feedback", multi.feedback)) if kw}
     assert bool(loops) == (steps_per_call > 1)
 
-    experiment._trace_ahead(config, trainer, batches, dataset, multi, True).start().join()
+    experiment._trace_ahead(config, trainer, batches, dataset, multi, None).start().join()
     ahead = _tracing_counts(trainer, loops)
     # 77 training rows in batches of 16 (full and last), 23 validation and 40 test rows (full and two last sizes:
     # reduce_retracing's relaxed trace serves the second); a loop per step when it runs many batches per call.
@@ -59,6 +59,11 @@ def test_the_run_traces_nothing_the_thread_did_not(mnist_dir, tmp_path, steps_pe
     assert summary["status"] == "finished"
     after = _tracing_counts(trainer, {})
     assert after == {k: v for k, v in ahead.items() if not k.endswith("_loop")}
+
+    # Resumed from its last epoch's checkpoint, a run trains nothing more: no thread, no trace.
+    resumed_at_the_end = experiment._trace_ahead(config, trainer, batches, dataset, multi, config.epochs)
+    assert resumed_at_the_end._jobs == [] and not resumed_at_the_end.start()._thread.is_alive()
+    assert experiment._trace_ahead(config, trainer, batches, dataset, multi, config.epochs - 1)._jobs
 
 
 @pytest.mark.slow

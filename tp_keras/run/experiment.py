@@ -135,7 +135,7 @@ class _MultiSteps:
         jit = loop.resolve_jit(config.jit_compile)
         self.train = self.feedback = {}
         if steps > 1 and batches.full_steps > 1:
-            if hasattr(trainer, "replica_batch_step"):  # distribute.DistributedTrainer: strategy.run per batch
+            if _distributed(trainer):  # strategy.run per batch
                 make = lambda forward: loop.DistributedStepLoop(trainer, forward, batches.batch_size)  # noqa: E731
             else:
                 make = lambda forward: loop.StepLoop(  # noqa: E731
@@ -613,7 +613,7 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
         f"workdir {folder.workdir}")
 
     multi_steps = _MultiSteps(config, trainer, batches, log)
-    ahead = _trace_ahead(config, trainer, batches, dataset, multi_steps, resumed_epoch is None).start()
+    ahead = _trace_ahead(config, trainer, batches, dataset, multi_steps, resumed_epoch).start()
 
     def feedback_passes(count, label, where):
         return [_run_pass(trainer.feedback_step, batches, label, config.progress, where=f"{where} {k + 1}",
@@ -640,13 +640,20 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
     return folder.write_summary(status)
 
 
-def _trace_ahead(config, trainer, batches, dataset, multi_steps, fresh: bool) -> trace_ahead.TraceAhead:
+def _distributed(trainer) -> bool:
+    """Whether `trainer` is a distribute.DistributedTrainer (one strategy.run per batch)."""
+    return hasattr(trainer, "replica_batch_step")
+
+
+def _trace_ahead(config, trainer, batches, dataset, multi_steps, resumed_epoch) -> trace_ahead.TraceAhead:
     """The run's step traces, made on a thread while its first batches run (run.trace_ahead): none under a
-    strategy (its scope is per thread); no training-step traces when angle logging sends some batches, maybe the
-    smaller last one, through the angle step instead; no feedback-step traces when no feedback-only pass runs."""
-    if not trace_ahead.ENABLED or hasattr(trainer, "replica_batch_step"):
+    strategy (its scope is per thread) or when a resumed run has no epoch left; no training-step traces when angle
+    logging sends some batches, maybe the smaller last one, through the angle step instead; no feedback-step traces
+    when no feedback-only pass runs."""
+    nothing_left = resumed_epoch is not None and resumed_epoch >= config.epochs
+    if not trace_ahead.ENABLED or _distributed(trainer) or nothing_left:
         return trace_ahead.TraceAhead([])
-    pretraining = fresh and trainer.trains_feedback and config.epochs_fb > 0
+    pretraining = resumed_epoch is None and trainer.trains_feedback and config.epochs_fb > 0
     jobs = trace_ahead.planned_traces(
         trainer, batches, [s for s in (dataset.val, dataset.test) if s is not None], feedback_first=pretraining,
         train_loop=multi_steps.train.get("multi_step"), feedback_loop=multi_steps.feedback.get("multi_step"),
