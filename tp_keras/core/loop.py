@@ -43,7 +43,7 @@ def device_defaults(device: str | None = None) -> DeviceDefaults:
     """The defaults of `device` (default: the first accelerator TensorFlow sees, else the CPU).
 
     CPU: XLA off (its fusions lost on the math-bound 5×256 network) and one call per progress update (a
-    twentieth of the pass): measured as fast as the whole pass per call and 20–30 % faster than one batch per
+    twentieth of the pass): measured within 2–7 % of the whole pass per call and 20–25 % faster than one batch per
     call, while Ctrl-C, kill points and the progress bar still act about 20 times a pass (BUILD_NOTES, issue 16).
     GPU/TPU: XLA on and the whole pass per call, where the host would otherwise starve the device between batches
     (the GPU figures are pending a GPU machine; see BUILD_NOTES)."""

@@ -3,15 +3,15 @@
     python -m tp_keras.run.op_profile [--method=dtpdrl] [--step=feedback] [--precision=float32] [--threads=1]
                                       [--batch_size=128] [--calls=50] [--top=25] [--json=ops.json]
 
-Builds the method's paper MNIST configuration (5×256 tanh, tp_keras.run.loop_bench.paper_trainer), warms its step up on
-random MNIST-shaped batches, times `--calls` calls without the profiler (the step's own ms per call), then runs
-`--calls` more under `tf.profiler` and sums each op's executed time from the trace (the XSpace the profiler
-writes): per op type (`_MklNativeFusedMatMul`, `Mul`, `StatelessRandomUniformV2`, ...) and per named op. The op
-times add up to somewhat less than the step: what is missing is the executor's own scheduling between ops.
+Builds the method's paper MNIST configuration (5×256 tanh, tp_keras.run.loop_bench.paper_trainer), warms its
+step up on random MNIST-shaped batches, times `--calls` calls without the profiler (the step's own ms per call),
+then runs `--calls` more under `tf.profiler` and sums each op's executed time from the trace (the XSpace the
+profiler writes): per op type (`_MklNativeFusedMatMul`, `Mul`, `StatelessRandomUniformV2`, ...) and per named op.
+The op times leave out the executor's own scheduling between ops and include the profiler's overhead, so their
+sum can fall either side of the unprofiled time.
 
 `--step`: train (targets, feedback and forward updates of one batch), feedback (the feedback-only step of
-pre-training and the extra feedback passes) or eval. The profiler's own overhead makes the profiled calls slower
-than the timed ones; read the op types as shares of the step.
+pre-training and the extra feedback passes) or eval. Read the op types as shares of the step.
 """
 from __future__ import annotations
 
