@@ -25,6 +25,7 @@ def test_gpu_check_script_runs_on_cpu_with_tiny_sizes(mnist_dir, tmp_path):
     assert {(r["method"], r["driver"], r["steps_per_call"], r["xla"]) for r in report["host_bound"]} == {
         ("ddtp_linear", d, n, x) for d in ("loop", "fit") for n in (1, 4) for x in (False, True)}
     assert all(r["steps_per_second"] > 0 for r in report["paper_network"] + report["host_bound"])
+    assert report["gpu_cpu_agreement"] == {"ddtp_linear": {"xla_off": 0.0, "xla_on": 0.0}}  # the CPU against itself
     run = report["ddtp_linear_run"]
     assert run["summary"]["status"] == "finished" and run["summary"]["epochs_run"] == 2 and run["epochs_fb"] == 1
 

@@ -93,6 +93,10 @@ class Config:
     precision: str = "float32"
     last_hidden_bias: bool | None = None
     jit_compile: bool | None = None  # None: the device's default (loop.device_defaults: off on a CPU)
+    # TensorFloat-32 for float32 matmuls and convolutions on NVIDIA GPUs from Ampere on (TensorFlow's default
+    # there). Off: full float32, as the reference's float32 matmuls (PyTorch's default). No effect on a CPU or in
+    # float64.
+    tf32: bool = False
     # Batches per compiled call of the custom loop: a number, "epoch" (a whole pass) or "auto" (the device's
     # default, loop.device_defaults). Results are bit-identical whatever the value (tp_keras/loop.py).
     steps_per_call: int | str = "auto"

@@ -143,9 +143,10 @@ class _MultiSteps:
             self.train = {"multi_step": make(True), "steps_per_call": steps}
             if trainer.trains_feedback:
                 self.feedback = {"multi_step": make(False), "steps_per_call": steps}
-        log(f"[tp_keras] {loop.device_defaults().device}: XLA {'on' if jit else 'off'}, {steps} batch(es) per "
-            "compiled call"
-            + (" (the whole pass)" if steps >= batches.steps else ""))
+        device = loop.device_defaults().device
+        log(f"[tp_keras] {device}: XLA {'on' if jit else 'off'}, {steps} batch(es) per compiled call"
+            + (" (the whole pass)" if steps >= batches.steps else "")
+            + (f", TF32 {'on' if config.tf32 else 'off'}" if device == "GPU" else ""))
 
 
 def _run_pass(step_fn, batches: _Batches, label: str, show_progress: bool, *, angle_step=None,
@@ -336,7 +337,7 @@ def _train_epochs(config, trainer, batches, dataset, folder: "_RunFolder", feedb
 # workdir always holds a complete checkpoint (the last good one).
 
 CHECKPOINT = "checkpoint.npz"
-_RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile", "steps_per_call")
+_RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
 
 
 def _checkpoint_variables(trainer: Trainer) -> list:
@@ -588,9 +589,12 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
     log = print if config.progress else (lambda *a, **k: None)
     folder = _RunFolder(workdir, config, log)
     folder.acquire()
+    tf32_before = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(config.tf32)  # for this run; restored after it
     try:
         return _run(config, folder, dataset, trainer, resume, on_epoch_end, log)
     finally:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32_before)
         folder.release()
 
 

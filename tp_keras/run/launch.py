@@ -103,6 +103,9 @@ flags.DEFINE_bool("only_train_first_layer", False, "Frozen-MNIST (docs/semantics
                   "layer's forward weights; every feedback weight trains as usual.")
 flags.DEFINE_bool("jit_compile", None, "Compile the steps with XLA (default: on with a GPU or TPU, off on a CPU, "
                   "where it was measured slower; the choice is printed at start).")
+flags.DEFINE_bool("tf32", False, "On NVIDIA GPUs from Ampere on, run float32 matmuls and convolutions in "
+                  "TensorFloat-32 (TensorFlow's default there; about 1e-3 relative error). Off: full float32, as the "
+                  "reference. No effect on a CPU or in float64.")
 flags.DEFINE_string("steps_per_call", "auto", "Batches per compiled call of the training loop: a number, 'epoch' (a "
                     "whole pass per call: the host never waits between batches) or 'auto' (on a CPU one call per "
                     "progress update, a twentieth of the pass; 'epoch' on a GPU or TPU). Results are bit-identical "
@@ -130,7 +133,8 @@ def config_from_flags():
         FLAGS.method, architecture=FLAGS.architecture, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         seed=FLAGS.seed, precision=FLAGS.precision,
         normalize_lr=FLAGS.normalize_lr, no_val_set=FLAGS.no_val_set, validation_size=FLAGS.validation_size,
-        last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, steps_per_call=FLAGS.steps_per_call, prune_early=FLAGS.prune_early,
+        last_hidden_bias=FLAGS.last_hidden_bias, jit_compile=FLAGS.jit_compile, tf32=FLAGS.tf32,
+        steps_per_call=FLAGS.steps_per_call, prune_early=FLAGS.prune_early,
         progress=FLAGS.progress, only_train_first_layer=FLAGS.only_train_first_layer,
         log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
         gn_damping=_floats("gn_damping", FLAGS.gn_damping),
