@@ -5,9 +5,9 @@
 Parts, measured in the order --parts gives (the default puts the most wanted first, so that a run stopped at a time
 limit still leaves the figures that matter most):
 - agree: whether the GPU computes what the CPU does: bp, ddtp_linear and dtpdrl, two float64 training steps of the
-  paper network on each device (same XLA setting on both: XLA draws the noise differently), the largest weight
-  difference; the script stops if one exceeds 1e-7 (an update is ~1e-3). Skipped without a GPU (with --tiny, the
-  CPU against itself: a test of the script).
+  paper network on each device (for each --xla setting, the same on both: XLA draws the noise differently), the
+  largest weight difference; the script stops if one exceeds 1e-7 (an update is ~1e-3). Skipped without a GPU
+  (with --tiny, the CPU against itself: a test of the script).
 - run: a full MNIST DDTP-linear run with its feedback pre-training (the paper's configuration, --epochs epochs, 100
   by default) through tp_keras.experiment with the device's defaults, timed end to end.
 - paper: steps per second of every method, custom loop, on the paper network (784-5×256-10, batch 128), with N = 1
@@ -16,8 +16,8 @@ limit still leaves the figures that matter most):
   fit, for each --xla setting (paper and proxy: tp_keras.run.loop_bench, as `python -m tp_keras.bench --loop`
   prints them).
 
-The JSON (with the machine and TensorFlow's devices) is rewritten after every part and every method. The tests run the script on a
-CPU with tiny sizes (--tiny).
+The JSON (with the machine, TensorFlow's devices and each part's seconds) is rewritten after every part and every
+method. The tests run the script on a CPU with tiny sizes (--tiny).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ flags.DEFINE_string("out", "gpu_check.json", "The JSON file written.")
 flags.DEFINE_integer("epochs", 100, "Epochs of the DDTP-linear run.")
 PARTS = ("agree", "run", "paper", "proxy")
 flags.DEFINE_list("parts", list(PARTS), "What to measure, in this order: agree, run, paper, proxy.")
-flags.DEFINE_list("xla", ["on", "off"], "XLA settings of the paper and proxy parts, in this order.")
+flags.DEFINE_list("xla", ["on", "off"], "XLA settings of the agree, paper and proxy parts, in this order.")
 flags.DEFINE_integer("paper_samples", 55000, "Samples in one pass of the paper part (55000: the paper's epoch).")
 flags.DEFINE_bool("tf32", False, "TensorFloat-32 float32 matmuls in every part (off: full float32, the launcher's "
                   "default).")
@@ -61,7 +61,7 @@ def _ddtp_linear_run(tiny):
                 "wall_seconds": time.perf_counter() - start, "summary": dict(summary)}
 
 
-def _agreement(tiny, device):
+def _agreement(tiny, device, xla_settings):
     """{method: {"xla_off"/"xla_on": max |device - CPU| weight}} after two float64 training steps on each."""
     import numpy as np
     import tensorflow as tf
@@ -78,7 +78,7 @@ def _agreement(tiny, device):
             return [v.numpy() for v in trainer.model.trainable_variables]
     agreement = {}
     for method in ["ddtp_linear"] if tiny else ["bp", "ddtp_linear", "dtpdrl"]:
-        for xla in (False, True):
+        for xla in xla_settings:
             cpu, gpu = weights("CPU:0", method, xla), weights(device, method, xla)
             diff = max(float(np.abs(a - b).max()) for a, b in zip(cpu, gpu))
             agreement.setdefault(method, {})[f"xla_{'on' if xla else 'off'}"] = diff
@@ -105,7 +105,7 @@ def main(argv):
     xla_settings = [setting == "on" for setting in FLAGS.xla]
     report = {"machine": platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
               "devices": [d.name for d in tf.config.list_physical_devices()], "tf32": FLAGS.tf32, "host_bound": [],
-              "paper_network": []}
+              "paper_network": [], "part_seconds": {}}
 
     def write():
         report["summary"] = loop_bench.summary(report["host_bound"], report["paper_network"])
@@ -113,12 +113,13 @@ def main(argv):
             json.dump(report, f, indent=1)
 
     for part in FLAGS.parts:
+        part_start = time.perf_counter()
         if part == "agree":
             has_gpu = bool(tf.config.list_physical_devices("GPU"))
             if not (has_gpu or tiny):
                 report["gpu_cpu_agreement"] = "skipped: no GPU"
                 continue
-            report["gpu_cpu_agreement"] = _agreement(tiny, "GPU:0" if has_gpu else "CPU:0")
+            report["gpu_cpu_agreement"] = _agreement(tiny, "GPU:0" if has_gpu else "CPU:0", xla_settings)
             write()
             if max(d for by_xla in report["gpu_cpu_agreement"].values() for d in by_xla.values()) > 1e-7:
                 raise SystemExit("gpu_check: the GPU's weights differ from the CPU's by more than 1e-7 in float64; "
@@ -145,6 +146,7 @@ def main(argv):
                     report["host_bound"] += loop_bench.run([method], [32], batch_size, samples, [1, steps],
                                                            ["loop", "fit"], xla)
                     write()
+        report["part_seconds"][part] = time.perf_counter() - part_start
         write()
     print("\n".join(report["summary"]), flush=True)
     print(f"gpu_check: wrote {FLAGS.out}", flush=True)
