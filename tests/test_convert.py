@@ -196,9 +196,9 @@ def test_sizes_come_from_the_model():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_converted_model_fits_with_every_method(method, blobs):
-    """`fit` on a converted Sequential model, every method of the registry: two epochs lower the loss (to at most
-    0.36 of its initial value over 4 tried initialisations), except vanilla TP, which does not learn (paper eq. 7;
-    README results table): for it, training runs and stays finite."""
+    """`fit` on a converted Sequential model, every method of the registry: two epochs lower the loss below 0.8 of
+    its initial value (measured: at most 0.36 of it, over 4 tried initialisations), except vanilla TP, which does not
+    learn (paper eq. 7; README results table): for it, training runs and stays finite."""
     x, y = blobs
     init = keras.initializers.GlorotUniform
     model = keras.Sequential([keras.Input((10,)), L.Dense(8, activation="tanh", kernel_initializer=init(seed=1)),
