@@ -129,7 +129,8 @@ def main(argv):
             print(f"gpu_check: DDTP-linear run of {report['ddtp_linear_run']['epochs']} epochs: "
                   f"{report['ddtp_linear_run']['wall_seconds']:.1f} s", flush=True)
         elif part == "paper":
-            samples, batch_size, hidden = (160, 16, [16, 16]) if tiny else (FLAGS.paper_samples, 128, [256] * 5)
+            samples, batch_size, hidden = (160, 16, [16, 16]) if tiny else (
+                FLAGS.paper_samples, loop_bench.PAPER["batch_size"], loop_bench.PAPER["hidden"])
             print(f"paper network: 784-{'-'.join(map(str, hidden))}-10, batch {batch_size}, {samples} samples, "
                   "N = 1 and the whole pass, custom loop", flush=True)
             for xla in xla_settings:
@@ -138,13 +139,15 @@ def main(argv):
                                                               ["loop"], xla)
                     write()
         else:
-            samples, batch_size, steps = (160, 8, 4) if tiny else (32000, 32, 100)
-            print(f"host-bound proxy: 784-32-10, batch {batch_size}, {samples} samples, N = 1 and {steps}, "
-                  "custom loop and fit", flush=True)
+            proxy = loop_bench.PROXY
+            samples, batch_size, steps = (160, 8, 4) if tiny else (
+                proxy["samples"], proxy["batch_size"], proxy["steps_per_call"])
+            print(f"host-bound proxy: 784-{'-'.join(map(str, proxy['hidden']))}-10, batch {batch_size}, {samples} "
+                  f"samples, N = 1 and {steps}, custom loop and fit", flush=True)
             for xla in xla_settings:
                 for method in ["ddtp_linear"] if tiny else ["bp", "ddtp_linear", "dtpdrl"]:
-                    report["host_bound"] += loop_bench.run([method], [32], batch_size, samples, [1, steps],
-                                                           ["loop", "fit"], xla)
+                    report["host_bound"] += loop_bench.run([method], proxy["hidden"], batch_size, samples,
+                                                           [1, steps], ["loop", "fit"], xla)
                     write()
         report["part_seconds"][part] = time.perf_counter() - part_start
         write()
