@@ -42,7 +42,7 @@ from tp_keras.core.keras_checks import MAX_SEED, model_precision, whole
 from tp_keras.core.layers import DirectFeedback, TPDense, XavierNormal, activation_fn
 from tp_keras.core.model import TPModel
 from tp_keras.core.networks import Network, feedback_structure, register_network
-from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam  # noqa: F401 (LayerwiseOptimizer's first home)
 from tp_keras.core.rules import RULES, LearningRule, get_rule
 from tp_keras.paper.facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
 
@@ -253,53 +253,6 @@ class CNNModel(TPModel):
                 "target_stepsize": self.target_stepsize, "sigma": self.sigma,
                 "hidden_activation": network["hidden_activation"], "seed": self.seed, "dtype": self.dtype_policy.name,
                 "name": self.name}
-
-
-class LayerwiseOptimizer:
-    """One optimizer per layer behind the one-optimizer interface of `step.apply_updates`, `step.Trainer` and the
-    checkpoints: `build(var_list)`, `apply_gradients(pairs)`, `variables`.
-
-    The reference's list-valued `lr` and `epsilon` (CNN configs, docs/semantics.md §4.5) mean one Adam per layer over
-    that layer's W and b, each with its own step counter (all step together, once per batch).
-
-    Args:
-      optimizers: one (Keras) optimizer per group.
-      variable_groups: the variables of each group (a layer's forward variables), in the order the flat
-        variable list (`model.forward_variables`) holds them.
-    """
-
-    def __init__(self, optimizers: Sequence, variable_groups: Sequence[Sequence]):
-        self.optimizers = list(optimizers)
-        self.variable_groups = [list(group) for group in variable_groups]
-        if len(self.optimizers) != len(self.variable_groups):
-            raise ValueError(f"LayerwiseOptimizer: {len(self.optimizers)} optimizers for "
-                             f"{len(self.variable_groups)} variable groups")
-        self._owner = {id(v): i for i, group in enumerate(self.variable_groups) for v in group}
-
-    def build(self, var_list):
-        expected = [v for group in self.variable_groups for v in group]
-        if [id(v) for v in var_list] != [id(v) for v in expected]:
-            raise ValueError("LayerwiseOptimizer: built on other variables than its groups (in their order)")
-        for optimizer, group in zip(self.optimizers, self.variable_groups):
-            optimizer.build(group)
-
-    def apply_gradients(self, grads_and_vars):
-        per_group = [[] for _ in self.optimizers]
-        for grad, variable in grads_and_vars:
-            if id(variable) not in self._owner:
-                raise ValueError(f"LayerwiseOptimizer: variable {getattr(variable, 'path', variable)} is in no group")
-            per_group[self._owner[id(variable)]].append((grad, variable))
-        for optimizer, pairs in zip(self.optimizers, per_group):
-            if pairs:
-                optimizer.apply_gradients(pairs)
-
-    @property
-    def variables(self) -> list:
-        return [v for optimizer in self.optimizers for v in optimizer.variables]
-
-    @property
-    def iterations(self):
-        return self.optimizers[0].iterations
 
 
 def _per_layer(name: str, value, count: int) -> list[float]:

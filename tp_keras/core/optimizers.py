@@ -19,9 +19,11 @@ transfer if the update is reproduced exactly. Keras' own Adam differs in two way
 from __future__ import annotations
 
 import contextlib
+from typing import Sequence
 
 import keras
 import tensorflow as tf
+from keras.src.saving.keras_saveable import KerasSaveable
 
 
 @contextlib.contextmanager
@@ -144,3 +146,91 @@ class TorchSGD(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(l2_decay=self.l2_decay, precision=self.precision)
         return config
+
+
+class LayerwiseOptimizer(KerasSaveable):
+    """One optimizer per layer behind the one-optimizer interface of `step.apply_updates`, `step.Trainer` and the
+    checkpoints: `build(var_list)`, `apply_gradients(pairs)`, `variables`.
+
+    A Keras saveable: a model's `.keras` file (and `save_weights`) holds every optimizer's state, under
+    `feedback_optimizer/optimizers/...` when it is a TPModel's feedback optimizer.
+
+    The reference's list-valued `lr` and `epsilon` (CNN configs, docs/semantics.md §4.5) mean one Adam per layer over
+    that layer's W and b, each with its own step counter (all step together, once per batch).
+
+    Args:
+      optimizers: one (Keras) optimizer per group.
+      variable_groups: the variables of each group (a layer's forward variables), in the order the flat
+        variable list (`model.forward_variables`) holds them.
+    """
+
+    def __init__(self, optimizers: Sequence, variable_groups: Sequence[Sequence]):
+        self.optimizers = list(optimizers)
+        self.variable_groups = [list(group) for group in variable_groups]
+        if len(self.optimizers) != len(self.variable_groups):
+            raise ValueError(f"LayerwiseOptimizer: {len(self.optimizers)} optimizers for "
+                             f"{len(self.variable_groups)} variable groups")
+        self._owner = {id(v): i for i, group in enumerate(self.variable_groups) for v in group}
+
+    def build(self, var_list):
+        expected = [v for group in self.variable_groups for v in group]
+        if [id(v) for v in var_list] != [id(v) for v in expected]:
+            raise ValueError("LayerwiseOptimizer: built on other variables than its groups (in their order)")
+        for optimizer, group in zip(self.optimizers, self.variable_groups):
+            optimizer.build(group)
+
+    def apply_gradients(self, grads_and_vars):
+        per_group = [[] for _ in self.optimizers]
+        for grad, variable in grads_and_vars:
+            if id(variable) not in self._owner:
+                raise ValueError(f"LayerwiseOptimizer: variable {getattr(variable, 'path', variable)} is in no group")
+            per_group[self._owner[id(variable)]].append((grad, variable))
+        for optimizer, pairs in zip(self.optimizers, per_group):
+            if pairs:
+                optimizer.apply_gradients(pairs)
+
+    @property
+    def variables(self) -> list:
+        return [v for optimizer in self.optimizers for v in optimizer.variables]
+
+    @property
+    def iterations(self):
+        return self.optimizers[0].iterations
+
+    # Learning rate, for FeedbackLearningRateScheduler: read from the first optimizer, set on every one.
+    @property
+    def _learning_rate(self):
+        return self.optimizers[0]._learning_rate
+
+    @property
+    def learning_rate(self):
+        return self.optimizers[0].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        for optimizer in self.optimizers:
+            optimizer.learning_rate = value
+
+    @property
+    def built(self) -> bool:
+        return all(optimizer.built for optimizer in self.optimizers)
+
+    def _obj_type(self):
+        return "LayerwiseOptimizer"
+
+    def __reduce__(self):  # KerasSaveable pickles whole models only
+        return object.__reduce__(self)
+
+
+def feedback_optimizers(model, make, name: str = "feedback_adam"):
+    """The feedback optimizer(s) `model`'s rule trains with: the one factory of `TPModel.compile` and the launcher,
+    so that both drivers step the feedback weights alike.
+
+    `make(name)` returns a new optimizer. A rule with `per_layer_feedback_optimizers` (ldrl) gets one per hidden
+    layer, named `name_1`, `name_2`, ..., each with its own step counter (with unequal feedback_iterations the
+    layers take different numbers of steps, so one shared counter would bias-correct them wrongly), behind a
+    `LayerwiseOptimizer` over `model.feedback_variable_groups`; every other rule gets one, named `name`."""
+    if not model.rule.per_layer_feedback_optimizers:
+        return make(name)
+    groups = model.feedback_variable_groups
+    return LayerwiseOptimizer([make(f"{name}_{i + 1}") for i in range(len(groups))], groups)

@@ -89,11 +89,8 @@ def feedback_optimizer(config: Config, model: TPModel):
     def adam(name):
         return TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
                          l2_decay=config.feedback_wd, name=name, precision=config.precision)
-    if not model.rule.per_layer_feedback_optimizers:
-        return adam("feedback_adam")
-    from tp_keras.core.cnn import LayerwiseOptimizer
-    groups = model.feedback_variable_groups
-    return LayerwiseOptimizer([adam(f"feedback_adam_{i + 1}") for i in range(len(groups))], groups)
+    from tp_keras.core.optimizers import feedback_optimizers  # the factory TPModel.compile uses too
+    return feedback_optimizers(model, adam)
 
 
 class _Batches:
