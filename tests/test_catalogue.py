@@ -142,7 +142,7 @@ def test_workdir_whose_files_are_blocked(command, mnist_dir, tmp_path, blocker, 
 
 def test_missing_flagfile(command, tmp_path):
     _one_line(*command(launch.main, [f"--flagfile={tmp_path / 'nothere.flags'}"]),
-              starts="Unable to open flagfile: [Errno 2] No such file or directory")
+              starts=f"--flagfile={tmp_path / 'nothere.flags'}: no such file (ENOENT); check the path")
 
 
 def test_workdir_under_proc(command, mnist_dir):

@@ -12,7 +12,9 @@ Importing this module does not import TensorFlow.
 """
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import re
 import signal
 import sys
@@ -92,13 +94,64 @@ def guarded(main=None, *, user_errors=(), interrupted_hint: str = ""):
     return wrapper
 
 
+FLAGFILE_EXAMPLE = "launch/mnist_DDTPlinear.flags"
+
+
+def flagfile_problem(path: str, err: BaseException) -> str:
+    """What is wrong with a flagfile that cannot be read as text and the fix: '<path>: <what>; <fix>'."""
+    if isinstance(err, UnicodeDecodeError):
+        return (f"{path}: not a text file (byte 0x{err.object[err.start:err.start + 1].hex()} at position "
+                f"{err.start} is not UTF-8); name a flagfile of --name=value lines, e.g. {FLAGFILE_EXAMPLE}")
+    if isinstance(err, IsADirectoryError) or os.path.isdir(path):
+        return f"{path} is a folder; name a flagfile (a file of --name=value lines), e.g. {FLAGFILE_EXAMPLE}"
+    if isinstance(err, OSError):
+        if err.errno == errno.ENOENT:
+            return (f"{path}: no such file (ENOENT); check the path (the paper's cells are launch/*.flags, "
+                    f"e.g. {FLAGFILE_EXAMPLE})")
+        return f"{path}: {reason(err, path)}; {fix_for(err, '--flagfile')}"
+    return f"{path}: {first_line(err)}; check the file, e.g. against {FLAGFILE_EXAMPLE}"
+
+
+def _flagfile_in_traceback(err: BaseException) -> str | None:
+    """The flagfile absl was reading when `err` was raised (the innermost, for nested flagfiles), or None."""
+    name, tb = None, err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_get_flag_file_lines":
+            name = tb.tb_frame.f_locals.get("filename", name)
+        tb = tb.tb_next
+    return name
+
+
+def flag_error_line(err: BaseException) -> str:
+    """The one line, with its fix, for an error of absl's flag parsing."""
+    from absl import flags
+    if isinstance(err, flags.UnrecognizedFlagError):
+        name = err.flagname
+        suggestions = [f"--{s.strip()}" for s in getattr(err, "suggestions", None) or () if s.strip()]
+        if not suggestions:  # absl keeps them only in its message
+            match = re.search(r"Did you mean: (.*?) \?", str(err))
+            suggestions = [f"--{s.strip()}" for s in match.group(1).split(",")] if match else []
+        if suggestions:
+            return (f"--{name}: unknown flag; did you mean {' or '.join(suggestions)}? (--helpfull lists every "
+                    "flag)")
+        return f"--{name}: unknown flag; check its spelling (--helpfull lists every flag of this command)"
+    if isinstance(err, flags.CantOpenFlagFileError):
+        cause = err.__context__
+        if isinstance(cause, OSError) and cause.filename is not None:
+            return "--flagfile=" + flagfile_problem(str(cause.filename), cause)
+    if isinstance(err, UnicodeDecodeError):
+        return "--flagfile=" + flagfile_problem(_flagfile_in_traceback(err) or "?", err)
+    return first_line(err).removeprefix("ERROR:: ")
+
+
 def parse_flags_one_line(argv):
-    """absl flags parser: a bad flag is one line and exit status 2 (absl's own prints two and exits 1)."""
+    """absl flags parser: a bad flag is one line naming the fix, exit status 2 (absl's own prints two lines and
+    exits 1; an unreadable --flagfile raised a traceback)."""
     from absl import flags
     try:
         return flags.FLAGS(argv)
-    except flags.Error as err:
-        fail(first_line(err).removeprefix("ERROR:: "))
+    except (flags.Error, UnicodeDecodeError) as err:
+        fail(flag_error_line(err))
 
 
 def quiet_tensorflow_without_gpu(probe: bool = True, configure=None) -> None:

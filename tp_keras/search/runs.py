@@ -43,10 +43,11 @@ def _key(name: str, flags) -> str:
 def read_flagfile(path: str) -> list[str]:
     """The flags of a launcher flagfile, one per line; comments and blank lines dropped."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             lines = [line.strip() for line in f]
-    except OSError as err:
-        raise ConfigError("flagfile", f"cannot read {path}: {err.strerror}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        from tp_keras.run.cli import flagfile_problem
+        raise ConfigError("flagfile", flagfile_problem(path, err)) from None
     flags = [line for line in lines if line and not line.startswith("#")]
     for line in flags:
         if not line.startswith("--"):
