@@ -90,8 +90,12 @@ def test_table1_refuses_both_sources_and_a_missing_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         tables.main(["--results=results", "--sweeps=sweeps", "--out=-"])
     assert err.value.code == 2
-    assert tables.main([f"--results={tmp_path / 'nowhere'}", "--out=-"]) == 2
-    assert capsys.readouterr().err.strip().endswith(f"--results: {tmp_path / 'nowhere'} is not a folder")
+    with pytest.raises(SystemExit) as err:
+        tables.main([f"--results={tmp_path / 'nowhere'}", "--out=-"])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"--results={tmp_path / 'nowhere'}: no such folder; run from the "
+                                                    "repository's root (it holds results/) or name the results "
+                                                    "folder, e.g. --results=path/to/results")
 
 
 def test_learning_curves_series(results):

@@ -301,16 +301,25 @@ def alignment_figure(run_dirs, out_path, *, layer: int | None = None, window: in
 # Learning curves of Table 1's runs: test error against epoch, every method, one figure per dataset.
 
 
-def learning_curves(results_dir) -> dict:
-    """{dataset: {method: {"cell", "epoch", "mean", "sd", "n"}}} from a results folder (results/<cell>/seed_<S>/
-    metrics.jsonl, the cell a Table 1 config's name): per epoch ≥ 1, the test error in % (100 · (1 − test_acc)),
-    mean and sample SD (NaN for one seed) over the seeds with a final status, as Table 1 counts them, and their
-    number. DDTP-RHL variants and cells of other tables are left out; datasets and methods in Table 1's order."""
-    from tp_keras.paper import facts as paper_facts, tables  # neither imports TensorFlow
+def _collect_results(results_dir) -> tuple:
+    """tables.collect of a results folder: (chosen, placed, unplaced)."""
+    from tp_keras.paper import tables  # no TensorFlow
     try:
-        chosen, _, _ = tables.collect(tables.find_sweeps(os.fspath(results_dir), "--results"))
+        return tables.collect(tables.find_sweeps(os.fspath(results_dir), "--results"))
     except SystemExit as err:
         raise FigureError(str(err.code).removeprefix("error: ")) from None
+
+
+def learning_curves(results_dir, collected: tuple | None = None) -> dict:
+    """{dataset: {method: {"cell", "epoch", "mean", "sd", "n", "unreadable"}}} from a results folder
+    (results/<cell>/seed_<S>/metrics.jsonl, the cell a Table 1 config's name): per epoch ≥ 1, the test error in %
+    (100 · (1 − test_acc)), mean and sample SD (NaN for one seed) over the seeds with a final status, as Table 1
+    counts them, and their number; "unreadable": the seeds left out because a file of theirs (a metrics.jsonl line,
+    summary.json) cannot be read, as Table 1 leaves them out (`unreadable_runs` names the files). DDTP-RHL variants
+    and cells of other tables are left out; datasets and methods in Table 1's order. `collected`: the folder as
+    `tables.collect` read it, when the caller has it."""
+    from tp_keras.paper import facts as paper_facts  # no TensorFlow
+    chosen, _, _ = collected or _collect_results(results_dir)
     curves = {}
     for cell, entry in chosen.items():
         per_epoch = [e for e in entry["result"]["per_epoch"] if (e.get("test_error_pct") or {}).get("mean") is not None]
@@ -321,18 +330,39 @@ def learning_curves(results_dir) -> dict:
             "cell": entry["cell"], "epoch": np.array([e["epoch"] for e in per_epoch]),
             "mean": np.array([e["mean"] for e in errors], dtype=np.float64),
             "sd": np.array([np.nan if e["sd"] is None else e["sd"] for e in errors], dtype=np.float64),
-            "n": np.array([e["n"] for e in errors])}
+            "n": np.array([e["n"] for e in errors]), "unreadable": list(entry["result"]["unreadable_seeds"])}
     columns = list(paper_facts.COLUMNS)
     return {dataset: dict(sorted(curves[dataset].items(), key=lambda kv: method_order(kv[0])))
             for dataset in sorted(curves, key=columns.index)}
 
 
+def unreadable_runs(collected: tuple) -> dict:
+    """{dataset: ["<cell> seed S", ...]}: the seeds of Table 1's cells that the curves leave out because a file of
+    theirs cannot be read."""
+    chosen = collected[0]
+    left = {}
+    for cell, entry in chosen.items():
+        if cell.table == 1 and not cell.variant:
+            left.setdefault(cell.column, []).extend(f"{entry['cell']} seed {s}"
+                                                    for s in entry["result"]["unreadable_seeds"])
+    return {dataset: seeds for dataset, seeds in left.items() if seeds}
+
+
 def learning_curves_figure(results_dir, out_path) -> list[str]:
     """One PNG per dataset, `out_path` with `_<dataset>` before the extension: the test error of every method
-    against epoch (seed mean, ± SD band where there are several seeds), from `learning_curves`. Returns the paths."""
+    against epoch (seed mean, ± SD band where there are several seeds), from `learning_curves`. Returns the paths.
+
+    A seed whose files cannot be read (a metrics.jsonl line that is not JSON, a damaged summary.json) is never
+    dropped quietly: one `warning:` line per file and line on stderr, and a note under the figure naming it."""
     from tp_keras.paper.facts import COLUMNS
+    from tp_keras.paper.sweep_results import unreadable_warnings
     out_path = os.fspath(out_path)
-    data = learning_curves(results_dir)
+    collected = _collect_results(results_dir)
+    for entry in collected[1] + collected[2]:
+        for line in unreadable_warnings(entry["result"]):
+            print(line, file=sys.stderr)
+    left_out = unreadable_runs(collected)
+    data = learning_curves(results_dir, collected)
     if not data:
         raise FigureError(f"{os.fspath(results_dir)}: no Table 1 cell with a finished seed "
                           "(expected <cell>/seed_<S>/metrics.jsonl and summary.json, e.g. mnist_BP/seed_42)")
@@ -343,7 +373,9 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
         for number, (method, curve) in enumerate(methods.items()):
             color = f"C{number % 10}"
             seeds = int(curve["n"].max())
-            ax.plot(curve["epoch"], curve["mean"], color=color, lw=1.3, label=f"{method_label(method)} (n={seeds})")
+            bad = f", {len(curve['unreadable'])} unreadable" if curve["unreadable"] else ""
+            ax.plot(curve["epoch"], curve["mean"], color=color, lw=1.3,
+                    label=f"{method_label(method)} (n={seeds}{bad})")
             if seeds > 1:
                 band = np.nan_to_num(curve["sd"])
                 ax.fill_between(curve["epoch"], curve["mean"] - band, curve["mean"] + band, color=color, alpha=0.15,
@@ -357,6 +389,9 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
         ax.set_title(f"{COLUMNS.get(dataset, dataset)}: test error per epoch (mean over seeds)")
         ax.legend(frameon=False, fontsize=8, ncol=2)
         ax.grid(alpha=0.3)
+        if left_out.get(dataset):
+            fig.text(0.01, -0.02, f"left out, a file cannot be read (see the warnings): {', '.join(left_out[dataset])}",
+                     fontsize=8, ha="left")
         written.append(_save(fig, _dataset_path(out_path, dataset)))
     return written
 

@@ -2,7 +2,8 @@
 
 `summarize_sweep(out_dir)` reads every seed's summary.json, metrics.jsonl and config.json (no side effects) and
 returns one row per seed, mean ± SD over the seeds with a final status (a diverged or pruned seed counts, as in
-the reference's seed sweeps) and the per-epoch curves; `write_results(out_dir)` writes results.csv,
+the reference's seed sweeps) and the per-epoch curves; a seed with a damaged file is never dropped quietly: it is
+listed as unreadable (`unreadable_warnings` gives the lines the commands print on stderr); `write_results(out_dir)` writes results.csv,
 results_per_epoch.csv and results.md from it (through the run folder's atomic writes, `rundir.atomic_write`).
 The sweep supervisor (tp_keras.paper.sweep) calls it after every seed; tp_keras.paper.tables reads the same dicts.
 
@@ -55,27 +56,62 @@ def seed_dir(out_dir: str, seed: int) -> str:
 
 def read_json(path: str):
     """The JSON value of `path`, or None when it is missing or unreadable (a run still writing, or killed)."""
+    return read_json_checked(path)[0]
+
+
+def read_json_checked(path: str) -> tuple:
+    """(value, None) for a readable JSON file; (None, None) when there is no file; (None, "why") when the file is
+    there but cannot be read or is not JSON. The run folder's files are written whole (atomic renames), so a file
+    that is there and unreadable is damaged, not half-written."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, None
+    except OSError as err:
+        return None, f"cannot read it ({rundir.reason(err, path)})"
+    except ValueError as err:
+        return None, f"not JSON ({_short(err)})"
+
+
+def _short(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+
+
+def read_jsonl_checked(path: str, *, final: bool = True) -> tuple[list[dict], list[str]]:
+    """(rows, problems) of a JSON-lines file; each problem is "line N: why" for a line that is not a JSON object.
+    Metrics lines are appended whole or not at all (rundir.append_lines), so a bad line is damage and is reported;
+    the one exception is the last line of a run that has not ended (`final=False`) while it lacks its newline: a
+    line being written as the file is read, which is left out quietly. No file: no rows, no problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return [], []
+    except (OSError, ValueError) as err:
+        reason = rundir.reason(err, path) if isinstance(err, OSError) else _short(err)
+        return [], [f"cannot read it ({reason})"]
+    rows, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            if not final and number == len(lines) and not line.endswith("\n"):
+                continue
+            problems.append(f"line {number}: not JSON ({_short(err)})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"line {number}: not a JSON object")
+            continue
+        rows.append(row)
+    return rows, problems
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    """The rows of a JSON-lines file; a torn last line (a killed writer) is ignored."""
-    rows = []
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        pass
-    except OSError:
-        pass
-    return rows
+    """The rows of a JSON-lines file that can be read (see read_jsonl_checked for the problems)."""
+    return read_jsonl_checked(path, final=False)[0]
 
 
 # --- Table math -----------------------------------------------------------------------------------------------
@@ -183,20 +219,32 @@ def summarize_sweep(out_dir: str) -> dict:
     Returns {"cell": folder name, "out_dir", "task": "classification"|"regression", "columns": [(key, header,
     format)], "rows": one dict per seed folder (seed_row), "summary": {column: {"mean", "sd", "n"}} over the
     seeds with a final status, "statuses": {status: count} of those seeds, "final_seeds", "other_seeds" (not
-    final: running, interrupted, failed: "no summary"), "epochs": (min, max) epochs_run of the final seeds or
+    final: running, interrupted, failed: "no summary"), "unreadable": [{"seed", "folder", "problems": ["<file>:
+    why", ...]}] (a seed whose summary.json, config.json or a metrics.jsonl line is there but cannot be read: left
+    out of every mean, its row's status "unreadable: ...") and "unreadable_seeds", "epochs": (min, max) epochs_run of the final seeds or
     None, "config": the first final seed's config.json essentials (method, dataset, precision, epochs,
     no_val_set, ...), "per_epoch": [{"epoch", "n", "test_error_pct"|"test_loss", "val_error_pct"|"val_loss",
     "train_loss", "epoch_seconds": each {"mean", "sd", "n"}}], "sweep": sweep.json or None}."""
-    rows, summaries, metrics, configs = [], [], [], []
+    rows, summaries, metrics, configs, unreadable = [], [], [], [], []
     for seed, path in seed_dirs(out_dir):
-        summary = read_json(os.path.join(path, "summary.json"))
-        rows_s = _read_jsonl(os.path.join(path, "metrics.jsonl"))
+        problems = []  # (file, why): a file of the run that is there but cannot be read
+        summary = _read_object(os.path.join(path, "summary.json"), problems)
+        final = summary is not None and is_final(summary.get("status"))
+        metrics_path = os.path.join(path, "metrics.jsonl")
+        rows_s, bad_lines = read_jsonl_checked(metrics_path, final=final)
+        problems += [(metrics_path, why) for why in bad_lines]
+        config = _read_object(os.path.join(path, "config.json"), problems)
         row = seed_row(seed, summary, rows_s)
+        if problems:
+            # Left out of every mean, and said so: the tables mark the cell and name the file, the commands warn.
+            first_file, first_why = problems[0]
+            row["status"] = f"unreadable: {os.path.basename(first_file)} {first_why}"
+            unreadable.append({"seed": seed, "folder": path, "problems": [f"{f}: {why}" for f, why in problems]})
         rows.append(row)
-        if summary is not None and is_final(summary.get("status")):
+        if final and not problems:
             summaries.append(summary)
             metrics.append(rows_s)
-            configs.append(read_json(os.path.join(path, "config.json")) or {})
+            configs.append(config or {})
     classification = _is_classification(summaries, metrics) if summaries else True
     columns = CLASSIFICATION_COLUMNS if classification else REGRESSION_COLUMNS
     final_rows = [r for r in rows if is_final(r["status"])]
@@ -217,12 +265,42 @@ def summarize_sweep(out_dir: str) -> dict:
         "summary": stats,
         "statuses": dict(statuses),
         "final_seeds": [r["seed"] for r in final_rows],
-        "other_seeds": [r["seed"] for r in rows if not is_final(r["status"])],
+        "other_seeds": [r["seed"] for r in rows if not is_final(r["status"]) and not _unreadable(r)],
+        "unreadable": unreadable,
+        "unreadable_seeds": [u["seed"] for u in unreadable],
         "epochs": (min(epochs), max(epochs)) if epochs else None,
         "config": config,
         "per_epoch": _per_epoch(metrics, classification),
         "sweep": read_json(os.path.join(out_dir, "sweep.json")),
     }
+
+
+def _read_object(path: str, problems: list):
+    """The JSON object in `path`, or None (no file, or unreadable: then (path, why) is added to `problems`)."""
+    value, why = read_json_checked(path)
+    if why is None and value is not None and not isinstance(value, dict):
+        why = f"not a JSON object (a {type(value).__name__})"
+    if why is not None:
+        problems.append((path, why))
+        return None
+    return value
+
+
+def _unreadable(row: dict) -> bool:
+    return row["status"].startswith("unreadable: ")
+
+
+def unreadable_warnings(result: dict) -> list[str]:
+    """One `warning: ...` line per unreadable file of a summarize_sweep result: the file, what is wrong with it,
+    and that its run is left out of the means (and marked in the tables)."""
+    return [f"warning: {problem}; seed {entry['seed']} of {result['out_dir']} is left out of the means and marked "
+            "in the tables: repair or delete the file, or run the seed again"
+            for entry in result.get("unreadable", ()) for problem in entry["problems"]]
+
+
+def unreadable_text(result: dict) -> str:
+    """'seed 2 (<folder>/summary.json: not JSON (...)), ...' for the tables' notes."""
+    return ", ".join(f"seed {u['seed']} ({'; '.join(u['problems'])})" for u in result.get("unreadable", ()))
 
 
 def _status_kind(status: str) -> str:
@@ -287,6 +365,8 @@ def results_markdown(result: dict) -> str:
     lines.append(f"Seeds with a final status: {len(result['final_seeds'])} ({statuses_text(result)})"
                  + (f"; not final (running, interrupted or failed, left out of the means): "
                     f"{', '.join(map(str, result['other_seeds']))}" if result["other_seeds"] else "") + ".")
+    if result.get("unreadable"):
+        lines.append(f"**Unreadable, left out of the means: {unreadable_text(result)}.**")
     lines += ["", "| seed | status | " + " | ".join(h for _, h, _ in columns) + " |",
               "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
     for row in result["rows"]:

@@ -30,6 +30,7 @@ Cells without a sweep show "–"; "/" is the paper's "not applicable" (DFA on Fr
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
@@ -37,7 +38,8 @@ import sys
 
 from tp_keras.paper import facts as paper_facts
 from tp_keras.paper.facts import method_label
-from tp_keras.paper.sweep_results import epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep
+from tp_keras.paper.sweep_results import (epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep,
+                                          unreadable_text, unreadable_warnings)
 from tp_keras.run import cli, rundir
 
 # Cells, the paper's numbers, labels and reference epochs: one source, paper_facts. A cell is a reference config's
@@ -85,20 +87,31 @@ def _fmt(stats_mean: float, stats_sd: float | None, kind: str) -> str:
     return format_error(stats_mean, stats_sd) if kind == "error" else format_loss(stats_mean, stats_sd)
 
 
+UNREADABLE_MARK = "§"
+
+
+def _unreadable_part(result: dict) -> str:
+    """', 1 unreadable§' for a sweep with seeds whose files cannot be read (left out of n), else ''."""
+    count = len(result.get("unreadable_seeds") or ())
+    return f", {count} unreadable{UNREADABLE_MARK}" if count else ""
+
+
 def ours_text(entry: dict, table: int, column: str) -> str:
-    """'2.04 ± 0.08 % (n=5, 100 ep)', with † for fewer epochs than the reference config, or '–'."""
+    """'2.04 ± 0.08 % (n=5, 100 ep)', with † for fewer epochs than the reference config, ', 1 unreadable§' for
+    seeds left out because a file of theirs cannot be read, or '–'."""
     if entry is None:
         return "–"
     key, kind = _quantity(table, column)
     stats = entry["result"]["summary"].get(key) or {"mean": None, "n": 0}
     if stats["mean"] is None:
-        return f"no value ({statuses_text(entry['result'])})"
+        return f"no value ({statuses_text(entry['result'])}{_unreadable_part(entry['result'])})"
     lo, hi = entry["result"]["epochs"] or (0, 0)
     ep = f"{hi} ep" if lo == hi else f"{lo}–{hi} ep"
     dagger = "†" if hi < REFERENCE_EPOCHS[entry["cell"]] else ""
     not_finished = sum(c for k, c in entry["result"]["statuses"].items() if k != "finished")
     flag = f", {not_finished} not finished" if not_finished else ""
-    return f"{_fmt(stats['mean'], stats['sd'], kind)} (n={stats['n']}, {ep}{flag}){dagger}"
+    return f"{_fmt(stats['mean'], stats['sd'], kind)} (n={stats['n']}, {ep}{flag}{_unreadable_part(entry['result'])})" \
+        f"{dagger}"
 
 
 def paper_text(table: int, column: str, method: str) -> str:
@@ -112,19 +125,30 @@ def paper_text(table: int, column: str, method: str) -> str:
 
 # --- Collecting sweeps ----------------------------------------------------------------------------------------
 
+_FOLDER_FIX = {
+    "--results": "run from the repository's root (it holds results/) or name the results folder, e.g. "
+                 "--results=path/to/results",
+    "--sweeps": "name a folder of sweep folders, e.g. --sweeps=sweeps (python -m tp_keras.sweep "
+                "--out=sweeps/<cell> writes one)",
+}
+
+
 def find_sweeps(spec: str, flag: str = "--sweeps") -> list[str]:
-    """Sweep folders (holding seed_<S> folders) named by `flag`: folders themselves or their parents."""
+    """Sweep folders (holding seed_<S> folders) named by `flag`: folders themselves or their parents. A name that
+    is no folder stops with SystemExit("error: ...; <fix>")."""
     found = []
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
+    fix = _FOLDER_FIX.get(flag, f"name the folder with {flag}=DIR")
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    for item in items:
         if seed_dirs(item):
             found.append(item)
         elif os.path.isdir(item):
             found += [os.path.join(item, name) for name in sorted(os.listdir(item))
                       if os.path.isdir(os.path.join(item, name)) and seed_dirs(os.path.join(item, name))]
+        elif os.path.lexists(item):
+            raise SystemExit(f"error: {flag}={item} is a file, not a folder; {fix}")
         else:
-            raise SystemExit(f"error: {flag}: {item} is not a folder")
+            raise SystemExit(f"error: {flag}={item}: no such folder; {fix}")
     return found
 
 
@@ -189,6 +213,7 @@ def table_markdown(table: int, chosen: dict, placed: list[dict]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += _footnotes(footnotes)
+    lines += _unreadable_notes([e for e in placed if CELLS[e["cell"]].table == table])
     if table == 1:
         lines.append("CIFAR10 DDTP-control: the reference's `cifar10_DDTPControl.py` runs DDTP-linear "
                      "(docs/semantics.md §15.4); the details below say which method our sweep ran.")
@@ -202,6 +227,16 @@ def table_markdown(table: int, chosen: dict, placed: list[dict]) -> list[str]:
         lines += _details(table, mine)
     lines.append("")
     return lines
+
+
+def _unreadable_notes(entries: list[dict]) -> list[str]:
+    """§: the seeds of these sweeps that were left out of n because a file of theirs cannot be read, by file."""
+    damaged = [e for e in entries if e["result"].get("unreadable")]
+    if not damaged:
+        return []
+    return [f"{UNREADABLE_MARK} left out of n, a file of theirs cannot be read (repair or delete it, or run the seed "
+            "again): " + "; ".join(f"`{e['folder']}`: {unreadable_text(e['result'])}"
+                                   for e in sorted(damaged, key=lambda e: e["folder"])) + "."]
 
 
 def _footnotes(marks: set) -> list[str]:
@@ -233,6 +268,8 @@ def _details(table: int, entries: list[dict]) -> list[str]:
         seeds = f"{len(result['final_seeds'])} ({statuses_text(result)})"
         if result["other_seeds"]:
             seeds += f"; not final: {', '.join(map(str, result['other_seeds']))}"
+        if result.get("unreadable_seeds"):
+            seeds += f"; unreadable{UNREADABLE_MARK}: {', '.join(map(str, result['unreadable_seeds']))}"
         stats = result["summary"]
         error = stats.get("error_test_val_best_pct")
         lines.append("| " + " | ".join([
@@ -269,7 +306,8 @@ def tables_markdown(sweep_folders: list[str], collected: tuple | None = None) ->
                 else f"train loss {_loss_or_blank(stats.get('loss_train_last')) or '–'}"
             n = len(result["final_seeds"])
             lines.append(f"- `{entry['folder']}`: {shown}, {n} seed{'s' if n != 1 else ''}, "
-                         f"{epochs_text(result)}")
+                         f"{epochs_text(result)}" + (f"; unreadable, left out: {unreadable_text(result)}"
+                                                     if result.get("unreadable") else ""))
         lines.append("")
     return "\n".join(lines)
 
@@ -299,23 +337,28 @@ def results_rows(chosen: dict, columns=RESULTS_COLUMNS) -> list[dict]:
                 mark = "▲" if stats["mean"] > paper[0] else "▼"
             row[column] = {"mean": stats["mean"], "sd": stats["sd"], "n": stats["n"], "epochs": epochs,
                            "short": stats["mean"] is not None and epochs < REFERENCE_EPOCHS[entry["cell"]],
-                           "paper": paper, "mark": mark, "not_final": entry["result"]["other_seeds"] if entry else []}
+                           "paper": paper, "mark": mark, "not_final": entry["result"]["other_seeds"] if entry else [],
+                           "unreadable": entry["result"].get("unreadable_seeds", []) if entry else []}
         rows.append(row)
     return rows
 
 
 def _results_cell_text(cell: dict) -> str:
+    unreadable = len(cell.get("unreadable") or ())
+    bad = f"{unreadable} unreadable{UNREADABLE_MARK}" if unreadable else ""
     if cell["mean"] is None:
         running = len(cell["not_final"])
-        return "missing" + (f" ({running} seed{'s' if running != 1 else ''} not finished)" if running else "")
+        notes = [f"{running} seed{'s' if running != 1 else ''} not finished"] * bool(running) + [bad] * bool(bad)
+        return "missing" + (f" ({', '.join(notes)})" if notes else "")
     value = f"{cell['mean']:.2f}" + ("" if cell["sd"] is None else f" ± {cell['sd']:.2f}")
     epochs = f", {cell['epochs']} ep†" if cell["short"] else ""
-    return f"{value} (n={cell['n']}{epochs}){' ' + cell['mark'] if cell['mark'] else ''}"
+    bad = f", {bad}" if bad else ""
+    return f"{value} (n={cell['n']}{epochs}{bad}){' ' + cell['mark'] if cell['mark'] else ''}"
 
 
 def results_markdown(results_dir: str, collected: tuple | None = None, columns=RESULTS_COLUMNS) -> str:
     """Table 1's `columns` (MNIST and Fashion-MNIST) from a results folder, as Markdown for the README."""
-    chosen, _, _ = collected or collect(find_sweeps(results_dir, "--results"))
+    chosen, placed, _ = collected or collect(find_sweeps(results_dir, "--results"))
     rows = results_rows(chosen, columns)
     headings = [paper_facts.COLUMNS[c] for c in columns]
     lines = [f"Table 1, test error (%): ours (mean ± SD over n seeds) beside the paper's "
@@ -336,12 +379,30 @@ def results_markdown(results_dir: str, collected: tuple | None = None, columns=R
     if marks & {"▲", "▼"}:
         lines.append("▲ / ▼ ours is more than one of the paper's SDs above / below the paper's mean.")
     lines += _footnotes(marks)
+    shown = {id(e) for e in chosen.values() if e["cell"] and CELLS[e["cell"]].table == 1
+             and CELLS[e["cell"]].column in columns}
+    lines += _unreadable_notes([e for e in placed if id(e) in shown])
     return "\n".join(lines) + "\n"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors (an unknown option, a missing value) are one line naming the fix, exit status 2."""
+
+    def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            name = unknown.group(1).split("=", 1)[0]
+            known = [o for action in self._actions for o in action.option_strings
+                     if o.startswith("--") and o != "--help"]
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}?" if close else f"the options are {', '.join(known)}"
+            cli.fail(f"unknown option {unknown.group(1)}; {hint} (python -m tp_keras.tables --help)")
+        cli.fail(f"{message}; python -m tp_keras.tables --help lists the options")
 
 
 @cli.guarded(interrupted_hint="no table was written")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tp_keras.tables",
+    parser = _OneLineParser(prog="python -m tp_keras.tables",
                                      description="Markdown Tables 1–3 from sweep folders, with the paper's numbers; "
                                                  "or, with --results, Table 1's MNIST and Fashion-MNIST columns.")
     parser.add_argument("--sweeps", default=None, help="a folder of sweep folders, or a comma-separated list "
@@ -359,9 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folders = find_sweeps(spec, flag)
     except SystemExit as err:
-        print(err.code, file=sys.stderr)
-        return 2
+        cli.fail(str(err.code).removeprefix("error: "))
+    if not folders:
+        cli.fail(f"{flag}={spec}: no sweep folder in it (<cell>/seed_<S>/summary.json); "
+                 f"{_FOLDER_FIX.get(flag)}")
     chosen, placed, unplaced = collected = collect(folders)
+    for entry in placed + unplaced:  # a run that cannot be read is marked in the table (§) and said here
+        for line in unreadable_warnings(entry["result"]):
+            print(line, file=sys.stderr)
     text = results_markdown(spec, collected) if args.results is not None else tables_markdown(folders, collected)
     if args.out == "-":
         sys.stdout.write(text)
