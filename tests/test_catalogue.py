@@ -315,8 +315,8 @@ def test_stop_signal_before_the_first_checkpoint(command, mnist_dir, tmp_path, m
     monkeypatch.setenv("TP_KERAS_KILL_AT", "feedback_batch:2:TERM")
     monkeypatch.setattr("tp_keras.faults._reached", __import__("collections").Counter())
     _one_line(*_launch(command, mnist_dir, workdir, method="ddtp_linear"), exit_status=143,
-              starts="interrupted by SIGTERM in feedback pre-training; no checkpoint was written yet: rerun to "
-                     "start over")
+              starts="interrupted by SIGTERM in feedback pre-training; no checkpoint was written yet: rerun with "
+                     "--resume or --overwrite to start over")
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "epochs_run" not in summary
     assert not (workdir / "checkpoint.npz").exists()

@@ -12,6 +12,10 @@ one eigendecomposition per layer serve all λ). The λ with the smallest mean an
 Unlike the reference, which prints the result and aborts the run, this writes `damping_search.json` (the mean
 angle of every λ and layer, and the best λ per layer) and prints the `--gn_damping=...` flag to pass to an
 angle-logging run.
+
+Its workdir (default runs/<dataset>_<method>_damping_search) is a launcher workdir with the launcher's rules: one
+that holds a run is refused in one line unless `--resume` continues it (training up to --search_epochs, then
+searching on its weights) or `--overwrite` replaces it.
 """
 from __future__ import annotations
 
@@ -75,11 +79,20 @@ def main(argv):
         raise ConfigError("method", f"{config.method} has no forward targets to compare with GNT; choose a "
                                     "TP method")
     workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_damping_search")
+    launch.check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
                            validation_size=config.validation_size, no_val_set=config.no_val_set)
     check_dataset_fits(config, dataset)
     trainer = build_trainer(config, build_model(config, dataset))
-    summary = train_and_evaluate(config, workdir, dataset, trainer=trainer)
+    try:
+        summary = train_and_evaluate(config, workdir, dataset, trainer=trainer, resume=FLAGS.resume,
+                                     overwrite=FLAGS.overwrite)
+    except ConfigError as err:
+        if err.flag != "epochs":
+            raise
+        # This command's epochs are --search_epochs (its --epochs is not used).
+        raise ConfigError("search_epochs", str(err).removeprefix("--epochs: ").replace(
+            "--epochs=", "--search_epochs=")) from None
     if summary["status"].startswith("diverged"):
         raise ConfigError("search_epochs", f"the training before the search {summary['status']}; lower the "
                                            "learning rates or --search_epochs")

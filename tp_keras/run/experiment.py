@@ -4,8 +4,10 @@ Schedule (docs/semantics.md §5.2): `epochs_fb` feedback-only passes, then per e
 (targets → feedback step → forward step on every batch), `extra_fb_epochs` feedback-only passes, and evaluation on the
 validation and test sets. Every pass reshuffles the training set with a permutation drawn from (seed, pass index).
 
-Written to `workdir`:
-  config.json     the full configuration of the run
+Written to `workdir` (one run per folder: a new run refuses a folder that holds another run's files, unless asked
+to resume it or to replace it, see train_and_evaluate):
+  config.json     the full configuration of the run, and under "data" the fingerprint of the data it trains on
+                  (tp_keras.run.data, "Fingerprints"; also in the checkpoint, and checked by --resume)
   metrics.jsonl   one JSON object per epoch (epoch 0 = after feedback pre-training, when there is any)
   tb/             TensorBoard scalars of the same
   angles.jsonl    with config.log_angles: one JSON object per logged batch {epoch, batch, iteration, bp_angle
@@ -47,7 +49,7 @@ from tp_keras.core.step import Trainer
 from tp_keras.run import faults, memory, rundir, trace_ahead
 from tp_keras.run.cli import op_error_text
 from tp_keras.run.config import Config
-from tp_keras.run.data import Dataset, load_dataset
+from tp_keras.run.data import Dataset, dataset_fingerprint, load_dataset
 
 # docs/semantics.md §5.4: from the 6th epoch on, a run whose train accuracy is below this is pruned (if enabled).
 PRUNE_ACCURACY = {"mnist": 0.40, "fashion_mnist": 0.40, "cifar10": 0.25}
@@ -344,26 +346,53 @@ def _checkpoint_variables(trainer: Trainer) -> list:
     return variables
 
 
-def save_checkpoint(path: str, trainer: Trainer, *, epoch: int, passes: int, history: list, config: Config):
+def save_checkpoint(path: str, trainer: Trainer, *, epoch: int, passes: int, history: list, config: Config,
+                    data: dict | None = None):
     variables = _checkpoint_variables(trainer)
     header = {"epoch": epoch, "passes": passes, "history": history, "config": dataclasses.asdict(config),
               "names": [f"{i}:{v.path}" for i, v in enumerate(variables)]}
+    if data is not None:
+        header["data"] = data
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     rundir.write_checkpoint(path, header, arrays, before_rename=lambda: faults.kill_point("checkpoint_rename"))
 
 
-def load_checkpoint(path: str, trainer: Trainer, config: Config) -> dict:
-    """Restores every variable from `path`; returns its header (epoch, passes, history). Raises RunDirError (one
-    line naming the file) if it cannot be read, ConfigError if it was written by a different configuration or
-    model; in either case no variable has changed."""
+def _data_text(data: dict) -> str:
+    samples = data.get("samples") or {}
+    counts = " / ".join(f"{n} {split}" for split, n in samples.items())
+    return f"{counts + ' samples, ' if counts else ''}sha256 {str(data.get('sha256'))[:12]}"
+
+
+def check_same_run(path: str, saved: dict, saved_data: dict | None, config: Config, data: dict | None) -> None:
+    """ConfigError (one line) unless the run `path` describes (its settings `saved`, the fingerprint `saved_data`
+    of its data) is the one `config` on `data` continues: every setting but those of _RESUME_MAY_DIFFER equal,
+    and the same data, wherever --data_dir now points (a run recorded before fingerprints existed is not
+    compared)."""
     from tp_keras.run.config import ConfigError
-    header, arrays = rundir.read_checkpoint(path)
-    saved = header["config"]
     current = dataclasses.asdict(config)
     for key in current:
         if key not in _RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key], default=list):
             raise ConfigError("resume", f"{path} was written with {key}={saved.get(key)!r}, this run has "
                                         f"{current[key]!r}; use the same settings or another --workdir")
+    if isinstance(saved_data, dict) and data is not None and saved_data.get("sha256") != data.get("sha256"):
+        here = f"--data_dir={config.data_dir}" if config.data_dir is not None else "this run's data"
+        raise ConfigError("resume", f"{path} was trained on other data ({_data_text(saved_data)}) than {here} "
+                                    f"holds ({_data_text(data)}); point --data_dir at the files it was trained on, "
+                                    "or choose another --workdir")
+
+
+def load_checkpoint(path: str, trainer: Trainer, config: Config, data: dict | None = None) -> dict:
+    """Restores every variable from `path`; returns its header (epoch, passes, history). Raises RunDirError (one
+    line naming the file) if it cannot be read, ConfigError if it was written by a different configuration or
+    model, on other data (`data`: the fingerprint of this run's, see check_same_run), or holds more epochs than
+    config.epochs; in every case no variable has changed."""
+    from tp_keras.run.config import ConfigError
+    header, arrays = rundir.read_checkpoint(path)
+    check_same_run(path, header["config"], header.get("data"), config, data)
+    if header["epoch"] > config.epochs:
+        raise ConfigError("epochs", f"{config.epochs} is fewer than the {header['epoch']} epochs {path} has done; "
+                                    f"give --epochs={header['epoch']} or more to continue it, or choose another "
+                                    "--workdir")
     variables = _checkpoint_variables(trainer)
     if len(variables) != len(header["names"]):
         raise ConfigError("resume", f"{path} holds {len(header['names'])} variables, this model "
@@ -393,10 +422,12 @@ class _RunFolder:
     `history` holds exactly the rows of the last checkpoint written (or read back), so a summary written after a
     failure or an interrupt describes the checkpoint that --resume continues from."""
 
-    def __init__(self, workdir: str, config: Config, log):
+    def __init__(self, workdir: str, config: Config, log, overwrite: bool = False):
         self.workdir = workdir
         self.config = config
         self.log = log
+        self.overwrite = overwrite
+        self.data = None  # the fingerprint of the run's data (data.dataset_fingerprint), once loaded
         self.checkpoint_path = os.path.join(workdir, CHECKPOINT)
         self.metrics_path = os.path.join(workdir, "metrics.jsonl")
         self.angles_path = os.path.join(workdir, "angles.jsonl")
@@ -424,6 +455,11 @@ class _RunFolder:
         if removed:
             self.log(f"[tp_keras] removed {len(removed)} temporary file(s) a killed run left in {self.workdir}")
 
+    def check_free(self) -> None:
+        """Refuses (one line) a folder that holds another run's files, unless this run replaces it."""
+        if not self.overwrite:
+            rundir.check_no_run(self.workdir)
+
     def release(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -438,9 +474,18 @@ class _RunFolder:
     def resume(self, trainer, batches) -> int | None:
         """Restores the checkpoint if there is one; returns its epoch (None: start from the beginning)."""
         if not os.path.lexists(self.checkpoint_path):
+            config_path = os.path.join(self.workdir, "config.json")
+            if os.path.isfile(config_path):  # a run killed before its first checkpoint: the same one, or refused
+                try:
+                    with open(config_path, encoding="utf-8") as f:
+                        saved = json.load(f)
+                except (OSError, ValueError):
+                    saved = None
+                if isinstance(saved, dict):
+                    check_same_run(config_path, saved, saved.get("data"), self.config, self.data)
             self.log(f"[tp_keras] --resume: no checkpoint in {self.workdir}, starting from the beginning")
             return None
-        header = load_checkpoint(self.checkpoint_path, trainer, self.config)
+        header = load_checkpoint(self.checkpoint_path, trainer, self.config, self.data)
         self.history, batches.passes = header["history"], header["passes"]
         self.checkpoint_epoch = header["epoch"]
         self.log(f"[tp_keras] resuming from {self.checkpoint_path}: epoch {header['epoch']} done")
@@ -450,7 +495,13 @@ class _RunFolder:
         """Writes config.json, rewrites the per-epoch files to hold exactly the checkpointed epochs (a killed run
         may have written one more line), opens TensorBoard's writer."""
         self.trainer, self.batches, self.has_val = trainer, batches, has_val
-        rundir.write_json(os.path.join(self.workdir, "config.json"), dataclasses.asdict(self.config))
+        if self.overwrite:  # the old run's files go before the first of this run's is written: never a mixed folder
+            removed = rundir.remove_run(self.workdir)
+            if removed:
+                self.log(f"[tp_keras] --overwrite: removed the previous run's {', '.join(removed)} from "
+                         f"{self.workdir}")
+        rundir.write_json(os.path.join(self.workdir, "config.json"),
+                          {**dataclasses.asdict(self.config), "data": self.data})
         rundir.atomic_write(self.metrics_path, "".join(rundir.json_text(row, None) + "\n" for row in self.history))
         if self.config.log_angles:
             kept = [line for line in _read_lines(self.angles_path) if _angle_epoch(line) < first_epoch] \
@@ -479,7 +530,7 @@ class _RunFolder:
         self.history.append(row)
         try:
             save_checkpoint(self.checkpoint_path, self.trainer, epoch=row["epoch"], passes=self.batches.passes,
-                            history=self.history, config=self.config)
+                            history=self.history, config=self.config, data=self.data)
         except BaseException:
             self.history.pop()
             raise
@@ -524,7 +575,7 @@ class _RunFolder:
 
     def where_to_continue(self) -> str:
         if self.checkpoint_epoch is None:
-            return "no checkpoint was written yet: rerun to start over"
+            return "no checkpoint was written yet: rerun with --resume or --overwrite to start over"
         return (f"the last good checkpoint (epoch {self.checkpoint_epoch}) is {self.checkpoint_path}: continue "
                 "with --resume")
 
@@ -556,19 +607,25 @@ def _check_splits(dataset: Dataset) -> None:
 
 
 def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = None,
-                       trainer: Trainer | None = None, *, resume: bool = False, on_epoch_end=None) -> RunSummary:
+                       trainer: Trainer | None = None, *, resume: bool = False, overwrite: bool = False,
+                       on_epoch_end=None) -> RunSummary:
     """Runs one experiment and returns its summary (also written to workdir/summary.json).
 
     Args:
       config: the experiment (validated here).
       workdir: output directory (created). One run at a time: a second run on a workdir in use raises a one-line
-        RunDirError naming the process that holds it.
+        RunDirError naming the process that holds it. One run per folder: unless `resume` or `overwrite`, a
+        workdir that holds a run's files (rundir.RUN_FILES) raises a one-line RunDirError naming that run.
       dataset: optional pre-loaded data (otherwise loaded from config.dataset / config.data_dir).
       trainer: optional `Trainer` from build_trainer(config, build_model(config, dataset)), for a caller that
         wants the trained model afterwards (trainer.model).
       resume: continue from workdir/checkpoint.npz if there is one (written after feedback pre-training and
         after every epoch): same weights, optimizer states, noise state, shuffling and history, so the
-        finished run equals an uninterrupted one.
+        finished run equals an uninterrupted one. Refused (ConfigError) when the checkpoint (or, before the first
+        one, config.json) was written with other settings or on other data (its fingerprint), or has done more
+        epochs than config.epochs.
+      overwrite: replace the run the workdir holds: its files (rundir.remove_run) are removed once this run has
+        loaded its data and built its model, just before it writes its config.json.
       on_epoch_end: optional `f(row)` called after every training epoch has been recorded and checkpointed
         (`row` is that epoch's metrics.jsonl line); returning a status string (e.g. "pruned: ...") ends the run
         with that status. A hyper-parameter search prunes trials with it.
@@ -579,16 +636,22 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
     model; file-system failures raise RunDirError; in every case the previous checkpoint and summary stay valid.
     """
     config.validate()
+    if resume and overwrite:
+        from tp_keras.run.config import ConfigError
+        raise ConfigError("overwrite", "--resume continues the run in the workdir, --overwrite replaces it; give "
+                                       "one of the two")
     faults.kill_spec()  # a malformed TP_KERAS_KILL_AT fails now, not at the kill point
     if trainer is not None:  # multi-worker: only the chief writes workdir (the others a removed temporary folder)
         from tp_keras.run.distribute import worker_workdir
         workdir = worker_workdir(trainer, workdir, resume)
     log = print if config.progress else (lambda *a, **k: None)
-    folder = _RunFolder(workdir, config, log)
+    folder = _RunFolder(workdir, config, log, overwrite=overwrite)
     folder.acquire()
     tf32_before = tf.config.experimental.tensor_float_32_execution_enabled()
     tf.config.experimental.enable_tensor_float_32_execution(config.tf32)  # for this run; restored after it
     try:
+        if not resume:
+            folder.check_free()
         return _run(config, folder, dataset, trainer, resume, on_epoch_end, log)
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(tf32_before)
@@ -602,6 +665,7 @@ def _run(config, folder: _RunFolder, dataset, trainer, resume, on_epoch_end, log
                                validation_size=config.validation_size, no_val_set=config.no_val_set,
                                flatten=config.architecture != "cnn")
     _check_splits(dataset)
+    folder.data = dataset_fingerprint(dataset)
     if trainer is None:
         memory.check_dataset_fits(config, dataset)
         trainer = build_trainer(config, build_model(config, dataset))

@@ -2,7 +2,8 @@
 
 With only --method, the run uses that method's paper MNIST configuration (tp_keras/paper_configs.py); every
 other flag overrides one value. Bad settings, unusable files and folders, and a run that would not fit in memory
-stop it with one line naming what was wrong and the fix (exit status 2); SIGINT or SIGTERM stop it after the
+stop it with one line naming what was wrong and the fix (exit status 2), and so does a workdir that holds a run
+(unless --resume continues it or --overwrite replaces it); SIGINT or SIGTERM stop it after the
 current batch with status "interrupted" in summary.json and one line (exit status 130 or 143).
 """
 from __future__ import annotations
@@ -119,7 +120,11 @@ flags.DEFINE_enum("strategy", "none", ["none", "auto", "one_device", "mirrored",
                   "logical CPUs), multi_worker (TF_CONFIG), tpu.")
 flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu (default 'local': a TPU VM, e.g. Colab).")
 flags.DEFINE_bool("resume", False, "Continue from <workdir>/checkpoint.npz (written after feedback pre-training and "
-                  "every epoch) when there is one; the finished run equals an uninterrupted one.")
+                  "every epoch) when there is one; the finished run equals an uninterrupted one. Refused if the "
+                  "run had other settings or other data (fingerprint), or more epochs than --epochs.")
+flags.DEFINE_bool("overwrite", False, "Replace the run <workdir> holds (its config, summary, metrics, checkpoint and "
+                  "tb/ are removed once the new run is ready to write). Without it (or --resume) a workdir holding "
+                  "a run is refused.")
 
 _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd",
                 "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "size_hidden_fb",
@@ -161,6 +166,18 @@ def _floats(flag: str, values) -> tuple:
         raise ConfigError(flag, f"{','.join(values)!r} is not a comma-separated list of numbers") from None
 
 
+def check_workdir(workdir: str, *, resume: bool, overwrite: bool, holds_run: bool = True) -> None:
+    """Before any work: --resume and --overwrite together, or (`holds_run`) a workdir that holds a run without
+    either, are refused in one line (train_and_evaluate checks again holding the workdir's lock)."""
+    from tp_keras.run.config import ConfigError
+    from tp_keras.run.rundir import check_no_run
+    if resume and overwrite:
+        raise ConfigError("overwrite", "--resume continues the run in the workdir, --overwrite replaces it; give "
+                                       "one of the two")
+    if holds_run and not (resume or overwrite):
+        check_no_run(workdir)
+
+
 @cli.guarded(interrupted_hint="nothing was trained yet")
 def main(argv):
     if len(argv) > 1:
@@ -168,6 +185,11 @@ def main(argv):
     config = config_from_flags().validate()
     run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
     workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
+    # A multi-worker run's other workers write a folder of their own; its chief checks `workdir` under the lock.
+    check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
+                  holds_run=FLAGS.strategy != "multi_worker")
+    from tp_keras.run.data import check_data_dir
+    check_data_dir(config.data_dir, config.dataset)
     # Imported here so that --help and flag errors answer without loading TensorFlow.
     cli.quiet_tensorflow_without_gpu(probe=FLAGS.strategy != "multi_worker")
     from tp_keras.run.config import ConfigError
@@ -189,14 +211,15 @@ def main(argv):
         print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     elif FLAGS.tpu:
         raise ConfigError("tpu", "a TPU address needs --strategy=tpu (or auto)")
-    summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume)
+    summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
                                      "loss_train_last", "total_seconds") if k in summary}
     print(f"[tp_keras] done: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
     if summary.get("status", "").startswith("diverged"):
         kept = (f"the last good checkpoint (epoch {summary.checkpoint_epoch}) is kept in {workdir}"
                 if summary.checkpoint_epoch is not None else "it diverged before its first checkpoint")
-        cli.fail(f"{summary['status']} ({kept}; lower the learning rates or target_stepsize and rerun)")
+        cli.fail(f"{summary['status']} ({kept}; lower the learning rates or target_stepsize and rerun "
+                 "with --overwrite or another --workdir)")
 
 
 def run():

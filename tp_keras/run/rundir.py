@@ -13,6 +13,10 @@ file-system error tells the user.
   start time of its holder. A second run refuses in one line naming that process. The kernel drops the lock when
   its process dies, even by SIGKILL, so the lock of a killed run is stale and is taken over (its file remains and
   names the dead process, which is how a take-over is recognised and reported).
+* One run per folder (`check_no_run`, `remove_run`): a new run refuses a folder that holds another run's files
+  (RUN_FILES) in one line naming that run (method, seed, status, epochs) and the choices (--resume, another
+  --workdir, --overwrite); `--overwrite` removes the old run's files before the new run writes its first one, so
+  the folder never mixes two runs.
 * Checkpoints (`write_checkpoint`, `read_checkpoint`): one .npz holding a JSON header and named arrays; any
   unreadable file (truncated, corrupt, empty, not an .npz, a folder) is one line naming the file and the fix.
 
@@ -29,6 +33,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import socket
 import zipfile
 import zlib
@@ -321,6 +326,106 @@ def _read_fd(fd: int) -> str:
         return os.pread(fd, 4096, 0).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+# --- One run per folder ---------------------------------------------------------------------------------------
+
+# The files that say a folder holds a run (what the launcher writes first and what it writes per epoch).
+RUN_FILES = ("config.json", "summary.json", "checkpoint.npz", "metrics.jsonl")
+# What `remove_run` deletes, in this order: the checkpoint first (nothing can resume half a removal), config.json
+# last (a removal cut short leaves only the old run's files, and they still say whose they are).
+_OLD_RUN_ENTRIES = ("checkpoint.npz", "metrics.jsonl", "angles.jsonl", "damping_search.json", "tb", "summary.json",
+                    "config.json")
+
+
+def run_files(folder: str) -> list[str]:
+    """The RUN_FILES present in `folder` (none when it is not a folder)."""
+    if not os.path.isdir(folder):
+        return []
+    return [name for name in RUN_FILES if os.path.lexists(os.path.join(folder, name))]
+
+
+def _read_json_quietly(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _epochs_in_metrics(path: str) -> int | None:
+    """The training epochs (epoch >= 1) recorded in a metrics.jsonl; None if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            count = 0
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] >= 1:
+                    count += 1
+            return count
+    except OSError:
+        return None
+
+
+def describe_run(folder: str) -> str:
+    """What the run in `folder` is, as far as its files say: 'method bp, seed 7, finished, 3/3 epochs'."""
+    config = _read_json_quietly(os.path.join(folder, "config.json")) or {}
+    summary = _read_json_quietly(os.path.join(folder, "summary.json")) or {}
+    parts = []
+    method = config.get("method", summary.get("method"))
+    if method is not None:
+        parts.append(f"method {method}")
+    seed = config.get("seed", summary.get("seed"))
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    if summary.get("status") is not None:
+        parts.append(str(summary["status"]).splitlines()[0][:80])
+    elif os.path.lexists(os.path.join(folder, "summary.json")):
+        parts.append("unreadable summary.json")
+    else:
+        parts.append("no summary.json")
+    done = summary.get("epochs_run")
+    if not isinstance(done, int):
+        done = _epochs_in_metrics(os.path.join(folder, "metrics.jsonl"))
+    total = config.get("epochs")
+    if done is not None or total is not None:
+        parts.append(f"{'?' if done is None else done}/{'?' if total is None else total} epochs")
+    if not os.path.lexists(os.path.join(folder, "checkpoint.npz")):
+        parts.append("no checkpoint")
+    return ", ".join(parts)
+
+
+def check_no_run(folder: str, flag: str = "--workdir") -> None:
+    """A one-line RunDirError if `folder` holds a run's files (an empty folder, or one with other files, is
+    fine): what run it is and the three choices."""
+    found = run_files(folder)
+    if found:
+        raise RunDirError(f"{flag}={folder} already holds a run ({describe_run(folder)}); continue it with --resume, "
+                          f"choose another {flag}, or replace it with --overwrite")
+
+
+def remove_run(folder: str, flag: str = "--workdir") -> list[str]:
+    """Deletes the files a run writes in `folder` (config, summary, metrics, angles, checkpoint, damping search
+    result, TensorBoard folder), the checkpoint first and config.json last; returns the names removed. Other
+    files (a log, the user's own) stay."""
+    removed = []
+    for name in _OLD_RUN_ENTRIES:
+        path = os.path.join(folder, name)
+        if not os.path.lexists(path):
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except OSError as err:
+            raise error(err, "remove the previous run's", path, kind=flag) from None
+        removed.append(name)
+    return removed
 
 
 # --- Checkpoints ----------------------------------------------------------------------------------------------
