@@ -144,8 +144,11 @@ def test_resume_and_overwrite_together_are_refused(command, mnist_dir, run_copy)
 
 def test_overwrite_replaces_the_run_and_keeps_other_files(command, mnist_dir, run_copy):
     (run_copy / "notes.txt").write_text("mine")
+    old_events = set(os.listdir(run_copy / "tb"))
+    assert old_events
     status, lines = _launch(command, mnist_dir, run_copy, "--seed=8", "--overwrite")
     assert status == 0, lines
+    assert not old_events & set(os.listdir(run_copy / "tb"))  # the old run's TensorBoard events are gone
     assert _json(run_copy / "config.json")["seed"] == 8
     assert _json(run_copy / "summary.json")["seed"] == 8 and _json(run_copy / "summary.json")["epochs_run"] == 1
     assert [r["epoch"] for r in _lines(run_copy / "metrics.jsonl")] == [1]

@@ -338,11 +338,17 @@ _OLD_RUN_ENTRIES = ("checkpoint.npz", "metrics.jsonl", "angles.jsonl", "damping_
                     "config.json")
 
 
+def _is_file(path: str) -> bool:
+    """Whether `path` is something a run writes as a file (a file, or a link, even broken; not a folder)."""
+    return os.path.lexists(path) and not os.path.isdir(path)
+
+
 def run_files(folder: str) -> list[str]:
-    """The RUN_FILES present in `folder` (none when it is not a folder)."""
+    """The RUN_FILES present in `folder` (none when it is not a folder; a folder under such a name is no run's
+    file, and writing the file fails later with its own one line)."""
     if not os.path.isdir(folder):
         return []
-    return [name for name in RUN_FILES if os.path.lexists(os.path.join(folder, name))]
+    return [name for name in RUN_FILES if _is_file(os.path.join(folder, name))]
 
 
 def _read_json_quietly(path: str):
@@ -415,10 +421,11 @@ def remove_run(folder: str, flag: str = "--workdir") -> list[str]:
     removed = []
     for name in _OLD_RUN_ENTRIES:
         path = os.path.join(folder, name)
-        if not os.path.lexists(path):
+        folder_entry = name == "tb" and os.path.isdir(path) and not os.path.islink(path)
+        if not (folder_entry or _is_file(path)):  # a folder where a file belongs is left for the write to report
             continue
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
+            if folder_entry:
                 shutil.rmtree(path)
             else:
                 os.remove(path)
