@@ -15,11 +15,17 @@ the seeds among them (README: Hyper-parameter search).
 Resuming. Run the same command again after an interruption (Ctrl-C, a killed job, a reboot): a seed whose
 `summary.json` has a final status ("finished", "diverged: ...", "pruned: ...") and that was run with the same
 flagfile and extra flags is skipped; every other seed is queued again and continues from its last checkpointed
-epoch. A finished seed whose flagfile or extra flags changed runs again from its checkpoint: after raising
-`--epochs` it continues; after any other change the run refuses to mix settings in one workdir and the seed is
-reported as failed (use another --out). `--data_dir` is not part of the comparison (it says where the data are,
-not what runs). A seed already queued or running in the study (another machine, or an earlier sweep's worker that
+epoch. A finished seed whose extra flags changed runs again from its checkpoint: after raising `--epochs` it
+continues. `--data_dir` is not part of the comparison (it says where the data are, not what runs).
+
+One folder, one sweep. `<out>` belongs to the flagfile that started it (sweep.json records its name and settings;
+each seed's config.json what it ran): a sweep of another flagfile, or of other settings than --epochs (and what a
+run may change on --resume: SETTING_MAY_DIFFER), into that folder is refused before anything runs or is written,
+in one line naming the flagfile or setting that differs, with exit status 1; use another --out. A seed already queued or running in the study (another machine, or an earlier sweep's worker that
 still runs) is not queued twice; a seed whose worker died is retried by the engine, resuming from its checkpoint.
+
+Bad settings (an unknown flag, --first_seed or --seeds outside the launcher's seeds 0..4294967295, an --out that
+is a file, --report_only on a folder without seeds) stop the command before any work, in one line, exit status 2.
 
 Failures. A seed that ends without a final status is reported in one line with its error; the other seeds go
 on, and the sweep exits with status 1 at the end. A diverged or pruned seed is a result (its status is final and
@@ -33,7 +39,8 @@ for folders written before the sweep ran on the engine):
   <out>/results.md             both tables in Markdown, mean ± SD (n shown)
   <out>/sweep.json             the command: flagfile, extra flags, seeds
 Means and SDs are over the seeds with a final status (a diverged or pruned seed counts, as in the reference's
-seed sweeps; the status column says how many). `summarize_sweep(out_dir)` returns the same numbers as a dict.
+seed sweeps; the status column says how many). A seed whose summary.json, config.json or a metrics.jsonl line
+cannot be read is left out of them, shown as "unreadable: ..." in the tables and warned about on stderr. `summarize_sweep(out_dir)` returns the same numbers as a dict.
 
 This module is the supervisor (plan the seeds, queue them, report each as it ends); the tables are computed and
 written by tp_keras.paper.sweep_results (plain Python: `--report_only` and tp_keras.tables need no TensorFlow,
@@ -45,7 +52,7 @@ import datetime
 import os
 import sys
 
-from tp_keras.paper.sweep_results import finite_number, read_json
+from tp_keras.paper.sweep_results import finite_number, read_json, read_json_checked, unreadable_warnings
 # The results' public functions stay importable from here (their first home).
 from tp_keras.paper.sweep_results import (  # noqa: F401
     CLASSIFICATION_COLUMNS, FINAL_STATUSES, REGRESSION_COLUMNS, epochs_text, format_mean_sd, format_value, is_final,
@@ -55,6 +62,72 @@ from tp_keras.run import rundir
 LOG_NAME = "launch.log"
 RECORD_NAME = "sweep_seed.json"
 _RESERVED = ("seed", "workdir", "resume", "noresume")
+# The settings (Config fields) that may differ between the runs of one sweep folder: the seed, and what a run may
+# change on --resume (tp_keras.run.experiment._RESUME_MAY_DIFFER, repeated here because importing it would load
+# TensorFlow into the supervisor; a test checks that the two agree).
+SETTING_MAY_DIFFER = ("seed", "epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
+# The exit status of a sweep refused because its --out holds another sweep: 1, as for a seed that could not run.
+EXIT_OTHER_SWEEP = 1
+
+
+class OtherSweepError(ValueError):
+    """--out holds the sweep of another flagfile (or of other settings); str(err) is the one line."""
+
+
+# --- One folder, one sweep ------------------------------------------------------------------------------------
+
+def setting_of(config) -> dict:
+    """What makes a sweep folder's runs comparable: every setting of the launcher Config but SETTING_MAY_DIFFER,
+    as JSON values."""
+    import dataclasses
+    import json
+    values = json.loads(json.dumps(dataclasses.asdict(config), default=list))
+    return {k: v for k, v in values.items() if k not in SETTING_MAY_DIFFER}
+
+
+def _stem(flagfile: str) -> str:
+    return os.path.splitext(os.path.basename(flagfile))[0]
+
+
+def _differences(theirs: dict, ours: dict) -> list[str]:
+    """'method=dtpdrl there, ddtp_linear here' for each setting both name and give different values."""
+    return [f"{k}={theirs[k]!r} there, {ours[k]!r} here" for k in ours if k in theirs and theirs[k] != ours[k]]
+
+
+def check_folder_owner(out_dir: str, flagfile: str, setting: dict) -> None:
+    """Raises OtherSweepError (one line: what is there, and the fix) unless `out_dir` is new, empty of sweeps, or
+    holds the sweep of this flagfile (the same file name) with these settings: sweep.json's flagfile and setting,
+    and the config.json of every seed folder. Reads only; changes nothing."""
+    fix = (f"choose another --out (e.g. --out=sweeps/{_stem(flagfile)}), or rerun that sweep with its own flagfile "
+           "and flags (only --epochs may change between runs of one sweep)")
+    where = f"--out={out_dir}"
+    record_path = os.path.join(out_dir, "sweep.json")
+    record, why = read_json_checked(record_path)
+    if why is None and record is not None and not isinstance(record, dict):
+        why = "not a JSON object"
+    if why is not None:
+        raise OtherSweepError(f"{where}: its sweep.json cannot be read ({why}), so whose sweep the folder holds is "
+                              f"unknown; {fix}, or repair {record_path}")
+    record = record or {}
+    if record.get("flagfile") and _stem(record["flagfile"]) != _stem(flagfile):
+        raise OtherSweepError(f"{where} holds the sweep of another flagfile ({record['flagfile']}, not {flagfile}); "
+                              f"{fix}")
+    differences = _differences(record.get("setting") or {}, setting)
+    if differences:
+        raise OtherSweepError(f"{where} holds a sweep of {record.get('flagfile', 'another flagfile')} with other "
+                              f"settings ({'; '.join(differences[:3])}); {fix}")
+    for seed, path in seed_dirs(out_dir):
+        config_path = os.path.join(path, "config.json")
+        config, why = read_json_checked(config_path)
+        if why is None and config is not None and not isinstance(config, dict):
+            why = "not a JSON object"
+        if why is not None:
+            raise OtherSweepError(f"{where}: {config_path} cannot be read ({why}), so whose run seed {seed} is, is "
+                                  f"unknown; {fix}, or delete the folder {path} to run the seed again")
+        differences = _differences(config or {}, setting)
+        if differences:
+            raise OtherSweepError(f"{where} holds runs of other settings (seed {seed}: {'; '.join(differences[:3])}"
+                                  f"); {fix}")
 
 
 # --- Running --------------------------------------------------------------------------------------------------
@@ -151,14 +224,15 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     runs.check_flags(launcher_extra)
     flags = runs.merge_flags(runs.read_flagfile(flagfile), launcher_extra)
     data_flag = [f"--data_dir={data_dir}"] if data_dir else []
-    runs.config_from_args(flags + data_flag)
+    setting = setting_of(runs.config_from_args(flags + data_flag))
+    check_folder_owner(out_dir, flagfile, setting)  # another flagfile's sweep: refused before anything is written
     importlib.import_module(runner).prepare(flags + data_flag)  # a bad --data_dir stops here, in one line
 
     os.makedirs(out_dir, exist_ok=True)
     identity = _identity(flagfile, extra)
     previous = read_json(os.path.join(out_dir, "sweep.json")) or {}
     record = {"flagfile": flagfile, "extra": extra, "data_dir": data_dir,
-              "seeds": sorted(set(previous.get("seeds", [])) | set(seeds)), "parallel": workers}
+              "seeds": sorted(set(previous.get("seeds", [])) | set(seeds)), "parallel": workers, "setting": setting}
     rundir.write_json(os.path.join(out_dir, "sweep.json"), record, kind="--out")
     url = storage or engine.default_storage(out_dir)
     name = study or f"{os.path.basename(os.path.normpath(out_dir))}_seeds"
@@ -192,6 +266,7 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     interrupted = driver.run()
 
     result = write_results(out_dir)
+    _warn_unreadable(result)
     final = [s for s in seeds if is_final((read_json(os.path.join(seed_dir(out_dir, s), "summary.json")) or {})
                                           .get("status"))]
     failed = [s for s in seeds if s not in final]
@@ -208,6 +283,32 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
         _say("interrupted: each seed keeps its finished epochs; rerun the same command to resume")
         return 130
     return 1 if failed else 0
+
+
+def _warn_unreadable(result: dict) -> None:
+    for line in unreadable_warnings(result):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _refuse(message: str):
+    """A bad command line that is not a parsing error: one line, `error: <what>; <fix>`, exit status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _check_out(out: str, report_only: bool) -> None:
+    """--out must be a folder, or a path where one can be made; with --report_only, an existing sweep folder."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        _refuse(f"--out={out} exists and is not a folder; choose another --out or move the file away")
+    blocker = rundir._first_non_directory(out)
+    if blocker:
+        _refuse(f"--out={out}: {blocker} is a file, not a folder; choose another --out or move the file away")
+    if report_only and not os.path.isdir(out):
+        _refuse(f"--out={out}: no such folder, so there are no results to report; name the sweep's folder "
+                "(--report_only rewrites the tables of a sweep that ran), or run the sweep without --report_only")
+    if report_only and not seed_dirs(out):
+        _refuse(f"--out={out} holds no seed_<S> folders, so there are no results to report; name the sweep's "
+                "folder, or run the sweep without --report_only")
 
 
 def parse_args(argv: list[str]):
@@ -241,8 +342,17 @@ def parse_args(argv: list[str]):
         parser.error(f"--flagfile: {args.flagfile} does not exist")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    from tp_keras.run.config import MAX_SEED  # no TensorFlow
+    if not 0 <= args.first_seed <= MAX_SEED:
+        _refuse(f"--first_seed: {args.first_seed} must be between 0 and {MAX_SEED} (the launcher's seeds); e.g. "
+                "--first_seed=0")
+    if args.first_seed + args.seeds - 1 > MAX_SEED:
+        _refuse(f"--seeds: {args.first_seed}..{args.first_seed + args.seeds - 1} passes the last seed, {MAX_SEED}; "
+                f"lower --first_seed or --seeds (at most {MAX_SEED - args.first_seed + 1} from "
+                f"--first_seed={args.first_seed})")
     if not args.out:
         args.out = os.path.join("sweeps", os.path.splitext(os.path.basename(args.flagfile))[0])
+    _check_out(args.out, args.report_only)
     return args, extra
 
 
@@ -250,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     if args.report_only:
         result = write_results(args.out)
+        _warn_unreadable(result)
         _say(f"{len(result['rows'])} seed folders, {len(result['final_seeds'])} final; results: "
              f"{os.path.join(args.out, 'results.md')}")
         return 0
@@ -263,11 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     from tp_keras.search import options
     engine.quiet_optuna()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    return options.run_command(
-        lambda: run_sweep(args.flagfile, seeds, args.out, workers=args.workers, data_dir=args.data_dir, extra=extra,
-                          gpus=args.gpus, storage=args.storage, study=args.study, runner=args.runner,
-                          trials_per_worker=args.trials_per_worker, heartbeat=args.heartbeat, grace=args.grace),
-        one_line_errors=(ConfigError, DataError))
+
+    def run() -> int:
+        try:
+            return run_sweep(args.flagfile, seeds, args.out, workers=args.workers, data_dir=args.data_dir,
+                             extra=extra, gpus=args.gpus, storage=args.storage, study=args.study, runner=args.runner,
+                             trials_per_worker=args.trials_per_worker, heartbeat=args.heartbeat, grace=args.grace)
+        except OtherSweepError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return EXIT_OTHER_SWEEP
+    return options.run_command(run, one_line_errors=(ConfigError, DataError, rundir.RunDirError))
 
 
 if __name__ == "__main__":
