@@ -228,7 +228,7 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     check_folder_owner(out_dir, flagfile, setting)  # another flagfile's sweep: refused before anything is written
     importlib.import_module(runner).prepare(flags + data_flag)  # a bad --data_dir stops here, in one line
 
-    os.makedirs(out_dir, exist_ok=True)
+    rundir.make_folder(out_dir, "--out")
     identity = _identity(flagfile, extra)
     previous = read_json(os.path.join(out_dir, "sweep.json")) or {}
     record = {"flagfile": flagfile, "extra": extra, "data_dir": data_dir,
@@ -359,7 +359,10 @@ def parse_args(argv: list[str]):
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     if args.report_only:
-        result = write_results(args.out)
+        try:
+            result = write_results(args.out)
+        except rundir.RunDirError as err:  # e.g. a read-only folder: one line naming the file
+            _refuse(str(err))
         _warn_unreadable(result)
         _say(f"{len(result['rows'])} seed folders, {len(result['final_seeds'])} final; results: "
              f"{os.path.join(args.out, 'results.md')}")
