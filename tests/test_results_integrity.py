@@ -294,3 +294,32 @@ def test_tables_refusals(tmp_path, capsys):
     _one_line(*_run(tables.main, ["--out"], capsys)[:2], starts="argument --out: expected one argument; "
                                                                  "python -m tp_keras.tables --help lists the options")
     assert sorted(os.listdir(tmp_path)) == ["afile", "empty"]
+
+
+def test_a_folder_mixing_settings_shows_no_mean(tmp_path, capsys):
+    """A folder whose seeds ran different methods (written before sweeps refused that, or by hand): Table 1 shows
+    no mean for it ('mixed settings¶', a note naming the seed and the setting, a warning on stderr) and the curves
+    leave it out."""
+    root = _three_seed_results(tmp_path)
+    for seed, method in ((1, "ddtp_linear"), (2, "ddtp_linear"), (3, "dtpdrl")):
+        with open(os.path.join(root, "mnist_DDTPlinear", f"seed_{seed}", "config.json"), "w") as f:
+            json.dump({"method": method, "dataset": "mnist", "seed": seed, "epochs": 100}, f)
+    status, errors, out = _run(tables.main, [f"--results={root}", "--out=-"], capsys)
+    assert status == 0 and _table_row(out, "Table 1", "DDTP-linear")[1] == "mixed settings¶"
+    assert "▲" not in _table_row(out, "Table 1", "DDTP-linear")[1] and _table_row(out, "Table 1", "BP")[1] == \
+        "2.00 (n=1)"
+    folder = os.path.join(root, "mnist_DDTPlinear")
+    assert f"`{folder}`: seed 3: method='dtpdrl' (seed 1: 'ddtp_linear')." in out
+    assert errors == [f"warning: {folder} mixes runs of different settings (seed 3: method='dtpdrl' (seed 1: "
+                      "'ddtp_linear')); the tables show no mean for it: sweep each setting into its own folder"]
+    assert list(figures.learning_curves(root)["mnist"]) == ["bp"]
+    assert figures.unreadable_runs(tables.collect(tables.find_sweeps(root)))["mnist"] == [
+        "mnist_DDTPlinear (mixed settings)"]
+
+
+def test_sweep_report_only_into_a_folder_it_cannot_write(tmp_path, capsys):
+    out = str(tmp_path / "sw")
+    write_seed(out, 0)
+    os.mkdir(os.path.join(out, "results.csv"))
+    _one_line(*_run(sweep.main, ["--report_only", f"--out={out}"], capsys)[:2],
+              starts=f"cannot write {os.path.join(out, 'results.csv')}: it is a folder (EISDIR); choose another --out")

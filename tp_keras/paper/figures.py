@@ -323,8 +323,8 @@ def learning_curves(results_dir, collected: tuple | None = None) -> dict:
     curves = {}
     for cell, entry in chosen.items():
         per_epoch = [e for e in entry["result"]["per_epoch"] if (e.get("test_error_pct") or {}).get("mean") is not None]
-        if cell.table != 1 or cell.variant or not per_epoch:
-            continue
+        if cell.table != 1 or cell.variant or not per_epoch or entry["result"].get("mixed"):
+            continue  # a cell whose seeds ran different settings has no curve, as it has no mean in Table 1
         errors = [e["test_error_pct"] for e in per_epoch]
         curves.setdefault(cell.column, {})[cell.method] = {
             "cell": entry["cell"], "epoch": np.array([e["epoch"] for e in per_epoch]),
@@ -337,14 +337,16 @@ def learning_curves(results_dir, collected: tuple | None = None) -> dict:
 
 
 def unreadable_runs(collected: tuple) -> dict:
-    """{dataset: ["<cell> seed S", ...]}: the seeds of Table 1's cells that the curves leave out because a file of
-    theirs cannot be read."""
+    """{dataset: ["<cell> seed S", "<cell> (mixed settings)", ...]}: what the curves of Table 1's cells leave out:
+    seeds with a file that cannot be read, and cells whose seeds ran different settings."""
     chosen = collected[0]
     left = {}
     for cell, entry in chosen.items():
         if cell.table == 1 and not cell.variant:
             left.setdefault(cell.column, []).extend(f"{entry['cell']} seed {s}"
                                                     for s in entry["result"]["unreadable_seeds"])
+            if entry["result"].get("mixed"):
+                left[cell.column].append(f"{entry['cell']} (mixed settings)")
     return {dataset: seeds for dataset, seeds in left.items() if seeds}
 
 
@@ -355,11 +357,11 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
     A seed whose files cannot be read (a metrics.jsonl line that is not JSON, a damaged summary.json) is never
     dropped quietly: one `warning:` line per file and line on stderr, and a note under the figure naming it."""
     from tp_keras.paper.facts import COLUMNS
-    from tp_keras.paper.sweep_results import unreadable_warnings
+    from tp_keras.paper.sweep_results import result_warnings
     out_path = os.fspath(out_path)
     collected = _collect_results(results_dir)
     for entry in collected[1] + collected[2]:
-        for line in unreadable_warnings(entry["result"]):
+        for line in result_warnings(entry["result"]):
             print(line, file=sys.stderr)
     left_out = unreadable_runs(collected)
     data = learning_curves(results_dir, collected)
@@ -390,7 +392,7 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
         ax.legend(frameon=False, fontsize=8, ncol=2)
         ax.grid(alpha=0.3)
         if left_out.get(dataset):
-            fig.text(0.01, -0.02, f"left out, a file cannot be read (see the warnings): {', '.join(left_out[dataset])}",
+            fig.text(0.01, -0.02, f"left out (see the warnings on stderr): {', '.join(left_out[dataset])}",
                      fontsize=8, ha="left")
         written.append(_save(fig, _dataset_path(out_path, dataset)))
     return written

@@ -52,7 +52,8 @@ import datetime
 import os
 import sys
 
-from tp_keras.paper.sweep_results import finite_number, read_json, read_json_checked, unreadable_warnings
+from tp_keras.paper.sweep_results import (SETTING_MAY_DIFFER, finite_number, read_json, read_json_checked,
+                                          result_warnings)
 # The results' public functions stay importable from here (their first home).
 from tp_keras.paper.sweep_results import (  # noqa: F401
     CLASSIFICATION_COLUMNS, FINAL_STATUSES, REGRESSION_COLUMNS, epochs_text, format_mean_sd, format_value, is_final,
@@ -62,10 +63,6 @@ from tp_keras.run import rundir
 LOG_NAME = "launch.log"
 RECORD_NAME = "sweep_seed.json"
 _RESERVED = ("seed", "workdir", "resume", "noresume")
-# The settings (Config fields) that may differ between the runs of one sweep folder: the seed, and what a run may
-# change on --resume (tp_keras.run.experiment._RESUME_MAY_DIFFER, repeated here because importing it would load
-# TensorFlow into the supervisor; a test checks that the two agree).
-SETTING_MAY_DIFFER = ("seed", "epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
 # The exit status of a sweep refused because its --out holds another sweep: 1, as for a seed that could not run.
 EXIT_OTHER_SWEEP = 1
 
@@ -266,7 +263,7 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     interrupted = driver.run()
 
     result = write_results(out_dir)
-    _warn_unreadable(result)
+    _warn(result)
     final = [s for s in seeds if is_final((read_json(os.path.join(seed_dir(out_dir, s), "summary.json")) or {})
                                           .get("status"))]
     failed = [s for s in seeds if s not in final]
@@ -285,8 +282,8 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     return 1 if failed else 0
 
 
-def _warn_unreadable(result: dict) -> None:
-    for line in unreadable_warnings(result):
+def _warn(result: dict) -> None:
+    for line in result_warnings(result):
         print(line, file=sys.stderr, flush=True)
 
 
@@ -363,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             result = write_results(args.out)
         except rundir.RunDirError as err:  # e.g. a read-only folder: one line naming the file
             _refuse(str(err))
-        _warn_unreadable(result)
+        _warn(result)
         _say(f"{len(result['rows'])} seed folders, {len(result['final_seeds'])} final; results: "
              f"{os.path.join(args.out, 'results.md')}")
         return 0

@@ -23,6 +23,10 @@ import statistics
 from tp_keras.run import rundir
 
 FINAL_STATUSES = ("finished", "diverged", "pruned")
+# The settings (config.json keys) that may differ between the runs of one sweep: the seed, and what a run may change
+# on --resume (tp_keras.run.experiment._RESUME_MAY_DIFFER; a test checks that the two agree). Any other difference
+# means the folder mixes runs of different settings.
+SETTING_MAY_DIFFER = ("seed", "epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 
 # Per-seed columns (the docs/semantics.md §10 quantities plus timing), in table order: key, Markdown header, format.
@@ -221,7 +225,9 @@ def summarize_sweep(out_dir: str) -> dict:
     seeds with a final status, "statuses": {status: count} of those seeds, "final_seeds", "other_seeds" (not
     final: running, interrupted, failed: "no summary"), "unreadable": [{"seed", "folder", "problems": ["<file>:
     why", ...]}] (a seed whose summary.json, config.json or a metrics.jsonl line is there but cannot be read: left
-    out of every mean, its row's status "unreadable: ...") and "unreadable_seeds", "epochs": (min, max) epochs_run of the final seeds or
+    out of every mean, its row's status "unreadable: ...") and "unreadable_seeds", "mixed": ["seed S: key=value
+    (seed F: value)"] for final seeds whose config.json differs from the first one's beyond SETTING_MAY_DIFFER
+    (a folder that mixes runs: the tables show no mean for it), "epochs": (min, max) epochs_run of the final seeds or
     None, "config": the first final seed's config.json essentials (method, dataset, precision, epochs,
     no_val_set, ...), "per_epoch": [{"epoch", "n", "test_error_pct"|"test_loss", "val_error_pct"|"val_loss",
     "train_loss", "epoch_seconds": each {"mean", "sd", "n"}}], "sweep": sweep.json or None}."""
@@ -244,7 +250,7 @@ def summarize_sweep(out_dir: str) -> dict:
         if final and not problems:
             summaries.append(summary)
             metrics.append(rows_s)
-            configs.append(config or {})
+            configs.append((seed, config or {}))
     classification = _is_classification(summaries, metrics) if summaries else True
     columns = CLASSIFICATION_COLUMNS if classification else REGRESSION_COLUMNS
     final_rows = [r for r in rows if is_final(r["status"])]
@@ -252,6 +258,8 @@ def summarize_sweep(out_dir: str) -> dict:
     statuses = collections.Counter(_status_kind(r["status"]) for r in final_rows)
     epochs = [int(r["epochs_run"]) for r in final_rows if r["epochs_run"] is not None]
     config = {}
+    mixed = _mixed(configs)
+    configs = [c for _, c in configs]
     if configs:
         keep = ("method", "architecture", "dataset", "precision", "epochs", "epochs_fb", "extra_fb_epochs", "no_val_set",
                 "only_train_first_layer", "num_hidden", "size_hidden", "batch_size")
@@ -267,6 +275,7 @@ def summarize_sweep(out_dir: str) -> dict:
         "final_seeds": [r["seed"] for r in final_rows],
         "other_seeds": [r["seed"] for r in rows if not is_final(r["status"]) and not _unreadable(r)],
         "unreadable": unreadable,
+        "mixed": mixed,
         "unreadable_seeds": [u["seed"] for u in unreadable],
         "epochs": (min(epochs), max(epochs)) if epochs else None,
         "config": config,
@@ -284,6 +293,35 @@ def _read_object(path: str, problems: list):
         problems.append((path, why))
         return None
     return value
+
+
+def _mixed(configs: list[tuple[int, dict]]) -> list[str]:
+    """'seed 3: method='dtpdrl' (seed 0: 'ddtp_linear')' for every final seed whose config.json differs from the
+    first one's in a setting other than SETTING_MAY_DIFFER (up to three settings a seed)."""
+    if not configs:
+        return []
+    first_seed, first = configs[0]
+    found = []
+    for seed, config in configs[1:]:
+        differ = [f"{k}={config[k]!r} (seed {first_seed}: {first[k]!r})" for k in config
+                  if k in first and k not in SETTING_MAY_DIFFER and config[k] != first[k]]
+        if differ:
+            found.append(f"seed {seed}: {', '.join(differ[:3])}")
+    return found
+
+
+def mixed_warnings(result: dict) -> list[str]:
+    """One `warning: ...` line for a sweep folder whose final seeds ran different settings."""
+    if not result.get("mixed"):
+        return []
+    return [f"warning: {result['out_dir']} mixes runs of different settings ({'; '.join(result['mixed'])}); the "
+            "tables show no mean for it: sweep each setting into its own folder"]
+
+
+def result_warnings(result: dict) -> list[str]:
+    """The `warning:` lines a command prints on stderr for a summarize_sweep result: unreadable files, mixed
+    settings."""
+    return unreadable_warnings(result) + mixed_warnings(result)
 
 
 def _unreadable(row: dict) -> bool:
@@ -367,6 +405,9 @@ def results_markdown(result: dict) -> str:
                     f"{', '.join(map(str, result['other_seeds']))}" if result["other_seeds"] else "") + ".")
     if result.get("unreadable"):
         lines.append(f"**Unreadable, left out of the means: {unreadable_text(result)}.**")
+    if result.get("mixed"):
+        lines.append(f"**The seeds ran different settings, so the means below mix them: "
+                     f"{'; '.join(result['mixed'])}.**")
     lines += ["", "| seed | status | " + " | ".join(h for _, h, _ in columns) + " |",
               "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
     for row in result["rows"]:

@@ -39,7 +39,7 @@ import sys
 from tp_keras.paper import facts as paper_facts
 from tp_keras.paper.facts import method_label
 from tp_keras.paper.sweep_results import (epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep,
-                                          unreadable_text, unreadable_warnings)
+                                          result_warnings, unreadable_text)
 from tp_keras.run import cli, rundir
 
 # Cells, the paper's numbers, labels and reference epochs: one source, paper_facts. A cell is a reference config's
@@ -88,6 +88,8 @@ def _fmt(stats_mean: float, stats_sd: float | None, kind: str) -> str:
 
 
 UNREADABLE_MARK = "§"
+MIXED_MARK = "¶"
+MIXED_TEXT = f"mixed settings{MIXED_MARK}"
 
 
 def _unreadable_part(result: dict) -> str:
@@ -101,6 +103,8 @@ def ours_text(entry: dict, table: int, column: str) -> str:
     seeds left out because a file of theirs cannot be read, or '–'."""
     if entry is None:
         return "–"
+    if entry["result"].get("mixed"):  # a mean over different settings means nothing: none is shown
+        return MIXED_TEXT
     key, kind = _quantity(table, column)
     stats = entry["result"]["summary"].get(key) or {"mean": None, "n": 0}
     if stats["mean"] is None:
@@ -230,13 +234,21 @@ def table_markdown(table: int, chosen: dict, placed: list[dict]) -> list[str]:
 
 
 def _unreadable_notes(entries: list[dict]) -> list[str]:
-    """§: the seeds of these sweeps that were left out of n because a file of theirs cannot be read, by file."""
+    """§: the seeds of these sweeps that were left out of n because a file of theirs cannot be read, by file;
+    ¶: the sweeps whose seeds ran different settings."""
+    entries = sorted(entries, key=lambda e: e["folder"])
     damaged = [e for e in entries if e["result"].get("unreadable")]
-    if not damaged:
-        return []
-    return [f"{UNREADABLE_MARK} left out of n, a file of theirs cannot be read (repair or delete it, or run the seed "
-            "again): " + "; ".join(f"`{e['folder']}`: {unreadable_text(e['result'])}"
-                                   for e in sorted(damaged, key=lambda e: e["folder"])) + "."]
+    mixed = [e for e in entries if e["result"].get("mixed")]
+    lines = []
+    if damaged:
+        lines.append(f"{UNREADABLE_MARK} left out of n, a file of theirs cannot be read (repair or delete it, or run "
+                     "the seed again): " + "; ".join(f"`{e['folder']}`: {unreadable_text(e['result'])}"
+                                                     for e in damaged) + ".")
+    if mixed:
+        lines.append(f"{MIXED_MARK} the seeds ran different settings, so no mean is shown (sweep each setting into "
+                     "its own folder): " + "; ".join(f"`{e['folder']}`: {'; '.join(e['result']['mixed'])}"
+                                                    for e in mixed) + ".")
+    return lines
 
 
 def _footnotes(marks: set) -> list[str]:
@@ -270,6 +282,8 @@ def _details(table: int, entries: list[dict]) -> list[str]:
             seeds += f"; not final: {', '.join(map(str, result['other_seeds']))}"
         if result.get("unreadable_seeds"):
             seeds += f"; unreadable{UNREADABLE_MARK}: {', '.join(map(str, result['unreadable_seeds']))}"
+        if result.get("mixed"):
+            seeds += f"; {MIXED_TEXT}"
         stats = result["summary"]
         error = stats.get("error_test_val_best_pct")
         lines.append("| " + " | ".join([
@@ -307,7 +321,8 @@ def tables_markdown(sweep_folders: list[str], collected: tuple | None = None) ->
             n = len(result["final_seeds"])
             lines.append(f"- `{entry['folder']}`: {shown}, {n} seed{'s' if n != 1 else ''}, "
                          f"{epochs_text(result)}" + (f"; unreadable, left out: {unreadable_text(result)}"
-                                                     if result.get("unreadable") else ""))
+                                                     if result.get("unreadable") else "")
+                         + (f"; mixed settings: {'; '.join(result['mixed'])}" if result.get("mixed") else ""))
         lines.append("")
     return "\n".join(lines)
 
@@ -328,7 +343,8 @@ def results_rows(chosen: dict, columns=RESULTS_COLUMNS) -> list[dict]:
         row = {"method": method, "variant": variant, "label": _row_label(method, variant)}
         for column in columns:
             entry = chosen.get(paper_facts.Cell(1, column, method, variant))
-            stats = entry["result"]["summary"].get("error_test_val_best_pct") if entry else None
+            mixed = bool(entry and entry["result"].get("mixed"))  # no mean over different settings
+            stats = entry["result"]["summary"].get("error_test_val_best_pct") if entry and not mixed else None
             stats = stats or {"mean": None, "sd": None, "n": 0}
             epochs = (entry["result"]["epochs"] or (0, 0))[1] if entry else None
             paper = paper_facts.paper_number(1, column, method)
@@ -338,12 +354,15 @@ def results_rows(chosen: dict, columns=RESULTS_COLUMNS) -> list[dict]:
             row[column] = {"mean": stats["mean"], "sd": stats["sd"], "n": stats["n"], "epochs": epochs,
                            "short": stats["mean"] is not None and epochs < REFERENCE_EPOCHS[entry["cell"]],
                            "paper": paper, "mark": mark, "not_final": entry["result"]["other_seeds"] if entry else [],
-                           "unreadable": entry["result"].get("unreadable_seeds", []) if entry else []}
+                           "unreadable": entry["result"].get("unreadable_seeds", []) if entry else [],
+                           "mixed": mixed}
         rows.append(row)
     return rows
 
 
 def _results_cell_text(cell: dict) -> str:
+    if cell.get("mixed"):
+        return MIXED_TEXT
     unreadable = len(cell.get("unreadable") or ())
     bad = f"{unreadable} unreadable{UNREADABLE_MARK}" if unreadable else ""
     if cell["mean"] is None:
@@ -426,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{_FOLDER_FIX.get(flag)}")
     chosen, placed, unplaced = collected = collect(folders)
     for entry in placed + unplaced:  # a run that cannot be read is marked in the table (§) and said here
-        for line in unreadable_warnings(entry["result"]):
+        for line in result_warnings(entry["result"]):
             print(line, file=sys.stderr)
     text = results_markdown(spec, collected) if args.results is not None else tables_markdown(folders, collected)
     if args.out == "-":
