@@ -26,6 +26,12 @@ Quantities (docs/semantics.md §10), mean ± SD over the seeds with a final stat
 Each "ours" cell reads `mean ± SD (n=seeds, E ep)`; E is the number of epochs actually run, and a cell that ran
 fewer epochs than the reference config is marked † (a short-horizon run, not comparable with the paper's number).
 Cells without a sweep show "–"; "/" is the paper's "not applicable" (DFA on Frozen-MNIST).
+
+Nothing is mixed or dropped quietly: a seed whose summary.json, config.json or a metrics.jsonl line cannot be read
+is left out of n, the cell says "1 unreadable§" and a § note under the table names the file; a sweep folder whose
+seeds ran different settings shows "mixed settings¶" instead of a mean, with a ¶ note; both are also `warning:`
+lines on stderr. A --results or --sweeps that names no folder, or folders without sweeps, and an unknown option
+stop the command in one line naming the fix (exit status 2).
 """
 from __future__ import annotations
 
