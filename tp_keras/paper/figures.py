@@ -8,7 +8,9 @@ Command line (each writes one PNG, or one per dataset for `alignment` and `curve
     python -m tp_keras.figures output_space --out=output_space.png [--seed=93]
     python -m tp_keras.figures curves --results=results --out=launch/figures/learning_curves.png
 
-A problem stops the command with one line `error: ...` on stderr and exit status 2.
+A problem stops the command with one line `error: ...` on stderr and exit status 2. `curves` leaves out what
+Table 1 leaves out, never quietly: a seed whose metrics.jsonl has a line that is not JSON (or whose summary.json
+cannot be read) is a `warning:` line on stderr naming the file and line, and a note under the figure.
 
 This is the only module of tp_keras that uses matplotlib, and it imports it lazily (`_pyplot`): training, the
 tests that do not draw and every other module work without the optional `plots` extra. Nor does it import
