@@ -43,7 +43,7 @@ from tp_keras.core.layers import DirectFeedback, TPDense, XavierNormal, activati
 from tp_keras.core.model import TPModel
 from tp_keras.core.networks import Network, feedback_structure, register_network
 from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam  # noqa: F401 (LayerwiseOptimizer's first home)
-from tp_keras.core.rules import RULES, LearningRule, get_rule
+from tp_keras.core.rules import LearningRule, get_rule
 from tp_keras.paper.facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
 
 
@@ -245,14 +245,13 @@ class CNNModel(TPModel):
         return self.network.conv_layers
 
     def get_config(self):
-        structure = self.rule.structure()
-        method = structure.name if RULES.get(structure.name) == structure else structure.get_config()
+        method = self._saved_method()
         network = self.network.get_config()
         return {"method": method, **{k: network[k] for k in ("image_shape", "conv_channels", "fc_units", "output_size",
                                                              "kernel_size")},
                 "target_stepsize": self.target_stepsize, "sigma": self.sigma,
                 "hidden_activation": network["hidden_activation"], "seed": self.seed, "dtype": self.dtype_policy.name,
-                "name": self.name}
+                "name": self.name, **self._saved_state()}
 
 
 def _per_layer(name: str, value, count: int) -> list[float]:

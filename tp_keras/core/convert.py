@@ -13,9 +13,10 @@ What converts:
     inputs, `x.reshape(len(x), -1)`); an `Activation('tanh')` layer right after a linear Dense is folded into it;
     nested Sequential/Functional models are flattened into the chain.
   * Hidden activations: all tanh or all linear (the two `TPDense` implements).
-  * Output activation: linear (logits). A softmax output is refused unless `drop_softmax=True`: the methods'
-    losses, output targets and `predict` work on logits, so the softmax is removed and the TP model outputs the
-    logits (argmax, hence accuracy, unchanged).
+  * Output activation: linear (logits). A softmax output (the last Dense's activation, an `Activation('softmax')`
+    or a `Softmax()` layer after it) is refused unless `drop_softmax=True`: the methods' losses, output targets
+    and `predict` work on logits, so the softmax is removed and the TP model outputs the logits (argmax, hence
+    accuracy, unchanged).
 
 The bias rule: `TPModel` can leave out the forward bias of the last hidden layer only (`last_hidden_bias`).
   * Last hidden layer: `last_hidden_bias` follows the Keras layer's `use_bias`, so the weights are kept whatever
@@ -192,6 +193,16 @@ def _dense_specs(model, drop_softmax: bool):
             if specs[-1]["activation"] != _LINEAR:
                 _refuse(layer, f"follows a Dense layer that already applies {specs[-1]['activation']!r}")
             specs[-1]["activation"] = act
+            specs[-1]["names"].append(layer.name)
+            continue
+        if type(layer) is keras.layers.Softmax:  # the output activation as its own layer, as Activation('softmax')
+            if not specs:
+                _refuse(layer, "a softmax before any Dense layer has no TP equivalent")
+            if layer.axis not in (-1, 1, [-1], [1], (-1,), (1,)):
+                _refuse(layer, f"takes the softmax over axis {layer.axis}; only the last axis (the classes) converts")
+            if specs[-1]["activation"] != _LINEAR:
+                _refuse(layer, f"follows a Dense layer that already applies {specs[-1]['activation']!r}")
+            specs[-1]["activation"] = "softmax"
             specs[-1]["names"].append(layer.name)
             continue
         if type(layer) is not keras.layers.Dense:

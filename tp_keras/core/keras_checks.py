@@ -81,6 +81,72 @@ def check_trainable(model):
                          "for any Keras model) so that the optimizers and the step see it")
 
 
+def feedback_layout(model) -> tuple:
+    """What a compiled feedback optimizer was built for: the trained feedback variables (by identity), and whether
+    they train with one optimizer per hidden layer (`TPModel.compile` records it; `check_rule` compares)."""
+    return tuple(id(v) for v in model.feedback_variables), bool(model.rule.per_layer_feedback_optimizers)
+
+
+def check_rule(model):
+    """A rule changed after compile (set_rule, model.sigma = ...) applies at the next fit, unless it trains other
+    feedback weights or with other feedback optimizers than the compiled optimizers were built for."""
+    compiled = getattr(model, "_compiled_feedback", None)
+    if compiled is not None and compiled != feedback_layout(model):
+        raise ValueError(f"the rule changed to {model.rule.name!r} after compile(), and it trains other feedback "
+                         "weights (or with other feedback optimizers) than the compiled one: call compile() again")
+
+
+def check_input_spec(model, shape, dtype, where: str = "x"):
+    """The inputs' shape (batch axis first) and dtype against the model's input, with Keras' wording for the
+    shape (a layer's InputSpec check); a one-line ValueError otherwise."""
+    dtype = tf.as_dtype(dtype)
+    if not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+        raise ValueError(f"{where} has dtype {dtype.name}; a TPModel takes numbers (float32 or float64): decode or "
+                         "convert the inputs in the data pipeline")
+    shape = tf.TensorShape(shape)
+    if shape.rank is None:
+        return
+    expected = (None,) + tuple(model.network.input_shape)
+    received = tuple(shape.as_list())
+    prefix = f'Input 0 of layer "{model.name}" is incompatible with the layer: '
+    fix = f"; this model takes x of shape (N, {', '.join(str(d) for d in expected[1:])})"
+    if len(received) != len(expected):
+        raise ValueError(f"{prefix}expected ndim={len(expected)}, found ndim={len(received)}. Full shape received: "
+                         f"{received}{fix}")
+    for axis in range(1, len(expected)):
+        if received[axis] is not None and received[axis] != expected[axis]:
+            name = -1 if axis == len(expected) - 1 else axis
+            raise ValueError(f"{prefix}expected axis {name} of input shape to have value {expected[axis]}, but "
+                             f"received input with shape {received}{fix}")
+
+
+def check_label_dtype(model, dtype):
+    dtype = tf.as_dtype(dtype)
+    if dtype.is_floating or dtype.is_integer or dtype.is_bool:
+        return
+    if model.task == "classification":
+        raise ValueError(f"labels have dtype {dtype.name}; a TPModel takes class ids (integers in [0, "
+                         f"{model.output_size})) or one-hot rows: map them to ids in the data pipeline (e.g. "
+                         "with keras.layers.StringLookup)")
+    raise ValueError(f"regression targets have dtype {dtype.name}; give numbers")
+
+
+def check_data(model, x, y=None):
+    """Before the first step: the inputs' shape and dtype and the labels' dtype, from arrays or a tf.data.Dataset's
+    element_spec (other streams are checked as the step is traced, `TPModel.train_step`)."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        x_spec, y_spec = (spec[0], spec[1] if len(spec) > 1 else None) if isinstance(spec, tuple) else (spec, None)
+        if isinstance(x_spec, tf.TensorSpec):
+            check_input_spec(model, x_spec.shape, x_spec.dtype)
+        if isinstance(y_spec, tf.TensorSpec):
+            check_label_dtype(model, y_spec.dtype)
+        return
+    array = host_array(x)
+    if array is not None and array.dtype.kind in "iubf":
+        check_input_spec(model, (None,) + array.shape[1:], array.dtype)
+
+
 def check_arrays(model, x, y, sample_weight=None, where: str = ""):
     """One-line ValueErrors for array inputs (datasets and generators are checked as they stream: a
     non-finite value stops the epoch, a label out of range raises)."""

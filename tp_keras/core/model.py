@@ -138,6 +138,7 @@ class TPModel(keras.Model):
         object.__setattr__(self, "feedback_optimizer", None)
         object.__setattr__(self, "_loss_kind", "auto")
         object.__setattr__(self, "_first_nonfinite", None)
+        object.__setattr__(self, "_compiled_feedback", None)
 
     def build(self, input_shape):
         self.network.build(input_shape)
@@ -176,44 +177,93 @@ class TPModel(keras.Model):
           rule: train with this learning rule from now on (`set_rule`: a name or a LearningRule of the same
             feedback maps); None keeps the model's.
           **kwargs: Keras' run_eagerly, steps_per_execution, jit_compile, auto_scale_loss.
+
+        Atomic: every argument is checked before anything changes, so a compile that raises leaves the model (its
+        rule, optimizers and compiled state) as it was.
         """
-        if rule is not None:
-            self.set_rule(rule)
-        if optimizer is not None and forward_optimizer is not None:
-            raise ValueError("compile: optimizer= and forward_optimizer= are the same argument (the forward "
-                             "optimizer); pass one of them")
-        forward = _keras_optimizer(optimizer if optimizer is not None else forward_optimizer, "optimizer")
-        if not self.trained_layers:
-            raise ValueError("compile: every forward layer is frozen (trainable=False), so fit would train no "
-                             "forward weight; unfreeze a layer, or train the feedback alone with train_feedback()")
-        if loss_weights is not None:
-            raise ValueError("compile: loss_weights weigh the losses of several outputs; a TP model has one output")
-        feedback = self._feedback_optimizer_for(forward, feedback_optimizer)
-        kind = self._compiled_loss_kind(loss)
-        if metrics is None and weighted_metrics is None and self.task == "classification":
-            weighted_metrics = ["accuracy"]
-        super().compile(optimizer=forward, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
+        previous = self.rule
+        new_rule = self._checked_rule(rule) if rule is not None else previous
+        # The checks read the rule (which feedback weights train, their default optimizer): the new one, on trial.
+        object.__setattr__(self, "rule", new_rule)
+        try:
+            if optimizer is not None and forward_optimizer is not None:
+                raise ValueError("compile: optimizer= and forward_optimizer= are the same argument (the forward "
+                                 "optimizer); pass one of them")
+            forward = _keras_optimizer(optimizer if optimizer is not None else forward_optimizer, "optimizer")
+            if not self.trained_layers:
+                raise ValueError("compile: every forward layer is frozen (trainable=False), so fit would train no "
+                                 "forward weight; unfreeze a layer, or train the feedback alone with train_feedback()")
+            if loss_weights is not None:
+                raise ValueError("compile: loss_weights weigh the losses of several outputs; a TP model has one "
+                                 "output")
+            feedback = self._feedback_optimizer_for(forward, feedback_optimizer)
+            kind = self._compiled_loss_kind(loss)
+            if metrics is None and weighted_metrics is None and self.task == "classification":
+                weighted_metrics = ["accuracy"]
+            from keras.src.trainers.compile_utils import CompileMetrics
+            CompileMetrics(metrics, weighted_metrics)  # Keras' own checks of their form, before Keras' compile
+            _check_owns(forward, self.forward_variables)
+            if feedback is not None and self.feedback_variables:
+                _check_owns(feedback, self.feedback_variables)
+            super().compile(optimizer=forward, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics,
+                            **kwargs)
+        except BaseException:
+            object.__setattr__(self, "rule", previous)
+            raise
+        if new_rule is not previous:
+            self._rule_changed()
         # Set past Keras' attribute tracking, which is locked once the model is built.
         object.__setattr__(self, "feedback_optimizer", feedback)
         object.__setattr__(self, "_loss_kind", kind)
-        _check_owns(self.optimizer, self.forward_variables)
         self.optimizer.build(self.forward_variables)
         if feedback is not None and self.feedback_variables:
-            _check_owns(feedback, self.feedback_variables)
             feedback.build(self.feedback_variables)
+        object.__setattr__(self, "_compiled_feedback", C.feedback_layout(self))
         with self.distribute_strategy.scope():
             object.__setattr__(self, "_first_nonfinite", _FirstNonFinite(self._health_width()))
 
     def _feedback_optimizer_for(self, forward, feedback):
+        """The feedback optimizer(s) of `compile`, through the factory the launcher uses too
+        (`optimizers.feedback_optimizers`): for a rule with per-layer feedback optimizers (ldrl), one per hidden
+        layer, cloned from the one given (or a list of them, one per hidden layer, or a LayerwiseOptimizer)."""
+        from tp_keras.core.optimizers import LayerwiseOptimizer, feedback_optimizers
         if not self.feedback_variables:
-            if feedback is not None:  # kept (and saved with the model), but it has nothing to train
+            if feedback is not None and not isinstance(feedback, (list, tuple, LayerwiseOptimizer)):
+                # kept (and saved with the model), but it has nothing to train
                 warnings.warn(f"compile: method {self.method.name!r} trains no feedback weights here; "
                               "feedback_optimizer is not used", UserWarning, stacklevel=3)
                 return _keras_optimizer(feedback, "feedback_optimizer")
             return None
         if feedback is None:
             return default_feedback_optimizer(self)
+        per_layer = self.rule.per_layer_feedback_optimizers
+        groups = len(self.tp_layers) - 1
+        if isinstance(feedback, LayerwiseOptimizer) or isinstance(feedback, (list, tuple)):
+            given = feedback.optimizers if isinstance(feedback, LayerwiseOptimizer) else list(feedback)
+            if not per_layer:
+                raise ValueError(f"compile: rule {self.rule.name!r} trains its feedback with one optimizer; pass "
+                                 "feedback_optimizer=<one optimizer>, not one per layer")
+            if len(given) != groups:
+                raise ValueError(f"compile: {len(given)} feedback optimizers for {groups} hidden layers; give one "
+                                 "per hidden layer, or one to be cloned for each")
+            given = [_keras_optimizer(o, "feedback_optimizer") for o in given]
+            if isinstance(feedback, LayerwiseOptimizer) and [[id(v) for v in g] for g in feedback.variable_groups] \
+                    != [[id(v) for v in g] for g in self.feedback_variable_groups]:
+                raise ValueError("compile: this LayerwiseOptimizer was made for other variables; pass a list of "
+                                 "optimizers, one per hidden layer")
+            if any(o is forward for o in given):
+                raise ValueError("compile: the forward optimizer is among the feedback optimizers; pass new ones")
+            made = iter(given)
+            return feedback_optimizers(self, lambda name: next(made))
         feedback = _keras_optimizer(feedback, "feedback_optimizer")
+        if per_layer:
+            if feedback.built:
+                raise ValueError(f"compile: rule {self.rule.name!r} trains its feedback with one optimizer per "
+                                 f"hidden layer, cloned from feedback_optimizer={feedback.name!r}, which already "
+                                 "holds state; pass a new optimizer, or a list of optimizers, one per hidden layer")
+            config = feedback.get_config()
+            return feedback_optimizers(self, lambda name: type(feedback).from_config({**config, "name": name}),
+                                       name=config["name"])
         if feedback is forward:
             if forward.built:
                 raise ValueError("compile: the same optimizer object for the forward and the feedback weights, and "
@@ -256,9 +306,13 @@ class TPModel(keras.Model):
     def get_compile_config(self):
         """Keras' compile config (the forward optimizer as `optimizer`) plus the feedback optimizer, so that a
         `.keras` file restores both optimizers and their states."""
+        from tp_keras.core.optimizers import LayerwiseOptimizer
         config = super().get_compile_config()
-        if config and self.feedback_optimizer is not None:
-            config["feedback_optimizer"] = keras.saving.serialize_keras_object(self.feedback_optimizer)
+        optimizer = self.feedback_optimizer
+        if config and isinstance(optimizer, LayerwiseOptimizer):  # one per hidden layer: saved as their list
+            config["feedback_optimizer"] = [keras.saving.serialize_keras_object(o) for o in optimizer.optimizers]
+        elif config and optimizer is not None:
+            config["feedback_optimizer"] = keras.saving.serialize_keras_object(optimizer)
         return config
 
     def compile_from_config(self, config):
@@ -298,7 +352,9 @@ class TPModel(keras.Model):
         del arguments["self"]
         C.check_strategy(self, "fit")
         C.check_trainable(self)
+        C.check_rule(self)
         C.check_arrays(self, arguments["x"], arguments["y"], arguments["sample_weight"])
+        C.check_data(self, arguments["x"], arguments["y"])
         if arguments["class_weight"] is not None:
             C.check_class_weight(self, arguments["class_weight"])
         validation = arguments["validation_data"]
@@ -317,6 +373,7 @@ class TPModel(keras.Model):
         if not arguments.get("kwargs", {}).get("_use_cached_eval_dataset"):  # else fit's validation: checked
             C.check_strategy(self, "evaluate")
             C.check_arrays(self, arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
+            C.check_data(self, arguments.get("x"), arguments.get("y"))
             self._follow_label_shape(C.label_shape(arguments.get("x"), arguments.get("y")))
         with C.labels_out_of_range_as_value_error():
             return super().evaluate(*args, **kwargs)
@@ -345,7 +402,7 @@ class TPModel(keras.Model):
     def train_step(self, data):
         from tp_keras.core import step  # step imports this module's siblings; imported late to keep layering flat
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        C.check_label_form(self, y)
+        _check_traced_data(self, x, y)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         rows = tf.shape(x)[0]
@@ -368,7 +425,7 @@ class TPModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        C.check_label_form(self, y)
+        _check_traced_data(self, x, y)
         logits = self(x)
         per_sample = T.output_loss_per_sample(logits, y, self.task)
         if sample_weight is not None:
@@ -429,6 +486,7 @@ class TPModel(keras.Model):
             return []
         if self.feedback_optimizer is None:
             raise ValueError("train_feedback needs compile(...) first (it trains with the feedback optimizer)")
+        C.check_rule(self)
         if getattr(self, "_feedback_step", None) is None:
             object.__setattr__(self, "_feedback_step", tf.function(
                 lambda xb, yb: step.train_step(self, self.optimizer, self.feedback_optimizer, xb, yb, forward=False),
@@ -546,11 +604,22 @@ class TPModel(keras.Model):
 
     def _replace_rule(self, **values):
         object.__setattr__(self, "rule", self.rule.with_hyper_parameters(**values))
+        self._rule_changed()
 
     def set_rule(self, rule):
         """Trains this network with another learning rule of the same feedback maps (a name or a LearningRule;
         a name keeps this model's hyper-parameters), e.g. a DTP network with 'ldrl'. Refused in one line when
-        the maps differ."""
+        the maps differ.
+
+        A rule changed after `compile` (here, or by setting `target_stepsize`, `sigma`, `gn_damping`) applies from
+        the next `fit` or `train_feedback` on (their compiled steps are traced again); a rule that trains other
+        feedback weights, or with other feedback optimizers, than the compiled one is refused there until
+        `compile` is called again."""
+        object.__setattr__(self, "rule", self._checked_rule(rule))
+        self._rule_changed()
+
+    def _checked_rule(self, rule) -> LearningRule:
+        """`rule` as set_rule would take it (a name keeps this model's hyper-parameters), checked; nothing changes."""
         new = get_rule(rule)
         if not isinstance(rule, LearningRule):
             new = _rule_with(new, self.target_stepsize, self.sigma if new.trains_feedback or not isinstance(
@@ -559,12 +628,61 @@ class TPModel(keras.Model):
         if feedback_structure(new) != built:
             raise ValueError(f"rule {new.name!r} needs other feedback maps than this {self.rule.name!r} network "
                              f"({feedback_structure(new)} vs {built}); build a TPModel({new.name!r}, ...)")
-        object.__setattr__(self, "rule", new)
+        return new
+
+    def _rule_changed(self):
+        """Drops every compiled step that read the rule when it was traced (Keras' train function, the feedback
+        step), so the next fit or train_feedback traces them with the new rule: one retrace, no recompile."""
         object.__setattr__(self, "_feedback_step", None)
+        object.__setattr__(self, "_feedback_loop", None)
+        if getattr(self, "train_function", None) is not None:
+            self.train_function = None
+
+    def _saved_method(self):
+        """The config's "method": the registry name, or the rule's structure as a dict (an unregistered rule, or a
+        registered noise other than the registry's). A custom noise callable cannot be saved: refused in one
+        line (the structure would otherwise silently save the registry's noise)."""
+        from tp_keras.core.rules import components as K
+        structure = self.rule.structure()
+        noise = self.rule.noise
+        if not isinstance(noise, str):
+            names = [name for name, fn in K.NOISE.items() if fn is noise]
+            if not names:
+                raise ValueError(f"rule {self.rule.name!r} draws its noise from the custom callable "
+                                 f"{getattr(noise, '__name__', type(noise).__name__)}, which cannot be saved: register "
+                                 "it (tp_keras.core.rules.components.NOISE['my_noise'] = fn) and set the rule's "
+                                 "noise='my_noise', or set_rule() a rule with noise='philox' before saving")
+            noise = names[0]
+        if noise != structure.noise:
+            structure = dataclasses.replace(structure, noise=noise)
+        return structure.name if RULES.get(structure.name) == structure else structure.get_config()
+
+    def _saved_state(self) -> dict:
+        """What the config holds beyond the constructor's arguments, only where it is not the default: the frozen
+        layers (`trainable = False`), restored by `from_config` (so load_model, clone_model and model_from_json
+        keep them, and a loaded model's optimizers are built on the same variables as the saved ones)."""
+        state = {}
+        frozen = [i for i, layer in enumerate(self.tp_layers) if not layer.trainable]
+        if frozen:
+            state["frozen_layers"] = frozen
+        if self.direct_feedback is not None and not self.direct_feedback.trainable:
+            state["frozen_direct_feedback"] = True
+        return state
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        frozen = config.pop("frozen_layers", ())
+        frozen_direct_feedback = config.pop("frozen_direct_feedback", False)
+        model = super().from_config(config, custom_objects)
+        for i in frozen:
+            model.tp_layers[i].trainable = False
+        if frozen_direct_feedback:
+            model.direct_feedback.trainable = False
+        return model
 
     def get_config(self):
-        structure = self.rule.structure()
-        method = structure.name if RULES.get(structure.name) == structure else structure.get_config()
+        method = self._saved_method()
         sigma = list(self.sigma) if isinstance(self.sigma, tuple) else self.sigma
         iterations = self.rule.feedback_iterations
         if type(self.network) is not MLPNetwork:  # e.g. TPModel(rule, network=CNNNetwork(...))
@@ -573,7 +691,7 @@ class TPModel(keras.Model):
                     "gn_damping": self.gn_damping,
                     "feedback_iterations": list(iterations) if isinstance(iterations, tuple) else iterations,
                     "only_train_first_layer": self.only_train_first_layer, "dtype": self.dtype_policy.name,
-                    "name": self.name}
+                    "name": self.name, **self._saved_state()}
         return {"method": method, "input_size": self.input_size, "hidden_sizes": self.hidden_sizes,
                 "output_size": self.output_size, "target_stepsize": self.target_stepsize, "sigma": sigma,
                 "hidden_activation": self.hidden_activation, "last_hidden_bias": self.last_hidden_bias,
@@ -581,7 +699,7 @@ class TPModel(keras.Model):
                 "recurrent_input": self.recurrent_input, "gn_damping": self.gn_damping,
                 "feedback_iterations": list(iterations) if isinstance(iterations, tuple) else iterations,
                 "only_train_first_layer": self.only_train_first_layer, "dtype": self.dtype_policy.name,
-                "name": self.name}
+                "name": self.name, **self._saved_state()}
 
 
 def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_iterations) -> LearningRule:
@@ -607,16 +725,18 @@ def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_
 def default_feedback_optimizer(model: TPModel):
     """The feedback optimizer `compile` gives a TP method when none is passed: the method's paper MNIST feedback
     Adam (PyTorch semantics: `lr_fb`, `beta1_fb`, `beta2_fb`, `epsilon_fb`, coupled L2 `feedback_wd`; 'tp' takes
-    DTP's), in the model's precision."""
-    from tp_keras.core.optimizers import TorchAdam
+    DTP's), in the model's precision; one per hidden layer for a rule with per-layer feedback optimizers (ldrl),
+    as the launcher gives it (`optimizers.feedback_optimizers`)."""
+    from tp_keras.core.optimizers import TorchAdam, feedback_optimizers
     from tp_keras.paper import configs as paper_configs
     name = model.method.name
     config = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(name, name))
     if config is None or RULES.get(name) != model.method:
         raise ValueError(f"compile: method {name!r} has no paper configuration to take a default feedback optimizer "
                          "from; pass feedback_optimizer=")
-    return TorchAdam(config["lr_fb"], config["beta1_fb"], config["beta2_fb"], config["epsilon_fb"],
-                     l2_decay=config["feedback_wd"], name="feedback_adam", precision=model.compute_dtype)
+    return feedback_optimizers(model, lambda optimizer_name: TorchAdam(
+        config["lr_fb"], config["beta1_fb"], config["beta2_fb"], config["epsilon_fb"], l2_decay=config["feedback_wd"],
+        name=optimizer_name, precision=model.compute_dtype))
 
 
 def _keras_optimizer(optimizer, argument: str):
@@ -634,6 +754,10 @@ def _keras_optimizer(optimizer, argument: str):
 
 def _check_owns(optimizer, variables):
     """A built optimizer must hold state for these variables (else it was built for another model)."""
+    if hasattr(optimizer, "variable_groups"):  # a LayerwiseOptimizer: each of its optimizers, its own group
+        for part, group in zip(optimizer.optimizers, optimizer.variable_groups):
+            _check_owns(part, group)
+        return
     if optimizer.built and any(optimizer._var_key(v) not in optimizer._trainable_variables_indices
                                for v in variables):
         raise ValueError(f"compile: optimizer {optimizer.name!r} was already built for other variables (another "
@@ -688,6 +812,16 @@ def _with_first(callback, callbacks):
         callback.set_model(callbacks.model)
         return callbacks
     return [callback] + list(callbacks or [])
+
+
+def _check_traced_data(model, x, y):
+    """At trace time, what fit could not check beforehand (generators, PyDatasets): the inputs' shape and dtype,
+    the labels' dtype and form."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        C.check_input_spec(model, x.shape, x.dtype)
+    if y is not None and hasattr(y, "dtype"):
+        C.check_label_dtype(model, y.dtype)
+    C.check_label_form(model, y)
 
 
 def _feedback_batches(x, y, batch_size):

@@ -216,7 +216,7 @@ class LayerwiseOptimizer(KerasSaveable):
         return all(optimizer.built for optimizer in self.optimizers)
 
     def _obj_type(self):
-        return "LayerwiseOptimizer"
+        return "Optimizer"  # Keras walks its attributes as an optimizer's: `optimizers` holds the state
 
     def __reduce__(self):  # KerasSaveable pickles whole models only
         return object.__reduce__(self)
