@@ -241,7 +241,8 @@ def test_sweep_tables_and_report_mark_an_unreadable_seed(tmp_path, capsys):
     assert status == 0 and "3 seed folders, 2 final" in text
     assert len(errors) == 1 and errors[0].startswith(f"warning: {bad}: not JSON")
     rows = csv_rows(os.path.join(out, "results.csv"))
-    assert rows[1]["status"].startswith("unreadable: summary.json not JSON") and rows[-1]["error_test_val_best_pct"] == "2"
+    assert rows[1]["status"].startswith("unreadable: summary.json not JSON")
+    assert rows[-1]["error_test_val_best_pct"] == "2"  # the "n" row
     md = open(os.path.join(out, "results.md")).read()
     assert "**mean ± SD (n=2)**" in md and f"**Unreadable, left out of the means: seed 1 ({bad}: not JSON" in md
 

@@ -21,8 +21,10 @@ continues. `--data_dir` is not part of the comparison (it says where the data ar
 One folder, one sweep. `<out>` belongs to the flagfile that started it (sweep.json records its name and settings;
 each seed's config.json what it ran): a sweep of another flagfile, or of other settings than --epochs (and what a
 run may change on --resume: SETTING_MAY_DIFFER), into that folder is refused before anything runs or is written,
-in one line naming the flagfile or setting that differs, with exit status 1; use another --out. A seed already queued or running in the study (another machine, or an earlier sweep's worker that
-still runs) is not queued twice; a seed whose worker died is retried by the engine, resuming from its checkpoint.
+in one line naming the flagfile or setting that differs, with exit status 1; use another --out.
+
+A seed already queued or running in the study (another machine, or an earlier sweep's worker that still runs) is
+not queued twice; a seed whose worker died is retried by the engine, resuming from its checkpoint.
 
 Bad settings (an unknown flag, --first_seed or --seeds outside the launcher's seeds 0..4294967295, an --out that
 is a file, --report_only on a folder without seeds) stop the command before any work, in one line, exit status 2.
@@ -40,7 +42,8 @@ for folders written before the sweep ran on the engine):
   <out>/sweep.json             the command: flagfile, extra flags, seeds
 Means and SDs are over the seeds with a final status (a diverged or pruned seed counts, as in the reference's
 seed sweeps; the status column says how many). A seed whose summary.json, config.json or a metrics.jsonl line
-cannot be read is left out of them, shown as "unreadable: ..." in the tables and warned about on stderr. `summarize_sweep(out_dir)` returns the same numbers as a dict.
+cannot be read is left out of them, shown as "unreadable: ..." in the tables and warned about on stderr.
+`summarize_sweep(out_dir)` returns the same numbers as a dict.
 
 This module is the supervisor (plan the seeds, queue them, report each as it ends); the tables are computed and
 written by tp_keras.paper.sweep_results (plain Python: `--report_only` and tp_keras.tables need no TensorFlow,

@@ -3,8 +3,9 @@
 `summarize_sweep(out_dir)` reads every seed's summary.json, metrics.jsonl and config.json (no side effects) and
 returns one row per seed, mean ± SD over the seeds with a final status (a diverged or pruned seed counts, as in
 the reference's seed sweeps) and the per-epoch curves; a seed with a damaged file is never dropped quietly: it is
-listed as unreadable (`unreadable_warnings` gives the lines the commands print on stderr); `write_results(out_dir)` writes results.csv,
-results_per_epoch.csv and results.md from it (through the run folder's atomic writes, `rundir.atomic_write`).
+listed as unreadable, and a folder whose seeds ran different settings as mixed (`result_warnings` gives the lines
+the commands print on stderr); `write_results(out_dir)` writes results.csv, results_per_epoch.csv and results.md
+from it (through the run folder's atomic writes, `rundir.atomic_write`).
 The sweep supervisor (tp_keras.paper.sweep) calls it after every seed; tp_keras.paper.tables reads the same dicts.
 
 Plain Python (no TensorFlow, NumPy or Optuna): `--report_only` and the tables need none of them.
