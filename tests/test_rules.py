@@ -44,7 +44,7 @@ def test_every_rule_round_trips_through_its_config(name):
     (dict(target_rule="plain", feedback_loss="drl"), "difference correction"),
     (dict(sigma=0.0), "sigma > 0"),
     (dict(sigma=(0.1, 0.2)), "takes one sigma"),
-    (dict(feedback_iterations=3), "needs feedback_first=True"),
+    (dict(feedback_iterations=3), "feedback_iterations=3 is not used"),
     (dict(feedback_iterations=0, feedback_first=True), "whole numbers >= 1"),
     (dict(target_stepsize=-1.0), "target_stepsize"),
     (dict(feedback_loss="nope"), "choose one of"),
@@ -262,12 +262,12 @@ def test_bad_rule_settings_name_the_flag(method, overrides, flag):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, extra", [("ldrl", ["--feedback_iterations=1,2", "--sigma=0.1,0.05"]),
+@pytest.mark.parametrize("method, extra", [("ldrl", ["--feedback_iterations=1,2", "--sigma=0.1,0.05", "--epochs_fb=1"]),
                                            ("fw_dtp", [])])
 def test_launcher_runs_the_new_rules(mnist_dir, tmp_path, method, extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     done = subprocess.run([sys.executable, "-m", "tp_keras.launch", f"--method={method}", f"--data_dir={mnist_dir}",
-                           "--epochs=2", "--epochs_fb=1", "--num_hidden=2", "--size_hidden=8", "--batch_size=16",
+                           "--epochs=2", "--num_hidden=2", "--size_hidden=8", "--batch_size=16",
                            "--validation_size=20", "--progress=false", "--log_angles", "--log_interval=1",
                            f"--workdir={tmp_path / 'run'}", *extra],
                           env=env, capture_output=True, text=True, timeout=300)

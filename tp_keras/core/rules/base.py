@@ -19,7 +19,19 @@ as a plain dict) and carries its hyper-parameters:
   feedback losses: a registered name, or any callable ``noise(shape, seed)``, which is how tests inject noise).
 * ``last_hidden_bias``: a reference quirk (DDTP-linear and DFA have no forward bias on the last hidden layer).
 
-Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError).
+Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError): a bool
+field holding anything but True/False, and a hyper-parameter the rule does not use set to anything but its
+default (`UnusedSettingError`).
+
+What a rule uses. The rule is the one place that knows which settings it uses (`uses`, `unused_because`,
+`check_used`), derived from its components: ``sigma`` (and the feedback optimizer, ``feedback_optimizer``, and
+feedback-only passes, ``feedback_schedule``) only where it trains feedback (by a noisy feedback loss);
+``target_stepsize`` only where it propagates targets; ``gn_damping`` only for Gauss-Newton targets;
+``feedback_iterations`` only where it trains the feedback first; ``size_hidden_fb`` and ``recurrent_input`` only
+with DDTP-RHL's random feedback layer (``feedback='direct_rhl'``). `check_used` raises `UnusedSettingError`
+(one line naming the setting and the fix); the front ends decide what counts as given (TPModel's keyword
+arguments, the launcher's flags, a search space's lines) and say it in their own words. ``noise`` is not
+checked: a generator is harmless where no feedback loss draws from it, and tests inject one into every rule.
 """
 from __future__ import annotations
 
@@ -27,15 +39,47 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import numpy as np
+
 FEEDBACK_KINDS = ("none", "layerwise", "direct", "direct_rhl")
 FEEDBACK_INITS = ("xavier", "uniform_1e-3")
 # The hyper-parameters of a rule (what TPModel's keyword arguments and the launcher's flags override); the other
 # fields are its structure.
 HYPER_PARAMETERS = ("sigma", "target_stepsize", "gn_damping", "noise", "feedback_iterations")
+# The settings only some rules use (`LearningRule.uses`), with who uses them (for the messages): the rule's own
+# hyper-parameters and what lies outside the rule (the feedback optimizer, feedback-only passes, DDTP-RHL's random
+# feedback layer). TPModel's keyword arguments, the launcher's flags and the search spaces map onto these names.
+SETTINGS = {
+    "sigma": "rules that train their feedback (the noise std of the feedback loss)",
+    "target_stepsize": "rules that propagate targets",
+    "gn_damping": "Gauss-Newton targets (target_rule='gnt', method 'gnt')",
+    "feedback_iterations": "rules that train their feedback first, feedback_first=True (e.g. 'ldrl')",
+    "feedback_optimizer": "rules that train their feedback",
+    "feedback_schedule": "rules that train their feedback (feedback-only passes)",
+    "size_hidden_fb": "DDTP-RHL's random feedback layer (feedback='direct_rhl')",
+    "recurrent_input": "DDTP-RHL's random feedback layer (feedback='direct_rhl')",
+}
+# The rule's hyper-parameter fields that only some rules use: set to anything but the default, refused where unused.
+_CHECKED_FIELDS = ("sigma", "target_stepsize", "gn_damping", "feedback_iterations")
+BOOL_FIELDS = ("feedback_trained", "last_hidden_bias", "feedback_bias", "feedback_first",
+               "per_layer_feedback_optimizers")
 
 
 class RuleError(ValueError):
     """An invalid learning rule; `str(err)` is one line naming what is wrong and the fix."""
+
+
+class UnusedSettingError(RuleError):
+    """A setting the rule does not use, given a value: `setting`, `value`, `rule` (its name) and `reason` (why
+    the rule does not use it) let TPModel, the launcher and the search say it in their own words."""
+
+    def __init__(self, rule: str, setting: str, value, reason: str):
+        self.rule, self.setting, self.value, self.reason = rule, setting, value, reason
+        super().__init__(f"rule {rule!r}: {setting}={value!r} is not used ({reason}); drop it: {setting} is for "
+                         f"{SETTINGS[setting]}")
+
+    def __reduce__(self):
+        return type(self), (self.rule, self.setting, self.value, self.reason)
 
 
 def _positive(value) -> bool:
@@ -64,6 +108,13 @@ class LearningRule:
 
     def __post_init__(self):
         from tp_keras.core.rules import components as K
+        for field in BOOL_FIELDS:
+            value = getattr(self, field)
+            if isinstance(value, np.bool_):  # NumPy's bool: the plain bool
+                object.__setattr__(self, field, bool(value))
+            elif not isinstance(value, bool):
+                raise RuleError(f"rule {self.name!r}: {field}={value!r} must be True or False (a bool, not "
+                                f"{type(value).__name__})")
         if isinstance(self.sigma, list):
             object.__setattr__(self, "sigma", tuple(self.sigma))
         if isinstance(self.feedback_iterations, list):
@@ -101,6 +152,10 @@ class LearningRule:
         if path in loss.needs_difference_on and not targets.difference:
             raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} on {path} feedback uses the "
                             "difference correction; use target_rule='difference'")
+        for field in _CHECKED_FIELDS:
+            value = getattr(self, field)
+            if not _same(value, _DEFAULTS[field]):
+                self.check_used(field, value)
         if isinstance(self.sigma, tuple) and not loss.per_layer_sigma:
             raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} takes one sigma, not one per layer")
         if self.trains_feedback:
@@ -108,8 +163,6 @@ class LearningRule:
             if not sigmas or not all(_positive(s) for s in sigmas):
                 raise RuleError(f"rule {n!r}: sigma={self.sigma!r}; {n} trains its feedback with noise of std "
                                 "sigma > 0 (one value, or one per hidden layer), e.g. sigma=0.05")
-        elif isinstance(self.sigma, tuple) or not isinstance(self.sigma, (int, float)):
-            raise RuleError(f"rule {n!r}: sigma={self.sigma!r} must be a number (the rule trains no feedback)")
         if not _positive(self.target_stepsize):
             raise RuleError(f"rule {n!r}: target_stepsize={self.target_stepsize!r} must be a number > 0, e.g. 0.05")
         if not (isinstance(self.gn_damping, (int, float)) and math.isfinite(self.gn_damping)
@@ -120,9 +173,6 @@ class LearningRule:
         if not counts or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in counts):
             raise RuleError(f"rule {n!r}: feedback_iterations={self.feedback_iterations!r} must be whole numbers "
                             ">= 1 (one, or one per hidden layer)")
-        if max(counts) > 1 and not self.feedback_first:
-            raise RuleError(f"rule {n!r}: feedback_iterations > 1 needs feedback_first=True (several feedback "
-                            "steps are taken before the targets)")
         if (isinstance(self.feedback_iterations, tuple) or self.per_layer_feedback_optimizers) \
                 and path != "layerwise":
             raise RuleError(f"rule {n!r}: per-layer feedback iterations and optimizers need layer-wise feedback")
@@ -169,6 +219,40 @@ class LearningRule:
     def trains_feedback(self) -> bool:
         return self.has_feedback and self.feedback_trained and self.feedback_loss != "none"
 
+    # --- which settings the rule uses ----------------------------------------------------------------------------
+    def unused_because(self, setting: str) -> str | None:
+        """None where this rule uses `setting` (a key of `SETTINGS`), else why not (a clause naming the rule)."""
+        n = self.name
+        if setting in ("sigma", "feedback_optimizer", "feedback_schedule"):
+            return None if self.trains_feedback else f"{n} does not train feedback weights"
+        if setting == "target_stepsize":
+            return None if self.uses_targets else f"{n} propagates no targets, it trains by backprop"
+        if setting == "gn_damping":
+            return None if self.target_rule == "gnt" else f"{n} has no Gauss-Newton targets"
+        if setting == "feedback_iterations":
+            if not self.trains_feedback:
+                return f"{n} does not train feedback weights"
+            return None if self.feedback_first else f"{n} takes one feedback step per batch, with its targets"
+        if setting in ("size_hidden_fb", "recurrent_input"):
+            return None if self.feedback == "direct_rhl" else f"{n} has no random feedback layer"
+        raise RuleError(f"rule {n!r}: unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+
+    def uses(self, setting: str) -> bool:
+        return self.unused_because(setting) is None
+
+    def check_used(self, setting: str, value) -> None:
+        """Refuses `value` given for a setting this rule does not use (`UnusedSettingError`, one line). The caller
+        decides what counts as given (TPModel: a keyword argument other than the rule's own value; the launcher:
+        a flag other than the method's default)."""
+        reason = self.unused_because(setting)
+        if reason is not None:
+            raise UnusedSettingError(self.name, setting, value, reason)
+
+    def used(self, **values) -> dict:
+        """The `values` (settings by name) this rule uses: for code that passes one set of hyper-parameters to
+        every method, e.g. `TPModel(method, ..., **get_rule(method).used(target_stepsize=0.1, sigma=0.05))`."""
+        return {k: v for k, v in values.items() if self.uses(k)}
+
     def sigmas(self, count: int) -> list[float]:
         """σ_ℓ for hidden layers ℓ = 1..count."""
         return _per_layer(self, "sigma", self.sigma, count)
@@ -203,6 +287,17 @@ class LearningRule:
     @classmethod
     def from_config(cls, config: dict) -> "LearningRule":
         return cls(**config)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LearningRule)}
+
+
+def _same(a, b) -> bool:
+    """a == b as a plain truth value (False where the comparison has none, e.g. an array)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _per_layer(rule, what, value, count):
