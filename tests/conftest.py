@@ -90,8 +90,10 @@ def to_np(value):
 
 def make_model(method, *, dtype="float64", input_size=INPUT, hidden=HIDDEN, output=OUTPUT, target_stepsize=0.1,
                sigma=0.05, seed=42, **kwargs):
-    return TPModel(method, input_size, list(hidden), output, target_stepsize=target_stepsize, sigma=sigma,
-                   seed=seed, dtype=dtype, **kwargs)
+    from tp_keras.core.rules import get_rule
+    # The default hyper-parameters go to the methods that use them (TPModel refuses one the rule does not use).
+    used = get_rule(method).used(target_stepsize=target_stepsize, sigma=sigma)
+    return TPModel(method, input_size, list(hidden), output, seed=seed, dtype=dtype, **used, **kwargs)
 
 
 def randomize_biases(model, seed=0, scale=0.3):

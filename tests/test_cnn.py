@@ -29,8 +29,9 @@ IMAGE, CHANNELS, FC, OUT, BATCH = (8, 6, 2), (3, 4), (5,), 3, 3
 
 
 def tiny(method, *, dtype="float64", target_stepsize=0.1, sigma=0.05, seed=3):
-    return CNNModel(method, IMAGE, CHANNELS, FC, OUT, target_stepsize=target_stepsize, sigma=sigma, seed=seed,
-                    dtype=dtype)
+    from tp_keras.core.rules import get_rule
+    used = get_rule(method).used(target_stepsize=target_stepsize, sigma=sigma)  # TPModel refuses unused ones
+    return CNNModel(method, IMAGE, CHANNELS, FC, OUT, seed=seed, dtype=dtype, **used)
 
 
 def randomize_biases(model, seed=0, scale=0.3):

@@ -52,7 +52,7 @@ def _sequential(d=7, hidden=(6, 5), out=3, activation="tanh", dtype="float32", s
 def test_sequential_conversion_keeps_forward_weights_and_adds_fresh_feedback(method):
     model = _sequential()
     x = _x()
-    kwargs = dict(target_stepsize=0.2, sigma=0.07, seed=5, size_hidden_fb=4)
+    kwargs = dict(seed=5, **METHODS[method].used(target_stepsize=0.2, sigma=0.07, size_hidden_fb=4))
     if METHODS[method].last_hidden_bias:
         tp = from_keras(model, method, **kwargs)
     else:  # ddtp_linear has no last-hidden bias by default: the user's bias is kept, with a warning
@@ -61,7 +61,8 @@ def test_sequential_conversion_keeps_forward_weights_and_adds_fresh_feedback(met
     assert isinstance(tp, TPModel) and tp.method is METHODS[method]
     assert (tp.input_size, tp.hidden_sizes, tp.output_size) == (7, [6, 5], 3)
     assert tp.hidden_activation == "tanh" and tp.last_hidden_bias and tp.dtype_policy.name == "float32"
-    assert (tp.target_stepsize, tp.sigma, tp.seed) == (0.2, 0.07, 5)
+    assert {k: getattr(tp, k) for k in kwargs if k != "size_hidden_fb"} == {
+        k: v for k, v in kwargs.items() if k != "size_hidden_fb"}
     np.testing.assert_array_equal(tp(x).numpy(), model(x).numpy())  # exact, not just close
     dense = [layer for layer in model.layers]
     for tp_layer, layer in zip(tp.tp_layers, dense):
@@ -204,8 +205,9 @@ def test_converted_model_fits_with_every_method(method, blobs):
     model = keras.Sequential([keras.Input((10,)), L.Dense(8, activation="tanh", kernel_initializer=init(seed=1)),
                               L.Dense(8, activation="tanh", kernel_initializer=init(seed=2)),
                               L.Dense(3, kernel_initializer=init(seed=3))])
-    tp = from_keras(model, method, target_stepsize=0.5 if method != "dfa" else 1.0, sigma=0.05, seed=1,
-                    size_hidden_fb=8, last_hidden_bias=None if METHODS[method].last_hidden_bias else False)
+    tp = from_keras(model, method, seed=1, last_hidden_bias=None if METHODS[method].last_hidden_bias else False,
+                    **METHODS[method].used(target_stepsize=0.5 if method != "dfa" else 1.0, sigma=0.05,
+                                           size_hidden_fb=8))
     tp.compile(forward_optimizer=TorchAdam(0.02), feedback_optimizer=TorchAdam(0.005))
     before = tp.evaluate(x, y, batch_size=200, verbose=0, return_dict=True)["loss"]
     history = tp.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
@@ -239,8 +241,8 @@ def test_keras_file_round_trip_restores_everything_and_keeps_training(method, tm
     options = dict(ROUND_TRIPS[method])
     dtype = options.pop("dtype")
     x, y = blobs[0][:60].astype(dtype), blobs[1][:60]
-    model = TPModel(method, 10, [6, 5], 3, target_stepsize=0.3, sigma=0.06, seed=11, task="classification",
-                    dtype=dtype, **options)
+    model = TPModel(method, 10, [6, 5], 3, seed=11, task="classification", dtype=dtype, **options,
+                    **METHODS[method].used(target_stepsize=0.3, sigma=0.06))
     model.compile(forward_optimizer=TorchAdam(0.01, 0.8, 0.99, 1e-6, precision=dtype),
                   feedback_optimizer=TorchAdam(0.003, 0.9, 0.995, 1e-5, l2_decay=1e-4, precision=dtype))
     model.fit(x, y, batch_size=20, epochs=1, shuffle=False, verbose=0)  # non-trivial optimizer and noise state

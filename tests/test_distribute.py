@@ -74,7 +74,8 @@ _SCRIPT = textwrap.dedent(r'''
     def run_case(method, strategy, schedule, jit, evaluate=False):
         t0 = time.perf_counter()
         def make_model():
-            return TPModel(method, 7, [6, 5, 4], 3, target_stepsize=0.1, sigma=0.1, seed=5, size_hidden_fb=6)
+            return TPModel(method, 7, [6, 5, 4], 3, seed=5,
+                           **METHODS[method].used(target_stepsize=0.1, sigma=0.1, size_hidden_fb=6))
 
         def optimizer():
             return TorchAdam(1e-2, epsilon=1e-4)
@@ -123,7 +124,8 @@ _SCRIPT = textwrap.dedent(r'''
         def fitted(strategy):
             scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
             with scope:
-                model = TPModel(method, 7, [6, 5, 4], 3, target_stepsize=0.1, sigma=0.1, seed=5)
+                model = TPModel(method, 7, [6, 5, 4], 3, seed=5,
+                                **METHODS[method].used(target_stepsize=0.1, sigma=0.1))
                 model.compile(forward_optimizer=TorchAdam(1e-2, epsilon=1e-4),
                               feedback_optimizer=TorchAdam(1e-2, epsilon=1e-4))
             history = model.fit(X[:30], Y[:30], batch_size=8, epochs=2, shuffle=False, verbose=0).history

@@ -400,7 +400,7 @@ def test_feedback_schedule_in_fit_on_a_dataset_and_a_used_up_generator():
     (dict(hidden=[]), r"^TPModel: hidden_sizes=\[\] must be a non-empty list"),
     (dict(input_size=2.5), r"^TPModel: input_size=2.5 must be a whole number"),
     (dict(seed=-1), r"^TPModel: seed=-1 must be a whole number in 0\.\.4294967295"),
-    (dict(gn_damping=-1.0), "^TPModel: gn_damping=-1.0 must be a finite number >= 0"),
+    (dict(gn_damping=-1.0), "^TPModel: gn_damping=-1.0 is not used by rule 'dtpdrl'"),
     (dict(task="ranking"), "^TPModel: task='ranking'; choose 'classification'"),
     (dict(hidden_activation="relu"), "^TPModel: hidden_activation='relu'"),
     (dict(dtype="mixed_float16"), "^dtype='mixed_float16': TP models compute in float32 or float64 only .*1/sigma"),

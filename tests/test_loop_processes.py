@@ -39,6 +39,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
 from tp_keras.core import loop
+from tp_keras.core.methods import METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.run.distribute import DistributedTrainer, make_strategy
@@ -50,7 +51,8 @@ Y = tf.constant((np.arange(48) % 3).astype("int32"))
 for method in sys.argv[1:]:
     runs = []
     for multi in (False, True):
-        t = DistributedTrainer(lambda: TPModel(method, 7, [6, 5, 4], 3, target_stepsize=0.1, sigma=0.1, seed=5),
+        t = DistributedTrainer(lambda: TPModel(method, 7, [6, 5, 4], 3, seed=5,
+                                               **METHODS[method].used(target_stepsize=0.1, sigma=0.1)),
                                lambda: TorchAdam(1e-2, epsilon=1e-4), lambda: TorchAdam(1e-2, epsilon=1e-4), strategy)
         losses = []
         for forward, step, key in ((True, t.train_step, "loss"), (False, t.feedback_step, "rec_loss")):

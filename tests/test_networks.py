@@ -35,8 +35,8 @@ def test_a_tpmodel_of_a_cnn_network_is_the_cnnmodel_bit_for_bit(method, tmp_path
     rule = get_rule(method)
     x = np.random.default_rng(0).normal(size=(4,) + IMAGE)
     y = np.array([0, 1, 2, 1], dtype="int32")
-    old = CNNModel(method, IMAGE, CHANNELS, FC, OUT, sigma=0.1, seed=5, dtype="float64")
-    new = TPModel(rule, sigma=0.1, target_stepsize=0.01, seed=5, dtype="float64",
+    old = CNNModel(method, IMAGE, CHANNELS, FC, OUT, seed=5, dtype="float64", **rule.used(sigma=0.1))
+    new = TPModel(rule, target_stepsize=0.01, seed=5, dtype="float64", **rule.used(sigma=0.1),
                   network=CNNNetwork(rule, IMAGE, CHANNELS, FC, OUT, seed=5, dtype="float64"))
     # The same weights in the same order, named alike under each model's own name.
     assert [v.path.split("/", 1)[-1] for v in new.variables] == [v.path.split("/", 1)[-1] for v in old.variables]

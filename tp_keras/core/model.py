@@ -23,6 +23,7 @@ from tp_keras.core import targets as T
 from tp_keras.core.health import Diverged, first_problem, first_problem_stacked, stack_calls
 from tp_keras.core.networks import MLPNetwork, Network, deserialize_network, feedback_structure, serialize_network
 from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
+from tp_keras.core.rules.base import SETTINGS, UnusedSettingError
 
 # compile(loss=...): what each accepted name means, by task.
 _CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy": "sparse", "categorical_crossentropy": "categorical"}
@@ -72,7 +73,15 @@ class TPModel(keras.Model):
       dtype: 'float32' or 'float64' for every variable and computation (default: the global Keras policy, which
         must then be one of the two).
 
-    Every argument is checked here; a bad one raises a one-line ValueError naming it.
+    Every argument is checked here; a bad one raises a one-line ValueError naming it. That includes per-layer
+    values of the wrong length (sigma, feedback_iterations: one per hidden layer of the network), non-bool flags,
+    and a hyper-parameter the rule does not use (the rule decides: `LearningRule.uses`), e.g.
+    `TPModel("fw_dtp", sigma=0.5)` (fw_dtp trains no feedback), `TPModel("bp", target_stepsize=0.5)`,
+    `TPModel("ldrl", gn_damping=0.5)`, size_hidden_fb/recurrent_input without DDTP-RHL's random layer. What the
+    rule ignores anyway is accepted and dropped: the argument's default, the rule's own value, and the value of
+    the method's paper configuration (tp_keras/paper/configs.py), which the launcher and the paper flagfiles
+    carry for every method (e.g. bp's target_stepsize=1.0). Code passing one set of hyper-parameters to every
+    method writes `TPModel(method, ..., **get_rule(method).used(target_stepsize=0.1, sigma=0.05))`.
 
     Saving: `model.save("m.keras")` / `keras.saving.load_model("m.keras")` restores every forward and feedback
     weight (DDTP-RHL's fixed random layer included), the noise generator's state, the method and every
@@ -91,9 +100,15 @@ class TPModel(keras.Model):
                  network=None, dtype: str | None = None, **kwargs):
         dtype = C.model_precision(dtype)
         super().__init__(dtype=dtype, **kwargs)
+        _check_bools(only_train_first_layer=only_train_first_layer, recurrent_input=recurrent_input,
+                     last_hidden_bias=last_hidden_bias)
         self.only_train_first_layer = bool(only_train_first_layer)
         m = get_rule(method)  # a name, a LearningRule, or a rule's config dict (get_config of an unregistered one)
-        self.rule = _rule_with(m, target_stepsize, sigma, gn_damping, feedback_iterations)
+        if network is None:
+            _check_used(m, "size_hidden_fb", size_hidden_fb, 1024)
+            _check_used(m, "recurrent_input", recurrent_input, False)
+        self.rule = _rule_with(m, *_given_hyper_parameters(m, target_stepsize, sigma, gn_damping,
+                                                           feedback_iterations))
         if task not in C.TASKS:
             raise ValueError(f"TPModel: task={task!r}; choose 'classification' (softmax cross-entropy on the "
                              "logits) or 'regression' (mean squared error)")
@@ -123,6 +138,7 @@ class TPModel(keras.Model):
         if network.structure != feedback_structure(m):
             raise ValueError(f"TPModel: the network was built for other feedback maps than rule {m.name!r} needs "
                              f"({network.structure} vs {feedback_structure(m)}); build it for this rule")
+        _check_per_layer(self.rule, len(network.tp_layers) - 1)
         object.__setattr__(self, "network", network)  # a plain object: Keras tracks its layers under the model
         for name, value in network.attributes().items():
             setattr(self, name, value)
@@ -702,17 +718,85 @@ class TPModel(keras.Model):
                 "name": self.name, **self._saved_state()}
 
 
+def _unused_message(err) -> str:
+    """An `UnusedSettingError` of the rule in TPModel's words."""
+    return (f"TPModel: {err.setting}={err.value!r} is not used by rule {err.rule!r} ({err.reason}); drop the "
+            f"argument: {err.setting} is for {SETTINGS[err.setting]}")
+
+
+def _paper_values(rule: LearningRule) -> dict:
+    """The values the method's paper configuration carries (tp_keras/paper/configs.py: the launcher passes them
+    to TPModel for every method, used or not); {} for a rule outside the registry."""
+    from tp_keras.paper import configs as paper_configs
+    if RULES.get(rule.name) != rule.structure():
+        return {}
+    return paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(rule.name, rule.name), {})
+
+
+def _check_used(rule: LearningRule, setting: str, value, default) -> None:
+    """Refuses a keyword argument for a setting the rule does not use (the rule decides, `rule.check_used`),
+    unless it is what the rule ignores anyway: the argument's default, the rule's own value, or the value of the
+    method's paper configuration (which the launcher passes for every method)."""
+    if value is None or rule.uses(setting):
+        return
+    if any(_same(value, other) for other in (default, getattr(rule, setting, default))):
+        return
+    if setting in _paper_values(rule) and _same(value, _paper_values(rule)[setting]):
+        return
+    try:
+        rule.check_used(setting, value)
+    except UnusedSettingError as err:
+        raise ValueError(_unused_message(err)) from None
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _given_hyper_parameters(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_iterations) -> tuple:
+    """TPModel's hyper-parameter keyword arguments, each refused when the rule does not use it (`_check_used`),
+    and None (the rule's own) where it is what the rule ignores anyway."""
+    values = dict(target_stepsize=target_stepsize, sigma=sigma, gn_damping=gn_damping,
+                  feedback_iterations=feedback_iterations)
+    for name, value in values.items():
+        _check_used(rule, name, value, None)
+    return tuple(value if rule.uses(name) else None for name, value in values.items())
+
+
+def _check_bools(**values) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (bool, np.bool_)) or (value is None and name == "last_hidden_bias")):
+            allowed = "True, False or None" if name == "last_hidden_bias" else "True or False"
+            raise ValueError(f"TPModel: {name}={value!r} must be {allowed} (a bool, not {type(value).__name__})")
+
+
+def _check_per_layer(rule: LearningRule, num_hidden: int) -> None:
+    """Per-layer hyper-parameters (sigma, feedback_iterations) must give one value per hidden layer of the network
+    (checked here, when the model is built, not at the first step)."""
+    for name in ("sigma", "feedback_iterations"):
+        value = getattr(rule, name)
+        if isinstance(value, tuple) and len(value) != num_hidden:
+            raise ValueError(f"TPModel: {name}={list(value)} has {len(value)} values for the network's {num_hidden} "
+                             f"hidden layers; give one value, or one per hidden layer")
+
+
 def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_iterations) -> LearningRule:
     """`rule` with TPModel's keyword arguments as its hyper-parameters (None keeps the rule's), each checked
-    with TPModel's one-line messages first."""
+    with TPModel's one-line messages first. Values for hyper-parameters the rule does not use are dropped (the
+    constructor refuses them before, `_given_hyper_parameters`; set_rule by name keeps only what the new rule
+    uses)."""
+    target_stepsize, sigma, gn_damping, feedback_iterations = (
+        value if rule.uses(name) else None for name, value in (
+            ("target_stepsize", target_stepsize), ("sigma", sigma), ("gn_damping", gn_damping),
+            ("feedback_iterations", feedback_iterations)))
     if target_stepsize is not None:
         target_stepsize = C.real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
     if sigma is not None and not isinstance(sigma, (list, tuple)):
-        if rule.trains_feedback:
-            sigma = C.real("sigma", sigma, positive=True,
-                           hint=f"{rule.name} trains its feedback with noise of std sigma > 0, e.g. sigma=0.05")
-        else:  # unused by this rule (no feedback loss)
-            sigma = float(sigma)
+        sigma = C.real("sigma", sigma, positive=True,
+                       hint=f"{rule.name} trains its feedback with noise of std sigma > 0, e.g. sigma=0.05")
     if gn_damping is not None:
         gn_damping = C.real("gn_damping", gn_damping, positive=False)
     try:
@@ -857,6 +941,21 @@ def _feedback_batches(x, y, batch_size):
     return streamed
 
 
+def _check_feedback_schedule(model) -> None:
+    """FeedbackSchedule on a model with no feedback weights to train would run nothing: refused in one line."""
+    rule = getattr(model, "rule", None)
+    if rule is None:
+        raise ValueError(f"FeedbackSchedule: {type(model).__name__} is not a TPModel; the schedule trains a TPModel's "
+                         "feedback weights")
+    reason = rule.unused_because("feedback_schedule")
+    if reason is not None:
+        raise ValueError(f"FeedbackSchedule: {reason}, so its feedback-only passes would train nothing; drop the "
+                         "callback")
+    if not model.feedback_variables:
+        raise ValueError("FeedbackSchedule: every feedback weight of this model is frozen (trainable=False), so its "
+                         "feedback-only passes would train nothing; unfreeze them or drop the callback")
+
+
 class FeedbackSchedule(keras.callbacks.Callback):
     """The reference's feedback schedule for `fit`: `pretrain_epochs` feedback-only passes before the first
     epoch and `extra_epochs` after every epoch (docs/semantics.md §5.2), on the training data given here (anything `fit`
@@ -868,6 +967,10 @@ class FeedbackSchedule(keras.callbacks.Callback):
 
     The mean feedback loss of every pass is appended to `history` and the last one is logged as `rec_loss_extra`
     (put this callback before CSVLogger/TensorBoard in the list: callbacks run in order).
+
+    On a model whose rule trains no feedback (bp, dfa, gnt, fw_dtp), or whose feedback weights are all frozen, it
+    would run nothing: `fit` refuses it in one line before the first pass (at `on_train_begin`; the callback
+    meets its model only there).
     """
 
     def __init__(self, x, y=None, *, pretrain_epochs: int = 0, extra_epochs: int = 0, batch_size: int | None = None,
@@ -885,6 +988,7 @@ class FeedbackSchedule(keras.callbacks.Callback):
         return losses
 
     def on_train_begin(self, logs=None):
+        _check_feedback_schedule(self.model)
         if self.pretrain_epochs:
             self._passes(self.pretrain_epochs, "feedback pre-training pass")
 
