@@ -93,7 +93,9 @@ def test_bad_settings_name_the_flag(overrides, flag):
 
 
 def test_dfa_needs_no_sigma():
-    Config.paper("dfa", sigma=0.0).validate()  # frozen feedback: σ is unused
+    Config.paper("dfa").validate()  # frozen feedback: σ is unused, and a --sigma that changes it is refused
+    with pytest.raises(ConfigError, match=r"^--sigma: 0.0 is not used by dfa"):
+        Config.paper("dfa", sigma=0.0).validate()
 
 
 def _launch(*args, cwd):

@@ -48,8 +48,8 @@ def test_bad_steps_per_call_is_refused_in_one_line(bad):
 
 def _run(mnist_dir, folder, method, steps_per_call, **overrides):
     from tp_keras.run.experiment import train_and_evaluate
-    settings = dict(data_dir=mnist_dir, epochs=2, epochs_fb=1, extra_fb_epochs=1, steps_per_call=steps_per_call,
-                    **TINY)
+    settings = dict(data_dir=mnist_dir, epochs=2, steps_per_call=steps_per_call, **TINY,
+                    **(dict(epochs_fb=1, extra_fb_epochs=1) if METHODS[method].trains_feedback else {}))
     settings.update(overrides)
     summary = train_and_evaluate(Config.paper(method, **settings), str(folder))
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]

@@ -237,7 +237,8 @@ def test_gnt_and_tp_defaults_borrow_a_paper_config():
 
 def test_every_method_builds_from_its_launcher_default():
     for name in METHODS:
-        config = Config.paper(name, num_hidden=2, size_hidden=5, size_hidden_fb=7).validate()
+        config = Config.paper(name, num_hidden=2, size_hidden=5,
+                              **METHODS[name].used(size_hidden_fb=7)).validate()
         model = TPModel(name, 9, config.hidden_sizes, 3, target_stepsize=config.target_stepsize,
                         sigma=config.sigma, size_hidden_fb=config.size_hidden_fb)
         assert model(np.zeros((2, 9), "float32")).shape == (2, 3)

@@ -120,8 +120,9 @@ class Config:
         ref = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(method, method))
         if ref is not None:
             values.update({k: ref[k] for k in _PAPER_KEYS})
+        defaults = dict(values)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return _note_rule_flags(cls(**values), cls(**defaults))
 
     @classmethod
     def from_paper_cell(cls, name: str, **overrides) -> "Config":
@@ -199,6 +200,7 @@ class Config:
             value = getattr(self, name)
             if not (0.0 <= value < 1.0):
                 raise ConfigError(name, f"{value} is outside [0, 1); Adam's decay rates must be in [0, 1), e.g. 0.9")
+        _check_rule_flags(self, method)
         self._validate_rule(method)
         if method.trains_feedback:
             _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
@@ -231,9 +233,10 @@ class Config:
                                            f"({self.num_hidden})")
         if self.feedback_iterations is None:
             return
-        if not (method.feedback_first and method.trains_feedback):
-            raise ConfigError("feedback_iterations", f"{self.method} takes one feedback step per batch with its "
-                                                     "targets; drop the flag (it is for ldrl)")
+        if not method.uses("feedback_iterations"):
+            raise ConfigError("feedback_iterations", f"{self.method} does not use it "
+                                                     f"({method.unused_because('feedback_iterations')}); drop the "
+                                                     "flag (it is for ldrl)")
         counts = _values(self.feedback_iterations)
         if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in counts):
             raise ConfigError("feedback_iterations", f"{list(counts)}: every value must be a whole number >= 1, "
@@ -257,6 +260,60 @@ class Config:
         if self.last_hidden_bias is not None:
             raise ConfigError("last_hidden_bias", "the CNN keeps every forward bias (as the reference's CNNs); "
                                                   "drop the flag")
+
+
+# --- flags the method does not use (the rule decides: LearningRule.uses) ------------------------------------------
+# Each launcher flag that only some methods use, and the rule's name for the setting it gives.
+RULE_FLAGS = {"sigma": "sigma", "target_stepsize": "target_stepsize", "gn_damping_training": "gn_damping",
+              "feedback_iterations": "feedback_iterations", "lr_fb": "feedback_optimizer",
+              "beta1_fb": "feedback_optimizer", "beta2_fb": "feedback_optimizer", "epsilon_fb": "feedback_optimizer",
+              "feedback_wd": "feedback_optimizer", "epochs_fb": "feedback_schedule",
+              "extra_fb_epochs": "feedback_schedule", "size_hidden_fb": "size_hidden_fb",
+              "recurrent_input": "recurrent_input"}
+
+
+def _note_rule_flags(config: Config, defaults: Config) -> Config:
+    """Records on `config` (`Config.paper`'s result) which of RULE_FLAGS were given and differ from the method's
+    default (`defaults`): the flags `validate` refuses where the method does not use them.
+
+    "Given" means a non-None override of Config.paper: the launcher's flags, from the command line or a flagfile
+    (absl leaves a flag that neither sets None). A value equal to the method's default is what the method ignores
+    anyway and is accepted: flags always have a value, and the paper flagfiles (launch/*.flags, generated from
+    tp_keras/paper/configs.py) carry every reference value, used or not; none of them carries an unused value other
+    than its method's default (tests/test_rule_checks.py checks this), so every flagfile still runs, and an unused
+    value that changes anything is refused, not warned about. A Config built field by field (`Config(...)`)
+    records nothing."""
+    config._rule_flags_given = tuple(flag for flag in RULE_FLAGS
+                                     if _differs(getattr(config, flag), getattr(defaults, flag)))
+    return config
+
+
+def _differs(a, b) -> bool:
+    try:
+        return not bool(a == b)
+    except (TypeError, ValueError):
+        return True
+
+
+def _check_rule_flags(config: Config, method) -> None:
+    """Refuses a flag noted by `_note_rule_flags` that the method does not use, in the launcher's words."""
+    from tp_keras.core.rules import UnusedSettingError
+    for flag in getattr(config, "_rule_flags_given", ()):
+        value = getattr(config, flag)
+        try:
+            method.check_used(RULE_FLAGS[flag], value)
+        except UnusedSettingError as err:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            users = [name for name, rule in METHODS.items() if rule.uses(err.setting)]
+            who = ", ".join(users) if len(users) <= 3 else _FLAG_USERS[err.setting]
+            raise ConfigError(flag, f"{shown} is not used by {config.method} ({err.reason}); drop the flag (it is "
+                                    f"for {who})") from None
+
+
+# Who uses a setting, in the launcher's words, where more than three methods do.
+_FLAG_USERS = {"sigma": "methods that train their feedback", "target_stepsize": "methods that propagate targets",
+               "feedback_optimizer": "methods that train their feedback",
+               "feedback_schedule": "methods that train their feedback"}
 
 
 def _values(value) -> tuple:

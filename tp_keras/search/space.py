@@ -17,9 +17,6 @@ import math
 import os
 
 KINDS = {"log": 2, "float": 2, "int": 2, "choice": None}  # kind -> number of arguments (None: one or more)
-# Flags that only mean something for a method that trains its feedback, and for one that propagates targets.
-FEEDBACK_FLAGS = ("lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma")
-TARGET_FLAGS = ("target_stepsize",)
 
 
 class SpaceError(ValueError):
@@ -119,14 +116,35 @@ def default_path(method: str) -> str:
 
 
 def check_method(params, method) -> None:
-    """Refuses parameters the method ignores (a feedback setting for a method without trained feedback, η̂ for
-    one without targets): searching them would only add noise to the search."""
+    """Refuses parameters the method ignores, as the launcher refuses such flags: the rule decides
+    (`LearningRule.uses`, through the launcher's map of flags onto the rule's settings, `config.RULE_FLAGS`), e.g.
+    a feedback setting for a method without trained feedback, η̂ for one without targets, size_hidden_fb without
+    DDTP-RHL's random layer. Searching them would only add noise to the search."""
+    from tp_keras.core.rules import UnusedSettingError
+    from tp_keras.run.config import RULE_FLAGS
     for p in params:
-        if p.name in FEEDBACK_FLAGS and not method.trains_feedback:
-            raise SpaceError(f"--space: {p.name}: {method.name} does not train feedback weights; remove the line "
-                             f"(or search a space written for {method.name})")
-        if p.name in TARGET_FLAGS and not method.uses_targets:
-            raise SpaceError(f"--space: {p.name}: {method.name} propagates no targets; remove the line")
+        if p.name not in RULE_FLAGS:
+            continue
+        try:
+            method.check_used(RULE_FLAGS[p.name], p.args)
+        except UnusedSettingError as err:
+            raise SpaceError(f"--space: {p.name}: not used by {method.name} ({err.reason}); remove the line (or "
+                             f"search a space written for {method.name})") from None
+
+
+def check_values(params, validate, source: str = "--space") -> None:
+    """Refuses, before any trial runs, a value the launcher would refuse: `validate(name, value)` applies the
+    launcher's own parsing and checks of flag `name` to `value` and raises ValueError (one line) if it refuses it.
+    Every choice and both ends of every range go through it; without this a bad value fails every trial that
+    draws it."""
+    for p in params:
+        for value in p.args:
+            try:
+                validate(p.name, value)
+            except ValueError as err:
+                what = f"the choice {value}" if p.kind == "choice" else f"the {p.kind} range's end {value}"
+                raise SpaceError(f"{source}: {p.name}: the launcher refuses {what} ({str(err).splitlines()[0]}); "
+                                 "fix or remove it in the space file") from None
 
 
 def to_json(params) -> list:
