@@ -349,3 +349,21 @@ def test_damping_search_does_not_replace_a_run_unasked(command, mnist_dir, tmp_p
     assert status == 0, lines
     assert _json(workdir / "config.json")["seed"] == 3 and _json(workdir / "damping_search.json")["seed"] == 3
     _clean(workdir)
+
+
+def test_cifar_fingerprint_is_that_of_the_nhwc_images_whatever_the_file_form(tmp_path, monkeypatch):
+    """Raw CIFAR-10 is an NHWC view of CHW rows (not contiguous): hashed in chunks, it equals the hash of the
+    contiguous NHWC array (what tensorflow-datasets gives), for the extracted folder and the tarball alike."""
+    rng = np.random.default_rng(3)
+    batches = [(rng.integers(0, 256, (3, 3072)), rng.integers(0, 10, 3)) for _ in range(6)]
+    folder, tarball = tmp_path / "folder", tmp_path / "tarball"
+    data_module.write_cifar_batches(folder, batches[:5], batches[5])
+    data_module.write_cifar_batches(tarball, batches[:5], batches[5], as_tarball=True)
+    monkeypatch.setattr(data_module, "_HASH_CHUNK", 2)  # several chunks, the last one short
+    a = data_module.load_dataset("cifar10", str(folder), validation_size=4).fingerprint
+    assert a == data_module.load_dataset("cifar10", str(tarball), validation_size=4).fingerprint
+    train = np.concatenate([b[0] for b in batches[:5]]).astype(np.uint8).reshape(-1, 3, 32, 32)
+    nhwc = np.ascontiguousarray(train.transpose(0, 2, 3, 1))
+    assert a["arrays"]["train_images"] == {"shape": [15, 32, 32, 3],
+                                           "sha256": hashlib.sha256(nhwc.tobytes()).hexdigest()}
+    assert a["samples"] == {"train": 15, "test": 3}
