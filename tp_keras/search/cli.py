@@ -13,8 +13,11 @@ accuracy per epoch, and is pruned by the chosen Optuna pruner or by the referenc
 accuracy below 40 % MNIST/Fashion-MNIST, 25 % CIFAR-10 from epoch 6); its value is its best validation accuracy.
 
 Rerun the same command after an interruption or a crash: finished trials stay, interrupted or lost ones resume
-from their last epoch checkpoint, the rest run. Start the same command on several machines with one
---storage=postgresql://... URL and they share the study (README: Hyper-parameter search).
+from their last epoch checkpoint, the rest run. Ctrl-C or SIGTERM stops the workers and ends the command in one line
+(exit status 130 or 143); the workers also die with a command killed outright (kill -9). --sampler_seed makes a
+fresh search reproducible (one worker); a rerun seeds from it and the trials already in the study, so it draws new
+values. Start the same command on several machines with one --storage=postgresql://... URL and they share the
+study (README: Hyper-parameter search).
 
 Results in --out (rewritten from the database by `--out=DIR --report_only`): best.flags (the best trial's
 configuration as a launcher flagfile, its header naming the study, trial and validation accuracy), trials.csv,
@@ -24,14 +27,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 from optuna.trial import TrialState
 
 from tp_keras.core.methods import get_method
-from tp_keras.run import launch
+from tp_keras.run import faults, launch
 from tp_keras.run.config import ConfigError
 from tp_keras.run.data import DataError
+from tp_keras.run.rundir import RunDirError
 from tp_keras.search import engine, options, results, runs, space
 from tp_keras.search.space import SpaceError
 
@@ -150,7 +155,11 @@ def run_search(args, launcher_args) -> int:
         if any(p.name == runs.flag_name(arg) for p in params):
             raise ConfigError(runs.flag_name(arg), f"is set on the command line and searched by {space_path}; "
                                                    "drop one of the two")
+    # Every value the space can give, through the launcher's own checks: a bad one stops here, not in every trial.
+    space.check_values(params, lambda flag, value: runs.config_from_args(with_data + runs.as_flags({flag: value})),
+                       space_path)
     out, name = _defaults(args, flags)
+    check_folder(out, "--out")
     url = args.storage or engine.default_storage(out)
     runner = importlib.import_module(args.runner)
     runner.prepare(with_data)  # a bad --data_dir stops here, in one line, before any trial
@@ -191,12 +200,41 @@ def run_search(args, launcher_args) -> int:
     for note in notes:
         _say(note)
     missing = sorted(set(planned) - set(ended))
-    if interrupted:
-        _say("interrupted: rerun the same command to resume")
-        return 130
+    if interrupted:  # the launcher's line and exit status (130 for SIGINT, 143 for SIGTERM)
+        raise faults.Interrupted(signal.Signals(driver.stop_signal or signal.SIGINT).name)
     if missing:
         _say(f"not ended: {', '.join(missing)} (rerun the same command to resume them)")
     return 1 if missing or driver.failed_slots else 0
+
+
+def check_folder(path: str, flag: str) -> None:
+    """Refuses a folder to be (`path`) that is, or lies under, an existing file, before any work."""
+    part = os.path.abspath(path)
+    while True:
+        if os.path.lexists(part) and not os.path.isdir(part):
+            where = f"{path}" if part == os.path.abspath(path) else f"{part} (in {flag}={path})"
+            raise RunDirError(f"{flag}: {where} is a file, not a folder; choose another {flag} or move the file "
+                              "away")
+        parent = os.path.dirname(part)
+        if parent == part:
+            return
+        part = parent
+
+
+def _stoppable(work) -> int:
+    """Runs `work()` with SIGTERM as an interrupt; an interrupt ends in the launcher's one line on stderr,
+    `error: interrupted by SIGTERM; ...`, and its exit status (143; 130 for SIGINT)."""
+    previous = faults.terminate_as_interrupt()
+    try:
+        return work()
+    except KeyboardInterrupt as err:
+        name = getattr(err, "signal_name", "SIGINT")
+        print(f"error: interrupted by {name}; rerun the same command to resume (finished trials are kept, "
+              "interrupted ones resume from their last epoch)", file=sys.stderr, flush=True)
+        return 128 + int(getattr(signal, name))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _tally(study) -> tuple[list[str], list[str]]:
@@ -216,5 +254,6 @@ def _states(study) -> dict:
 def main(argv=None) -> int:
     args, launcher_args = parse_args(sys.argv[1:] if argv is None else argv)
     engine.quiet_optuna()
-    return options.run_command(lambda: report_only(args) if args.report_only else run_search(args, launcher_args),
-                               one_line_errors=(ConfigError, DataError, SpaceError))
+    return options.run_command(
+        lambda: _stoppable(lambda: report_only(args) if args.report_only else run_search(args, launcher_args)),
+        one_line_errors=(ConfigError, DataError, SpaceError, RunDirError))

@@ -25,6 +25,7 @@ Nothing lost, nothing run twice:
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime
 import json
@@ -105,7 +106,13 @@ def shown(url: str) -> str:
 def open_storage(url: str, heartbeat: int = 10, grace: int = 60) -> optuna.storages.RDBStorage:
     """The study database, with a heartbeat every `heartbeat` s and stale trials retried after `grace` s."""
     if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
+        folder = os.path.dirname(url[len("sqlite:///"):]) or "."
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            from tp_keras.run.rundir import fix_for, reason
+            raise EngineError(f"--storage: cannot create the folder {folder} of {shown(url)}: {reason(err, folder)}; "
+                              f"{fix_for(err, '--out (or --storage)')}") from None
         kwargs = {"connect_args": {"timeout": 60}}  # wait for another process's write instead of failing
     else:
         kwargs = {"pool_pre_ping": True}  # a server connection dropped during a long trial is reopened
@@ -313,6 +320,35 @@ def last_error_line(log_path: str, offset: int, returncode: int) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_libc = None
+
+
+def _load_libc():
+    """libc, loaded in the driver (a child between fork and exec must not load libraries); None off Linux."""
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    return _libc or None
+
+
+def die_with_parent(parent: int):
+    """A subprocess preexec_fn: the child gets SIGTERM when its parent (the driver, pid `parent`) dies, even by
+    SIGKILL (Linux prctl PR_SET_PDEATHSIG); and exits at once if the parent already died between fork and here.
+    Elsewhere the worker's check of its parent between trials (worker.work) is the only guard."""
+    libc = _load_libc()
+
+    def preexec():
+        if libc is not None:
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
+
+
 @dataclasses.dataclass
 class _Worker:
     proc: subprocess.Popen
@@ -340,6 +376,7 @@ class Driver:
         self.states = {t.number: t.state for t in all_trials(study)}  # what was there before is not reported
         self.serial = 0
         self.interrupted = False
+        self.stop_signal: int | None = None  # the signal that stopped run() (SIGINT or SIGTERM), if one did
 
     def _start(self, slot: int) -> None:
         os.makedirs(self.log_dir, exist_ok=True)
@@ -355,7 +392,10 @@ class Driver:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         if self.workers > 1:
             env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # several workers share a GPU
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        # A worker dies with its driver (kill -9 included): else it would go on taking trials, and a rerun of the
+        # command would run more workers than --workers.
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=die_with_parent(os.getpid()))
         self.procs[slot] = _Worker(proc, log, log_path, log.tell())
         self.serial += 1
 
@@ -384,7 +424,8 @@ class Driver:
         return trials
 
     def run(self) -> bool:
-        """Works the queue off; returns True if stopped by Ctrl-C or SIGTERM. Those signals only set a flag here:
+        """Works the queue off; returns True if stopped by Ctrl-C or SIGTERM (which one: `stop_signal`; the command
+        exits with 128 + its number, as the launcher does). Those signals only set a flag here:
         raised as KeyboardInterrupt in the middle of a database call, they leave the SQLAlchemy session unusable."""
         stop = []
         previous = {}
@@ -409,6 +450,7 @@ class Driver:
                 time.sleep(self.poll)
             if stop:
                 self.interrupted = True
+                self.stop_signal = stop[0]
                 self._stop()
             self._reap()
             self._report()

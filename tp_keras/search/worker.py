@@ -5,6 +5,9 @@
 Started by the search and sweep commands (one per --workers slot), not by hand. It runs at most --trials trials
 and exits 0 (also when the queue is empty); its driver starts a fresh one while trials are queued, so the memory
 TensorFlow keeps per trained model (~20 MB per trial, measured in BUILD_NOTES.md) never accumulates past that.
+It dies with its driver: SIGTERM when the driver dies (Linux, engine.die_with_parent), and no new trial once it
+finds itself re-parented; the trial it was running is then failed and retried by the next driver that starts
+(engine.recover), resuming from its checkpoint.
 
 A trial of a search draws its parameters from the study's space (TPE), trains `<out>/<run>` with the base flags
 plus those values, reports the validation accuracy of every epoch to Optuna and stops when a pruner says so; its
@@ -93,6 +96,21 @@ def make_pruner(settings: dict) -> optuna.pruners.BasePruner:
     return AnyPruner(pruners)
 
 
+def sampler_seed(seed: int | None, study) -> int | None:
+    """The sampler's seed for a worker given --sampler_seed=`seed`: a function of `seed` and of how many trials of
+    the study have left the queue (started, finished, failed). A fresh search is reproducible (the same history,
+    the same seeds); a rerun of an interrupted or extended search, whose study already holds trials, does not
+    replay the draws of its first worker (TPE's first draws are random ones: the same seed would propose the
+    earlier trials' values again)."""
+    if seed is None:
+        return None
+    started = sum(1 for t in engine.all_trials(study) if t.state != optuna.trial.TrialState.WAITING)
+    if not started:
+        return seed
+    import numpy as np
+    return int(np.random.SeedSequence([seed, started]).generate_state(1)[0])
+
+
 def make_sampler(settings: dict, seed: int | None):
     if settings.get("kind") != "search":
         return optuna.samplers.RandomSampler(seed)  # every parameter of a seed trial is fixed
@@ -173,10 +191,18 @@ def _error_line(err: BaseException) -> str:
     return line if line.startswith("--") or isinstance(err, ValueError) else f"{type(err).__name__}: {line}"
 
 
-def work(study, objective, max_trials: int) -> int:
-    """Runs queued trials until the queue is empty or `max_trials` ran; returns how many ran."""
+def orphaned(parent: int | None) -> bool:
+    """True when this process's parent (pid `parent`, its driver) is gone: it was re-parented."""
+    return parent is not None and os.getppid() != parent
+
+
+def work(study, objective, max_trials: int, parent: int | None = None) -> int:
+    """Runs queued trials until the queue is empty, `max_trials` ran, or the process's parent `parent` (its driver)
+    died; returns how many ran. (On Linux the driver's death also sends this process SIGTERM: engine.die_with_parent;
+    the check here covers the other systems, and a trial that ended as the driver died.)"""
     done = 0
-    while done < max_trials and engine.all_trials(study, (optuna.trial.TrialState.WAITING,)):
+    while (done < max_trials and not orphaned(parent)
+           and engine.all_trials(study, (optuna.trial.TrialState.WAITING,))):
         try:
             study.optimize(objective, n_trials=1, catch=(Exception,))
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -197,23 +223,29 @@ def main(argv=None) -> int:
     parser.add_argument("--sampler_seed", type=int)
     parser.add_argument("--runner", default="tp_keras.search.runs")
     args = parser.parse_args(argv)
+    parent = os.getppid()
     engine.quiet_optuna()
     # The driver stops workers with SIGINT, like Ctrl-C. A shell starts background jobs with SIGINT ignored and
     # children inherit that, so a search started with `&` could not stop its workers without this.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         storage = engine.open_storage(args.storage, args.heartbeat, args.grace)
-        settings = engine.load_study(storage, args.study).user_attrs[engine.SETTINGS]
-        study = engine.load_study(storage, args.study, sampler=make_sampler(settings, args.sampler_seed),
-                                  pruner=make_pruner(settings))
+        plain = engine.load_study(storage, args.study)
+        settings = plain.user_attrs[engine.SETTINGS]
+        study = engine.load_study(storage, args.study, pruner=make_pruner(settings),
+                                  sampler=make_sampler(settings, sampler_seed(args.sampler_seed, plain)))
         ran = work(study, Objective(study, args.out, importlib.import_module(args.runner), args.data_dir),
-                   args.trials)
+                   args.trials, parent)
     except KeyboardInterrupt:
         print("error: interrupted: the trial keeps its finished epochs; rerun the command to resume it", flush=True)
         return 130
     except engine.EngineError as err:
         print(f"error: {err}", flush=True)
         return 2
+    if orphaned(parent):
+        print("error: the command that started this worker is gone; stopping (rerun the command to resume)",
+              flush=True)
+        return 1
     print(f"[worker] {ran} trials run; exiting", flush=True)
     return 0
 
