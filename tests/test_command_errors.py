@@ -16,6 +16,7 @@ import time
 import pytest
 
 from test_catalogue import _one_line, command  # noqa: F401  (command: the in-process absl fixture)
+from tp_keras.paper import damping_search
 from tp_keras.run import launch
 
 optuna = pytest.importorskip("optuna")
@@ -30,10 +31,12 @@ BINARY = bytes(range(128, 256)) * 2  # not UTF-8 from its first byte (0x80)
 
 # --- Flag errors of every absl command (run/cli.parse_flags_one_line) -------------------------------------------
 
-def test_binary_flagfile_is_one_line(command, tmp_path):
+@pytest.mark.parametrize("main", [launch.main, damping_search.main], ids=["launch", "damping_search"])
+def test_binary_flagfile_is_one_line(command, tmp_path, main):
+    """Every absl command parses its flags with run/cli.parse_flags_one_line (here the launcher and damping_search)."""
     path = tmp_path / "cell.flags"
     path.write_bytes(BINARY)
-    _one_line(*command(launch.main, [f"--flagfile={path}"]),
+    _one_line(*command(main, [f"--flagfile={path}"]),
               starts=f"--flagfile={path}: not a text file (byte 0x80 at position 0 is not UTF-8); name a flagfile "
                      "of --name=value lines, e.g. launch/")
 
