@@ -249,7 +249,8 @@ def test_terminated_sweep_interrupts_its_workers_and_resumes(fake_runner, tmp_pa
     assert len(calls_made()) == 2, "the sweep did not start both seeds in 300 s"
     proc.terminate()
     text, _ = proc.communicate(timeout=90)
-    assert proc.returncode == 130, text
+    assert proc.returncode == 143, text  # the launcher's status for SIGTERM
+    assert text.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM;"), text
     assert "interrupted: each seed keeps its finished epochs; rerun the same command to resume" in text
     for s in range(2):
         assert json.load(open(os.path.join(out, f"seed_{s}", "summary.json")))["status"] == "interrupted"

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import sys
 
 from tp_keras.paper.sweep_results import (SETTING_MAY_DIFFER, finite_number, read_json, read_json_checked,
@@ -213,7 +214,8 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
               runner: str = "tp_keras.search.runs", trials_per_worker: int = 10, heartbeat: int = 10,
               grace: int = 60) -> int:
     """Queues the seeds that need running (skipping final ones), works them off, writes the results; returns the
-    exit status (0, 1 or 130). Raises ConfigError, DataError or EngineError (one line) for bad settings."""
+    exit status (0, 1, 130 after SIGINT or 143 after SIGTERM). Raises ConfigError, DataError or EngineError (one
+    line) for bad settings."""
     import importlib
 
     from tp_keras.search import engine, runs
@@ -281,7 +283,9 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     _say(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results_per_epoch.csv")
     if interrupted:
         _say("interrupted: each seed keeps its finished epochs; rerun the same command to resume")
-        return 130
+        name = signal.Signals(driver.stop_signal or signal.SIGINT).name  # the launcher's line and exit status
+        print(f"error: interrupted by {name}; rerun the same command to resume", file=sys.stderr, flush=True)
+        return 128 + int(getattr(signal, name))
     return 1 if failed else 0
 
 

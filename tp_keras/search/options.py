@@ -54,7 +54,7 @@ def run_command(run, one_line_errors: tuple = ()) -> int:
     """Runs `run()` (the command's work, returning its exit status) with SIGTERM taken as Ctrl-C, and maps what it
     raises to the exit statuses both commands document: an error of `one_line_errors` or the engine's, or a
     SystemExit carrying a message -> its one line, 2; the study database failing -> its one line, 1; an interrupt
-    the command did not handle itself -> one line, 130. Anything else propagates with its traceback."""
+    the command did not handle itself -> one line, 130 (SIGINT) or 143 (SIGTERM). Anything else propagates with its traceback."""
     from tp_keras.search import engine
     try:
         with sigterm_as_interrupt():
@@ -73,9 +73,10 @@ def run_command(run, one_line_errors: tuple = ()) -> int:
             print(err.code, file=sys.stderr)
             return 2
         raise
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        name = getattr(err, "signal_name", "SIGINT")
+        print(f"error: interrupted by {name}; rerun the same command to resume", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
 
 
 @contextlib.contextmanager
@@ -83,7 +84,8 @@ def sigterm_as_interrupt():
     """Within: SIGTERM (kill, a job scheduler) stops the command like Ctrl-C, so it stops its workers cleanly
     instead of orphaning them."""
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        from tp_keras.run import faults
+        raise faults.Interrupted("SIGTERM")
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread
