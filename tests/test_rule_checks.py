@@ -133,6 +133,14 @@ def test_tpmodel_refuses_non_bool_switches(name, value, allowed):
     assert _one_line(err) == f"TPModel: {name}={value!r} must be {allowed} (a bool, not {type(value).__name__})"
 
 
+def test_setting_an_unused_hyper_parameter_on_a_model_is_refused_by_the_rule():
+    model = _tiny("fw_dtp")
+    with pytest.raises(RuleError) as err:
+        model.sigma = 0.5
+    assert _one_line(err).startswith("rule 'fw_dtp': sigma=0.5 is not used (fw_dtp does not train feedback weights)")
+    assert model.rule is RULES["fw_dtp"]
+
+
 def test_set_rule_by_name_keeps_only_what_the_new_rule_uses():
     model = _tiny("gnt", gn_damping=0.5, target_stepsize=0.2)
     model.set_rule("bp")  # the same (no) feedback maps; bp takes neither η̂ nor λ
