@@ -2,6 +2,7 @@
 in one line. A catalogue: each case one test of a real property (bit-identity with the reference computation, or
 the refusal's text). Tiny networks, tiny data.
 """
+import dataclasses
 import re
 import warnings
 
@@ -57,7 +58,7 @@ def _state(model):
 # 1. A rule changed after fit applies at the next fit
 # --------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change", ["target_stepsize", "sigma", "set_rule"])
+@pytest.mark.parametrize("change", ["target_stepsize", "sigma", "rule", "set_rule"])
 def test_a_rule_change_after_fit_applies_at_the_next_fit(change):
     """The next fit equals a model recompiled with the new rule from the same state, bit for bit, and differs
     from the unchanged model's (it used to reuse the compiled step: bit-identical to no change)."""
@@ -69,6 +70,8 @@ def test_a_rule_change_after_fit_applies_at_the_next_fit(change):
         changed.target_stepsize = 0.5
     elif change == "sigma":
         changed.sigma = 0.3
+    elif change == "rule":
+        changed.rule = dataclasses.replace(changed.rule, target_stepsize=0.3)
     else:
         changed.set_rule("dtp")
     assert changed.rule != unchanged.rule
@@ -148,8 +151,6 @@ def test_clone_model_and_json_keep_frozen_layers_and_frozen_direct_feedback():
 # --------------------------------------------------------------------------------------------------------------
 
 def test_a_custom_noise_callable_is_refused_by_save_and_a_registered_one_is_kept(tmp_path, monkeypatch):
-    import dataclasses
-
     def my_noise(shape, seed):
         return K.standard_normal(shape, seed)
 

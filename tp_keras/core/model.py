@@ -200,7 +200,7 @@ class TPModel(keras.Model):
         previous = self.rule
         new_rule = self._checked_rule(rule) if rule is not None else previous
         # The checks read the rule (which feedback weights train, their default optimizer): the new one, on trial.
-        object.__setattr__(self, "rule", new_rule)
+        object.__setattr__(self, "_rule", new_rule)
         try:
             if optimizer is not None and forward_optimizer is not None:
                 raise ValueError("compile: optimizer= and forward_optimizer= are the same argument (the forward "
@@ -224,7 +224,7 @@ class TPModel(keras.Model):
             super().compile(optimizer=forward, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics,
                             **kwargs)
         except BaseException:
-            object.__setattr__(self, "rule", previous)
+            object.__setattr__(self, "_rule", previous)
             raise
         if new_rule is not previous:
             self._rule_changed()
@@ -589,6 +589,23 @@ class TPModel(keras.Model):
 
     # --- the learning rule ---------------------------------------------------------------------------------------
     @property
+    def rule(self) -> LearningRule:
+        """The learning rule this model trains with. Setting it (a LearningRule of the same feedback maps) is
+        `set_rule`: it applies from the next fit."""
+        return self._rule
+
+    @rule.setter
+    def rule(self, value):
+        if "_rule" not in self.__dict__:  # the constructor's
+            object.__setattr__(self, "_rule", value)
+            return
+        if not isinstance(value, LearningRule):
+            raise ValueError(f"model.rule = {value!r}: assign a LearningRule, or call set_rule({value!r}) (a name "
+                             "keeps this model's hyper-parameters)")
+        object.__setattr__(self, "_rule", self._checked_rule(value))
+        self._rule_changed()
+
+    @property
     def method(self) -> LearningRule:
         """The registry entry of this model's rule (its structure, the registry's hyper-parameters)."""
         return self.rule.structure()
@@ -619,8 +636,7 @@ class TPModel(keras.Model):
         self._replace_rule(gn_damping=value)
 
     def _replace_rule(self, **values):
-        object.__setattr__(self, "rule", self.rule.with_hyper_parameters(**values))
-        self._rule_changed()
+        self.rule = self.rule.with_hyper_parameters(**values)
 
     def set_rule(self, rule):
         """Trains this network with another learning rule of the same feedback maps (a name or a LearningRule;
@@ -631,8 +647,7 @@ class TPModel(keras.Model):
         the next `fit` or `train_feedback` on (their compiled steps are traced again); a rule that trains other
         feedback weights, or with other feedback optimizers, than the compiled one is refused there until
         `compile` is called again."""
-        object.__setattr__(self, "rule", self._checked_rule(rule))
-        self._rule_changed()
+        self.rule = self._checked_rule(rule)
 
     def _checked_rule(self, rule) -> LearningRule:
         """`rule` as set_rule would take it (a name keeps this model's hyper-parameters), checked; nothing changes."""
