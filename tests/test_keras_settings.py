@@ -239,6 +239,13 @@ def test_inputs_with_the_wrong_number_of_features_are_refused_in_keras_words():
         model.fit(x, y, **QUIET)
     with pytest.raises(ValueError, match=message):
         model.evaluate(dataset, verbose=0)
+    good = tf.data.Dataset.from_tensor_slices((np.zeros((8, 7)), y)).batch(4)
+    before = _values(model.weights)
+    with pytest.raises(ValueError, match=message):  # before the first step, not at the end of the epoch
+        model.fit(good, validation_data=dataset, **QUIET)
+    assert _same(before, _values(model.weights))
+    with pytest.raises(ValueError, match=message):
+        model.train_feedback(x, y)
 
     def generator():  # a stream fit cannot look at beforehand: refused as the step is traced
         yield x[:4], y[:4]

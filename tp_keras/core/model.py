@@ -376,6 +376,9 @@ class TPModel(keras.Model):
         validation = arguments["validation_data"]
         if isinstance(validation, (tuple, list)) and 2 <= len(validation) <= 3:
             C.check_arrays(self, *validation, where="validation_data")
+            C.check_data(self, *validation[:2])
+        elif isinstance(validation, tf.data.Dataset):
+            C.check_data(self, validation)
         arguments["callbacks"] = _with_first(_StopOnNonFinite(), arguments["callbacks"])
         self._follow_label_shape(C.label_shape(arguments["x"], arguments["y"]), C.label_shape(*validation[:2])
                                  if isinstance(validation, (tuple, list)) else None)
@@ -503,6 +506,7 @@ class TPModel(keras.Model):
         if self.feedback_optimizer is None:
             raise ValueError("train_feedback needs compile(...) first (it trains with the feedback optimizer)")
         C.check_rule(self)
+        C.check_data(self, x, y)
         if getattr(self, "_feedback_step", None) is None:
             object.__setattr__(self, "_feedback_step", tf.function(
                 lambda xb, yb: step.train_step(self, self.optimizer, self.feedback_optimizer, xb, yb, forward=False),
