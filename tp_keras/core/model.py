@@ -85,9 +85,11 @@ class TPModel(keras.Model):
 
     Saving: `model.save("m.keras")` / `keras.saving.load_model("m.keras")` restores every forward and feedback
     weight (DDTP-RHL's fixed random layer included), the noise generator's state, the method and every
-    hyper-parameter above, and, for a compiled model, both optimizers with their state (the forward one as
-    Keras' `optimizer`, the feedback one as `feedback_optimizer`), so a loaded model continues training exactly
-    where the saved one stopped. `import tp_keras` is all a fresh process needs before `load_model`.
+    hyper-parameter above, the frozen layers (`trainable = False`, also kept by `clone_model` and JSON), and, for a
+    compiled model, both optimizers with their state (the forward one as Keras' `optimizer`, the feedback one, or
+    ldrl's one per hidden layer, as `feedback_optimizer`), so a loaded model continues training exactly where the
+    saved one stopped. A rule whose noise is an unregistered callable is refused in one line (it cannot be saved).
+    `import tp_keras` is all a fresh process needs before `load_model`.
     """
 
     def __init__(self, method: str | LearningRule = "ddtp_linear", input_size: int = 784,
