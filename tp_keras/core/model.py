@@ -185,7 +185,9 @@ class TPModel(keras.Model):
             to it drive this optimizer; `FeedbackLearningRateScheduler` drives the feedback one.
           feedback_optimizer: trains the feedback weights of methods that train them. Default: the method's
             paper MNIST feedback Adam (`default_feedback_optimizer`). The same object as `optimizer` is cloned
-            (a fresh one from its config) when it holds no state yet, else refused.
+            (a fresh one from its config) when it holds no state yet, else refused. A rule with per-layer
+            feedback optimizers (ldrl) gets one per hidden layer, as from the launcher
+            (`optimizers.feedback_optimizers`): clones of the one given, or a list of them, one per hidden layer.
           loss: None (the task's loss), 'sparse_categorical_crossentropy' / 'categorical_crossentropy' (or
             the Keras loss objects with from_logits=True) for classification, 'mse' for regression. It is the
             loss whose closed-form gradient e_L builds the output target; anything else is refused by name.
