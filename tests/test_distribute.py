@@ -53,6 +53,7 @@ _SCRIPT = textwrap.dedent(r'''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     from tp_keras.core import step
+    from tp_keras.core.methods import METHODS
     from tp_keras.core.model import TPModel
     from tp_keras.core.optimizers import TorchAdam
     from tp_keras.run.distribute import DistributedTrainer, make_strategy
