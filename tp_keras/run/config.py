@@ -115,7 +115,9 @@ class Config:
         """The paper's MNIST configuration of `method` (see paper_configs.py; 'tp' and 'gnt', which have none,
         borrow DTP's and BP's), with `overrides` applied.
 
-        Precision stays float32 unless overridden (the reference ran most configs in float64)."""
+        Precision stays float32 unless overridden (the reference ran most configs in float64). An override of a
+        flag the method does not use (RULE_FLAGS, e.g. lr_fb for fw_dtp) with a value other than the method's
+        default is refused by `validate` (`_note_rule_flags`)."""
         values = {"method": method}
         ref = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(method, method))
         if ref is not None:
