@@ -96,3 +96,13 @@ def test_op_profile_refuses_the_feedback_step_of_a_method_without_one():
     from tp_keras.run.config import ConfigError
     with pytest.raises(ConfigError, match="^--step: bp trains no feedback weights; choose --step=train or eval"):
         op_profile.profile("bp", "feedback", batch_size=8, calls=1)
+
+
+def test_loop_bench_builds_a_model_for_every_method():
+    """loop_bench (and gpu_check's paper part) builds every rule's model with η̂ and σ only where the rule uses
+    them: TPModel refuses a hyper-parameter its rule ignores."""
+    from tp_keras.core.rules import RULES
+    from tp_keras.run import loop_bench
+    for method in RULES:
+        model = loop_bench._model(method, ["8", "8"])
+        assert model.rule.name == method

@@ -77,7 +77,10 @@ def _data(samples, seed=0):
 
 def _model(method, hidden):
     from tp_keras.core.model import TPModel
-    return TPModel(method, 784, [int(h) for h in hidden], 10, target_stepsize=0.1, sigma=0.1, seed=0)
+    from tp_keras.core.rules import get_rule
+    # η̂ and σ only where the method uses them (TPModel refuses a hyper-parameter its rule ignores)
+    return TPModel(method, 784, [int(h) for h in hidden], 10, seed=0,
+                   **get_rule(method).used(target_stepsize=0.1, sigma=0.1))
 
 
 def time_loop(method, hidden, x, y, batch_size, steps_per_call, xla, repeats=1) -> float:
