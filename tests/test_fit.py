@@ -14,7 +14,8 @@ def test_fit_equals_custom_loop(method):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((96, 12)).astype("float32")
     y = rng.integers(0, 3, 96).astype("int32")
-    kwargs = dict(target_stepsize=0.1, sigma=0.1, seed=3)
+    from tp_keras.core.rules import get_rule
+    kwargs = dict(get_rule(method).used(target_stepsize=0.1, sigma=0.1), seed=3)
     by_fit = TPModel(method, 12, [8, 8], 3, **kwargs)
     by_loop = TPModel(method, 12, [8, 8], 3, **kwargs)
     initial = [w.numpy().copy() for w in by_fit.weights]
