@@ -1,4 +1,4 @@
-"""Writes launch/<name>.flags for every table config of tp_keras/paper_configs.py (one file per paper cell).
+"""Writes launch/<name>.flags for every table config of tp_keras/reference/configs.py (one file per paper cell).
 
     python launch/make_flagfiles.py           # (re)write every flagfile
     python launch/make_flagfiles.py --check   # exit 1, naming them, if any file differs from what would be written
@@ -18,8 +18,8 @@ import textwrap
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tp_keras.paper import configs as P  # noqa: E402
-from tp_keras.paper import facts as paper_facts  # noqa: E402
+from tp_keras.reference import configs as P  # noqa: E402
+from tp_keras.reference import facts as paper_facts  # noqa: E402
 from tp_keras.paper.sweep_results import format_mean_sd, summarize_sweep  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(HERE), "results")  # the committed 100-epoch runs (issue 14)

@@ -1,4 +1,4 @@
-"""launch/<name>.flags, one per table config of the reference (tp_keras/paper_configs.py): every file parses with
+"""launch/<name>.flags, one per table config of the reference (tp_keras/reference/configs.py): every file parses with
 the launcher's flags, validates, holds exactly the reference's values, carries its header (the paper's number, the
 cost, the command), and every file builds its model and takes one training step on mock data of its shape (the CNN
 files once the launcher has --architecture and tp_keras/cnn.py exists; skipped, saying so, before)."""
@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from tp_keras.paper import configs as P
-from tp_keras.paper import facts as F
+from tp_keras.reference import configs as P
+from tp_keras.reference import facts as F
 from tp_keras.run.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))

@@ -14,11 +14,12 @@ import tp_keras
 
 PACKAGE = pathlib.Path(tp_keras.__file__).parent
 HERE = pathlib.Path(__file__).parent
-# The paper's data: configurations and facts that every layer may read (the paper's configurations are the
-# library's defaults); they import nothing else of tp_keras.
-PAPER_DATA = {"tp_keras.paper.facts", "tp_keras.paper.configs"}
-# Which packages each layer may import (besides itself and the paper's data).
-MAY_IMPORT = {"core": set(), "run": {"core"}, "search": {"core", "run"}, "paper": {"core", "run", "search"}}
+# The reference's data (tp_keras/reference: configurations and facts that every layer may read, the paper's
+# configurations being the library's defaults) imports nothing else of tp_keras.
+PAPER_DATA = {"tp_keras.reference.facts", "tp_keras.reference.configs", "tp_keras.reference"}
+# Which packages each layer may import (besides itself and the reference's data).
+MAY_IMPORT = {"reference": set(), "core": set(), "run": {"core"}, "search": {"core", "run"},
+              "paper": {"core", "run", "search"}}
 COMMANDS = ("launch", "sweep", "tables", "figures", "bench", "loop_bench", "nullspace", "damping_search", "search")
 # The benchmarks define absl flags that clash with the launcher's (and each other's): no process imports both, so
 # they are checked in a fresh process each.
@@ -108,7 +109,7 @@ def test_old_paths_of_a_moved_subpackage_and_from_imports():
     from tp_keras.rules.base import LearningRule
     import tp_keras.rules.components as components
     assert LearningRule is base.LearningRule and components is importlib.import_module("tp_keras.core.rules.components")
-    from tp_keras.paper.facts import CNN_METHODS as new
+    from tp_keras.reference.facts import CNN_METHODS as new
     from tp_keras.paper_facts import CNN_METHODS
     assert CNN_METHODS is new
 

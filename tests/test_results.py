@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from tp_keras.paper import figures, facts as paper_facts, tables
+from tp_keras.paper import figures, tables
+from tp_keras.reference import facts as paper_facts
 
 
 def write_result(root, cell, seed, test_errors, *, best=None, status="finished"):

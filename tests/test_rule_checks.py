@@ -14,7 +14,7 @@ from tp_keras.core.methods import METHODS
 from tp_keras.core.model import FeedbackSchedule, TPModel
 from tp_keras.core.rules import RULES, SETTINGS, RuleError, UnusedSettingError, get_rule
 from tp_keras.core.rules.base import BOOL_FIELDS
-from tp_keras.paper import configs as paper_configs
+from tp_keras.reference import configs as paper_configs
 from tp_keras.run.config import RULE_FLAGS, Config, ConfigError
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))

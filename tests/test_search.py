@@ -15,7 +15,7 @@ optuna = pytest.importorskip("optuna")
 
 import fake_runner  # noqa: E402  (tests/ is on sys.path)
 from tp_keras.core.methods import METHODS, get_method  # noqa: E402
-from tp_keras.paper import configs as paper_configs
+from tp_keras.reference import configs as paper_configs
 from tp_keras.run import launch  # noqa: E402
 from tp_keras.run.config import Config, ConfigError  # noqa: E402
 from tp_keras.search import cli, engine, results, runs, space, worker  # noqa: E402

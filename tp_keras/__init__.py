@@ -34,7 +34,7 @@ MOVED = {
     **{old: f"run.{old}" for old in ("config", "data", "experiment", "rundir", "distribute", "faults", "cli",
                                       "memory", "launch", "bench", "loop_bench")},
     **{old: f"paper.{old}" for old in ("sweep", "tables", "figures", "nullspace", "damping_search", "output_space")},
-    "paper_facts": "paper.facts", "paper_configs": "paper.configs",
+    "paper_facts": "reference.facts", "paper_configs": "reference.configs",
 }
 
 # Every class a saved .keras file of this library can name ("tp_keras>Name"), and the module defining it. Keras

@@ -44,7 +44,7 @@ from tp_keras.core.model import TPModel
 from tp_keras.core.networks import Network, feedback_structure, register_network
 from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam  # noqa: F401 (LayerwiseOptimizer's first home)
 from tp_keras.core.rules import LearningRule, get_rule
-from tp_keras.paper.facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
+from tp_keras.reference.facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
 
 
 def max_pool_3x3_s2(x):

@@ -79,7 +79,7 @@ class TPModel(keras.Model):
     `TPModel("fw_dtp", sigma=0.5)` (fw_dtp trains no feedback), `TPModel("bp", target_stepsize=0.5)`,
     `TPModel("ldrl", gn_damping=0.5)`, size_hidden_fb/recurrent_input without DDTP-RHL's random layer. What the
     rule ignores anyway is accepted and dropped: the argument's default, the rule's own value, and the value of
-    the method's paper configuration (tp_keras/paper/configs.py), which the launcher and the paper flagfiles
+    the method's paper configuration (tp_keras/reference/configs.py), which the launcher and the paper flagfiles
     carry for every method (e.g. bp's target_stepsize=1.0). Code passing one set of hyper-parameters to every
     method writes `TPModel(method, ..., **get_rule(method).used(target_stepsize=0.1, sigma=0.05))`.
 
@@ -748,9 +748,9 @@ def _unused_message(err) -> str:
 
 
 def _paper_values(rule: LearningRule) -> dict:
-    """The values the method's paper configuration carries (tp_keras/paper/configs.py: the launcher passes them
+    """The values the method's paper configuration carries (tp_keras/reference/configs.py: the launcher passes them
     to TPModel for every method, used or not); {} for a rule outside the registry."""
-    from tp_keras.paper import configs as paper_configs
+    from tp_keras.reference import configs as paper_configs
     if RULES.get(rule.name) != rule.structure():
         return {}
     return paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(rule.name, rule.name), {})
@@ -835,7 +835,7 @@ def default_feedback_optimizer(model: TPModel):
     DTP's), in the model's precision; one per hidden layer for a rule with per-layer feedback optimizers (ldrl),
     as the launcher gives it (`optimizers.feedback_optimizers`)."""
     from tp_keras.core.optimizers import TorchAdam, feedback_optimizers
-    from tp_keras.paper import configs as paper_configs
+    from tp_keras.reference import configs as paper_configs
     name = model.method.name
     config = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(name, name))
     if config is None or RULES.get(name) != model.method:

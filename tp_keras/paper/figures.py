@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from absl import flags
 
-from tp_keras.paper.facts import method_label, method_order
+from tp_keras.reference.facts import method_label, method_order
 from tp_keras.run import cli, rundir
 
 MISSING_PLOTS_MESSAGE = 'figures need matplotlib: pip install -e ".[plots]"'
@@ -320,7 +320,7 @@ def learning_curves(results_dir, collected: tuple | None = None) -> dict:
     summary.json) cannot be read, as Table 1 leaves them out (`unreadable_runs` names the files). DDTP-RHL variants
     and cells of other tables are left out; datasets and methods in Table 1's order. `collected`: the folder as
     `tables.collect` read it, when the caller has it."""
-    from tp_keras.paper import facts as paper_facts  # no TensorFlow
+    from tp_keras.reference import facts as paper_facts  # no TensorFlow
     chosen, _, _ = collected or _collect_results(results_dir)
     curves = {}
     for cell, entry in chosen.items():
@@ -358,7 +358,7 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
 
     A seed whose files cannot be read (a metrics.jsonl line that is not JSON, a damaged summary.json) is never
     dropped quietly: one `warning:` line per file and line on stderr, and a note under the figure naming it."""
-    from tp_keras.paper.facts import COLUMNS
+    from tp_keras.reference.facts import COLUMNS
     from tp_keras.paper.sweep_results import result_warnings
     out_path = os.fspath(out_path)
     collected = _collect_results(results_dir)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from tp_keras.paper.facts import method_label
+from tp_keras.reference.facts import method_label
 from tp_keras.run import cli, rundir
 
 # The values of the reference's `figure_toy_nullspace` config (docs/semantics.md §13.6), at full precision.

@@ -42,8 +42,8 @@ import os
 import re
 import sys
 
-from tp_keras.paper import facts as paper_facts
-from tp_keras.paper.facts import method_label
+from tp_keras.reference import facts as paper_facts
+from tp_keras.reference.facts import method_label
 from tp_keras.paper.sweep_results import (epochs_text, format_mean_sd, seed_dirs, statuses_text, summarize_sweep,
                                           result_warnings, unreadable_text)
 from tp_keras.run import cli, rundir

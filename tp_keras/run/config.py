@@ -6,8 +6,8 @@ import math
 import numbers
 
 from tp_keras.core.methods import METHODS, get_method
-from tp_keras.paper import configs as paper_configs
-from tp_keras.paper.facts import CNN_METHODS
+from tp_keras.reference import configs as paper_configs
+from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.run.data import DATASETS
 
 PRECISIONS = ("float32", "float64")
@@ -112,7 +112,7 @@ class Config:
 
     @classmethod
     def paper(cls, method: str, **overrides) -> "Config":
-        """The paper's MNIST configuration of `method` (see paper_configs.py; 'tp' and 'gnt', which have none,
+        """The paper's MNIST configuration of `method` (see reference/configs.py; 'tp' and 'gnt', which have none,
         borrow DTP's and BP's), with `overrides` applied.
 
         Precision stays float32 unless overridden (the reference ran most configs in float64). An override of a
@@ -281,7 +281,7 @@ def _note_rule_flags(config: Config, defaults: Config) -> Config:
     "Given" means a non-None override of Config.paper: the launcher's flags, from the command line or a flagfile
     (absl leaves a flag that neither sets None). A value equal to the method's default is what the method ignores
     anyway and is accepted: flags always have a value, and the paper flagfiles (launch/*.flags, generated from
-    tp_keras/paper/configs.py) carry every reference value, used or not; none of them carries an unused value other
+    tp_keras/reference/configs.py) carry every reference value, used or not; none of them carries an unused value other
     than its method's default (tests/test_rule_checks.py checks this), so every flagfile still runs, and an unused
     value that changes anything is refused, not warned about. A Config built field by field (`Config(...)`)
     records nothing."""

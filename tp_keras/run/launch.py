@@ -1,6 +1,6 @@
 """Command line: `python -m tp_keras.launch --method=dtpdrl [--flagfile=launch/<cell>.flags] [--flag=value ...]`.
 
-With only --method, the run uses that method's paper MNIST configuration (tp_keras/paper_configs.py); every
+With only --method, the run uses that method's paper MNIST configuration (tp_keras/reference/configs.py); every
 other flag overrides one value. Bad settings, unusable files and folders, and a run that would not fit in memory
 stop it with one line naming what was wrong and the fix (exit status 2), and so does a workdir that holds a run
 (unless --resume continues it or --overwrite replaces it); SIGINT or SIGTERM stop it after the

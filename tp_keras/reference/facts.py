@@ -1,7 +1,7 @@
 """The paper's facts, defined once: method labels, which methods each architecture has, the cells of Tables 1–3,
 the quantity each table reports and the paper's printed numbers (Meulemans et al., NeurIPS 2020).
 
-The reference's configurations themselves are `paper_configs.FINAL_CONFIGS`; everything here that depends on a
+The reference's configurations themselves are `configs.FINAL_CONFIGS`; everything here that depends on a
 configuration (its cell, its reference epoch count) is derived from it. The flagfiles (`launch/make_flagfiles.py`),
 the tables (`tp_keras.tables`) and the figures (`tp_keras.figures`) read these names; nothing else spells them.
 Imports no TensorFlow.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tp_keras.paper.configs import FINAL_CONFIGS
+from tp_keras.reference.configs import FINAL_CONFIGS
 
 # ---- Methods ---------------------------------------------------------------------------------------------------
 

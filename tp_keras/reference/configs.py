@@ -1,4 +1,4 @@
-"""The reference's final configurations, every one at full precision (their paper cells and numbers: paper_facts).
+"""The reference's final configurations, every one at full precision (their paper cells and numbers: `facts`).
 
 `FINAL_CONFIGS` holds the 79 table configs of the reference's `final_configs/` (all but the two
 `toy_figure_output_space_config_*` files, which are no table cell), keyed by the reference's file name, with the
@@ -23,7 +23,7 @@ header: `cifar10_DDTPControl` maps to method ddtp_control although its network_t
 (docs/semantics.md §15.4); `gn_damping_hpsearch=True` in `mnist_DTPDRL` / `mnist_DTP_pretrained` is kept here as the
 reference's value but ignored by the library (§15.5); `cifar10_BP` keeps its 150 epochs (§15.11).
 
-Each config's cell of the paper's tables and the paper's number for it are derived in `paper_facts.py`.
+Each config's cell of the paper's tables and the paper's number for it are derived in `facts.py`.
 `MNIST_CONFIGS` (method → its MNIST Table 1 config) are the launcher's per-method defaults (`Config.paper`).
 """
 
