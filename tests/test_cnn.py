@@ -17,8 +17,10 @@ import tensorflow as tf
 
 from conftest import grads_by_variable, install_fixed_noise, np_output_error, to_np
 from tp_keras.core import step as tp_step
-from tp_keras.core.cnn import CNN_METHODS, CNNModel, LayerwiseOptimizer, TPConv2D, layerwise_adam, max_pool_3x3_s2
-from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.cnn import CNNModel
+from tp_keras.core.layers import TPConv2D, max_pool_3x3_s2
+from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam, layerwise_adam
+from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.run.config import CNN_METHODS as CONFIG_CNN_METHODS
 from tp_keras.run.config import Config, ConfigError
 from tp_keras.run.data import Dataset, Split, write_cifar_batches

@@ -1,11 +1,12 @@
-"""Networks (tp_keras/core/networks.py, cnn.CNNNetwork): the parameters and their maps, trained by a TPModel with a
+"""Networks (tp_keras/core/networks.py: MLPNetwork, CNNNetwork): the parameters and their maps, trained by a TPModel with a
 rule. `CNNModel(...)` is `TPModel(rule, network=CNNNetwork(...))`; `TPModel(...)` builds an `MLPNetwork`."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tp_keras.core.cnn import CNNModel, CNNNetwork
+from tp_keras.core.cnn import CNNModel
+from tp_keras.core.networks import CNNNetwork
 from tp_keras.core.model import TPModel
 from tp_keras.core.networks import MLPNetwork
 from tp_keras.core.optimizers import TorchAdam

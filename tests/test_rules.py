@@ -15,8 +15,8 @@ import tensorflow as tf
 from conftest import (BATCH, NP_ACT, FixedNoise, install_fixed_noise, make_batch, make_model, np_forward,
                       np_output_error, randomize_biases, to_np)
 from tp_keras.core import step as tp_step
-from tp_keras.core.cnn import LayerwiseOptimizer
 from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import LayerwiseOptimizer
 from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
 from tp_keras.core.rules.fw_dtp import FW_DTP
 from tp_keras.core.rules.ldrl import LDRL

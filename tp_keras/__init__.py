@@ -41,7 +41,7 @@ MOVED = {
 # finds a saved class by that registered name (the file's "module" entry, e.g. "tp_keras.model" in files saved
 # before the layering, is not needed; it would import through MOVED anyway).
 SAVED_CLASSES = {"TPModel": "core.model", "CNNModel": "core.cnn", "TPDense": "core.layers",
-                 "DirectFeedback": "core.layers", "TPConv2D": "core.cnn", "XavierNormal": "core.layers",
+                 "DirectFeedback": "core.layers", "TPConv2D": "core.layers", "XavierNormal": "core.layers",
                  "UniformFanIn": "core.layers", "UniformBound": "core.layers", "TorchAdam": "core.optimizers",
                  "TorchSGD": "core.optimizers"}
 

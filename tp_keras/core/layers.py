@@ -7,6 +7,9 @@ h = s(x W + b) with W of shape (n_in, n_out), and a feedback map computes g(u) =
   numbering, the layer that computes h_{ℓ+1} from h_ℓ carries g_ℓ, which maps h_{ℓ+1} back to h_ℓ's space
   (Q_ℓ is stored here as an (n_{ℓ+1}, n_ℓ) matrix). This is how the DTP family is parameterised.
 * `DirectFeedback`: the direct maps g_ℓ from the network output to every hidden layer (DDTP family, DFA).
+* `TPConv2D`: the paper's CNN's conv block (docs/semantics.md §8), conv → s → max-pool 3×3/2; its activation h_ℓ
+  is the pooled map returned flattened (NHWC order, one row per sample), and it reads its input either as NHWC
+  images or as such a flattened map, so the MLP's passes, noisy stacks and element-mean losses apply unchanged.
 
 Initialisation follows the reference (docs/semantics.md §6): untruncated Xavier-normal weights drawn from each matrix's
 own shape, zero biases. Weights are drawn with NumPy from an explicit seed in float64 and then cast, so the same
@@ -288,4 +291,87 @@ class DirectFeedback(keras.layers.Layer):
         config = super().get_config()
         config.update(hidden_units=self.hidden_units, activation=self.activation, use_bias=self.use_bias,
                       seed=self.seed, random_layer_size=self.random_layer_size, recurrent=self.recurrent)
+        return config
+
+
+def max_pool_3x3_s2(x):
+    """PyTorch's MaxPool2d(3, stride=2, padding=1) on NHWC maps: one row and column of −∞ on **both** sides, then
+    3×3 windows with stride 2 (out = ⌊(n − 1)/2⌋ + 1). Keras/TF 'same' pads 0 before and 1 after for even sizes,
+    which shifts every window by one pixel (docs/semantics.md §8.1)."""
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-np.inf)
+    return tf.nn.max_pool2d(padded, ksize=3, strides=2, padding="VALID")
+
+
+def pooled_size(n: int) -> int:
+    return (int(n) - 1) // 2 + 1
+
+
+@keras.saving.register_keras_serializable(package="tp_keras")
+class TPConv2D(keras.layers.Layer):
+    """conv k×k (stride 1, zero padding k//2) → s → max-pool 3×3/2 (−∞ padding); h = the pooled map, flattened.
+
+    Args:
+      filters: output channels.
+      image_shape: (H, W, C_in) of the input map. The input may come as NHWC images or flattened (NHWC order).
+      kernel_size: odd k (5 in the paper).
+      activation: s ('tanh').
+      use_bias: forward bias per channel.
+      seed: seed of the kernel's Xavier-normal init (fans C_in·k² and C_out·k², docs/semantics.md §6).
+    """
+
+    def __init__(self, filters: int, image_shape: Sequence[int], kernel_size: int = 5, activation: str = "tanh",
+                 use_bias: bool = True, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        if len(self.image_shape) != 3:
+            raise ValueError(f"TPConv2D: image_shape must be (H, W, C), got {self.image_shape}")
+        self.kernel_size = int(kernel_size)
+        if self.kernel_size % 2 != 1:
+            raise ValueError("TPConv2D: the kernel size must be odd (zero padding k//2 keeps the size)")
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.seed = int(seed)
+        self._act = activation_fn(activation)
+        height, width, _ = self.image_shape
+        self.output_image_shape = (pooled_size(height), pooled_size(width), self.filters)
+        self.units = int(np.prod(self.output_image_shape))  # size of the flattened pooled map
+        # No layer-wise feedback (the CNN methods use direct feedback); the attributes exist for generic code.
+        self.feedback_kernel = self.feedback_bias_var = None
+
+    def build(self, input_shape=None):
+        k, channels = self.kernel_size, self.image_shape[-1]
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, channels, self.filters),
+                                      initializer=XavierNormal(self.seed))
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+                     if self.use_bias else None)
+
+    def pre_activation(self, x):
+        """a = conv(x) + b, an NHWC map of the input's height and width."""
+        x = tf.reshape(x, (-1,) + self.image_shape)
+        p = self.kernel_size // 2
+        a = tf.nn.conv2d(x, self.kernel, strides=1, padding=[[0, 0], [p, p], [p, p], [0, 0]])
+        if self.bias is not None:
+            a = a + self.bias
+        return a
+
+    def call(self, x):
+        pooled = max_pool_3x3_s2(self._act(self.pre_activation(x)))
+        return tf.reshape(pooled, [-1, self.units])
+
+    def compute_output_shape(self, input_shape):
+        return (tuple(input_shape)[0], self.units)
+
+    @property
+    def forward_variables(self):
+        return [v for v in (self.kernel, self.bias) if v is not None]
+
+    @property
+    def feedback_variables(self):
+        return []
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, image_shape=list(self.image_shape), kernel_size=self.kernel_size,
+                      activation=self.activation, use_bias=self.use_bias, seed=self.seed)
         return config

@@ -33,7 +33,7 @@ _REGRESSION_LOSSES = {"mean_squared_error": "mse", "mse": "mse"}
 @keras.saving.register_keras_serializable(package="tp_keras")
 class TPModel(keras.Model):
     """A network trained by one learning rule: by default an MLP (tanh hidden layers, linear output) built for the
-    rule's feedback maps (`networks.MLPNetwork`), or the network given as `network=` (e.g. `cnn.CNNNetwork`).
+    rule's feedback maps (`networks.MLPNetwork`), or the network given as `network=` (e.g. `networks.CNNNetwork`).
     The model holds the rule, the optimizers and Keras' training state; the network holds the parameters and
     their forward and feedback maps.
 

@@ -4,8 +4,8 @@ A network is built for the feedback maps a learning rule needs (`LearningRule.fe
 ...) and offers what the step and the rule's components read: `tp_layers` (forward layer ℓ with its layer-wise
 feedback map g_ℓ, if any), `direct_feedback` (the maps from the output to every hidden layer, or None),
 `activations(x, detach_inputs)`, `local_loss_scales` and `build`. `TPModel(rule, network=...)` trains one; the
-MLP (`MLPNetwork`, what `TPModel(method, input_size, hidden_sizes, ...)` builds) lives here, the paper's CNN
-(`CNNNetwork`) in `cnn.py`.
+MLP (`MLPNetwork`, what `TPModel(method, input_size, hidden_sizes, ...)` builds) and the paper's CNN
+(`CNNNetwork`, the Table 3 network of docs/semantics.md §8, which `cnn.CNNModel` builds) live here.
 
 The layers are plain Keras layers that the model tracks under its own attributes (`model.tp_layers`,
 `model.direct_feedback`), so the weights' paths and a `.keras` file's layout are those of the model.
@@ -17,8 +17,9 @@ from typing import Sequence
 import tensorflow as tf
 
 from tp_keras.core import keras_checks as C
-from tp_keras.core.layers import ACTIVATIONS, DirectFeedback, TPDense
+from tp_keras.core.layers import ACTIVATIONS, DirectFeedback, TPConv2D, TPDense
 from tp_keras.core.rules import LearningRule
+from tp_keras.reference.facts import CNN_METHODS  # the methods with a CNN: BPConvCIFAR, DDTPConvCIFAR, ...
 
 
 def feedback_structure(rule: LearningRule) -> tuple:
@@ -83,7 +84,7 @@ class Network:
         raise NotImplementedError
 
 
-# Network classes by name, for a saved TPModel's "network" entry (CNNNetwork registers itself in cnn.py).
+# Network classes by name, for a saved TPModel's "network" entry (each class below registers itself).
 NETWORKS = {}
 
 
@@ -99,8 +100,6 @@ def serialize_network(network: Network) -> dict:
 def deserialize_network(config: dict, rule: LearningRule, dtype: str) -> Network:
     """The network of a saved TPModel's "network" entry, built for `rule` in `dtype`."""
     name = config.get("class_name")
-    if name not in NETWORKS:
-        from tp_keras.core import cnn  # noqa: F401  (registers CNNNetwork; cnn imports this module)
     if name not in NETWORKS:
         raise ValueError(f"TPModel: unknown network {name!r}; known: {', '.join(sorted(NETWORKS))}")
     return NETWORKS[name](rule, **config["config"], dtype=dtype)
@@ -159,3 +158,90 @@ class MLPNetwork(Network):
 
     def get_config(self) -> dict:
         return {**self.attributes(), "seed": self.seed}
+
+
+def _check_cnn_method(method: LearningRule) -> None:
+    supported = (method.feedback == "none" and method.target_rule == "backprop") or (
+        method.feedback == "direct" and method.target_rule == "difference"
+        and method.feedback_loss in ("drl", "control", "none") and method.feedback_activation == "linear")
+    if not supported:
+        raise ValueError(f"method {method.name!r} has no CNN; the CNN supports {', '.join(CNN_METHODS)} "
+                         "(backprop, or linear direct feedback with the DRL or control loss)")
+
+
+@register_network
+class CNNNetwork(Network):
+    """The Table 3 CNN's parameters and maps (docs/semantics.md §8) for a rule: 'bp', 'ddtp_linear',
+    'ddtp_control' or 'dfa' (BP, or linear direct feedback with the DRL/control loss).
+
+    Input: NHWC images of `image_shape` (or the same flattened in NHWC order). Hidden activations h_1, h_2 are
+    the flattened pooled maps. Train it with `TPModel(rule, network=CNNNetwork(rule, ...))`, or `CNNModel(...)`.
+
+    Args:
+      rule: the learning rule it is built for (its feedback maps).
+      image_shape: (H, W, C) of the input ((32, 32, 3) for CIFAR-10).
+      conv_channels: output channels of the conv blocks ((32, 64)).
+      fc_units: sizes of the dense tanh hidden layers after the flatten ((512,)).
+      output_size: number of logits.
+      kernel_size: conv kernel size (5).
+      hidden_activation, seed, dtype: as for `TPModel`.
+    """
+
+    def __init__(self, rule: LearningRule, image_shape: Sequence[int] = (32, 32, 3),
+                 conv_channels: Sequence[int] = (32, 64), fc_units: Sequence[int] = (512,), output_size: int = 10,
+                 *, kernel_size: int = 5, hidden_activation: str = "tanh", seed: int = 42, dtype: str = "float32"):
+        _check_cnn_method(rule)
+        self.dtype, self.structure = dtype, feedback_structure(rule)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.input_shape = self.image_shape
+        self.conv_channels = [int(c) for c in conv_channels]
+        self.fc_units = [int(n) for n in fc_units]
+        self.output_size = C.whole("output_size", output_size, 1)
+        self.kernel_size = int(kernel_size)
+        self.hidden_activation = hidden_activation
+        self.seed = seed = C.whole("seed", seed, 0, C.MAX_SEED)
+        if not self.conv_channels:
+            raise ValueError("CNNNetwork needs at least one conv layer (conv_channels)")
+
+        layers = []
+        shape = self.image_shape
+        for i, channels in enumerate(self.conv_channels):
+            layer = TPConv2D(channels, shape, kernel_size=self.kernel_size, activation=hidden_activation,
+                             seed=seed * 1009 + 2 * i, dtype=dtype, name=f"layer_{i + 1}")
+            layers.append(layer)
+            shape = layer.output_image_shape
+        sizes = self.fc_units + [self.output_size]
+        for j, n in enumerate(sizes):
+            i = len(self.conv_channels) + j
+            layers.append(TPDense(n, activation="linear" if j == len(sizes) - 1 else hidden_activation,
+                                  use_bias=True, feedback_activation=None, seed=seed * 1009 + 2 * i,
+                                  dtype=dtype, name=f"layer_{i + 1}"))
+        self.tp_layers = layers
+        self.direct_feedback = None
+        if rule.direct:
+            # Q_ℓ: logits → flattened pooled map; no bias on the conv layers' maps (reference DDTPConvLayer).
+            self.direct_feedback = DirectFeedback(
+                self.hidden_sizes, activation=rule.feedback_activation,
+                use_bias=[False] * len(self.conv_channels) + [True] * len(self.fc_units),
+                trainable=rule.feedback_trained, seed=seed * 1009 + 500, dtype=dtype, name="direct_feedback")
+
+    @property
+    def conv_layers(self) -> list:
+        return [layer for layer in self.tp_layers if isinstance(layer, TPConv2D)]
+
+    @property
+    def local_loss_scales(self) -> list[float]:
+        """1/(C·H·W) for the conv layers (element mean of the pooled map), 1 for the dense layers
+        (docs/semantics.md §8.4)."""
+        return [1.0 / layer.units if isinstance(layer, TPConv2D) else 1.0 for layer in self.tp_layers]
+
+    def attributes(self) -> dict:
+        return {"image_shape": self.image_shape, "conv_channels": self.conv_channels, "fc_units": self.fc_units,
+                "output_size": self.output_size, "kernel_size": self.kernel_size,
+                "hidden_activation": self.hidden_activation, "hidden_sizes": self.hidden_sizes,
+                "input_size": self.input_size}
+
+    def get_config(self) -> dict:
+        return {"image_shape": list(self.image_shape), "conv_channels": list(self.conv_channels),
+                "fc_units": list(self.fc_units), "output_size": self.output_size, "kernel_size": self.kernel_size,
+                "hidden_activation": self.hidden_activation, "seed": self.seed}

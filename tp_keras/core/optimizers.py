@@ -226,11 +226,33 @@ def feedback_optimizers(model, make, name: str = "feedback_adam"):
     """The feedback optimizer(s) `model`'s rule trains with: the one factory of `TPModel.compile` and the launcher,
     so that both drivers step the feedback weights alike.
 
-    `make(name)` returns a new optimizer. A rule with `per_layer_feedback_optimizers` (ldrl) gets one per hidden
-    layer, named `name_1`, `name_2`, ..., each with its own step counter (with unequal feedback_iterations the
-    layers take different numbers of steps, so one shared counter would bias-correct them wrongly), behind a
-    `LayerwiseOptimizer` over `model.feedback_variable_groups`; every other rule gets one, named `name`."""
-    if not model.rule.per_layer_feedback_optimizers:
+    `make(name)` returns a new optimizer. A rule whose in-batch schedule asks for one optimizer per hidden layer
+    (`InBatchSchedule.per_layer_optimizers`: ldrl) gets one per hidden layer, named `name_1`, `name_2`, ..., each
+    with its own step counter, behind a `LayerwiseOptimizer` over `model.feedback_variable_groups`; every other
+    rule gets one, named `name`."""
+    if not model.rule.schedule.per_layer_optimizers:
         return make(name)
     groups = model.feedback_variable_groups
     return LayerwiseOptimizer([make(f"{name}_{i + 1}") for i in range(len(groups))], groups)
+
+
+def _per_layer(name: str, value, count: int) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise ValueError(f"{name}: {len(values)} values for {count} layers (give one, or one per layer)")
+    return [float(v) for v in values]
+
+
+def layerwise_adam(model, learning_rates, beta_1: float, beta_2: float, epsilons, *, l2_decay: float = 0.0,
+                   precision: str | None = None, name: str = "forward_adam") -> LayerwiseOptimizer:
+    """One `TorchAdam` per trained layer of `model`, layer i with learning_rates[i] and epsilons[i] (a single value
+    is used for every layer); β1, β2 and the coupled L2 decay are shared. The learning rates are the Adam ones
+    (already lr/η̂ where the reference normalises, see `Config.forward_learning_rate`)."""
+    layers = [model.tp_layers[i] for i in model.trained_layers]
+    lrs = _per_layer("learning_rates", learning_rates, len(layers))
+    eps = _per_layer("epsilons", epsilons, len(layers))
+    optimizers = [TorchAdam(lr, beta_1, beta_2, e, l2_decay=l2_decay, name=f"{name}_{i + 1}", precision=precision)
+                  for i, (lr, e) in enumerate(zip(lrs, eps))]
+    return LayerwiseOptimizer(optimizers, [layer.forward_variables for layer in layers])

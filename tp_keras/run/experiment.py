@@ -72,7 +72,7 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:
     if config.architecture == "cnn":  # one Adam per layer, lr[i]/η̂ and ε[i] (docs/semantics.md §4.5, §8)
-        from tp_keras.core.cnn import layerwise_adam
+        from tp_keras.core.optimizers import layerwise_adam
         forward_opt = layerwise_adam(model, config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
                                      l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
     else:
