@@ -27,8 +27,9 @@ How it rides on `tp_keras.core.step` unchanged:
   loss (1/B)·Σ‖h_ℓ − ĥ_ℓ‖². Each is differentiated with the layer's input detached, so the conv gradient flows through
   the layer's own pool, tanh and conv only.
 * One forward optimizer per layer (the reference's list-valued `lr` / `epsilon`, docs/semantics.md §4.5):
-  `optimizers.LayerwiseOptimizer` puts one optimizer per layer behind the single-optimizer interface the step, `step.Trainer` and
-  the checkpoints use (`build`, `apply_gradients`, `variables`); `optimizers.layerwise_adam` builds it from per-layer lr and ε.
+  `optimizers.LayerwiseOptimizer` puts one optimizer per layer behind the single-optimizer interface the step,
+  `step.Trainer` and the checkpoints use (`build`, `apply_gradients`, `variables`); `optimizers.layerwise_adam`
+  builds it from per-layer lr and ε.
 
 Every forward bias exists (the MLP DDTP-linear quirk of a bias-less last hidden layer is not in the reference's
 CNNs). BP is the same forward network trained by the gradient of the loss.
@@ -54,7 +55,8 @@ class CNNModel(TPModel):
     Args: `CNNNetwork`'s (image_shape, conv_channels, fc_units, output_size, kernel_size, hidden_activation, seed,
     dtype) and `TPModel`'s target_stepsize and sigma.
 
-    Per-layer learning rates and ε: train with `step.Trainer(model, optimizers.layerwise_adam(model, lrs, ..., epsilons))`.
+    Per-layer learning rates and ε: train with
+    `step.Trainer(model, optimizers.layerwise_adam(model, lrs, ..., epsilons))`.
     `compile(forward_optimizer=...)` / `fit` take one forward optimizer (the same one for every layer).
     """
 
