@@ -238,7 +238,7 @@ def _stepsize(name):
 
 
 def _trainer(name, model):
-    from tp_keras.run.experiment import build_trainer
+    from tp_keras.run.factories import build_trainer
     config = Config(method=name, architecture="cnn", dataset="cifar10", lr=LRS, epsilon=EPSILONS,
                     target_stepsize=model.target_stepsize, sigma=model.sigma, lr_fb=1e-3, precision="float64")
     return build_trainer(config.validate(), model)
@@ -371,7 +371,8 @@ def test_bad_cnn_settings_name_the_flag(overrides, flag):
 def test_cnn_run_end_to_end_from_raw_cifar_and_resume(tmp_path):
     """train_and_evaluate loads NHWC images for the CNN, runs pre-training, an epoch and an extra feedback pass
     with 4 forward Adams, checkpoints them, and resumes for a second epoch with their states restored."""
-    from tp_keras.run.experiment import build_trainer, train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
+    from tp_keras.run.factories import build_trainer
     rng = np.random.default_rng(0)
 
     def batch(n):
@@ -406,7 +407,7 @@ def test_cnn_run_end_to_end_from_raw_cifar_and_resume(tmp_path):
 
 
 def test_build_model_uses_the_dataset_image_shape():
-    from tp_keras.run.experiment import build_model
+    from tp_keras.run.factories import build_model
     x = np.zeros((4,) + IMAGE, np.float32)
     split = Split(x, np.zeros(4, np.int32))
     dataset = Dataset("cifar10", split, None, split, 10, "classification", IMAGE)

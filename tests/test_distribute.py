@@ -346,8 +346,8 @@ def test_angle_logging_is_refused():
 
 @pytest.mark.slow
 def test_from_config_builds_the_launchers_model_and_optimizers():
-    """`from_config` = experiment.build_model/build_trainer inside the scope: one step equals the launcher's."""
-    from tp_keras.run import experiment
+    """`from_config` = factories.build_model/build_trainer inside the scope: one step equals the launcher's."""
+    from tp_keras.run import factories
     from tp_keras.run.config import Config
     from tp_keras.run.data import Dataset, Split
     rng = np.random.default_rng(1)
@@ -355,7 +355,7 @@ def test_from_config_builds_the_launchers_model_and_optimizers():
     dataset = Dataset("tiny", split, None, split, 3, "classification", (5,))
     config = Config.paper("dtpdrl", num_hidden=2, size_hidden=4, seed=3)
     dist = D.DistributedTrainer.from_config(config, dataset, tf.distribute.OneDeviceStrategy("/cpu:0"))
-    ref = experiment.build_trainer(config, experiment.build_model(config, dataset))
+    ref = factories.build_trainer(config, factories.build_model(config, dataset))
     assert dist.forward_optimizer.get_config() == ref.forward_optimizer.get_config()
     assert dist.feedback_optimizer.get_config() == ref.feedback_optimizer.get_config()
     a, b = dist.train_step(split.x, split.y), ref.train_step(split.x, split.y)

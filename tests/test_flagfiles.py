@@ -195,7 +195,7 @@ def test_flagfile_builds_its_model_and_takes_one_training_step(name):
     them as flattened 32x32x3 images); the loss and every updated weight stay finite, the first layer's forward
     weights move, the output layer's move unless Frozen-MNIST, and trained feedback weights move."""
     from tp_keras.core import step
-    from tp_keras.run.experiment import build_model, build_trainer
+    from tp_keras.run.factories import build_model, build_trainer
     if P.FINAL_CONFIGS[name]["architecture"] == "cnn":
         _skip_cnn_without_architecture_flag()
         pytest.importorskip("tp_keras.cnn", reason="tp_keras/cnn.py is not in this build")

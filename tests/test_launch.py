@@ -229,7 +229,7 @@ def test_damping_search_table_and_best_values(mnist_dir):
     from tp_keras.core import diagnostics, step
     from tp_keras.paper import damping_search
     from tp_keras.run.data import load_dataset
-    from tp_keras.run.experiment import build_model, build_trainer
+    from tp_keras.run.factories import build_model, build_trainer
     config = Config.paper("dtpdrl", data_dir=mnist_dir, **TINY).validate()
     dataset = load_dataset("mnist", mnist_dir, seed=0, validation_size=20)
     trainer = build_trainer(config, build_model(config, dataset))

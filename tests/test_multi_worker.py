@@ -22,7 +22,7 @@ WEIGHT_ATOL = 1e-5  # float32, the same bound as the MirroredStrategy equivalenc
 _WORKER = textwrap.dedent(r'''
     import json, os, sys
     import numpy as np
-    from tp_keras.run import distribute, experiment
+    from tp_keras.run import distribute, experiment, factories
     from tp_keras.run.config import Config
     from tp_keras.run.data import Dataset, Split
 
@@ -38,7 +38,7 @@ _WORKER = textwrap.dedent(r'''
     if multi:
         trainer = distribute.DistributedTrainer.from_config(config, dataset, strategy)
     else:
-        trainer = experiment.build_trainer(config, experiment.build_model(config, dataset))
+        trainer = factories.build_trainer(config, factories.build_model(config, dataset))
     summary = experiment.train_and_evaluate(config, workdir, dataset, trainer)
     np.savez(weights_out, *[np.asarray(v.numpy()) for v in trainer.model.weights])
     refusal = None
@@ -52,7 +52,7 @@ _WORKER = textwrap.dedent(r'''
         except ValueError as err:
             refusal = str(err)
     print("RESULT " + json.dumps({"status": summary["status"], "refusal": refusal,
-                                  "chief": distribute.is_chief(strategy) if multi else True}), flush=True)
+                                  "chief": factories.is_chief(strategy) if multi else True}), flush=True)
 ''')
 
 

@@ -263,7 +263,7 @@ def test_no_paper_config_carries_an_unused_value_other_than_its_methods_default(
 
 def test_the_model_the_launcher_builds_takes_the_carried_values():
     from tp_keras.run.data import Dataset, Split
-    from tp_keras.run.experiment import build_model
+    from tp_keras.run.factories import build_model
     split = Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32"))
     dataset = Dataset(name="mnist", train=split, val=None, test=split, num_outputs=10, task="classification",
                       image_shape=(28, 28, 1))

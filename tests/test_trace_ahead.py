@@ -34,13 +34,13 @@ def _tracing_counts(trainer, loops):
 @pytest.mark.slow
 @pytest.mark.parametrize("steps_per_call, feedback_passes", [(1, 1), (3, 1), (1, 0)])
 def test_the_run_traces_nothing_the_thread_did_not(mnist_dir, tmp_path, steps_per_call, feedback_passes):
-    from tp_keras.run import experiment
+    from tp_keras.run import experiment, factories
     from tp_keras.run.config import Config
     from tp_keras.run.data import load_dataset
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=2, epochs_fb=feedback_passes,
                           extra_fb_epochs=feedback_passes, steps_per_call=steps_per_call, **TINY).validate()
     dataset = load_dataset(config.dataset, mnist_dir, seed=config.seed, validation_size=config.validation_size)
-    trainer = experiment.build_trainer(config, experiment.build_model(config, dataset))
+    trainer = factories.build_trainer(config, factories.build_model(config, dataset))
     batches = experiment._Batches(dataset.train, config.batch_size, config.seed)
     multi = experiment._MultiSteps(config, trainer, batches, lambda *a: None)
     loops = {name: kw["multi_step"] for name, kw in (("train", multi.train), ("feedback", multi.feedback)) if kw}

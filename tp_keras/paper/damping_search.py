@@ -64,7 +64,8 @@ def main(argv):
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     from tp_keras.run.config import ConfigError
     from tp_keras.run.data import load_dataset
-    from tp_keras.run.experiment import build_model, build_trainer, train_and_evaluate
+    from tp_keras.run.experiment import train_and_evaluate
+    from tp_keras.run.factories import build_model, build_trainer
     from tp_keras.run.memory import check_dataset_fits
     grid = launch._floats("grid", FLAGS.grid)
     if not grid or any(not math.isfinite(v) or v < 0 for v in grid):

@@ -64,8 +64,8 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from tp_keras.core import step
-from tp_keras.core.keras_checks import is_multi_worker_strategy
+from tp_keras.core import loop, step
+from tp_keras.run import factories
 from tp_keras.run.config import ConfigError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -204,31 +204,6 @@ def is_tpu_strategy(strategy) -> bool:
     return any(cls.__name__.startswith("TPUStrategy") for cls in type(strategy).__mro__)
 
 
-def is_chief(strategy) -> bool:
-    """Whether this process writes the run's files: TensorFlow's convention for multi-worker training (the
-    'chief' task, or worker 0 when the cluster has no chief); every single-process strategy is its own chief."""
-    extended = getattr(strategy, "extended", None)
-    return bool(getattr(extended, "should_checkpoint", True)) if is_multi_worker_strategy(strategy) else True
-
-
-def worker_workdir(trainer, workdir: str, resume: bool) -> str:
-    """The folder a run writes to: `workdir` on the chief; on another worker of a multi-worker run, a temporary
-    folder removed when the trainer is (TensorFlow's convention: only the chief writes summaries, metrics and
-    checkpoints). With `resume`, that folder starts with a copy of the chief's checkpoint in `workdir`, which
-    must then be a folder every worker sees."""
-    strategy = getattr(trainer, "strategy", None)
-    if strategy is None or is_chief(strategy):
-        return workdir
-    import shutil
-    import tempfile
-    scratch = tempfile.TemporaryDirectory(prefix="tp_keras_worker_")
-    trainer._scratch_workdir = scratch  # removed with the trainer (or at exit)
-    checkpoint = os.path.join(workdir, "checkpoint.npz")
-    if resume and os.path.exists(checkpoint):
-        shutil.copy(checkpoint, scratch.name)
-    return scratch.name
-
-
 def check_precision(strategy, precision: str) -> None:
     """Refuses float64 on a TPU (TPUs have no float64 arithmetic)."""
     if precision == "float64" and is_tpu_strategy(strategy):
@@ -299,8 +274,7 @@ class DistributedTrainer:
 
     @classmethod
     def from_config(cls, config, dataset, strategy) -> "DistributedTrainer":
-        """The launcher's model and optimizers (`experiment.build_model` / `build_trainer`) under `strategy`."""
-        from tp_keras.run import experiment  # experiment imports step; late import keeps the layering flat
+        """The launcher's model and optimizers (`factories.build_model` / `build_trainer`) under `strategy`."""
         if config.log_angles:
             raise DistributeError("log_angles", "angle logging runs on one device only; drop --log_angles or use "
                                                 "the single-device trainer (no --strategy)")
@@ -308,7 +282,7 @@ class DistributedTrainer:
         built = {}
 
         def model_fn():  # inside the scope: the model and both optimizers, built on their own variable lists
-            built["trainer"] = experiment.build_trainer(config, experiment.build_model(config, dataset))
+            built["trainer"] = factories.build_trainer(config, factories.build_model(config, dataset))
             return built["trainer"].model
 
         return cls(model_fn, lambda: built["trainer"].forward_optimizer,
@@ -444,5 +418,4 @@ class DistributedTrainer:
 
 
 def _jit(config) -> bool:
-    from tp_keras.core import loop  # the device's default when config.jit_compile is None
-    return loop.resolve_jit(config.jit_compile)
+    return loop.resolve_jit(config.jit_compile)  # the device's default when config.jit_compile is None

@@ -43,56 +43,15 @@ from tp_keras.core.health import Diverged  # noqa: F401
 from tp_keras.core.health import first_problem as _first_problem
 from tp_keras.core.health import first_problem_stacked as _first_problem_stacked
 from tp_keras.core.health import stack_calls as _stacked
-from tp_keras.core.model import TPModel
-from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.step import Trainer
 from tp_keras.run import faults, memory, rundir, trace_ahead
 from tp_keras.run.cli import op_error_text
-from tp_keras.run.config import Config
-from tp_keras.run.data import Dataset, dataset_fingerprint, load_dataset
+from tp_keras.run.config import Config, ConfigError
+from tp_keras.run.data import DataError, Dataset, dataset_fingerprint, load_dataset
+from tp_keras.run.factories import build_model, build_trainer, worker_workdir
 
 # docs/semantics.md §5.4: from the 6th epoch on, a run whose train accuracy is below this is pruned (if enabled).
 PRUNE_ACCURACY = {"mnist": 0.40, "fashion_mnist": 0.40, "cifar10": 0.25}
-
-
-def build_model(config: Config, dataset: Dataset) -> TPModel:
-    if config.architecture == "cnn":  # the Table 3 CNN on the dataset's images (NHWC, or flattened NHWC)
-        from tp_keras.core.cnn import CNNModel
-        return CNNModel(config.method, image_shape=dataset.image_shape, output_size=dataset.num_outputs,
-                        target_stepsize=config.target_stepsize, sigma=config.sigma, seed=config.seed,
-                        dtype=config.precision)
-    return TPModel(config.method, input_size=int(np.prod(dataset.train.x.shape[1:])),
-                   hidden_sizes=config.hidden_sizes, output_size=dataset.num_outputs,
-                   target_stepsize=config.target_stepsize, sigma=config.sigma,
-                   last_hidden_bias=config.last_hidden_bias, task=dataset.task, seed=config.seed,
-                   size_hidden_fb=config.size_hidden_fb, recurrent_input=config.recurrent_input,
-                   only_train_first_layer=config.only_train_first_layer, gn_damping=config.gn_damping_training,
-                   feedback_iterations=config.feedback_iterations, dtype=config.precision)
-
-
-def build_trainer(config: Config, model: TPModel) -> Trainer:
-    if config.architecture == "cnn":  # one Adam per layer, lr[i]/η̂ and ε[i] (docs/semantics.md §4.5, §8)
-        from tp_keras.core.optimizers import layerwise_adam
-        forward_opt = layerwise_adam(model, config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
-                                     l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
-    else:
-        forward_opt = TorchAdam(config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
-                                l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
-    feedback_opt = None
-    if model.feedback_variables:
-        feedback_opt = feedback_optimizer(config, model)
-    return Trainer(model, forward_opt, feedback_opt, jit_compile=loop.resolve_jit(config.jit_compile),
-                   angle_damping=list(config.gn_damping) if config.log_angles else None)
-
-
-def feedback_optimizer(config: Config, model: TPModel):
-    """The feedback Adam, or one per hidden layer (each with its own step counter) for a rule that asks for
-    per-layer feedback optimizers (ldrl)."""
-    def adam(name):
-        return TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
-                         l2_decay=config.feedback_wd, name=name, precision=config.precision)
-    from tp_keras.core.optimizers import feedback_optimizers  # the factory TPModel.compile uses too
-    return feedback_optimizers(model, adam)
 
 
 class _Batches:
@@ -368,7 +327,6 @@ def check_same_run(path: str, saved: dict, saved_data: dict | None, config: Conf
     of its data) is the one `config` on `data` continues: every setting but those of _RESUME_MAY_DIFFER equal,
     and the same data, wherever --data_dir now points (a run recorded before fingerprints existed is not
     compared)."""
-    from tp_keras.run.config import ConfigError
     current = dataclasses.asdict(config)
     for key in current:
         if key not in _RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key], default=list):
@@ -386,7 +344,6 @@ def load_checkpoint(path: str, trainer: Trainer, config: Config, data: dict | No
     line naming the file) if it cannot be read, ConfigError if it was written by a different configuration or
     model, on other data (`data`: the fingerprint of this run's, see check_same_run), or holds more epochs than
     config.epochs; in every case no variable has changed."""
-    from tp_keras.run.config import ConfigError
     header, arrays = rundir.read_checkpoint(path)
     check_same_run(path, header["config"], header.get("data"), config, data)
     if header["epoch"] > config.epochs:
@@ -599,7 +556,6 @@ def _angle_epoch(line: str) -> float:
 
 
 def _check_splits(dataset: Dataset) -> None:
-    from tp_keras.run.data import DataError
     for name in ("train", "test") + (("val",) if dataset.val is not None else ()):
         if len(getattr(dataset, name).x) == 0:
             raise DataError(f"the {name} split of {dataset.name} has 0 samples; give every split at least one "
@@ -637,12 +593,10 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
     """
     config.validate()
     if resume and overwrite:
-        from tp_keras.run.config import ConfigError
         raise ConfigError("overwrite", "--resume continues the run in the workdir, --overwrite replaces it; give "
                                        "one of the two")
     faults.kill_spec()  # a malformed TP_KERAS_KILL_AT fails now, not at the kill point
     if trainer is not None:  # multi-worker: only the chief writes workdir (the others a removed temporary folder)
-        from tp_keras.run.distribute import worker_workdir
         workdir = worker_workdir(trainer, workdir, resume)
     log = print if config.progress else (lambda *a, **k: None)
     folder = _RunFolder(workdir, config, log, overwrite=overwrite)

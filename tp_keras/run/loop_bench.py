@@ -59,7 +59,7 @@ def paper_trainer(method, *, precision="float32", xla=None, angles=False, angle_
     """The trainer of `method`'s paper MNIST configuration (5×256 tanh), built for MNIST-shaped data."""
     from tp_keras.run.config import Config
     from tp_keras.run.data import Dataset, Split
-    from tp_keras.run.experiment import build_model, build_trainer
+    from tp_keras.run.factories import build_model, build_trainer
     import numpy as np
     config = Config.paper(method, precision=precision, jit_compile=xla, log_angles=angles,
                           gn_damping=(angle_damping,))
