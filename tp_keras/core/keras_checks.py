@@ -45,14 +45,6 @@ def whole(name: str, value, lowest: int, highest: int = MAX_SIZE) -> int:
     return int(value)
 
 
-def real(name: str, value, *, positive: bool, hint: str = "") -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ValueError(f"TPModel: {name}={value!r} must be a finite number {'> 0' if positive else '>= 0'}"
-                         + (f"; {hint}" if hint else ""))
-    return float(value)
-
-
 def is_multi_worker_strategy(strategy) -> bool:
     """Whether `strategy` is a MultiWorkerMirroredStrategy (by class name, as `distribute.is_tpu_strategy`)."""
     return any(cls.__name__.startswith(("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy"))
@@ -84,7 +76,7 @@ def check_trainable(model):
 def feedback_layout(model) -> tuple:
     """What a compiled feedback optimizer was built for: the trained feedback variables (by identity), and whether
     they train with one optimizer per hidden layer (`TPModel.compile` records it; `check_rule` compares)."""
-    return tuple(id(v) for v in model.feedback_variables), bool(model.rule.per_layer_feedback_optimizers)
+    return tuple(id(v) for v in model.feedback_variables), bool(model.rule.schedule.per_layer_optimizers)
 
 
 def check_rule(model):

@@ -16,16 +16,6 @@ from tp_keras.core.lazy_tf import tf
 DTP_SIGMA_FLOOR = 0.02  # the reference clamps DTP's 1/σ² at 1/0.02² = 2500
 
 
-def feedback_loss_scale(kind: str, sigma: float) -> float:
-    if kind == "drl":
-        return 1.0 / sigma ** 2
-    if kind == "reconstruction":
-        return 1.0 / max(sigma, DTP_SIGMA_FLOOR) ** 2
-    if kind == "control":
-        return 1.0
-    raise ValueError(f"no feedback loss scale for {kind!r}")
-
-
 def local_loss(h, target, batch_size):
     """(1/B)·Σ‖h − ĥ‖² with ĥ a constant."""
     return tf.reduce_sum(tf.square(h - tf.stop_gradient(target))) / tf.cast(batch_size, h.dtype)

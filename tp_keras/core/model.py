@@ -18,12 +18,15 @@ import numpy as np
 import tensorflow as tf
 
 from tp_keras.core import keras_checks as C
-from tp_keras.core import loop
+from tp_keras.core import loop, step
 from tp_keras.core import targets as T
 from tp_keras.core.health import Diverged, first_problem, first_problem_stacked, stack_calls
 from tp_keras.core.networks import MLPNetwork, Network, deserialize_network, feedback_structure, serialize_network
+from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam, feedback_optimizers
 from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
-from tp_keras.core.rules.base import SETTINGS, UnusedSettingError
+from tp_keras.core.rules import components as K
+from tp_keras.core.rules.base import SETTINGS, HyperParameterError, UnusedSettingError
+from tp_keras.reference import configs as paper_configs
 
 # compile(loss=...): what each accepted name means, by task.
 _CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy": "sparse", "categorical_crossentropy": "categorical"}
@@ -51,14 +54,14 @@ class TPModel(keras.Model):
         `tp_keras.rules.LearningRule` (`model.rule`; `compile(rule=...)` switches to another rule of the same
         feedback maps).
       input_size, hidden_sizes, output_size: the architecture n_0, n_1..n_{L−1}, n_L.
-      target_stepsize: η̂ of the output target ĥ_L = h_L − η̂·e_L (None: the rule's, 0.01 for the registry's).
-      sigma: std of the noise of the feedback losses (None: the rule's, 0.08; one per hidden layer for 'ldrl').
+      target_stepsize: η̂ of the output target ĥ_L = h_L − η̂·e_L (None: the rule's).
+      sigma: std of the noise of the feedback losses (None: the rule's; one per hidden layer for 'ldrl').
       hidden_activation: s of the hidden layers.
       last_hidden_bias: None keeps the method's reference behaviour (no bias on the last hidden layer for
         DDTP-linear and DFA, docs/semantics.md §7.6); True/False forces it.
       size_hidden_fb: n_fb, the size of DDTP-RHL's fixed random feedback layer.
       recurrent_input: DDTP-RHL's variant that feeds each layer's own activation into its feedback map.
-      gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt'; None: the rule's, 0).
+      gn_damping: Tikhonov damping λ of the GNT targets (method 'gnt'; None: the rule's).
       feedback_iterations: feedback steps per batch of a rule that trains its feedback first ('ldrl'): one
         value or one per hidden layer (None: the rule's).
       only_train_first_layer: Frozen-MNIST (docs/semantics.md §11): only the first hidden layer's forward weights train
@@ -246,7 +249,6 @@ class TPModel(keras.Model):
         """The feedback optimizer(s) of `compile`, through the factory the launcher uses too
         (`optimizers.feedback_optimizers`): for a rule with per-layer feedback optimizers (ldrl), one per hidden
         layer, cloned from the one given (or a list of them, one per hidden layer, or a LayerwiseOptimizer)."""
-        from tp_keras.core.optimizers import LayerwiseOptimizer, feedback_optimizers
         if not self.feedback_variables:
             if feedback is not None and not isinstance(feedback, (list, tuple, LayerwiseOptimizer)):
                 # kept (and saved with the model), but it has nothing to train
@@ -256,7 +258,7 @@ class TPModel(keras.Model):
             return None
         if feedback is None:
             return default_feedback_optimizer(self)
-        per_layer = self.rule.per_layer_feedback_optimizers
+        per_layer = self.rule.schedule.per_layer_optimizers
         groups = len(self.tp_layers) - 1
         if isinstance(feedback, LayerwiseOptimizer) or isinstance(feedback, (list, tuple)):
             given = feedback.optimizers if isinstance(feedback, LayerwiseOptimizer) else list(feedback)
@@ -326,7 +328,6 @@ class TPModel(keras.Model):
     def get_compile_config(self):
         """Keras' compile config (the forward optimizer as `optimizer`) plus the feedback optimizer, so that a
         `.keras` file restores both optimizers and their states."""
-        from tp_keras.core.optimizers import LayerwiseOptimizer
         config = super().get_compile_config()
         optimizer = self.feedback_optimizer
         if config and isinstance(optimizer, LayerwiseOptimizer):  # one per hidden layer: saved as their list
@@ -336,7 +337,6 @@ class TPModel(keras.Model):
         return config
 
     def compile_from_config(self, config):
-        from tp_keras.core import optimizers  # noqa: F401  (registers TorchAdam/TorchSGD for deserialisation)
         config = keras.saving.deserialize_keras_object(config)
         # Builds both optimizers, so that loading then restores their variables (step counters and moments).
         self.compile(**config)
@@ -423,7 +423,6 @@ class TPModel(keras.Model):
         object.__setattr__(self, "_label_shape", shape)
 
     def train_step(self, data):
-        from tp_keras.core import step  # step imports this module's siblings; imported late to keep layering flat
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         _check_traced_data(self, x, y)
         context = tf.distribute.get_replica_context()
@@ -504,7 +503,6 @@ class TPModel(keras.Model):
         and shuffling). The feedback losses use no labels and no sample weights (labels only give the logged
         loss). A non-finite feedback loss raises `tp_keras.core.health.Diverged` with the launcher's message,
         naming the pass as `where` k. `FeedbackSchedule` runs this from `fit`."""
-        from tp_keras.core import step
         if not self.feedback_variables:
             return []
         if self.feedback_optimizer is None:
@@ -681,7 +679,6 @@ class TPModel(keras.Model):
         """The config's "method": the registry name, or the rule's structure as a dict (an unregistered rule, or a
         registered noise other than the registry's). A custom noise callable cannot be saved: refused in one
         line (the structure would otherwise silently save the registry's noise)."""
-        from tp_keras.core.rules import components as K
         structure = self.rule.structure()
         noise = self.rule.noise
         if not isinstance(noise, str):
@@ -750,7 +747,6 @@ def _unused_message(err) -> str:
 def _paper_values(rule: LearningRule) -> dict:
     """The values the method's paper configuration carries (tp_keras/reference/configs.py: the launcher passes them
     to TPModel for every method, used or not); {} for a rule outside the registry."""
-    from tp_keras.reference import configs as paper_configs
     if RULES.get(rule.name) != rule.structure():
         return {}
     return paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(rule.name, rule.name), {})
@@ -796,37 +792,35 @@ def _check_bools(**values) -> None:
             raise ValueError(f"TPModel: {name}={value!r} must be {allowed} (a bool, not {type(value).__name__})")
 
 
+def _in_tpmodel_words(err: RuleError) -> ValueError:
+    """A rule's refusal in TPModel's words: a hyper-parameter's value as the keyword argument
+    (`TPModel: sigma=[0.1, 0.2] ...`, a per-layer value shown as the list it was given as)."""
+    if isinstance(err, HyperParameterError):
+        shown = list(err.value) if isinstance(err.value, tuple) else err.value
+        return ValueError("TPModel: " + err.reworded(f"{err.field}={shown!r}", err.field))
+    return ValueError(f"TPModel: {err}")
+
+
 def _check_per_layer(rule: LearningRule, num_hidden: int) -> None:
     """Per-layer hyper-parameters (sigma, feedback_iterations) must give one value per hidden layer of the network
-    (checked here, when the model is built, not at the first step)."""
-    for name in ("sigma", "feedback_iterations"):
-        value = getattr(rule, name)
-        if isinstance(value, tuple) and len(value) != num_hidden:
-            raise ValueError(f"TPModel: {name}={list(value)} has {len(value)} values for the network's {num_hidden} "
-                             f"hidden layers; give one value, or one per hidden layer")
+    (the rule checks, `LearningRule.check_layers`, when the model is built, not at the first step)."""
+    try:
+        rule.check_layers(num_hidden)
+    except RuleError as err:
+        raise _in_tpmodel_words(err) from None
 
 
 def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_iterations) -> LearningRule:
-    """`rule` with TPModel's keyword arguments as its hyper-parameters (None keeps the rule's), each checked
-    with TPModel's one-line messages first. Values for hyper-parameters the rule does not use are dropped (the
-    constructor refuses them before, `_given_hyper_parameters`; set_rule by name keeps only what the new rule
-    uses)."""
-    target_stepsize, sigma, gn_damping, feedback_iterations = (
-        value if rule.uses(name) else None for name, value in (
-            ("target_stepsize", target_stepsize), ("sigma", sigma), ("gn_damping", gn_damping),
-            ("feedback_iterations", feedback_iterations)))
-    if target_stepsize is not None:
-        target_stepsize = C.real("target_stepsize", target_stepsize, positive=True, hint="e.g. 0.05")
-    if sigma is not None and not isinstance(sigma, (list, tuple)):
-        sigma = C.real("sigma", sigma, positive=True,
-                       hint=f"{rule.name} trains its feedback with noise of std sigma > 0, e.g. sigma=0.05")
-    if gn_damping is not None:
-        gn_damping = C.real("gn_damping", gn_damping, positive=False)
+    """`rule` with TPModel's keyword arguments as its hyper-parameters (None keeps the rule's), checked by the
+    rule and refused in TPModel's words (`_in_tpmodel_words`). Values for hyper-parameters the rule does not use
+    are dropped (the constructor refuses them before, `_given_hyper_parameters`; set_rule by name keeps only what
+    the new rule uses)."""
+    values = dict(target_stepsize=target_stepsize, sigma=sigma, gn_damping=gn_damping,
+                  feedback_iterations=feedback_iterations)
     try:
-        return rule.with_hyper_parameters(target_stepsize=target_stepsize, sigma=sigma, gn_damping=gn_damping,
-                                          feedback_iterations=feedback_iterations)
+        return rule.with_hyper_parameters(**{name: v for name, v in values.items() if rule.uses(name)})
     except RuleError as err:
-        raise ValueError(f"TPModel: {err}") from None
+        raise _in_tpmodel_words(err) from None
 
 
 def default_feedback_optimizer(model: TPModel):
@@ -834,8 +828,6 @@ def default_feedback_optimizer(model: TPModel):
     Adam (PyTorch semantics: `lr_fb`, `beta1_fb`, `beta2_fb`, `epsilon_fb`, coupled L2 `feedback_wd`; 'tp' takes
     DTP's), in the model's precision; one per hidden layer for a rule with per-layer feedback optimizers (ldrl),
     as the launcher gives it (`optimizers.feedback_optimizers`)."""
-    from tp_keras.core.optimizers import TorchAdam, feedback_optimizers
-    from tp_keras.reference import configs as paper_configs
     name = model.method.name
     config = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(name, name))
     if config is None or RULES.get(name) != model.method:

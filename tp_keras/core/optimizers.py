@@ -226,11 +226,11 @@ def feedback_optimizers(model, make, name: str = "feedback_adam"):
     """The feedback optimizer(s) `model`'s rule trains with: the one factory of `TPModel.compile` and the launcher,
     so that both drivers step the feedback weights alike.
 
-    `make(name)` returns a new optimizer. A rule with `per_layer_feedback_optimizers` (ldrl) gets one per hidden
-    layer, named `name_1`, `name_2`, ..., each with its own step counter (with unequal feedback_iterations the
-    layers take different numbers of steps, so one shared counter would bias-correct them wrongly), behind a
-    `LayerwiseOptimizer` over `model.feedback_variable_groups`; every other rule gets one, named `name`."""
-    if not model.rule.per_layer_feedback_optimizers:
+    `make(name)` returns a new optimizer. A rule whose in-batch schedule asks for one optimizer per hidden layer
+    (`InBatchSchedule.per_layer_optimizers`: ldrl) gets one per hidden layer, named `name_1`, `name_2`, ..., each
+    with its own step counter, behind a `LayerwiseOptimizer` over `model.feedback_variable_groups`; every other
+    rule gets one, named `name`."""
+    if not model.rule.schedule.per_layer_optimizers:
         return make(name)
     groups = model.feedback_variable_groups
     return LayerwiseOptimizer([make(f"{name}_{i + 1}") for i in range(len(groups))], groups)

@@ -220,17 +220,21 @@ def health(updates: Updates) -> dict:
     return flags
 
 
+def trains_feedback_first(model) -> bool:
+    """Whether this batch's feedback steps come before its targets (the rule's in-batch schedule, where the
+    model has feedback weights to train)."""
+    return model.rule.schedule.feedback_first and bool(model.feedback_variables)
+
+
 def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, noise_rows=None):
-    """The rule's feedback schedule within a batch when it trains the feedback first: K_ℓ feedback steps for
-    hidden layer ℓ (`rule.iterations`), each with fresh noise, all layers stepping together while they have
-    steps left. Returns the first step's updates (the feedback losses before this batch trained them)."""
-    counts = model.rule.iterations(len(model.tp_layers) - 1)
+    """The feedback steps of one batch when the rule trains the feedback first: the rounds of its in-batch
+    schedule (`InBatchSchedule.rounds`: K_ℓ steps for hidden layer ℓ, all layers stepping together while they
+    have steps left), each with fresh noise. Returns the first step's updates (the feedback losses before this
+    batch trained them)."""
     first = None
-    for i in range(max(counts)):
-        active = [k for k, count in enumerate(counts) if count > i]
+    for active in model.rule.schedule.rounds(len(model.tp_layers) - 1):
         updates = compute_updates(model, x, y, forward=False, feedback=True, batch_size=batch_size,
-                                  noise_rows=noise_rows,
-                                  feedback_layers=None if len(active) == len(counts) else active)
+                                  noise_rows=noise_rows, feedback_layers=active)
         apply_updates(model, updates, None, feedback_optimizer)
         first = first or updates
     return first
@@ -239,9 +243,9 @@ def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, 
 def batch_updates(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
                   noise_rows=None, sample_weight=None) -> Updates:
     """One batch's updates, applied in the rule's order: by default targets → feedback step → forward step, all
-    gradients from the same weights; with `rule.feedback_first`, the feedback steps, then the targets (with the
-    new feedback weights) and the forward step. Returns the updates that report the batch."""
-    if model.rule.feedback_first and model.feedback_variables:
+    gradients from the same weights; where the rule's schedule trains the feedback first, the feedback steps, then
+    the targets (with the new feedback weights) and the forward step. Returns the updates that report the batch."""
+    if trains_feedback_first(model):
         trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size,
                                          noise_rows=noise_rows)
         if not forward:
@@ -271,7 +275,7 @@ def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *
     """`train_step` that also returns the angles of this batch's weight updates against BP and GNT
     (docs/semantics.md §13.2, §13.3), computed from the same updates before any variable changes: 'bp_angle' (L,),
     'gnt_angle' (L−1,)."""
-    if model.rule.feedback_first and model.feedback_variables:  # the feedback steps come first
+    if trains_feedback_first(model):  # the feedback steps come first
         trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size)
         updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size)
         updates = dataclasses.replace(updates, feedback_losses=trained.feedback_losses)

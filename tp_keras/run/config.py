@@ -5,7 +5,7 @@ import dataclasses
 import math
 import numbers
 
-from tp_keras.core.methods import METHODS, get_method
+from tp_keras.core.rules import RULES, HyperParameterError, get_rule
 from tp_keras.reference import configs as paper_configs
 from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.run.data import DATASETS
@@ -53,7 +53,9 @@ class Config:
     # Forward optimizer (PyTorch-semantics Adam); its learning rate is lr/target_stepsize when normalize_lr.
     # For the CNN, lr and epsilon may be tuples, one value per layer (one Adam per layer, docs/semantics.md §4.5).
     lr: float | tuple = 1e-4
-    target_stepsize: float = 0.01
+    # The rule's hyper-parameters (target_stepsize, sigma, feedback_iterations, gn_damping_training): None takes the
+    # rule's default (core/rules, the one place it is written); `paper` gives the method's paper values.
+    target_stepsize: float | None = None
     beta1: float = 0.9
     beta2: float = 0.999
     epsilon: float | tuple = 1e-8
@@ -65,15 +67,15 @@ class Config:
     beta2_fb: float = 0.999
     epsilon_fb: float = 1e-8
     feedback_wd: float = 0.0
-    sigma: float | tuple = 0.08
+    sigma: float | tuple | None = None
     # Rules that train their feedback first (ldrl): feedback steps per batch, one value or one per hidden layer
-    # (None: the rule's).
+    # (None: the rule's; it stays None here).
     feedback_iterations: int | tuple | None = None
     # DDTP-RHL's fixed random feedback layer, and its recurrent-input variant.
     size_hidden_fb: int = 1024
     recurrent_input: bool = False
     # Tikhonov damping of the GNT targets (method 'gnt').
-    gn_damping_training: float = 0.0
+    gn_damping_training: float | None = None
     # Schedule.
     batch_size: int = 128
     epochs: int = 100
@@ -98,7 +100,7 @@ class Config:
     # float64.
     tf32: bool = False
     # Batches per compiled call of the custom loop: a number, "epoch" (a whole pass) or "auto" (the device's
-    # default, loop.device_defaults). Results are bit-identical whatever the value (tp_keras/loop.py).
+    # default, loop.device_defaults). Results are bit-identical whatever the value (tp_keras/core/loop.py).
     steps_per_call: int | str = "auto"
     prune_early: bool = False
     progress: bool = True
@@ -109,6 +111,11 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, value[0] if len(value) == 1 else tuple(value))
+        rule = RULES.get(self.method)  # an unknown method is refused by validate
+        if rule is not None:
+            for flag, field in _RULE_DEFAULTS:
+                if getattr(self, flag) is None:
+                    setattr(self, flag, getattr(rule, field))
 
     @classmethod
     def paper(cls, method: str, **overrides) -> "Config":
@@ -157,7 +164,7 @@ class Config:
     def forward_learning_rate(self) -> float | tuple:
         """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (docs/semantics.md §15.1); a tuple,
         one per layer, when lr is one (the CNN, docs/semantics.md §4.5: each layer's Adam takes lr[i]/η̂)."""
-        if self.normalize_lr and get_method(self.method).uses_targets:
+        if self.normalize_lr and get_rule(self.method).uses_targets:
             if isinstance(self.lr, (list, tuple)):
                 return tuple(v / self.target_stepsize for v in self.lr)
             return self.lr / self.target_stepsize
@@ -165,8 +172,8 @@ class Config:
 
     def validate(self) -> "Config":
         """Raises ConfigError (one line, naming the flag and the fix) for any bad setting."""
-        if self.method not in METHODS:
-            raise ConfigError("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in RULES:
+            raise ConfigError("method", f"unknown method {self.method!r}; choose one of {', '.join(RULES)}")
         if self.dataset not in DATASETS:
             raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.precision not in PRECISIONS:
@@ -187,14 +194,13 @@ class Config:
                                         "--architecture=cnn)")
         for name, lowest in _INTEGERS.items():
             _integer(self, name, lowest, MAX_SEED if name == "seed" else MAX_INT)
-        method = get_method(self.method)
+        method = get_rule(self.method)
         _positive(self, "lr", "e.g. --lr=1e-4")
-        _positive(self, "target_stepsize", "e.g. --target_stepsize=0.05")
         _positive(self, "batch_size", "e.g. --batch_size=128")
         _positive(self, "num_hidden", "the network needs at least one hidden layer, e.g. --num_hidden=5")
         _positive(self, "size_hidden", "e.g. --size_hidden=256")
         _positive(self, "size_hidden_fb", "e.g. --size_hidden_fb=1024")
-        for name in ("epochs", "epochs_fb", "extra_fb_epochs", "forward_wd", "feedback_wd", "gn_damping_training"):
+        for name in ("epochs", "epochs_fb", "extra_fb_epochs", "forward_wd", "feedback_wd"):
             _non_negative(self, name)
         for name in ("epsilon", "epsilon_fb"):
             _non_negative(self, name)
@@ -206,8 +212,6 @@ class Config:
         self._validate_rule(method)
         if method.trains_feedback:
             _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
-            _positive(self, "sigma", f"{self.method} trains its feedback with noise of std sigma > 0, "
-                                     "e.g. --sigma=0.05")
         self.steps_per_call = parse_steps_per_call(self.steps_per_call)
         _positive(self, "log_interval", "e.g. --log_interval=80 (angles every 80th batch of an epoch)")
         damping = self.gn_damping if isinstance(self.gn_damping, (list, tuple)) else (self.gn_damping,)
@@ -224,28 +228,16 @@ class Config:
         return self
 
     def _validate_rule(self, method) -> None:
-        """The rule's per-layer settings: sigma per hidden layer (only where its feedback loss takes one) and its
-        feedback steps per batch (only for rules that train the feedback first)."""
-        if isinstance(self.sigma, tuple):
-            if not method.loss.per_layer_sigma:
-                raise ConfigError("sigma", f"{len(self.sigma)} values given; {self.method} takes one sigma (one per "
-                                           "hidden layer is for ldrl)")
-            if len(self.sigma) != self.num_hidden:
-                raise ConfigError("sigma", f"{len(self.sigma)} values given; give one or one per hidden layer "
-                                           f"({self.num_hidden})")
-        if self.feedback_iterations is None:
-            return
-        if not method.uses("feedback_iterations"):
-            raise ConfigError("feedback_iterations", f"{self.method} does not use it "
-                                                     f"({method.unused_because('feedback_iterations')}); drop the "
-                                                     "flag (it is for ldrl)")
-        counts = _values(self.feedback_iterations)
-        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in counts):
-            raise ConfigError("feedback_iterations", f"{list(counts)}: every value must be a whole number >= 1, "
-                                                     "e.g. --feedback_iterations=3")
-        if len(counts) not in (1, self.num_hidden):
-            raise ConfigError("feedback_iterations", f"{len(counts)} values given; give one or one per hidden layer "
-                                                     f"({self.num_hidden})")
+        """The rule's hyper-parameters that the method uses, checked by the rule (`LearningRule`, and
+        `check_layers` for one value per hidden layer) and refused in the launcher's words: the flag, the value as
+        given, the rule's fix with the flag in its example."""
+        values = {field: getattr(self, flag) for field, flag in RULE_FIELD_FLAGS.items()}
+        try:
+            method.with_hyper_parameters(**method.used(**values)).check_layers(self.num_hidden)
+        except HyperParameterError as err:
+            flag = RULE_FIELD_FLAGS[err.field]
+            shown = ",".join(map(str, err.value)) if isinstance(err.value, tuple) else str(err.value)
+            raise ConfigError(flag, err.reworded(shown, f"--{flag}")) from None
 
     def _validate_cnn(self) -> None:
         if self.method not in CNN_METHODS:
@@ -272,6 +264,13 @@ RULE_FLAGS = {"sigma": "sigma", "target_stepsize": "target_stepsize", "gn_dampin
               "feedback_wd": "feedback_optimizer", "epochs_fb": "feedback_schedule",
               "extra_fb_epochs": "feedback_schedule", "size_hidden_fb": "size_hidden_fb",
               "recurrent_input": "recurrent_input"}
+# The rule's hyper-parameters and the flags that give them (gn_damping: --gn_damping_training, as the reference;
+# --gn_damping is the angles' damping).
+RULE_FIELD_FLAGS = {"sigma": "sigma", "target_stepsize": "target_stepsize", "gn_damping": "gn_damping_training",
+                    "feedback_iterations": "feedback_iterations"}
+# The fields that take the rule's default when neither the paper nor the caller gives them (not
+# feedback_iterations: None is the rule's there, and it stays None).
+_RULE_DEFAULTS = (("sigma", "sigma"), ("target_stepsize", "target_stepsize"), ("gn_damping_training", "gn_damping"))
 
 
 def _note_rule_flags(config: Config, defaults: Config) -> Config:
@@ -306,7 +305,7 @@ def _check_rule_flags(config: Config, method) -> None:
             method.check_used(RULE_FLAGS[flag], value)
         except UnusedSettingError as err:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            users = [name for name, rule in METHODS.items() if rule.uses(err.setting)]
+            users = [name for name, rule in RULES.items() if rule.uses(err.setting)]
             who = ", ".join(users) if len(users) <= 3 else _FLAG_USERS[err.setting]
             raise ConfigError(flag, f"{shown} is not used by {config.method} ({err.reason}); drop the flag (it is "
                                     f"for {who})") from None

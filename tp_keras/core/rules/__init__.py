@@ -5,7 +5,8 @@ and add it to `RULES` below; see ldrl.py and fw_dtp.py.
 """
 from __future__ import annotations
 
-from tp_keras.core.rules.base import HYPER_PARAMETERS, SETTINGS, LearningRule, RuleError, UnusedSettingError
+from tp_keras.core.rules.base import (HYPER_PARAMETERS, SETTINGS, HyperParameterError, LearningRule, RuleError,
+                                      UnusedSettingError)
 from tp_keras.core.rules.components import NoiseDraw, standard_normal
 from tp_keras.core.rules.fw_dtp import FW_DTP
 from tp_keras.core.rules.ldrl import LDRL
@@ -31,5 +32,5 @@ def get_rule(rule) -> LearningRule:
         raise ValueError(f"unknown method {rule!r}; choose one of: {', '.join(RULES)}") from None
 
 
-__all__ = ["HYPER_PARAMETERS", "LearningRule", "NoiseDraw", "RULES", "RuleError", "SETTINGS", "UnusedSettingError",
-           "get_rule", "rule_names", "standard_normal"]
+__all__ = ["HYPER_PARAMETERS", "HyperParameterError", "LearningRule", "NoiseDraw", "RULES", "RuleError", "SETTINGS",
+           "UnusedSettingError", "get_rule", "rule_names", "standard_normal"]

@@ -10,10 +10,11 @@ as a plain dict) and carries its hyper-parameters:
 * ``target_rule``: ``backprop``, ``difference`` (paper eq. 8), ``plain`` (eq. 3) or ``gnt`` (Gauss-Newton).
 * ``feedback_loss``: ``none``, ``reconstruction`` (DTP), ``drl`` (difference reconstruction loss), ``control``
   (DDTP-control) or ``ldrl`` (local difference reconstruction loss, Ernoult et al. 2022).
-* the feedback schedule within a batch: ``feedback_first`` (train the feedback before the targets are computed,
-  instead of computing targets and both gradients from the same weights) and ``feedback_iterations`` (feedback
-  steps per batch: one value, or one per hidden layer); ``per_layer_feedback_optimizers`` asks the drivers for
-  one feedback optimizer per hidden layer (each with its own step counter).
+* the in-batch schedule, a component (`components.InBatchSchedule`, `LearningRule.schedule`) saved as three
+  fields: ``feedback_first`` (train the feedback before the targets are computed, instead of computing targets
+  and both gradients from the same weights), ``feedback_iterations`` (feedback steps per batch: one value, or one
+  per hidden layer) and ``per_layer_feedback_optimizers`` (one feedback optimizer per hidden layer, each with its
+  own step counter); the step and the drivers ask the schedule, not the fields.
 * hyper-parameters: ``sigma`` (noise std of the feedback loss, one value or one per hidden layer),
   ``target_stepsize`` (η̂), ``gn_damping`` (λ of the GNT targets) and ``noise`` (the N(0, 1) generator of the
   feedback losses: a registered name, or any callable ``noise(shape, seed)``, which is how tests inject noise).
@@ -21,7 +22,14 @@ as a plain dict) and carries its hyper-parameters:
 
 Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError): a bool
 field holding anything but True/False, and a hyper-parameter the rule does not use set to anything but its
-default (`UnusedSettingError`).
+default (`UnusedSettingError`). The rule is the one validator of its hyper-parameters: a value it cannot take
+raises `HyperParameterError`, which names the field and carries the problem apart, so that TPModel and the
+launcher say it in their own words (`TPModel: sigma=...`, `--sigma: ...`) without checking again;
+`check_layers(count)` checks the per-layer values against a network's hidden layers.
+
+Defaults. Each hyper-parameter's default is the field's default below, the one place it is written; a rule that
+needs another value sets it on its own value (ldrl.py: three feedback steps). `Config` leaves what the method's
+paper configuration does not give to the rule.
 
 What a rule uses. The rule is the one place that knows which settings it uses (`uses`, `unused_because`,
 `check_used`), derived from its components: ``sigma`` (and the feedback optimizer, ``feedback_optimizer``, and
@@ -37,9 +45,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable
 
 import numpy as np
+
+from tp_keras.core.rules import components as K
 
 FEEDBACK_KINDS = ("none", "layerwise", "direct", "direct_rhl")
 FEEDBACK_INITS = ("xavier", "uniform_1e-3")
@@ -82,8 +93,43 @@ class UnusedSettingError(RuleError):
         return type(self), (self.rule, self.setting, self.value, self.reason)
 
 
-def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+class HyperParameterError(RuleError):
+    """A value the rule cannot take for one of its hyper-parameters: `rule` (its name), `field`, `value`,
+    `problem` (what is wrong and the fix, without the field's name) and `example` (a value that works, or None) let
+    TPModel and the launcher say it in their own words (`reworded`)."""
+
+    def __init__(self, rule: str, field: str, value, problem: str, example=None):
+        self.rule, self.field, self.value, self.problem, self.example = rule, field, value, problem, example
+        super().__init__(f"rule {rule!r}: " + self.reworded(f"{field}={value!r}", field))
+
+    def reworded(self, given: str, name: str) -> str:
+        """The message in a front end's words: `given` shows the value as it took it (``sigma=-1.0``, ``-1.0``),
+        `name` names the setting in the example (``sigma``, ``--sigma``)."""
+        return f"{given} {self.problem}" + (f", e.g. {name}={self.example}" if self.example is not None else "")
+
+    def __reduce__(self):
+        return type(self), (self.rule, self.field, self.value, self.problem, self.example)
+
+
+def _number(value, lowest: float, *, strict: bool) -> bool:
+    """A finite real number (not a bool) above `lowest` (strict) or at least `lowest`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > lowest if strict else value >= lowest
+
+
+def _plain(value, kind):
+    """NumPy's scalars (and for floats any real number, as `float` takes it) as Python's `kind`, in a tuple too;
+    anything else as it is (for the checks to refuse)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v, kind) for v in value)
+    if isinstance(value, (bool, np.bool_)):
+        return value
+    if kind is float and isinstance(value, numbers.Real):
+        return float(value)
+    if kind is int and isinstance(value, numbers.Integral):
+        return int(value)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,16 +144,17 @@ class LearningRule:
     last_hidden_bias: bool = True
     feedback_bias: bool = True
     feedback_init: str = "xavier"
+    # The in-batch schedule (`schedule`), saved as these three fields.
     feedback_first: bool = False
     feedback_iterations: int | tuple = 1
     per_layer_feedback_optimizers: bool = False
+    # Hyper-parameters: these defaults are the only ones (see the module's docstring).
     sigma: float | tuple = 0.08
     target_stepsize: float = 0.01
     gn_damping: float = 0.0
     noise: Any = "philox"
 
     def __post_init__(self):
-        from tp_keras.core.rules import components as K
         for field in BOOL_FIELDS:
             value = getattr(self, field)
             if isinstance(value, np.bool_):  # NumPy's bool: the plain bool
@@ -115,10 +162,9 @@ class LearningRule:
             elif not isinstance(value, bool):
                 raise RuleError(f"rule {self.name!r}: {field}={value!r} must be True or False (a bool, not "
                                 f"{type(value).__name__})")
-        if isinstance(self.sigma, list):
-            object.__setattr__(self, "sigma", tuple(self.sigma))
-        if isinstance(self.feedback_iterations, list):
-            object.__setattr__(self, "feedback_iterations", tuple(self.feedback_iterations))
+        for field, kind in (("sigma", float), ("target_stepsize", float), ("gn_damping", float),
+                            ("feedback_iterations", int)):
+            object.__setattr__(self, field, _plain(getattr(self, field), kind))  # lists as tuples
         n = self.name
         if self.feedback not in FEEDBACK_KINDS:
             raise RuleError(f"rule {n!r}: feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_KINDS)}")
@@ -157,22 +203,26 @@ class LearningRule:
             if not _same(value, _DEFAULTS[field]):
                 self.check_used(field, value)
         if isinstance(self.sigma, tuple) and not loss.per_layer_sigma:
-            raise RuleError(f"rule {n!r}: feedback loss {self.feedback_loss!r} takes one sigma, not one per layer")
+            per_layer = [name for name, other in K.FEEDBACK_LOSSES.items() if other.per_layer_sigma]
+            raise HyperParameterError(n, "sigma", self.sigma, f"gives {len(self.sigma)} values; {n}'s feedback loss "
+                                      f"{self.feedback_loss!r} takes one sigma (one per hidden layer is for "
+                                      f"{', '.join(per_layer)})")
         if self.trains_feedback:
             sigmas = self.sigma if isinstance(self.sigma, tuple) else (self.sigma,)
-            if not sigmas or not all(_positive(s) for s in sigmas):
-                raise RuleError(f"rule {n!r}: sigma={self.sigma!r}; {n} trains its feedback with noise of std "
-                                "sigma > 0 (one value, or one per hidden layer), e.g. sigma=0.05")
-        if not _positive(self.target_stepsize):
-            raise RuleError(f"rule {n!r}: target_stepsize={self.target_stepsize!r} must be a number > 0, e.g. 0.05")
-        if not (isinstance(self.gn_damping, (int, float)) and math.isfinite(self.gn_damping)
-                and self.gn_damping >= 0):
-            raise RuleError(f"rule {n!r}: gn_damping={self.gn_damping!r} must be a number >= 0")
+            if not sigmas or not all(_number(s, 0, strict=True) for s in sigmas):
+                raise HyperParameterError(n, "sigma", self.sigma, f"must be a finite number > 0; {n} trains its "
+                                          "feedback with noise of std sigma > 0 (one value, or one per hidden "
+                                          "layer)", example=0.05)
+        if not _number(self.target_stepsize, 0, strict=True):
+            raise HyperParameterError(n, "target_stepsize", self.target_stepsize, "must be a finite number > 0",
+                                      example=0.05)
+        if not _number(self.gn_damping, 0, strict=False):
+            raise HyperParameterError(n, "gn_damping", self.gn_damping, "must be a finite number >= 0")
         counts = self.feedback_iterations if isinstance(self.feedback_iterations, tuple) else (
             self.feedback_iterations,)
         if not counts or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in counts):
-            raise RuleError(f"rule {n!r}: feedback_iterations={self.feedback_iterations!r} must be whole numbers "
-                            ">= 1 (one, or one per hidden layer)")
+            raise HyperParameterError(n, "feedback_iterations", self.feedback_iterations, "must be whole numbers "
+                                      ">= 1 (one, or one per hidden layer)", example=3)
         if (isinstance(self.feedback_iterations, tuple) or self.per_layer_feedback_optimizers) \
                 and path != "layerwise":
             raise RuleError(f"rule {n!r}: per-layer feedback iterations and optimizers need layer-wise feedback")
@@ -182,23 +232,25 @@ class LearningRule:
     # --- the components ----------------------------------------------------------------------------------------
     @property
     def targets(self):
-        from tp_keras.core.rules import components as K
         return K.TARGET_RULES[self.target_rule]
 
     @property
     def loss(self):
-        from tp_keras.core.rules import components as K
         return K.FEEDBACK_LOSSES[self.feedback_loss]
 
     @property
     def path(self):
         """The feedback path component (how targets travel through this kind of feedback maps)."""
-        from tp_keras.core.rules import components as K
         return K.PATHS[self.feedback]
 
     @property
+    def schedule(self) -> K.InBatchSchedule:
+        """The in-batch schedule component (what the step and the drivers ask: feedback first or not, steps per
+        layer, one feedback optimizer per layer or one)."""
+        return K.InBatchSchedule(self.feedback_first, self.feedback_iterations, self.per_layer_feedback_optimizers)
+
+    @property
     def noise_fn(self) -> Callable:
-        from tp_keras.core.rules import components as K
         return K.NOISE[self.noise] if isinstance(self.noise, str) else self.noise
 
     # --- derived facts -------------------------------------------------------------------------------------------
@@ -253,13 +305,24 @@ class LearningRule:
         every method, e.g. `TPModel(method, ..., **get_rule(method).used(target_stepsize=0.1, sigma=0.05))`."""
         return {k: v for k, v in values.items() if self.uses(k)}
 
+    def check_layers(self, count: int) -> None:
+        """Refuses a per-layer hyper-parameter (sigma, feedback_iterations) whose values are not one per hidden
+        layer of a network with `count` hidden layers (`HyperParameterError`)."""
+        for field in ("sigma", "feedback_iterations"):
+            value = getattr(self, field)
+            if isinstance(value, tuple) and len(value) != count:
+                raise HyperParameterError(self.name, field, value, f"has {len(value)} values for the network's "
+                                          f"{count} hidden layers; give one value, or one per hidden layer")
+
     def sigmas(self, count: int) -> list[float]:
         """σ_ℓ for hidden layers ℓ = 1..count."""
-        return _per_layer(self, "sigma", self.sigma, count)
+        self.check_layers(count)
+        return list(self.sigma) if isinstance(self.sigma, tuple) else [self.sigma] * count
 
     def iterations(self, count: int) -> list[int]:
         """Feedback steps per batch for hidden layers ℓ = 1..count."""
-        return _per_layer(self, "feedback_iterations", self.feedback_iterations, count)
+        self.check_layers(count)
+        return self.schedule.steps(count)
 
     def with_hyper_parameters(self, **values) -> "LearningRule":
         """This rule with some hyper-parameters replaced (None keeps the rule's value)."""
@@ -298,12 +361,3 @@ def _same(a, b) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):
         return False
-
-
-def _per_layer(rule, what, value, count):
-    if not isinstance(value, tuple):
-        return [value] * count
-    if len(value) != count:
-        raise RuleError(f"rule {rule.name!r}: {what} has {len(value)} values for {count} hidden layers "
-                        "(give one, or one per hidden layer)")
-    return list(value)

@@ -5,12 +5,15 @@
 * target rules (`TARGET_RULES`): backprop (no targets), difference, plain, Gauss-Newton;
 * feedback losses (`FEEDBACK_LOSSES`): `FeedbackLoss.losses(...)` gives one loss per hidden layer (and, where
   a loss computes them on the way, the targets too);
-* noise (`NOISE`): N(0, 1) generators `noise(shape, seed)`.
+* noise (`NOISE`): N(0, 1) generators `noise(shape, seed)`;
+* the in-batch schedule (`InBatchSchedule`): when a batch trains the feedback, how many steps each hidden layer
+  takes, and whether each hidden layer has its own feedback optimizer.
 
 A new feedback loss is a subclass of `FeedbackLoss` plus `register_feedback_loss(...)` (see rules/ldrl.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from tp_keras.core.lazy_tf import tf
@@ -179,3 +182,39 @@ def register_feedback_loss(loss: FeedbackLoss) -> FeedbackLoss:
 
 for _loss in (Reconstruction(), DifferenceReconstruction(), Control()):
     register_feedback_loss(_loss)
+
+
+# --- the in-batch schedule -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class InBatchSchedule:
+    """How one batch trains the feedback: what the step and the drivers ask of a rule (`LearningRule.schedule`,
+    made from the rule's fields `feedback_first`, `feedback_iterations`, `per_layer_feedback_optimizers`, which
+    stay the rule's saved form).
+
+    feedback_first: False, the reference's order (targets with the old feedback weights, then one feedback step
+    and the forward step, all gradients from the same weights); True, the feedback steps come first and the
+    targets see the new feedback weights. iterations: feedback steps per batch when feedback_first (one value, or
+    one per hidden layer). per_layer_optimizers: one feedback optimizer per hidden layer, each with its own step
+    counter (with unequal iterations one shared counter would bias-correct the layers wrongly), or one for all."""
+    feedback_first: bool = False
+    iterations: int | tuple = 1
+    per_layer_optimizers: bool = False
+
+    def steps(self, count: int) -> list[int]:
+        """Feedback steps per batch of hidden layers 1..count (their number is the rule's to check,
+        `LearningRule.check_layers`; a mismatch here is a bug of the caller)."""
+        if not isinstance(self.iterations, tuple):
+            return [self.iterations] * count
+        if len(self.iterations) != count:
+            raise ValueError(f"feedback_iterations has {len(self.iterations)} values for {count} hidden layers")
+        return list(self.iterations)
+
+    def rounds(self, count: int) -> list:
+        """The feedback steps of one batch, feedback first: round i steps the hidden layers (0-based) that have
+        more than i steps, all layers together while every one has steps left (None: all of them)."""
+        counts = self.steps(count)
+        rounds = []
+        for i in range(max(counts)):
+            active = [k for k, steps in enumerate(counts) if steps > i]
+            rounds.append(None if len(active) == len(counts) else active)
+        return rounds
