@@ -13,7 +13,6 @@ import tensorflow as tf
 from conftest import (ALL_METHODS, BATCH, HIDDEN, NP_ACT, NP_ACT_DERIV_FROM_OUTPUT, OUTPUT, TP_METHODS,
                       grads_by_variable, install_fixed_noise, make_batch, make_model, np_forward, np_output_error,
                       randomize_biases, to_np)
-from tp_keras.core import losses as tp_losses
 from tp_keras.core import step as tp_step
 from tp_keras.core.layers import XavierNormal
 from tp_keras.core.methods import METHODS, get_method
