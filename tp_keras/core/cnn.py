@@ -62,7 +62,7 @@ class CNNModel(TPModel):
 
     def __init__(self, method: str | LearningRule = "ddtp_linear", image_shape: Sequence[int] = (32, 32, 3),
                  conv_channels: Sequence[int] = (32, 64), fc_units: Sequence[int] = (512,), output_size: int = 10,
-                 *, kernel_size: int = 5, target_stepsize: float = 0.01, sigma: float = 0.08,
+                 *, kernel_size: int = 5, target_stepsize: float | None = None, sigma: float | None = None,
                  hidden_activation: str = "tanh", seed: int = 42, dtype: str | None = None, **kwargs):
         rule = get_rule(method)
         network = CNNNetwork(rule, image_shape, conv_channels, fc_units, output_size, kernel_size=kernel_size,
