@@ -299,4 +299,52 @@ def test_the_search_refuses_an_unused_flag_on_its_command_line():
     from tp_keras.search import runs
     with pytest.raises(ConfigError) as err:
         runs.config_from_args(["--method=fw_dtp", "--lr_fb=0.001"])
+
+
+# --- one validator, said in each front end's words ------------------------------------------------------------
+
+@pytest.mark.parametrize("method, field, value, flag", [
+    ("dtpdrl", "sigma", -0.1, "sigma"), ("dtpdrl", "sigma", float("nan"), "sigma"),
+    ("dtp", "target_stepsize", 0.0, "target_stepsize"), ("gnt", "gn_damping", -1.0, "gn_damping_training"),
+    ("ldrl", "feedback_iterations", 0, "feedback_iterations"),
+])
+def test_the_rule_checks_a_hyper_parameter_and_the_front_ends_say_it(method, field, value, flag):
+    """The rule is the only check (a HyperParameterError naming the field); the launcher and TPModel say the same
+    problem with the flag or the keyword argument, and no check of their own comes first."""
+    with pytest.raises(RuleError) as rule_err:
+        dataclasses.replace(RULES[method], **{field: value})
+    err = rule_err.value
+    assert (err.rule, err.field) == (method, field) and _one_line(rule_err).startswith(f"rule {method!r}: {field}=")
+    with pytest.raises(ConfigError) as by_flag:
+        Config.paper(method, **{flag: value}).validate()
+    assert _one_line(by_flag) == f"--{flag}: " + err.reworded(str(value), f"--{flag}")
+    with pytest.raises(ValueError) as by_keyword:
+        _tiny(method, **{field: value})
+    assert _one_line(by_keyword) == "TPModel: " + err.reworded(f"{field}={value!r}", field)
+
+
+def test_the_rule_holds_the_defaults_config_does_not_repeat_them():
+    """A Config built field by field takes the rule's hyper-parameters (the paper's configs are data, apart)."""
+    for name, rule in RULES.items():
+        config = Config(method=name)
+        assert (config.sigma, config.target_stepsize, config.gn_damping_training) == (
+            rule.sigma, rule.target_stepsize, rule.gn_damping), name
+        assert config.feedback_iterations is None  # the rule's, through TPModel
+
+
+# --- the in-batch schedule: a component the step and the drivers ask ---------------------------------------------
+
+def test_the_in_batch_schedule_answers_what_the_step_and_the_drivers_ask():
+    from tp_keras.core.rules.components import InBatchSchedule
+    assert RULES["dtp"].schedule == InBatchSchedule(feedback_first=False, iterations=1, per_layer_optimizers=False)
+    ldrl = dataclasses.replace(RULES["ldrl"], feedback_iterations=(1, 3))
+    schedule = ldrl.schedule
+    assert schedule.feedback_first and schedule.per_layer_optimizers and schedule.steps(2) == [1, 3]
+    assert schedule.rounds(2) == [None, [1], [1]]  # both layers, then layer 2 alone
+    assert RULES["ldrl"].schedule.rounds(3) == [None] * 3
+    # Saved as the rule's three fields, as before.
+    config = ldrl.get_config()
+    assert (config["feedback_first"], config["feedback_iterations"], config["per_layer_feedback_optimizers"]) == (
+        True, [1, 3], True)
+    assert "schedule" not in config
     assert _one_line(err).startswith("--lr_fb: 0.001 is not used by fw_dtp")
