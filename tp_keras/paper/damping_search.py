@@ -26,7 +26,9 @@ import numpy as np
 from absl import app, flags
 
 from tp_keras.run import cli, launch  # launch defines the launcher's flags, which this command shares
-from tp_keras.run.config import check_integer
+from tp_keras.run.config import ConfigError, check_integer
+from tp_keras.run.data import load_dataset
+from tp_keras.run.memory import check_dataset_fits
 from tp_keras.run.rundir import write_json
 
 FLAGS = flags.FLAGS
@@ -62,11 +64,8 @@ def search(trainer, split, grid, *, batch_size: int, log_interval: int, seed: in
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
-    from tp_keras.run.config import ConfigError
-    from tp_keras.run.data import load_dataset
     from tp_keras.run.experiment import train_and_evaluate
     from tp_keras.run.factories import build_model, build_trainer
-    from tp_keras.run.memory import check_dataset_fits
     grid = launch._floats("grid", FLAGS.grid)
     if not grid or any(not math.isfinite(v) or v < 0 for v in grid):
         raise ConfigError("grid", "give one or more finite damping values >= 0, e.g. --grid=0,1e-4,1e-2,1")

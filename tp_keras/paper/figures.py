@@ -27,8 +27,12 @@ import warnings
 import numpy as np
 from absl import flags
 
-from tp_keras.reference.facts import method_label, method_order
+from tp_keras.paper import tables
+from tp_keras.paper.sweep_results import result_warnings
+from tp_keras.reference import facts as paper_facts
+from tp_keras.reference.facts import COLUMNS, method_label, method_order
 from tp_keras.run import cli, rundir
+from tp_keras.run.config import MAX_SEED, check_integer
 
 MISSING_PLOTS_MESSAGE = 'figures need matplotlib: pip install -e ".[plots]"'
 
@@ -305,7 +309,6 @@ def alignment_figure(run_dirs, out_path, *, layer: int | None = None, window: in
 
 def _collect_results(results_dir) -> tuple:
     """tables.collect of a results folder: (chosen, placed, unplaced)."""
-    from tp_keras.paper import tables  # no TensorFlow
     try:
         return tables.collect(tables.find_sweeps(os.fspath(results_dir), "--results"))
     except SystemExit as err:
@@ -320,7 +323,6 @@ def learning_curves(results_dir, collected: tuple | None = None) -> dict:
     summary.json) cannot be read, as Table 1 leaves them out (`unreadable_runs` names the files). DDTP-RHL variants
     and cells of other tables are left out; datasets and methods in Table 1's order. `collected`: the folder as
     `tables.collect` read it, when the caller has it."""
-    from tp_keras.reference import facts as paper_facts  # no TensorFlow
     chosen, _, _ = collected or _collect_results(results_dir)
     curves = {}
     for cell, entry in chosen.items():
@@ -358,8 +360,6 @@ def learning_curves_figure(results_dir, out_path) -> list[str]:
 
     A seed whose files cannot be read (a metrics.jsonl line that is not JSON, a damaged summary.json) is never
     dropped quietly: one `warning:` line per file and line on stderr, and a note under the figure naming it."""
-    from tp_keras.reference.facts import COLUMNS
-    from tp_keras.paper.sweep_results import result_warnings
     out_path = os.fspath(out_path)
     collected = _collect_results(results_dir)
     for entry in collected[1] + collected[2]:
@@ -534,7 +534,6 @@ def _run_command(command: str) -> list[str]:
         return learning_curves_figure(_FLAGS.results, _FLAGS.out)
     _pyplot()  # fail on a missing matplotlib before spending seconds on TensorFlow
     from tp_keras.paper.output_space import compute
-    from tp_keras.run.config import MAX_SEED, check_integer
     check_integer("seed", _FLAGS.seed, 0, MAX_SEED, example=93)
     return [output_space_figure(compute(seed=_FLAGS.seed), _FLAGS.out)]
 

@@ -24,8 +24,12 @@ import time
 import numpy as np
 from absl import app, flags
 
+from tp_keras.paper import figures
+from tp_keras.paper.figures import MissingPlotsError
 from tp_keras.reference.facts import method_label
 from tp_keras.run import cli, rundir
+from tp_keras.run.config import MAX_SEED, check_integer
+from tp_keras.run.data import make_student_teacher
 
 # The values of the reference's `figure_toy_nullspace` config (docs/semantics.md §13.6), at full precision.
 METHOD_CONFIGS = {
@@ -41,7 +45,6 @@ FIGURE_LAYER = 2  # the paper's bars show W_2, the second hidden layer's weights
 
 
 def _dataset(seed: int, dtype: str):
-    from tp_keras.run.data import make_student_teacher
     return make_student_teacher(seed, num_train=400, num_test=200, size_input=6, size_output=2, dtype=dtype)
 
 
@@ -118,7 +121,6 @@ def run_experiment(workdir: str, *, seed: int = 42, precision: str = "float64", 
                    log=print) -> dict:
     """Runs both methods, writes workdir/nullspace.json (and nullspace.png when `plot`); returns the results.
     Holds the workdir's lock meanwhile (a second run on it refuses in one line)."""
-    from tp_keras.run.config import MAX_SEED, check_integer
     check_integer("seed", seed, 0, MAX_SEED, example=42)
     rundir.make_folder(workdir)
     with rundir.WorkdirLock(workdir):
@@ -142,7 +144,6 @@ def _run_experiment(workdir, seed, precision, plot, log) -> dict:
             f"(all layers: {', '.join(f'{v:.3f}' for v in summary['per_layer_mean'])}) in {summary['seconds']:.0f}s")
     rundir.write_json(os.path.join(workdir, "nullspace.json"), results)
     if plot:
-        from tp_keras.paper import figures
         # Its file name only: the figure sits beside nullspace.json, wherever the folder is moved.
         results["figure"] = os.path.basename(figures.nullspace_figure(results, os.path.join(workdir, "nullspace.png")))
         rundir.write_json(os.path.join(workdir, "nullspace.json"), results)
@@ -165,7 +166,6 @@ def _define_flags():
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
-    from tp_keras.paper.figures import MissingPlotsError
     try:
         results = run_experiment(FLAGS.workdir, seed=FLAGS.seed, precision=FLAGS.precision, plot=FLAGS.plot)
     except MissingPlotsError as err:

@@ -63,6 +63,9 @@ from tp_keras.paper.sweep_results import (  # noqa: F401
     CLASSIFICATION_COLUMNS, FINAL_STATUSES, REGRESSION_COLUMNS, epochs_text, format_mean_sd, format_value, is_final,
     mean_sd, results_markdown, seed_dir, seed_dirs, seed_row, statuses_text, summarize_sweep, write_results)
 from tp_keras.run import rundir
+from tp_keras.run.config import ConfigError, MAX_SEED
+from tp_keras.run.data import DataError
+from tp_keras.search import options, runs
 
 LOG_NAME = "launch.log"
 RECORD_NAME = "sweep_seed.json"
@@ -205,7 +208,6 @@ class _Report:
 
     @staticmethod
     def worker_failure(*failure) -> None:
-        from tp_keras.search import options
         _say(options.worker_failure_line(*failure))
 
 
@@ -218,7 +220,7 @@ def run_sweep(flagfile: str, seeds: list[int], out_dir: str, *, workers: int = 1
     line) for bad settings."""
     import importlib
 
-    from tp_keras.search import engine, runs
+    from tp_keras.search import engine
     extra = list(extra)
     check_extra(extra)
     launcher_extra, extra_data_dir = runs.without_data_dir(extra)
@@ -316,7 +318,6 @@ def _check_out(out: str, report_only: bool) -> None:
 
 
 def parse_args(argv: list[str]):
-    from tp_keras.search import options
     argv = list(argv)
     extra = []
     if "--" in argv:
@@ -346,7 +347,6 @@ def parse_args(argv: list[str]):
         parser.error(f"--flagfile: {args.flagfile} does not exist")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
-    from tp_keras.run.config import MAX_SEED  # no TensorFlow
     if not 0 <= args.first_seed <= MAX_SEED:
         _refuse(f"--first_seed: {args.first_seed} must be between 0 and {MAX_SEED} (the launcher's seeds); e.g. "
                 "--first_seed=0")
@@ -376,9 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("error: the sweep runs on Optuna: pip install 'tp_keras[search]'", file=sys.stderr)
         return 2
-    from tp_keras.run.config import ConfigError
-    from tp_keras.run.data import DataError
-    from tp_keras.search import options
     engine.quiet_optuna()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 

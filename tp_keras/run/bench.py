@@ -69,7 +69,9 @@ import time
 
 from absl import app, flags
 
-from tp_keras.run import cli, loop_bench
+from tp_keras.run import cli, loop_bench, memory, rundir
+from tp_keras.run.config import Config, ConfigError, check_integer
+from tp_keras.run.rundir import atomic_write
 
 try:
     import resource
@@ -121,7 +123,6 @@ FIELDS = {
 
 
 def _parse_threads(values):
-    from tp_keras.run.config import ConfigError
     try:
         threads = [int(v) for v in values]
     except ValueError:
@@ -135,8 +136,6 @@ def _parse_threads(values):
 def _check_settings(methods):
     """One-line refusals, before any timing: sizes out of range, a --json that could not be written, and data
     or models that would not fit in memory."""
-    from tp_keras.run import memory, rundir
-    from tp_keras.run.config import Config, ConfigError, check_integer
     check_integer("samples", FLAGS.samples, 1, example=55000)
     check_integer("batch_size", FLAGS.batch_size, 1, example=128)
     check_integer("repeats", FLAGS.repeats, 1, example=2)
@@ -308,7 +307,6 @@ def run_loop(methods, threads):
 
 def _loop_threads(threads_list):
     """--loop measures one thread setting (1 unless --threads names one)."""
-    from tp_keras.run.config import ConfigError
     if not FLAGS["threads"].present:
         return 1
     if len(threads_list) > 1:
@@ -375,7 +373,6 @@ def run_children(methods, threads_list):
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
-    from tp_keras.run.config import ConfigError
     from tp_keras.core.methods import METHODS
     threads_list = _parse_threads(FLAGS.threads)
     methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(METHODS))
@@ -391,7 +388,6 @@ def main(argv):
     else:
         report = run_children(methods, threads_list)
     if FLAGS.json:
-        from tp_keras.run.rundir import atomic_write
         atomic_write(FLAGS.json, json.dumps(report, indent=2), kind="--json")
     return 1 if report["errors"] else 0
 

@@ -5,7 +5,7 @@ import dataclasses
 import math
 import numbers
 
-from tp_keras.core.rules import RULES, HyperParameterError, get_rule
+from tp_keras.core.rules import HyperParameterError, RULES, UnusedSettingError, get_rule
 from tp_keras.reference import configs as paper_configs
 from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.run.data import DATASETS
@@ -298,7 +298,6 @@ def _differs(a, b) -> bool:
 
 def _check_rule_flags(config: Config, method) -> None:
     """Refuses a flag noted by `_note_rule_flags` that the method does not use, in the launcher's words."""
-    from tp_keras.core.rules import UnusedSettingError
     for flag in getattr(config, "_rule_flags_given", ()):
         value = getattr(config, flag)
         try:

@@ -14,8 +14,10 @@ import sys
 from absl import app, flags
 
 from tp_keras.core.methods import METHODS
-from tp_keras.run import cli
-from tp_keras.run.data import DATASETS
+from tp_keras.run import cli, memory
+from tp_keras.run.config import Config, ConfigError
+from tp_keras.run.data import DATASETS, check_data_dir, load_dataset
+from tp_keras.run.rundir import check_no_run
 
 FLAGS = flags.FLAGS
 
@@ -132,7 +134,6 @@ _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "
 
 
 def config_from_flags():
-    from tp_keras.run.config import Config
     overrides = {name: getattr(FLAGS, name) for name in _OVERRIDABLE}
     return Config.paper(
         FLAGS.method, architecture=FLAGS.architecture, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
@@ -148,7 +149,6 @@ def config_from_flags():
 
 def _whole_numbers(flag: str, values):
     """None, one int, or a tuple of ints from a comma-separated flag."""
-    from tp_keras.run.config import ConfigError
     if values is None:
         return None
     try:
@@ -159,7 +159,6 @@ def _whole_numbers(flag: str, values):
 
 
 def _floats(flag: str, values) -> tuple:
-    from tp_keras.run.config import ConfigError
     try:
         return tuple(float(v) for v in values)
     except ValueError:
@@ -169,8 +168,6 @@ def _floats(flag: str, values) -> tuple:
 def check_workdir(workdir: str, *, resume: bool, overwrite: bool, holds_run: bool = True) -> None:
     """Before any work: --resume and --overwrite together, or (`holds_run`) a workdir that holds a run without
     either, are refused in one line (train_and_evaluate checks again holding the workdir's lock)."""
-    from tp_keras.run.config import ConfigError
-    from tp_keras.run.rundir import check_no_run
     if resume and overwrite:
         raise ConfigError("overwrite", "--resume continues the run in the workdir, --overwrite replaces it; give "
                                        "one of the two")
@@ -188,11 +185,9 @@ def main(argv):
     # A multi-worker run's other workers write a folder of their own; its chief checks `workdir` under the lock.
     check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
                   holds_run=FLAGS.strategy != "multi_worker")
-    from tp_keras.run.data import check_data_dir
     check_data_dir(config.data_dir, config.dataset)
     # Imported here so that --help and flag errors answer without loading TensorFlow.
     cli.quiet_tensorflow_without_gpu(probe=FLAGS.strategy != "multi_worker")
-    from tp_keras.run.config import ConfigError
     from tp_keras.run.experiment import train_and_evaluate
     dataset = trainer = None
     if FLAGS.strategy != "none" and config.architecture == "cnn":
@@ -200,10 +195,9 @@ def main(argv):
                                       "DistributedTrainer); drop --strategy")
     if FLAGS.strategy != "none":
         # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
-        from tp_keras.run import distribute, memory
+        from tp_keras.run import distribute
         strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
         distribute.check_precision(strategy, config.precision)
-        from tp_keras.run.data import load_dataset
         dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
                                validation_size=config.validation_size, no_val_set=config.no_val_set)
         memory.check_dataset_fits(config, dataset)

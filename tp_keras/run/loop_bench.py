@@ -23,7 +23,10 @@ import time
 
 from absl import app, flags
 
+from tp_keras.core.rules import get_rule
 from tp_keras.run import cli
+from tp_keras.run.config import Config, parse_steps_per_call
+from tp_keras.run.data import Dataset, Split
 
 FLAGS = flags.FLAGS
 
@@ -57,8 +60,6 @@ def mnist_shaped_batches(samples, batch_size, seed=0):
 
 def paper_trainer(method, *, precision="float32", xla=None, angles=False, angle_damping=1.0):
     """The trainer of `method`'s paper MNIST configuration (5×256 tanh), built for MNIST-shaped data."""
-    from tp_keras.run.config import Config
-    from tp_keras.run.data import Dataset, Split
     from tp_keras.run.factories import build_model, build_trainer
     import numpy as np
     config = Config.paper(method, precision=precision, jit_compile=xla, log_angles=angles,
@@ -77,7 +78,6 @@ def _data(samples, seed=0):
 
 def _model(method, hidden):
     from tp_keras.core.model import TPModel
-    from tp_keras.core.rules import get_rule
     # η̂ and σ only where the method uses them (TPModel refuses a hyper-parameter its rule ignores)
     return TPModel(method, 784, [int(h) for h in hidden], 10, seed=0,
                    **get_rule(method).used(target_stepsize=0.1, sigma=0.1))
@@ -217,7 +217,6 @@ def _define_flags():
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
-    from tp_keras.run.config import parse_steps_per_call
     steps_list = [parse_steps_per_call(s) for s in FLAGS.steps_per_call]
     if set(FLAGS.drivers) - {"loop", "fit"}:
         cli.fail(f"--drivers={','.join(FLAGS.drivers)}: choose among loop, fit")

@@ -24,7 +24,10 @@ import time
 
 from absl import app, flags
 
-from tp_keras.run import cli
+from tp_keras.run import cli, loop_bench
+from tp_keras.run.config import ConfigError
+from tp_keras.run.loop_bench import start_tensorflow
+from tp_keras.run.rundir import atomic_write
 
 FLAGS = flags.FLAGS
 
@@ -57,10 +60,8 @@ def op_times(logdir: str, calls: int) -> tuple[dict, dict]:
 def profile(method: str, which: str, *, precision: str = "float32", batch_size: int = 128, calls: int = 50) -> dict:
     """The figures of one step: {"ms_per_call", "op_ms" (sum of the op times), "by_type", "by_name", "counts"}."""
     import tensorflow as tf
-    from tp_keras.run import loop_bench
     trainer = loop_bench.paper_trainer(method, precision=precision)
     if which == "feedback" and not trainer.trains_feedback:
-        from tp_keras.run.config import ConfigError
         raise ConfigError("step", f"{method} trains no feedback weights; choose --step=train or eval")
     step = getattr(trainer, STEPS[which])
     x, y = loop_bench.mnist_shaped_batches(batch_size, batch_size)[0]
@@ -115,8 +116,6 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     from tp_keras.core.methods import METHODS
-    from tp_keras.run.config import ConfigError
-    from tp_keras.run.loop_bench import start_tensorflow
     if FLAGS.method not in METHODS:
         raise ConfigError("method", f"unknown {FLAGS.method!r}; choose from {', '.join(METHODS)}")
     start_tensorflow(FLAGS.threads)
@@ -124,7 +123,6 @@ def main(argv):
                      calls=FLAGS.calls)
     print(report(result, FLAGS.top), flush=True)
     if FLAGS.json:
-        from tp_keras.run.rundir import atomic_write
         atomic_write(FLAGS.json, json.dumps(result, indent=1), kind="--json")
     return 0
 

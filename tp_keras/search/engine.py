@@ -40,6 +40,8 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
+from tp_keras.run.rundir import fix_for, reason
+
 RUN = "run"            # the run folder's name under --out; a retry inherits it
 SURPLUS = "surplus"    # why a trial yielded without running
 WORKER = "worker"      # host:pid of the process that runs (or ran) the trial
@@ -110,7 +112,6 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 60) -> optuna.stora
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
-            from tp_keras.run.rundir import fix_for, reason
             raise EngineError(f"--storage: cannot create the folder {folder} of {shown(url)}: {reason(err, folder)}; "
                               f"{fix_for(err, '--out (or --storage)')}") from None
         kwargs = {"connect_args": {"timeout": 60}}  # wait for another process's write instead of failing

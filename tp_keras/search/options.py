@@ -7,6 +7,8 @@ import contextlib
 import signal
 import sys
 
+from tp_keras.run import faults
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad command line is one line ("error: ..."), exit status 2, without the usage block."""
@@ -84,7 +86,6 @@ def sigterm_as_interrupt():
     """Within: SIGTERM (kill, a job scheduler) stops the command like Ctrl-C, so it stops its workers cleanly
     instead of orphaning them."""
     def interrupt(signum, frame):
-        from tp_keras.run import faults
         raise faults.Interrupted("SIGTERM")
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)

@@ -13,7 +13,10 @@ import gc
 import os
 import re
 
+from tp_keras.run import launch
+from tp_keras.run.cli import flagfile_problem
 from tp_keras.run.config import ConfigError
+from tp_keras.run.data import load_dataset
 
 # Set per trial by the engine, or not possible in a worker that trains on one device.
 RESERVED = {"workdir": "the engine gives every run its own folder under --out",
@@ -29,7 +32,6 @@ def flag_name(arg: str) -> str:
 
 
 def _launcher_flags():
-    from tp_keras.run import launch  # absl flag definitions only: no TensorFlow
     return launch.FLAGS
 
 
@@ -46,7 +48,6 @@ def read_flagfile(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             lines = [line.strip() for line in f]
     except (OSError, UnicodeDecodeError) as err:
-        from tp_keras.run.cli import flagfile_problem
         raise ConfigError("flagfile", flagfile_problem(path, err)) from None
     flags = [line for line in lines if line and not line.startswith("#")]
     for line in flags:
@@ -107,7 +108,6 @@ def config_from_args(args):
     """The launcher's Config for these flags, validated (ConfigError: one line naming the flag)."""
     from absl import flags as absl_flags
 
-    from tp_keras.run import launch
     launch.FLAGS.unparse_flags()
     try:
         launch.FLAGS(["tp_keras.search"] + list(args))
@@ -129,7 +129,6 @@ _cache: dict = {}
 
 def _dataset(config):
     """The dataset of a config; the last one is kept, so the trials of a search (one seed) load it once."""
-    from tp_keras.run.data import load_dataset
     key = (config.dataset, config.data_dir, config.seed, config.validation_size, config.no_val_set,
            config.architecture != "cnn")
     if key not in _cache:

@@ -16,6 +16,9 @@ import dataclasses
 import math
 import os
 
+from tp_keras.core.rules import UnusedSettingError
+from tp_keras.run.config import RULE_FLAGS
+
 KINDS = {"log": 2, "float": 2, "int": 2, "choice": None}  # kind -> number of arguments (None: one or more)
 
 
@@ -120,8 +123,6 @@ def check_method(params, method) -> None:
     (`LearningRule.uses`, through the launcher's map of flags onto the rule's settings, `config.RULE_FLAGS`), e.g.
     a feedback setting for a method without trained feedback, η̂ for one without targets, size_hidden_fb without
     DDTP-RHL's random layer. Searching them would only add noise to the search."""
-    from tp_keras.core.rules import UnusedSettingError
-    from tp_keras.run.config import RULE_FLAGS
     for p in params:
         if p.name not in RULE_FLAGS:
             continue

@@ -52,6 +52,9 @@ import numpy as np
 
 from tp_keras.core.rules import components as K
 
+# The registry of every method by name, filled by tp_keras.core.rules (rules/__init__.py, which imports this
+# module); `LearningRule.structure` reads it.
+RULES: dict[str, LearningRule] = {}
 FEEDBACK_KINDS = ("none", "layerwise", "direct", "direct_rhl")
 FEEDBACK_INITS = ("xavier", "uniform_1e-3")
 # The hyper-parameters of a rule (what TPModel's keyword arguments and the launcher's flags override); the other
@@ -335,7 +338,6 @@ class LearningRule:
 
     def structure(self) -> "LearningRule":
         """This rule with its registry entry's hyper-parameters: what identifies the method."""
-        from tp_keras.core.rules import RULES
         entry = RULES.get(self.name)
         if entry is None:
             return self
