@@ -299,6 +299,7 @@ def test_the_search_refuses_an_unused_flag_on_its_command_line():
     from tp_keras.search import runs
     with pytest.raises(ConfigError) as err:
         runs.config_from_args(["--method=fw_dtp", "--lr_fb=0.001"])
+    assert _one_line(err).startswith("--lr_fb: 0.001 is not used by fw_dtp")
 
 
 # --- one validator, said in each front end's words ------------------------------------------------------------
@@ -347,4 +348,3 @@ def test_the_in_batch_schedule_answers_what_the_step_and_the_drivers_ask():
     assert (config["feedback_first"], config["feedback_iterations"], config["per_layer_feedback_optimizers"]) == (
         True, [1, 3], True)
     assert "schedule" not in config
-    assert _one_line(err).startswith("--lr_fb: 0.001 is not used by fw_dtp")
