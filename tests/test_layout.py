@@ -14,12 +14,39 @@ import tp_keras
 
 PACKAGE = pathlib.Path(tp_keras.__file__).parent
 HERE = pathlib.Path(__file__).parent
-# The reference's data (tp_keras/reference: configurations and facts that every layer may read, the paper's
-# configurations being the library's defaults) imports nothing else of tp_keras.
-PAPER_DATA = {"tp_keras.reference.facts", "tp_keras.reference.configs", "tp_keras.reference"}
-# Which packages each layer may import (besides itself and the reference's data).
-MAY_IMPORT = {"reference": set(), "core": set(), "run": {"core"}, "search": {"core", "run"},
-              "paper": {"core", "run", "search"}}
+# The layers, bottom first. A module may import the modules of its own layer and of the layers below it, never one
+# above: `reference` (the reference's configurations and facts, pure data that every layer may read) imports
+# nothing else of tp_keras; `top` is the package's own files beside the layers (__init__.py and the commands,
+# tp_keras/<command>.py).
+LAYERS = ("reference", "core", "run", "search", "paper", "top")
+THIRD_PARTY_TF = {"tensorflow", "keras"}
+OPTIONAL = {"optuna", "matplotlib"}  # the `search` and `figures` extras
+# Every import of one of our modules inside a function, and why it is there: it defers TensorFlow (the importing
+# module loads none, so that `import tp_keras`, `--help`, a refused flag and the light commands such as tables and
+# sweep answer in a second) or an optional dependency. Nothing else: no import hides a cycle. Checked below, the
+# reason included (the imported module loads what the importing one does not).
+DEFERRED_IMPORTS = {
+    ("tp_keras.run.launch", "tp_keras.run.experiment"): "TensorFlow: the launcher parses and refuses flags first",
+    ("tp_keras.run.launch", "tp_keras.run.distribute"): "TensorFlow: the launcher parses and refuses flags first",
+    ("tp_keras.run.loop_bench", "tp_keras.core.model"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.run.loop_bench", "tp_keras.core.loop"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.run.loop_bench", "tp_keras.core.optimizers"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.run.loop_bench", "tp_keras.core.step"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.run.loop_bench", "tp_keras.run.factories"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.search.runs", "tp_keras.run.experiment"): "TensorFlow: only a trial that trains loads it",
+    ("tp_keras.search.worker", "tp_keras.run.experiment"): "TensorFlow: once a trial reaches the pruning epoch",
+    ("tp_keras.paper.damping_search", "tp_keras.core.diagnostics"): "TensorFlow: after the flags are checked",
+    ("tp_keras.paper.damping_search", "tp_keras.core.step"): "TensorFlow: after the flags are checked",
+    ("tp_keras.paper.damping_search", "tp_keras.run.experiment"): "TensorFlow: after the flags are checked",
+    ("tp_keras.paper.damping_search", "tp_keras.run.factories"): "TensorFlow: after the flags are checked",
+    ("tp_keras.paper.nullspace", "tp_keras.core.diagnostics"): "TensorFlow: plotting saved results needs none",
+    ("tp_keras.paper.nullspace", "tp_keras.core.model"): "TensorFlow: plotting saved results needs none",
+    ("tp_keras.paper.nullspace", "tp_keras.core.optimizers"): "TensorFlow: plotting saved results needs none",
+    ("tp_keras.paper.nullspace", "tp_keras.core.step"): "TensorFlow: plotting saved results needs none",
+    ("tp_keras.paper.figures", "tp_keras.paper.output_space"): "TensorFlow: only the output_space figure needs it",
+    ("tp_keras.paper.sweep", "tp_keras.search.engine"): "optional: Optuna; --table and --help need none",
+    ("tp_keras.search.options", "tp_keras.search.engine"): "optional: Optuna, once a command runs",
+}
 COMMANDS = ("launch", "sweep", "tables", "figures", "bench", "loop_bench", "nullspace", "damping_search", "search")
 # The benchmarks define absl flags that clash with the launcher's (and each other's): no process imports both, so
 # they are checked in a fresh process each.
@@ -39,47 +66,80 @@ def _top_level(nodes):
             yield from _top_level(ast.iter_child_nodes(node))
 
 
-def _imports(path: pathlib.Path, import_time_only: bool = False) -> set[str]:
-    """The tp_keras modules `path` imports (at import time, or also inside functions), each resolved to a module."""
-    found = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in (_top_level(tree.body) if import_time_only else ast.walk(tree)):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("tp_keras."))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tp_keras"):
-            for alias in node.names:  # `from tp_keras.run import cli` imports the module tp_keras.run.cli
-                sub = f"{node.module}.{alias.name}"
-                is_module = (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() or (
-                    node.module == "tp_keras" and alias.name in tp_keras.MOVED)  # an old path
-                found.add(sub if is_module else node.module)
-    return {name for name in found if name != "tp_keras"}
+def _in_functions(tree):
+    """The statements inside functions (at any depth)."""
+    top = {id(node) for node in _top_level(tree.body)}
+    return [node for node in ast.walk(tree) if id(node) not in top]
+
+
+def _imported(node) -> set[str]:
+    """The modules an import statement imports: ours each resolved to a module (`from tp_keras.run import cli` is
+    tp_keras.run.cli), others by their top-level package."""
+    if isinstance(node, ast.Import):
+        return {a.name if a.name.startswith("tp_keras") else a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        if not node.module.startswith("tp_keras"):
+            return {node.module.split(".")[0]}
+        found = set()
+        for alias in node.names:
+            sub = f"{node.module}.{alias.name}"
+            is_module = (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() or (
+                PACKAGE.parent / sub.replace(".", "/") / "__init__.py").exists()
+            found.add(sub if is_module else node.module)
+        return found
+    return set()
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text(encoding="utf-8")) for p in PACKAGE.rglob("*.py")}
 
 
 def _graph(import_time_only: bool = False) -> dict[str, set[str]]:
-    return {_module_name(p): _imports(p, import_time_only) for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"}
+    """Module -> the modules it imports (at import time, or also inside functions), ours and others."""
+    graph = {}
+    for module, tree in _modules().items():
+        nodes = list(_top_level(tree.body)) if import_time_only else list(ast.walk(tree))
+        graph[module] = set().union(*(_imported(n) for n in nodes)) - {"tp_keras", module}
+    return graph
+
+
+def _ours(names) -> set[str]:
+    return {n for n in names if n.startswith("tp_keras.")}
 
 
 def _layer(module: str) -> str:
-    return module.split(".")[1]
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "top"
 
 
-def test_every_module_belongs_to_a_layer_and_imports_only_the_layers_below_it():
+def _loads(module: str, graph: dict[str, set[str]]) -> set[str]:
+    """The third-party packages that importing `module` imports (its import-time closure, parent packages included)."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(graph.get(name, ()))
+    return {name for name in seen if not name.startswith("tp_keras")}
+
+
+def test_every_module_belongs_to_a_layer_and_imports_none_above_its_own():
     graph = _graph()
-    assert {_layer(m) for m in graph} == set(MAY_IMPORT), sorted(graph)
+    assert {_layer(m) for m in graph} == set(LAYERS), sorted(graph)
     for module, imported in graph.items():
-        for name in imported:
-            assert name.startswith("tp_keras."), (module, name)
-            if module in PAPER_DATA:
-                assert name in PAPER_DATA, f"{module} (the paper's data) imports {name}"
-            elif name not in PAPER_DATA and _layer(name) != _layer(module):
-                assert _layer(name) in MAY_IMPORT[_layer(module)], f"{module} imports {name}: an arrow back up"
-            assert not any(name == f"tp_keras.{old}" or name.startswith(f"tp_keras.{old}.")
-                           for old in tp_keras.MOVED), f"{module} imports {name} by its old path"
+        for name in sorted(_ours(imported)):
+            assert name in graph, f"{module} imports {name}, which is no module"
+            assert LAYERS.index(_layer(name)) <= LAYERS.index(_layer(module)), (
+                f"{module} ({_layer(module)}) imports {name} ({_layer(name)}): an arrow back up")
+    assert not _ours(set().union(*(graph[m] for m in graph if _layer(m) == "reference"))
+                     - {m for m in graph if _layer(m) == "reference"}), "reference imports the library"
 
 
-def test_the_import_time_graph_has_no_cycle():
-    """(An import inside a function, such as a rule looking up the registry that imports it, runs later.)"""
-    graph = _graph(import_time_only=True)
+@pytest.mark.parametrize("import_time_only", [True, False], ids=["import time", "with imports in functions"])
+def test_the_import_graph_has_no_cycle(import_time_only):
+    graph = {module: _ours(names) for module, names in _graph(import_time_only).items()}
     state = {}
 
     def visit(module, trail):
@@ -94,6 +154,20 @@ def test_the_import_time_graph_has_no_cycle():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_imports_inside_functions_are_the_listed_deferrals_of_tensorflow_or_an_optional_dependency():
+    found = {(module, name) for module, tree in _modules().items()
+             for node in _in_functions(tree) for name in _ours(_imported(node)) if name != module}
+    assert sorted(found - set(DEFERRED_IMPORTS)) == [], "an import inside a function that DEFERRED_IMPORTS lacks"
+    assert sorted(set(DEFERRED_IMPORTS) - found) == [], "DEFERRED_IMPORTS lists an import that is gone"
+    graph = _graph(import_time_only=True)
+    for (module, name), reason in DEFERRED_IMPORTS.items():
+        deferred = _loads(name, graph) - _loads(module, graph)
+        wanted = THIRD_PARTY_TF if reason.startswith("TensorFlow:") else OPTIONAL if reason.startswith(
+            "optional:") else None
+        assert wanted is not None, f"{module} -> {name}: the reason must be TensorFlow or an optional dependency"
+        assert deferred & wanted, f"{module} -> {name} defers none of {sorted(wanted)} ({reason})"
 
 
 @pytest.mark.parametrize("old", sorted(set(tp_keras.MOVED) - set(OWN_PROCESS)))
