@@ -9,7 +9,7 @@ limit still leaves the figures that matter most):
   largest weight difference; the script stops if one exceeds 1e-7 (an update is ~1e-3). Skipped without a GPU
   (with --tiny, the CPU against itself: a test of the script).
 - run: a full MNIST DDTP-linear run with its feedback pre-training (the paper's configuration, --epochs epochs, 100
-  by default) through tp_keras.experiment with the device's defaults, timed end to end.
+  by default) through tp_keras.run.experiment with the device's defaults, timed end to end.
 - paper: steps per second of every method, custom loop, on the paper network (784-5×256-10, batch 128), with N = 1
   and N = the whole pass, for each --xla setting.
 - proxy: the host-bound proxy (784-32-10, batch 32) for bp, ddtp_linear and dtpdrl, N = 1 and N = 100, loop and
@@ -32,7 +32,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository, when run as a file
 
-from tp_keras import cli  # noqa: E402
+from tp_keras.run import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder with the four MNIST IDX .gz files.")
@@ -99,7 +99,7 @@ def main(argv):
     import tensorflow as tf
     tf.config.experimental.enable_tensor_float_32_execution(FLAGS.tf32)
 
-    from tp_keras.core.methods import METHODS
+    from tp_keras.core.rules import RULES
     from tp_keras.run import loop_bench
     tiny = FLAGS.tiny
     xla_settings = [setting == "on" for setting in FLAGS.xla]
@@ -134,7 +134,7 @@ def main(argv):
             print(f"paper network: 784-{'-'.join(map(str, hidden))}-10, batch {batch_size}, {samples} samples, "
                   "N = 1 and the whole pass, custom loop", flush=True)
             for xla in xla_settings:
-                for method in ["ddtp_linear"] if tiny else list(METHODS):
+                for method in ["ddtp_linear"] if tiny else list(RULES):
                     report["paper_network"] += loop_bench.run([method], hidden, batch_size, samples, [1, "epoch"],
                                                               ["loop"], xla)
                     write()

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import TPModel
+from tp_keras.core.rules import RULES
 import tp_keras.core.step as tp_step
 
 # Test files in the order `pytest -n 2 --dist loadfile` hands them to its workers: the longest first, so that the
@@ -54,7 +54,7 @@ def assert_no_tensorflow_startup_noise(stderr: str) -> None:
     assert "cuda" not in stderr.lower(), stderr[-2000:]
 
 
-ALL_METHODS = sorted(METHODS)
+ALL_METHODS = sorted(RULES)
 
 
 def _one_per_step(names):
@@ -63,7 +63,7 @@ def _one_per_step(names):
     are the same graph and a step-level check of one covers both."""
     seen, kept = set(), []
     for name in names:
-        rule = METHODS[name]
+        rule = RULES[name]
         key = tuple(repr(getattr(rule, f.name)) for f in dataclasses.fields(rule) if f.name not in ("name", "summary"))
         if key not in seen:
             seen.add(key)
@@ -73,7 +73,7 @@ def _one_per_step(names):
 
 # The slow step-level checks (bit-identity of loops, autograph's graphs, two replicas) run these.
 STEP_METHODS = _one_per_step(ALL_METHODS)
-TP_METHODS = sorted(n for n, m in METHODS.items() if m.uses_targets)
+TP_METHODS = sorted(n for n, m in RULES.items() if m.uses_targets)
 
 NP_ACT = {"tanh": np.tanh, "linear": lambda a: a}
 NP_ACT_DERIV_FROM_OUTPUT = {"tanh": lambda h: 1.0 - h ** 2, "linear": lambda h: np.ones_like(h)}

@@ -297,7 +297,7 @@ def test_stop_signal_ends_the_run_cleanly(command, mnist_dir, tmp_path, monkeypa
     'interrupted', epoch 1's checkpoint kept, one line and exit status 128 + the signal's number."""
     workdir = tmp_path / "run"
     monkeypatch.setenv("TP_KERAS_KILL_AT", f"train_batch:7:{name}")
-    monkeypatch.setattr("tp_keras.faults._reached", __import__("collections").Counter())
+    monkeypatch.setattr("tp_keras.run.faults._reached", __import__("collections").Counter())
     line = _one_line(*_launch(command, mnist_dir, workdir, method="ddtp_linear", epochs=3), exit_status=status,
                      starts=f"interrupted by SIG{name} in epoch 2; the last good checkpoint (epoch 1) is "
                             f"{workdir / 'checkpoint.npz'}: continue with --resume")
@@ -313,7 +313,7 @@ def test_stop_signal_ends_the_run_cleanly(command, mnist_dir, tmp_path, monkeypa
 def test_stop_signal_before_the_first_checkpoint(command, mnist_dir, tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     monkeypatch.setenv("TP_KERAS_KILL_AT", "feedback_batch:2:TERM")
-    monkeypatch.setattr("tp_keras.faults._reached", __import__("collections").Counter())
+    monkeypatch.setattr("tp_keras.run.faults._reached", __import__("collections").Counter())
     _one_line(*_launch(command, mnist_dir, workdir, method="ddtp_linear"), exit_status=143,
               starts="interrupted by SIGTERM in feedback pre-training; no checkpoint was written yet: rerun with "
                      "--resume or --overwrite to start over")

@@ -17,9 +17,9 @@ from conftest import ALL_METHODS
 import tp_keras
 from tp_keras.core.convert import ConversionError, from_keras
 from tp_keras.core.layers import DirectFeedback, TPDense
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam, TorchSGD
+from tp_keras.core.rules import RULES
 
 L = keras.layers
 
@@ -52,13 +52,13 @@ def _sequential(d=7, hidden=(6, 5), out=3, activation="tanh", dtype="float32", s
 def test_sequential_conversion_keeps_forward_weights_and_adds_fresh_feedback(method):
     model = _sequential()
     x = _x()
-    kwargs = dict(seed=5, **METHODS[method].used(target_stepsize=0.2, sigma=0.07, size_hidden_fb=4))
-    if METHODS[method].last_hidden_bias:
+    kwargs = dict(seed=5, **RULES[method].used(target_stepsize=0.2, sigma=0.07, size_hidden_fb=4))
+    if RULES[method].last_hidden_bias:
         tp = from_keras(model, method, **kwargs)
     else:  # ddtp_linear has no last-hidden bias by default: the user's bias is kept, with a warning
         with pytest.warns(UserWarning, match="last_hidden_bias=True"):
             tp = from_keras(model, method, **kwargs)
-    assert isinstance(tp, TPModel) and tp.method is METHODS[method]
+    assert isinstance(tp, TPModel) and tp.method is RULES[method]
     assert (tp.input_size, tp.hidden_sizes, tp.output_size) == (7, [6, 5], 3)
     assert tp.hidden_activation == "tanh" and tp.last_hidden_bias and tp.dtype_policy.name == "float32"
     assert {k: getattr(tp, k) for k in kwargs if k != "size_hidden_fb"} == {
@@ -205,8 +205,8 @@ def test_converted_model_fits_with_every_method(method, blobs):
     model = keras.Sequential([keras.Input((10,)), L.Dense(8, activation="tanh", kernel_initializer=init(seed=1)),
                               L.Dense(8, activation="tanh", kernel_initializer=init(seed=2)),
                               L.Dense(3, kernel_initializer=init(seed=3))])
-    tp = from_keras(model, method, seed=1, last_hidden_bias=None if METHODS[method].last_hidden_bias else False,
-                    **METHODS[method].used(target_stepsize=0.5 if method != "dfa" else 1.0, sigma=0.05,
+    tp = from_keras(model, method, seed=1, last_hidden_bias=None if RULES[method].last_hidden_bias else False,
+                    **RULES[method].used(target_stepsize=0.5 if method != "dfa" else 1.0, sigma=0.05,
                                            size_hidden_fb=8))
     tp.compile(forward_optimizer=TorchAdam(0.02), feedback_optimizer=TorchAdam(0.005))
     before = tp.evaluate(x, y, batch_size=200, verbose=0, return_dict=True)["loss"]
@@ -242,7 +242,7 @@ def test_keras_file_round_trip_restores_everything_and_keeps_training(method, tm
     dtype = options.pop("dtype")
     x, y = blobs[0][:60].astype(dtype), blobs[1][:60]
     model = TPModel(method, 10, [6, 5], 3, seed=11, task="classification", dtype=dtype, **options,
-                    **METHODS[method].used(target_stepsize=0.3, sigma=0.06))
+                    **RULES[method].used(target_stepsize=0.3, sigma=0.06))
     model.compile(forward_optimizer=TorchAdam(0.01, 0.8, 0.99, 1e-6, precision=dtype),
                   feedback_optimizer=TorchAdam(0.003, 0.9, 0.995, 1e-5, l2_decay=1e-4, precision=dtype))
     model.fit(x, y, batch_size=20, epochs=1, shuffle=False, verbose=0)  # non-trivial optimizer and noise state
@@ -250,7 +250,7 @@ def test_keras_file_round_trip_restores_everything_and_keeps_training(method, tm
     model.save(path)
     loaded = keras.saving.load_model(path)
 
-    assert type(loaded) is TPModel and loaded.method is METHODS[method]
+    assert type(loaded) is TPModel and loaded.method is RULES[method]
     assert loaded.get_config() == model.get_config()  # method and every hyper-parameter
     _assert_same_variables(model.weights, loaded.weights)  # forward and feedback, the fixed random layer included
     if method == "ddtp_rhl":
@@ -278,7 +278,7 @@ def test_keras_file_round_trip_restores_everything_and_keeps_training(method, tm
 
 @pytest.mark.slow
 def test_keras_file_loads_in_a_fresh_process(tmp_path):
-    """The realistic use: saved here, loaded in another Python process that imports tp_keras.model only."""
+    """The realistic use: saved here, loaded in another Python process that imports tp_keras.core.model only."""
     x = _x(d=5)
     model = TPModel("ddtp_rhl", 5, [4, 4], 2, seed=8, size_hidden_fb=6, sigma=0.03)
     model.compile(forward_optimizer=TorchAdam(0.01), feedback_optimizer=TorchAdam(0.002, l2_decay=1e-3))
@@ -286,7 +286,7 @@ def test_keras_file_loads_in_a_fresh_process(tmp_path):
     path, out = tmp_path / "m.keras", tmp_path / "out.npz"
     model.save(str(path))
     code = textwrap.dedent(f"""
-        import numpy as np, keras, tp_keras.model
+        import numpy as np, keras, tp_keras.core.model
         m = keras.saving.load_model({str(path)!r})
         np.savez({str(out)!r}, logits=m.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0),
                  fb_steps=int(m.feedback_optimizer.iterations.numpy()), sigma=m.sigma, method=m.method.name)
@@ -317,8 +317,8 @@ def test_loaded_without_compile_can_be_compiled_and_trained(tmp_path, blobs):
 
 
 def test_custom_method_and_custom_objects_serialise(tmp_path):
-    # A Method outside the registry travels as its fields.
-    custom = dataclasses.replace(METHODS["dtpdrl"], name="my_dtpdrl", feedback_activation="linear")
+    # A rule outside the registry travels as its fields.
+    custom = dataclasses.replace(RULES["dtpdrl"], name="my_dtpdrl", feedback_activation="linear")
     model = TPModel(custom, 5, [4], 2, seed=2)
     path = str(tmp_path / "custom.keras")
     model.save(path)

@@ -1,4 +1,4 @@
-"""Tests for tp_keras.data: raw IDX / CIFAR files, splits, tfds (mocked), offline errors, student-teacher."""
+"""Tests for tp_keras.run.data: raw IDX / CIFAR files, splits, tfds (mocked), offline errors, student-teacher."""
 import gzip
 import os
 import socket
@@ -179,7 +179,7 @@ def test_idx_partial_set(idx_dir):
 @pytest.mark.slow
 def test_raw_path_does_not_import_tfds(idx_dir):
     code = (
-        "import sys; from tp_keras.data import load_dataset; "
+        "import sys; from tp_keras.run.data import load_dataset; "
         f"load_dataset('mnist', {idx_dir!r}, validation_size={N_VAL}); "
         "assert 'tensorflow_datasets' not in sys.modules"
     )

@@ -29,12 +29,12 @@ import tensorflow as tf
 
 from conftest import STEP_METHODS
 from tp_keras.core import step
-from tp_keras.core.methods import METHODS
+from tp_keras.core.rules import RULES
 from tp_keras.run import distribute as D
 
 # The distributed trainer runs every rule but those that train their feedback first (ldrl), which it refuses; one
 # method per compiled step (conftest.STEP_METHODS).
-DISTRIBUTED_METHODS = [name for name in STEP_METHODS if not METHODS[name].feedback_first]
+DISTRIBUTED_METHODS = [name for name in STEP_METHODS if not RULES[name].feedback_first]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "EQUIVALENCE_JSON "
@@ -53,7 +53,7 @@ _SCRIPT = textwrap.dedent(r'''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     from tp_keras.core import step
-    from tp_keras.core.methods import METHODS
+    from tp_keras.core.rules import RULES
     from tp_keras.core.model import TPModel
     from tp_keras.core.optimizers import TorchAdam
     from tp_keras.run.distribute import DistributedTrainer, make_strategy
@@ -76,7 +76,7 @@ _SCRIPT = textwrap.dedent(r'''
         t0 = time.perf_counter()
         def make_model():
             return TPModel(method, 7, [6, 5, 4], 3, seed=5,
-                           **METHODS[method].used(target_stepsize=0.1, sigma=0.1, size_hidden_fb=6))
+                           **RULES[method].used(target_stepsize=0.1, sigma=0.1, size_hidden_fb=6))
 
         def optimizer():
             return TorchAdam(1e-2, epsilon=1e-4)
@@ -126,7 +126,7 @@ _SCRIPT = textwrap.dedent(r'''
             scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
             with scope:
                 model = TPModel(method, 7, [6, 5, 4], 3, seed=5,
-                                **METHODS[method].used(target_stepsize=0.1, sigma=0.1))
+                                **RULES[method].used(target_stepsize=0.1, sigma=0.1))
                 model.compile(forward_optimizer=TorchAdam(1e-2, epsilon=1e-4),
                               feedback_optimizer=TorchAdam(1e-2, epsilon=1e-4))
             history = model.fit(X[:30], Y[:30], batch_size=8, epochs=2, shuffle=False, verbose=0).history

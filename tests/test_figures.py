@@ -1,4 +1,4 @@
-"""Figures (tp_keras.figures) and the output-space toy computation (tp_keras.output_space).
+"""Figures (tp_keras.figures) and the output-space toy computation (tp_keras.paper.output_space).
 
 Drawing tests skip without matplotlib (the optional `plots` extra); the curve data, errors and the output-space
 numbers are tested without it. Run directories are fabricated here in the launcher's layout.

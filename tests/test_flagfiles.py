@@ -1,7 +1,6 @@
 """launch/<name>.flags, one per table config of the reference (tp_keras/reference/configs.py): every file parses with
 the launcher's flags, validates, holds exactly the reference's values, carries its header (the paper's number, the
-cost, the command), and every file builds its model and takes one training step on mock data of its shape (the CNN
-files once the launcher has --architecture and tp_keras/cnn.py exists; skipped, saying so, before)."""
+cost, the command), and every file builds its model and takes one training step on mock data of its shape."""
 import functools
 import importlib.util
 import json
@@ -37,13 +36,6 @@ def _parse(name):
         launch.FLAGS.unparse_flags()
 
 
-def _skip_cnn_without_architecture_flag():
-    from tp_keras.run import launch
-    if "architecture" not in launch.FLAGS:
-        pytest.skip("the launcher has no --architecture flag yet (the CNN is wired in by tp_keras/cnn.py's issue); "
-                    "CNN flagfiles are checked for their header and flag text only")
-
-
 def test_one_flagfile_per_table_config_and_one_config_per_paper_cell():
     assert set(NAMES) == set(P.FINAL_CONFIGS) and len(NAMES) == 79  # the 81 final configs less the 2 toy figures
     cells = [cell for cell in F.PAPER_CELLS.values() if cell is not None]
@@ -60,9 +52,9 @@ def test_paper_facts_agree_with_the_configs_and_the_registry():
     """paper_facts is the one source: every config's method is a registry method with the paper's label, the CNN
     methods are exactly those of the CNN configs, the table rows are the paper's eight methods, and a method the
     paper does not have is shown by its name."""
-    from tp_keras.core.methods import METHODS
+    from tp_keras.core.rules import RULES
     methods = {c["method"] for c in P.FINAL_CONFIGS.values()}
-    assert methods == set(F.TABLE_METHODS) and methods <= set(METHODS) and set(F.METHOD_LABELS) <= set(METHODS)
+    assert methods == set(F.TABLE_METHODS) and methods <= set(RULES) and set(F.METHOD_LABELS) <= set(RULES)
     assert set(F.CNN_METHODS) == {c["method"] for c in P.FINAL_CONFIGS.values() if c["architecture"] == "cnn"}
     assert F.method_label("ddtp_linear") == "DDTP-linear" and F.method_label("a_new_rule") == "a_new_rule"
     assert F.CELLS["mnist_DDTPRHL_rec_extrafb"] == (1, "mnist", "ddtp_rhl", "rec_extrafb")
@@ -159,8 +151,6 @@ def test_flagfile_header(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_flagfile_parses_to_the_reference_values_exactly(name):
     expected = P.FINAL_CONFIGS[name]
-    if expected["architecture"] == "cnn":
-        _skip_cnn_without_architecture_flag()
     config, cell = _parse(name)
     config.validate()
     assert cell == name
@@ -196,9 +186,6 @@ def test_flagfile_builds_its_model_and_takes_one_training_step(name):
     weights move, the output layer's move unless Frozen-MNIST, and trained feedback weights move."""
     from tp_keras.core import step
     from tp_keras.run.factories import build_model, build_trainer
-    if P.FINAL_CONFIGS[name]["architecture"] == "cnn":
-        _skip_cnn_without_architecture_flag()
-        pytest.importorskip("tp_keras.cnn", reason="tp_keras/cnn.py is not in this build")
     config, _ = _parse(name)
     config.validate()
     dataset = _shape_only_dataset(config)

@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from conftest import ALL_METHODS, TP_METHODS, make_batch, make_model, np_forward, onehot, softmax
 from tp_keras.core import step
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import FeedbackLearningRateScheduler, FeedbackSchedule, TPModel
 from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules import RULES
 from tp_keras.run import experiment
 
 METRIC_FREE = dict(verbose=0, shuffle=False)
@@ -31,7 +31,7 @@ def _data(n=24, d=7, classes=3, seed=0, dtype="float64"):
 def _compiled(method, **compile_kwargs):
     model = make_model(method)
     compile_kwargs.setdefault("optimizer", TorchAdam(1e-2, precision="float64"))
-    if METHODS[method].trains_feedback:
+    if RULES[method].trains_feedback:
         compile_kwargs.setdefault("feedback_optimizer", TorchAdam(1e-2, precision="float64"))
     model.compile(**compile_kwargs)
     return model
@@ -73,7 +73,7 @@ def test_sample_weight_scales_the_output_error(method):
     """Weights of 2 double every output error: bit for bit the step of the unweighted model with η̂ doubled (a
     power of two scales exactly). And the output target is ĥ_L = h_L − η̂·w_b·(softmax − onehot)/B (NumPy)."""
     x, y = make_batch()
-    if METHODS[method].target_rule != "gnt":  # GNT's targets do not use η̂
+    if RULES[method].target_rule != "gnt":  # GNT's targets do not use η̂
         doubled = step.compute_updates(make_model(method, target_stepsize=0.1), x, y,
                                        sample_weight=np.full(len(x), 2.0))
         reference = step.compute_updates(make_model(method, target_stepsize=0.2), x, y)
@@ -84,7 +84,7 @@ def test_sample_weight_scales_the_output_error(method):
     w = np.linspace(0.0, 2.0, len(x))
     h_out = np_forward(model, x)[-1]
     expected = h_out - model.target_stepsize * w[:, None] * (softmax(h_out) - onehot(y, h_out.shape[1])) / len(x)
-    if METHODS[method].target_rule == "gnt":  # GNT: ĥ_L = h_L − J_L⁺e_L with J_L = I
+    if RULES[method].target_rule == "gnt":  # GNT: ĥ_L = h_L − J_L⁺e_L with J_L = I
         expected = h_out - w[:, None] * (softmax(h_out) - onehot(y, h_out.shape[1])) / len(x)
     top = step.compute_updates(model, x, y, sample_weight=w).targets[-1].numpy()
     np.testing.assert_allclose(top, expected, rtol=0, atol=1e-12)

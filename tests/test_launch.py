@@ -138,7 +138,7 @@ def test_a_bad_flag_is_refused_before_tensorflow_loads(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: flag --method=nope: value should be one of <bp|")
-    probe = subprocess.run([sys.executable, "-c", "import sys, tp_keras.launch, tp_keras.core.rules; "
+    probe = subprocess.run([sys.executable, "-c", "import sys, tp_keras.run.launch, tp_keras.core.rules; "
                             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"],
                            capture_output=True, text=True, timeout=300)
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr[-2000:]

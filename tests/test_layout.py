@@ -1,9 +1,10 @@
-"""The package's layers (tp_keras/core, run, paper; search beside paper) and the old module paths kept working
-(`tp_keras.MOVED`: `import tp_keras.model`, `python -m tp_keras.launch`, .keras files saved before the layering)."""
+"""The package's layers (tp_keras/reference, core, run, search, paper), its commands (a module each, beside the
+layers) and the .keras files saved before the layering."""
 import ast
 import importlib
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -47,10 +48,6 @@ DEFERRED_IMPORTS = {
     ("tp_keras.paper.sweep", "tp_keras.search.engine"): "optional: Optuna; --table and --help need none",
     ("tp_keras.search.options", "tp_keras.search.engine"): "optional: Optuna, once a command runs",
 }
-COMMANDS = ("launch", "sweep", "tables", "figures", "bench", "loop_bench", "nullspace", "damping_search", "search")
-# The benchmarks define absl flags that clash with the launcher's (and each other's): no process imports both, so
-# they are checked in a fresh process each.
-OWN_PROCESS = ("bench", "loop_bench")
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -170,31 +167,6 @@ def test_imports_inside_functions_are_the_listed_deferrals_of_tensorflow_or_an_o
         assert deferred & wanted, f"{module} -> {name} defers none of {sorted(wanted)} ({reason})"
 
 
-@pytest.mark.parametrize("old", sorted(set(tp_keras.MOVED) - set(OWN_PROCESS)))
-def test_every_old_path_is_the_same_module_as_its_new_path(old):
-    new = importlib.import_module(f"tp_keras.{tp_keras.MOVED[old]}")
-    assert importlib.import_module(f"tp_keras.{old}") is new
-    assert getattr(tp_keras, old) is new and sys.modules[f"tp_keras.{old}"] is new
-    assert new.__name__ == new.__spec__.name == f"tp_keras.{tp_keras.MOVED[old]}"  # the module keeps its own spec
-
-
-def test_old_paths_of_a_moved_subpackage_and_from_imports():
-    from tp_keras.core.rules import base
-    from tp_keras.rules.base import LearningRule
-    import tp_keras.rules.components as components
-    assert LearningRule is base.LearningRule and components is importlib.import_module("tp_keras.core.rules.components")
-    from tp_keras.reference.facts import CNN_METHODS as new
-    from tp_keras.paper_facts import CNN_METHODS
-    assert CNN_METHODS is new
-
-
-def test_a_monkeypatch_through_the_old_name_is_seen_through_the_new(monkeypatch):
-    import tp_keras.experiment
-    from tp_keras.run import experiment
-    monkeypatch.setattr("tp_keras.experiment.PRUNE_ACCURACY", 0.5)
-    assert experiment.PRUNE_ACCURACY == 0.5 and tp_keras.experiment is experiment
-
-
 def test_saved_classes_name_the_modules_that_define_them():
     for name, module in tp_keras.SAVED_CLASSES.items():
         cls = getattr(importlib.import_module(f"tp_keras.{module}"), name)
@@ -221,27 +193,20 @@ def test_keras_files_saved_before_the_layering_still_load():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", COMMANDS)
-def test_python_m_old_path_runs_the_new_module(command):
-    """`python -m tp_keras.<old> --help` prints the command's usage from its new module (absl exits 1 after --help,
-    argparse 0) and no traceback."""
+def test_every_command_of_the_readme_is_a_module_that_runs():
+    """Each `python -m tp_keras.<command>` of README.md is a module (a file, or a package with __main__.py) whose
+    --help prints the command's usage (absl exits 1 after --help, argparse 0) and no traceback. One process per
+    command (the benchmarks' absl flags clash with the launcher's), all at once."""
+    commands = sorted(set(re.findall(r"python -m (tp_keras[\w.]*\w)", (PACKAGE.parent / "README.md").read_text())))
+    assert "tp_keras.launch" in commands and "tp_keras.tables" in commands, commands
+    for command in commands:
+        path = PACKAGE.parent / command.replace(".", "/")
+        assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), f"{command} is no module"
     env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
-    result = subprocess.run([sys.executable, "-m", f"tp_keras.{command}", "--help"], capture_output=True, text=True,
-                            timeout=300, env=env, cwd=str(HERE))
-    out = result.stdout + result.stderr
-    assert result.returncode in (0, 1) and "Traceback" not in out, out[-3000:]
-    new = tp_keras.MOVED.get(command, command).replace(".", "/")  # search did not move
-    source = PACKAGE / (f"{new}/__init__.py" if (PACKAGE / new).is_dir() else f"{new}.py")
-    doc = ast.get_docstring(ast.parse(source.read_text(encoding="utf-8"))) or ""  # not imported: absl flags clash
-    first = doc.strip().splitlines()[0] if doc.strip() else ""
-    assert (f"python -m tp_keras.{command}" in out) or (first and first in out), out[-3000:]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("old", OWN_PROCESS)
-def test_old_path_of_a_benchmark_is_the_same_module_in_a_fresh_process(old):
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
-    new = tp_keras.MOVED[old]
-    script = f"import tp_keras, tp_keras.{old} as a, tp_keras.{new} as b; assert a is b is tp_keras.{old}; print('ok')"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
-    assert result.stdout.strip() == "ok", result.stderr[-3000:]
+    runs = {command: subprocess.Popen([sys.executable, "-m", command, "--help"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, env=env, cwd=str(HERE))
+            for command in commands}
+    for command, run in runs.items():
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode in (0, 1) and "Traceback" not in out, (command, out[-3000:])
+        assert f"python -m {command}" in out, (command, out[-3000:])

@@ -1,4 +1,4 @@
-"""Many batches per compiled call (tp_keras/loop.py): the plan of a pass, and bit-identity with one batch per call
+"""Many batches per compiled call (tp_keras/core/loop.py): the plan of a pass, and bit-identity with one batch per call
 in the custom loop (every method, pre-training, extra feedback passes, angle logging, resume) and in Keras fit."""
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import STEP_METHODS
 from tp_keras.core import loop
-from tp_keras.core.methods import METHODS
+from tp_keras.core.rules import RULES
 from tp_keras.run.config import Config, ConfigError
 
 # 77 training samples in batches of 16: four full batches and one of 13.
@@ -49,7 +49,7 @@ def test_bad_steps_per_call_is_refused_in_one_line(bad):
 def _run(mnist_dir, folder, method, steps_per_call, **overrides):
     from tp_keras.run.experiment import train_and_evaluate
     settings = dict(data_dir=mnist_dir, epochs=2, steps_per_call=steps_per_call, **TINY,
-                    **(dict(epochs_fb=1, extra_fb_epochs=1) if METHODS[method].trains_feedback else {}))
+                    **(dict(epochs_fb=1, extra_fb_epochs=1) if RULES[method].trains_feedback else {}))
     settings.update(overrides)
     summary = train_and_evaluate(Config.paper(method, **settings), str(folder))
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
@@ -99,7 +99,7 @@ def _fitted(method, steps_per_execution, pretrain=1, extra=1):
     x, y = _data(n=27)  # batches of 4: six full and one of 3
     model = _compiled(method, steps_per_execution=steps_per_execution)
     callbacks = [FeedbackSchedule(x, y, pretrain_epochs=pretrain, extra_epochs=extra, batch_size=4)] \
-        if METHODS[method].trains_feedback else []
+        if RULES[method].trains_feedback else []
     history = model.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks, **METRIC_FREE).history
     return [np.asarray(v.numpy()) for v in model.weights], history, [c.history for c in callbacks]
 

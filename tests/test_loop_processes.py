@@ -39,9 +39,9 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
 from tp_keras.core import loop
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules import RULES
 from tp_keras.run.distribute import DistributedTrainer, make_strategy
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2
@@ -52,7 +52,7 @@ for method in sys.argv[1:]:
     runs = []
     for multi in (False, True):
         t = DistributedTrainer(lambda: TPModel(method, 7, [6, 5, 4], 3, seed=5,
-                                               **METHODS[method].used(target_stepsize=0.1, sigma=0.1)),
+                                               **RULES[method].used(target_stepsize=0.1, sigma=0.1)),
                                lambda: TorchAdam(1e-2, epsilon=1e-4), lambda: TorchAdam(1e-2, epsilon=1e-4), strategy)
         losses = []
         for forward, step, key in ((True, t.train_step, "loss"), (False, t.feedback_step, "rec_loss")):

@@ -15,13 +15,13 @@ from conftest import (ALL_METHODS, BATCH, HIDDEN, NP_ACT, NP_ACT_DERIV_FROM_OUTP
                       randomize_biases, to_np)
 from tp_keras.core import step as tp_step
 from tp_keras.core.layers import XavierNormal
-from tp_keras.core.methods import METHODS, get_method
 from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules import RULES, get_rule
 from tp_keras.core.rules.components import NoiseDraw, noisy_hidden_copies, standard_normal
 
-LAYERWISE_DIFFERENCE = sorted(n for n, m in METHODS.items()
+LAYERWISE_DIFFERENCE = sorted(n for n, m in RULES.items()
                               if m.feedback == "layerwise" and m.target_rule == "difference")
-DIRECT_LINEAR_DIFFERENCE = sorted(n for n, m in METHODS.items()
+DIRECT_LINEAR_DIFFERENCE = sorted(n for n, m in RULES.items()
                                   if m.feedback == "direct" and m.target_rule == "difference"
                                   and m.feedback_activation == "linear")
 # Target rules whose output target is h_L − η̂·e_L (docs/semantics.md §2.1); a future GNT-like rule ignores η̂
@@ -50,7 +50,7 @@ def _learning_stepsize(method):
 def trained_run(request, blobs):
     """One model per method trained with the compiled Trainer on the blobs; records snapshots and losses."""
     name = request.param
-    method = get_method(name)
+    method = get_rule(name)
     x, y = blobs
     model = make_model(name, dtype="float32", input_size=x.shape[1], hidden=(8, 8), output=3,
                        target_stepsize=_learning_stepsize(method), sigma=0.05, seed=7)
@@ -248,7 +248,7 @@ def test_no_gradient_crosses_layers(name):
 
 @pytest.mark.parametrize("name", TP_METHODS)
 def test_eq2_output_target_closed_form(name):
-    method = get_method(name)
+    method = get_rule(name)
     x, y = make_batch(seed=4)
     # 0.375 is exact in float32 too, so this test is about the formula; see the float64-precision test below.
     stepsizes = [1.0, 0.375] if method.target_rule in ETA_TARGET_RULES else [1.0]
@@ -276,7 +276,7 @@ def test_float64_output_target_uses_exact_target_stepsize(name):
     (e.g. `tf.cast(python_float, tf.float64)`, which converts to a float32 tensor before casting) is off by
     ~1.3e-8 relative in the offset η̂·e_L, far above float64 rounding.
     """
-    method = get_method(name)
+    method = get_rule(name)
     if method.target_rule not in ETA_TARGET_RULES:
         pytest.skip("target rule ignores η̂")
     model = randomize_biases(make_model(name, seed=8, target_stepsize=0.37))
@@ -431,7 +431,7 @@ def _fb_grads(model, upd):
     return grads_by_variable(model.feedback_variables, upd.feedback_grads)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
+@pytest.mark.parametrize("name", sorted(n for n, m in RULES.items()
                                         if m.feedback == "layerwise" and m.feedback_loss == "drl"))
 def test_eq10_layerwise_drl_loss_and_gradients(name, monkeypatch):
     """docs/semantics.md §7.5, one layer at a time, no stacking: h̃_ℓ → logits → difference-corrected path down to ℓ."""
@@ -468,7 +468,7 @@ def test_eq10_layerwise_drl_loss_and_gradients(name, monkeypatch):
         assert np.abs(grads[id(lay.feedback_kernel)]).max() > 1e-6
 
 
-@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items()
+@pytest.mark.parametrize("name", sorted(n for n, m in RULES.items()
                                         if m.feedback == "direct" and m.feedback_loss == "drl"
                                         and m.feedback_activation == "linear" and m.trains_feedback))
 def test_eq10_direct_linear_drl_loss_and_gradients(name, monkeypatch):
@@ -583,7 +583,7 @@ def test_dfa_output_layer_is_scaled_bp_gradient():
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_last_hidden_bias_quirk(name):
-    method = get_method(name)
+    method = get_rule(name)
     model = make_model(name)
     layers = model.tp_layers
     expected_missing = name in ("ddtp_linear", "dfa") or not method.last_hidden_bias

@@ -11,9 +11,9 @@ import tensorflow as tf
 from conftest import (BATCH, HIDDEN, OUTPUT, install_fixed_noise, make_batch, make_model, np_output_error,
                       randomize_biases, to_np)
 from tp_keras.core import step as tp_step
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules import RULES
 from tp_keras.run.config import Config
 
 N_FB = 9  # a small random feedback layer for the RHL tests
@@ -200,8 +200,8 @@ def test_vanilla_tp_targets_differ_from_dtp_by_accumulated_reconstruction_errors
     D_k = D_{k+1} Q_k + (g_k(h_{k+1}) − h_k)."""
     x, y = make_batch(seed=2)
     for activation in ("tanh", "linear"):
-        tp_method = dataclasses.replace(METHODS["tp"], feedback_activation=activation)
-        dtp_method = dataclasses.replace(METHODS["dtp"], feedback_activation=activation)
+        tp_method = dataclasses.replace(RULES["tp"], feedback_activation=activation)
+        dtp_method = dataclasses.replace(RULES["dtp"], feedback_activation=activation)
         tp = randomize_biases(make_model(tp_method))
         dtp = randomize_biases(make_model(dtp_method))
         for a, b in zip(tp.weights, dtp.weights):
@@ -236,9 +236,9 @@ def test_gnt_and_tp_defaults_borrow_a_paper_config():
 
 
 def test_every_method_builds_from_its_launcher_default():
-    for name in METHODS:
+    for name in RULES:
         config = Config.paper(name, num_hidden=2, size_hidden=5,
-                              **METHODS[name].used(size_hidden_fb=7)).validate()
+                              **RULES[name].used(size_hidden_fb=7)).validate()
         model = TPModel(name, 9, config.hidden_sizes, 3, target_stepsize=config.target_stepsize,
                         sigma=config.sigma, size_hidden_fb=config.size_hidden_fb)
         assert model(np.zeros((2, 9), "float32")).shape == (2, 3)

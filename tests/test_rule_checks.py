@@ -10,7 +10,6 @@ import os
 import numpy as np
 import pytest
 
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import FeedbackSchedule, TPModel
 from tp_keras.core.rules import RULES, SETTINGS, RuleError, UnusedSettingError, get_rule
 from tp_keras.core.rules.base import BOOL_FIELDS
@@ -253,7 +252,7 @@ def test_no_paper_config_carries_an_unused_value_other_than_its_methods_default(
     """Why every launch/*.flags still runs: the reference's configs carry values their method does not use, but
     always the method's default (its MNIST Table 1 value), so none of them is refused (or needs a warning)."""
     for name, cell in paper_configs.FINAL_CONFIGS.items():
-        method = METHODS[cell["method"]]
+        method = RULES[cell["method"]]
         default = Config.paper(cell["method"])
         for flag, setting in RULE_FLAGS.items():
             if flag in cell and not method.uses(setting):

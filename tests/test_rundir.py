@@ -1,4 +1,4 @@
-"""tp_keras.rundir: atomic writes (no partial file, no temporary left, the mode of a new file), appends that roll
+"""tp_keras.run.rundir: atomic writes (no partial file, no temporary left, the mode of a new file), appends that roll
 back, the workdir lock (busy, stale, take-over) and checkpoints that are refused in one line when unreadable."""
 import errno
 import json
@@ -107,7 +107,7 @@ def test_folders_that_cannot_be_made_are_one_line(tmp_path, monkeypatch):
     assert rundir.check_writable(str(tmp_path / "deeper" / "x.png"), "--out") and _files(tmp_path / "deeper") == []
 
 
-_HOLD = ("import sys, time; from tp_keras.rundir import WorkdirLock; lock = WorkdirLock(sys.argv[1]).acquire(); "
+_HOLD = ("import sys, time; from tp_keras.run.rundir import WorkdirLock; lock = WorkdirLock(sys.argv[1]).acquire(); "
          "print('locked', flush=True); time.sleep(60)")
 
 

@@ -14,7 +14,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 import fake_runner  # noqa: E402  (tests/ is on sys.path)
-from tp_keras.core.methods import METHODS, get_method  # noqa: E402
+from tp_keras.core.rules import RULES, get_rule  # noqa: E402
 from tp_keras.reference import configs as paper_configs
 from tp_keras.run import launch  # noqa: E402
 from tp_keras.run.config import Config, ConfigError  # noqa: E402
@@ -32,9 +32,9 @@ def test_every_method_has_a_space_that_holds_its_published_values():
     """Each launch/spaces/<method>.space parses with the launcher's flags, suits its method, and its ranges hold
     every value the reference published for the method (its MLP table configs; the MNIST launcher default for tp
     and gnt, which the paper did not tune)."""
-    for method in METHODS:
+    for method in RULES:
         params = space.load(os.path.join(SPACES, f"{method}.space"), searchable=launch._OVERRIDABLE)
-        space.check_method(params, get_method(method))
+        space.check_method(params, get_rule(method))
         cells = [c for c in paper_configs.FINAL_CONFIGS.values()
                  if c["method"] == method and c["architecture"] == "mlp"]
         published = cells or [vars(Config.paper(method))]
@@ -43,8 +43,8 @@ def test_every_method_has_a_space_that_holds_its_published_values():
                 assert p.contains(cell[p.name]), (method, p, cell[p.name])
         names = {p.name for p in params}
         assert "lr" in names and "epsilon" in names and "beta1" in names
-        assert ("lr_fb" in names and "sigma" in names) == get_method(method).trains_feedback, method
-    assert not [f for f in os.listdir(SPACES) if f[:-len(".space")] not in METHODS]
+        assert ("lr_fb" in names and "sigma" in names) == get_rule(method).trains_feedback, method
+    assert not [f for f in os.listdir(SPACES) if f[:-len(".space")] not in RULES]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -67,10 +67,10 @@ def test_space_errors_are_one_line(text, message):
 def test_space_refuses_parameters_the_method_ignores():
     params = space.parse("lr log 1e-5 1e-2\nsigma log 0.01 0.3\n")
     with pytest.raises(space.SpaceError, match="bp does not train feedback weights"):
-        space.check_method(params, get_method("bp"))
+        space.check_method(params, get_rule("bp"))
     with pytest.raises(space.SpaceError, match="propagates no targets"):
-        space.check_method(space.parse("target_stepsize log 0.01 1\n"), get_method("bp"))
-    space.check_method(params, get_method("ddtp_linear"))
+        space.check_method(space.parse("target_stepsize log 0.01 1\n"), get_rule("bp"))
+    space.check_method(params, get_rule("ddtp_linear"))
 
 
 def test_drawn_values_reach_the_config_exactly():

@@ -1,13 +1,13 @@
-"""The compiled steps are traced without autograph (tp_keras/step.py: Trainer), which cuts most of the first
+"""The compiled steps are traced without autograph (tp_keras/core/step.py: Trainer), which cuts most of the first
 trace's time: the graphs must be exactly the ones autograph builds, node for node, so every result stays
 bit-identical."""
 import pytest
 import tensorflow as tf
 
 from conftest import STEP_METHODS
-from tp_keras.core.methods import METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules import RULES
 from tp_keras.core.step import Trainer
 
 # Attributes that name per-process registrations (a custom gradient's counter, a nested function's unique name),
@@ -23,7 +23,7 @@ def _nodes(concrete):
 def _steps(method, dtype):
     kwargs = dict(size_hidden_fb=9) if method == "ddtp_rhl" else {}
     model = TPModel(method, 7, [6, 5, 4], 3, seed=3, dtype=dtype, **kwargs,
-                    **METHODS[method].used(target_stepsize=0.2, sigma=0.05))
+                    **RULES[method].used(target_stepsize=0.2, sigma=0.05))
     trainer = Trainer(model, TorchAdam(1e-2, precision=dtype),
                       TorchAdam(1e-2, precision=dtype) if model.feedback_variables else None, angle_damping=0.1)
     steps = {"train": trainer.train_step, "eval": trainer.eval_step, "angle": trainer.angle_step}

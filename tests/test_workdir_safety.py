@@ -105,7 +105,7 @@ def test_an_interrupted_run_is_refused_naming_its_state_and_resume_continues_it(
     interruption; --resume with other settings is refused by its config.json; --resume as it was starts over."""
     workdir = tmp_path / "run"
     monkeypatch.setenv("TP_KERAS_KILL_AT", "train_batch:2:TERM")
-    monkeypatch.setattr("tp_keras.faults._reached", __import__("collections").Counter())
+    monkeypatch.setattr("tp_keras.run.faults._reached", __import__("collections").Counter())
     _one_line(*_launch(command, mnist_dir, workdir), exit_status=143,
               starts="interrupted by SIGTERM in epoch 1; no checkpoint was written yet: rerun with --resume or "
                      "--overwrite to start over")
@@ -170,7 +170,7 @@ def test_a_replacing_run_stopped_at_its_first_batch_leaves_only_its_own_files(co
     from tp_keras.run import experiment
     if how == "SIGTERM":
         monkeypatch.setenv("TP_KERAS_KILL_AT", "train_batch:1:TERM")
-        monkeypatch.setattr("tp_keras.faults._reached", __import__("collections").Counter())
+        monkeypatch.setattr("tp_keras.run.faults._reached", __import__("collections").Counter())
     else:
         real = experiment.faults.kill_point
 

@@ -46,8 +46,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tp_keras.core.methods import get_method
 from tp_keras.core.model import TPModel
+from tp_keras.core.rules import get_rule
 
 __all__ = ["ConversionError", "from_keras"]
 
@@ -269,7 +269,7 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
     Args:
       model: a built `keras.Sequential` or Functional model: a chain of Dense layers (tanh or linear hidden
         layers, linear output), optionally led by an InputLayer and a Flatten.
-      method: a method name ('ddtp_linear', 'dtpdrl', ...) or a `tp_keras.methods.Method`.
+      method: a method name ('ddtp_linear', 'dtpdrl', ...) or a `tp_keras.core.rules.LearningRule`.
       drop_softmax: accept a softmax output layer and convert it without the softmax (the TP model outputs
         logits).
       **tp_kwargs: any other `TPModel` argument (target_stepsize, sigma, seed, task, size_hidden_fb,
@@ -287,7 +287,7 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
     given = sorted(set(_FROM_MODEL) & set(tp_kwargs))
     if given:
         raise TypeError(f"from_keras: {', '.join(given)} come(s) from the Keras model and cannot be passed")
-    method = get_method(method)
+    method = get_rule(method)
     specs, flattened = _dense_specs(model, drop_softmax)
     hidden, out = specs[:-1], specs[-1]
 

@@ -40,7 +40,7 @@ class TPModel(keras.Model):
     The model holds the rule, the optimizers and Keras' training state; the network holds the parameters and
     their forward and feedback maps.
 
-    Calling the model returns the output (logits). Training goes through `tp_keras.step`, either from the
+    Calling the model returns the output (logits). Training goes through `tp_keras.core.step`, either from the
     custom loop (`step.Trainer`, used by the launcher) or from Keras:
 
         model.compile(optimizer="adam")            # forward optimizer; a TP method gets a default feedback one
@@ -51,7 +51,7 @@ class TPModel(keras.Model):
 
     Args:
       method: the learning rule: a registry name ('dtpdrl', 'ddtp_linear', 'ldrl', ...) or a
-        `tp_keras.rules.LearningRule` (`model.rule`; `compile(rule=...)` switches to another rule of the same
+        `tp_keras.core.rules.LearningRule` (`model.rule`; `compile(rule=...)` switches to another rule of the same
         feedback maps).
       input_size, hidden_sizes, output_size: the architecture n_0, n_1..n_{L−1}, n_L.
       target_stepsize: η̂ of the output target ĥ_L = h_L − η̂·e_L (None: the rule's).

@@ -25,6 +25,7 @@ import os
 import numpy as np
 from absl import app, flags
 
+from tp_keras.core.rules import get_rule
 from tp_keras.run import cli, launch  # launch defines the launcher's flags, which this command shares
 from tp_keras.run.config import ConfigError, check_integer
 from tp_keras.run.data import load_dataset
@@ -74,8 +75,7 @@ def main(argv):
     config.epochs = FLAGS.search_epochs
     config.log_angles = False
     config.validate()
-    from tp_keras.core.methods import get_method
-    if not get_method(config.method).uses_targets:
+    if not get_rule(config.method).uses_targets:
         raise ConfigError("method", f"{config.method} has no forward targets to compare with GNT; choose a "
                                     "TP method")
     workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_damping_search")

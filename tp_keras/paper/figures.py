@@ -14,7 +14,7 @@ cannot be read) is a `warning:` line on stderr naming the file and line, and a n
 
 This is the only module of tp_keras that uses matplotlib, and it imports it lazily (`_pyplot`): training, the
 tests that do not draw and every other module work without the optional `plots` extra. Nor does it import
-TensorFlow at module level; only the `output_space` command loads it (through `tp_keras.output_space`).
+TensorFlow at module level; only the `output_space` command loads it (through `tp_keras.paper.output_space`).
 """
 from __future__ import annotations
 
@@ -468,7 +468,7 @@ _OUTPUT_SPACE_KEYS = ("y", "label", "gnt_arrow", "bp_arrow", "grid_y1", "grid_y2
 
 def output_space_figure(data: dict, out_path) -> str:
     """MSE contours in the (y_1, y_2) plane with the label and the GNT (blue) and BP (red) output steps drawn
-    from the current output y; `data` is the dict of `tp_keras.output_space.compute()`. Returns out_path."""
+    from the current output y; `data` is the dict of `tp_keras.paper.output_space.compute()`. Returns out_path."""
     out_path = os.fspath(out_path)
     missing = [k for k in _OUTPUT_SPACE_KEYS if k not in data]
     if missing:

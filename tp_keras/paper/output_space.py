@@ -1,7 +1,7 @@
 """Output-space toy experiment (docs/semantics.md §13.7, the reference README's Fig. S2): where one GNT step and one BP
 step move the output of a small regression network.
 
-A 4-4-4-2 tanh student without biases (linear output) regresses the teacher of `tp_keras.data.make_student_teacher`
+A 4-4-4-2 tanh student without biases (linear output) regresses the teacher of `tp_keras.run.data.make_student_teacher`
 (4-1000-1000-1000-1000-2 ReLU, zero biases, Xavier-normal weights of gain 3) under the batch-mean MSE. On one
 validation sample, the GNT update (Gauss-Newton targets with λ = 0 for every layer, then each layer's local-loss
 gradient) and the BP gradient are each applied as one SGD step of a tiny learning rate to a copy of the weights,
@@ -18,7 +18,7 @@ weighting s'², so the GNT arrow is close to, not exactly on, the direction labe
 cosine 0.9966 for GNT, 0.9987 for BP; over seeds 1–7 GNT's cosine is the larger in five of seven). For this
 tiny, nearly square network BP's arrow also points roughly at the label; the exact contrast is the linear case.
 
-This module only computes; `tp_keras.figures.output_space_figure` draws.
+This module only computes; `tp_keras.paper.figures.output_space_figure` draws.
 """
 from __future__ import annotations
 

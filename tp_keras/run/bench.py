@@ -46,12 +46,12 @@ settings), "angles", "angle_damping" (null without --angles), "tensorflow", "mac
 (the descriptions above), "results" (the rows, grouped by thread setting, then XLA setting, BP first in each
 group), "errors" (one {"threads", "error"} per failed child)}.
 
-`--loop`: many batches per compiled call (tp_keras/loop.py) against one, all in one process at one thread
+`--loop`: many batches per compiled call (tp_keras/core/loop.py) against one, all in one process at one thread
 setting (1 by default): the host-bound proxy (784-32-10, batch 32, --proxy_samples samples: the step's ops, not
 its arithmetic, dominate, as for the paper network on a GPU) with N = 1 and N = --proxy_steps_per_call, in the
 custom loop and in Keras fit (compile(steps_per_execution=N)); then the paper network (784-5×256-10, --batch_size,
 --samples) with N = 1 and N = the whole pass in the custom loop; each at every --xla setting. Every row gives steps
-per second and its ratio to N = 1 (tp_keras.loop_bench.run); the closing summary sets the proxy's speed-up over
+per second and its ratio to N = 1 (tp_keras.run.loop_bench.run); the closing summary sets the proxy's speed-up over
 N = 1 with XLA off (the CPU default) against the goal of 5×, and the paper network's time with N = epoch over N = 1
 against 1.02. The JSON file: {"loop": true, the settings, "host_bound", "paper_network" (the rows), "summary"
 (the summary lines), "errors": []}.
@@ -69,6 +69,7 @@ import time
 
 from absl import app, flags
 
+from tp_keras.core.rules import RULES
 from tp_keras.run import cli, loop_bench, memory, rundir
 from tp_keras.run.config import Config, ConfigError, check_integer
 from tp_keras.run.rundir import atomic_write
@@ -288,7 +289,7 @@ LOOP_METHODS = ["bp", "ddtp_linear", "dtpdrl"]
 
 
 def run_loop(methods, threads):
-    """--loop: tp_keras.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
+    """--loop: tp_keras.run.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
     loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
     import tensorflow as tf
     gpus = len(tf.config.list_physical_devices("GPU"))
@@ -373,12 +374,11 @@ def run_children(methods, threads_list):
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
-    from tp_keras.core.methods import METHODS
     threads_list = _parse_threads(FLAGS.threads)
-    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(METHODS))
-    unknown = [m for m in methods if m not in METHODS]
+    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(RULES))
+    unknown = [m for m in methods if m not in RULES]
     if unknown:
-        raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(RULES)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
     _check_settings(methods)
     if FLAGS.loop:

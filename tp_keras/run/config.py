@@ -46,7 +46,7 @@ class Config:
     data_dir: str | None = None
     seed: int = 42
     # Architecture: 'mlp' (num_hidden tanh layers of size_hidden units, linear output) or 'cnn' (the Table 3 CNN,
-    # tp_keras/cnn.py, on the dataset's images; num_hidden and size_hidden do not apply).
+    # tp_keras/core/cnn.py, on the dataset's images; num_hidden and size_hidden do not apply).
     architecture: str = "mlp"
     num_hidden: int = 5
     size_hidden: int = 256

@@ -16,7 +16,7 @@ to resume it or to replace it, see train_and_evaluate):
   summary.json    the docs/semantics.md §10 quantities (test error at the best-validation epoch, last/best training
                   loss, ...)
   checkpoint.npz  after feedback pre-training and after every epoch: what --resume continues from
-All through tp_keras.rundir: whole files are written atomically (temporary file + rename), lines are appended
+All through tp_keras.run.rundir: whole files are written atomically (temporary file + rename), lines are appended
 whole, and the workdir is locked for the run (.lock). After every epoch the checkpoint is written first, then the
 metrics line and summary.json (status "running", then "finished", "interrupted", "diverged: ..." or
 "pruned: ..."), so a run killed or failing at any moment leaves complete files and a checkpoint to resume from.
@@ -373,7 +373,7 @@ class RunSummary(dict):
 
 
 class _RunFolder:
-    """The files of one run in its workdir (see the module docstring), all written through tp_keras.rundir: the
+    """The files of one run in its workdir (see the module docstring), all written through tp_keras.run.rundir: the
     workdir's lock, config.json, metrics.jsonl, angles.jsonl, tb/, checkpoint.npz and summary.json.
 
     `history` holds exactly the rows of the last checkpoint written (or read back), so a summary written after a

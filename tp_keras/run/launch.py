@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from tp_keras.core.methods import METHODS
+from tp_keras.core.rules import RULES
 from tp_keras.run import cli, memory
 from tp_keras.run.config import Config, ConfigError
 from tp_keras.run.data import DATASETS, check_data_dir, load_dataset
@@ -51,7 +51,7 @@ def _define_number_or_list(name: str, help_text: str) -> None:
     flags.DEFINE(_NumberOrListParser(), name, None, help_text, serializer=_NumberOrListSerializer())
 
 
-flags.DEFINE_enum("method", "dtpdrl", list(METHODS), "Training method.")
+flags.DEFINE_enum("method", "dtpdrl", list(RULES), "Training method.")
 flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset.")
 flags.DEFINE_string("data_dir", None, "Folder with the raw dataset files (e.g. the four MNIST IDX .gz files) or a "
                     "tensorflow-datasets data dir.")

@@ -4,7 +4,7 @@
                                   [--samples=32000] [--steps_per_call=1,100] [--drivers=loop,fit] [--xla=off]
                                   [--threads=1] [--json=out.json]
 
-For each method, driver ('loop': the launcher's custom loop, tp_keras/loop.py; 'fit': Keras fit with
+For each method, driver ('loop': the launcher's custom loop, tp_keras/core/loop.py; 'fit': Keras fit with
 compile(steps_per_execution=N)) and N, it times one pass over `samples` random MNIST-shaped samples (784 inputs,
 10 classes, the --hidden tanh layers) after a warm-up pass that traces and compiles, and prints steps per second
 and the ratio to N = 1 of the same method and driver, all in one process. A tiny network (784-32-10, batch 32)
@@ -199,7 +199,7 @@ def summary(host_bound, paper_network) -> list[str]:
 
 
 def _define_flags():
-    """This command's flags, defined only when it runs as the program (tp_keras.bench imports this module and has
+    """This command's flags, defined only when it runs as the program (tp_keras.run.bench imports this module and has
     flags of the same names)."""
     flags.DEFINE_list("methods", ["bp", "ddtp_linear", "dtpdrl"], "Methods to time.")
     flags.DEFINE_list("hidden", ["32"], "Hidden layer sizes (comma-separated).")

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 
-from tp_keras.core.methods import get_method
+from tp_keras.core.rules import get_rule
 from tp_keras.run.config import Config, ConfigError
 
 GIB = 2 ** 30
 
 
 def _conv_geometry(image_shape, channels=(32, 64), kernel=5):
-    """(parameters, un-pooled units, pooled units) of each conv block of the paper's CNN (tp_keras.cnn)."""
+    """(parameters, un-pooled units, pooled units) of each conv block of the paper's CNN (tp_keras.core.cnn)."""
     height, width, depth = image_shape
     blocks = []
     for c in channels:
@@ -41,7 +41,7 @@ def estimate_bytes(config: Config, *, input_size: int, image_shape, num_outputs:
     """The estimate's parts in bytes (see the module docstring). `num_eval`: samples of the largest evaluation
     split."""
     item = 8 if config.precision == "float64" else 4
-    method = get_method(config.method)
+    method = get_rule(config.method)
     batch = max(1, min(int(config.batch_size), max(1, int(num_train))))
     if config.architecture == "cnn":
         blocks = _conv_geometry(tuple(image_shape))
@@ -116,7 +116,7 @@ def _culprit(config: Config, parts: dict, data_flag: str) -> str:
         return data_flag
     if largest in ("activations", "noise stack", "jacobians"):
         return "batch_size"
-    if get_method(config.method).feedback == "direct_rhl" and config.size_hidden_fb > config.size_hidden:
+    if get_rule(config.method).feedback == "direct_rhl" and config.size_hidden_fb > config.size_hidden:
         return "size_hidden_fb"
     return "architecture" if config.architecture == "cnn" else "size_hidden"
 

@@ -24,6 +24,7 @@ import time
 
 from absl import app, flags
 
+from tp_keras.core.rules import RULES
 from tp_keras.run import cli, loop_bench
 from tp_keras.run.config import ConfigError
 from tp_keras.run.loop_bench import start_tensorflow
@@ -115,9 +116,8 @@ def _define_flags():
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
-    from tp_keras.core.methods import METHODS
-    if FLAGS.method not in METHODS:
-        raise ConfigError("method", f"unknown {FLAGS.method!r}; choose from {', '.join(METHODS)}")
+    if FLAGS.method not in RULES:
+        raise ConfigError("method", f"unknown {FLAGS.method!r}; choose from {', '.join(RULES)}")
     start_tensorflow(FLAGS.threads)
     result = profile(FLAGS.method, FLAGS.step, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
                      calls=FLAGS.calls)

@@ -32,7 +32,7 @@ import sys
 
 from optuna.trial import TrialState
 
-from tp_keras.core.methods import get_method
+from tp_keras.core.rules import get_rule
 from tp_keras.run import faults, launch
 from tp_keras.run.config import ConfigError
 from tp_keras.run.data import DataError
@@ -150,7 +150,7 @@ def run_search(args, launcher_args) -> int:
                                         "drop --no_val_set (Table 2's _train cells) to search with a validation split")
     space_path = args.space or space.default_path(config.method)
     params = space.load(space_path, searchable=launch._OVERRIDABLE)
-    space.check_method(params, get_method(config.method))
+    space.check_method(params, get_rule(config.method))
     for arg in extra:
         if any(p.name == runs.flag_name(arg) for p in params):
             raise ConfigError(runs.flag_name(arg), f"is set on the command line and searched by {space_path}; "
