@@ -175,9 +175,9 @@ def test_a_custom_noise_callable_is_refused_by_save_and_a_registered_one_is_kept
 def test_ldrl_fit_trains_as_the_custom_loop_with_the_launchers_per_layer_feedback_optimizers():
     """Unequal feedback_iterations: each hidden layer's feedback Adam has its own step counter. fit (compile's
     optimizers) and step.Trainer with the launcher's factory (`optimizers.feedback_optimizers`, which
-    experiment.feedback_optimizer calls) give the same weights, bit for bit, after 3 batches."""
-    from tp_keras.run import experiment
-    assert "feedback_optimizers(model" in __import__("inspect").getsource(experiment.feedback_optimizer)
+    factories.feedback_optimizer calls) give the same weights, bit for bit, after 3 batches."""
+    from tp_keras.run import factories
+    assert "feedback_optimizers(model" in __import__("inspect").getsource(factories.feedback_optimizer)
     x, y = _data()
     by_fit, by_loop = _model("ldrl", feedback_iterations=(1, 3)), _model("ldrl", feedback_iterations=(1, 3))
     by_fit.compile(optimizer=_adam(), feedback_optimizer=_adam(1e-3))

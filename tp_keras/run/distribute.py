@@ -245,7 +245,7 @@ class DistributedTrainer:
         with self.strategy.scope():
             self.model = model_fn()
             check_precision(self.strategy, self.model.compute_dtype)
-            if self.model.rule.feedback_first and self.model.feedback_variables:
+            if step.trains_feedback_first(self.model):  # the rule's in-batch schedule
                 raise ValueError(f"method {self.model.rule.name!r} trains its feedback before the targets, which "
                                  "the distributed trainer does not schedule; train it on one device")
             self.forward_optimizer = self._new_optimizer(forward_optimizer_fn)
