@@ -316,7 +316,7 @@ def test_box_muller_noise_is_standard_normal():
     """The DRL noise (Box–Muller from Philox uniforms): moments and tail masses of N(0, 1) over 400k samples
     (standard errors: mean 0.0016, variance 0.0022, kurtosis 0.008, tail mass 0.0003), odd widths, and fresh
     values for a new seed."""
-    eps = to_np(tp_step.standard_normal([200, 2001], tf.constant([3, 4])))
+    eps = to_np(standard_normal([200, 2001], tf.constant([3, 4])))
     assert eps.shape == (200, 2001)
     flat = eps.ravel()
     assert abs(flat.mean()) < 0.008 and abs(flat.var() - 1.0) < 0.011
@@ -325,7 +325,7 @@ def test_box_muller_noise_is_standard_normal():
     assert abs(np.mean(np.abs(flat) > 3.0) - 0.0027) < 0.0004
     # Columns from the cosine and the sine halves are uncorrelated.
     assert abs(np.corrcoef(eps[:, 0], eps[:, 1001])[0, 1]) < 0.25
-    other = to_np(tp_step.standard_normal([200, 2001], tf.constant([3, 5])))
+    other = to_np(standard_normal([200, 2001], tf.constant([3, 5])))
     assert not np.allclose(other, eps)
 
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tp_keras.core import diagnostics as D
 from tp_keras.core import losses as L
 from tp_keras.core import targets as T
-from tp_keras.core.rules.components import NoiseDraw, standard_normal  # noqa: F401 (its first home)
+from tp_keras.core.rules.components import NoiseDraw
 
 
 def _tf_variables(variables):
