@@ -15,8 +15,8 @@ optuna = pytest.importorskip("optuna")
 
 import fake_runner  # noqa: E402  (tests/ is on sys.path)
 from tp_keras.core.rules import RULES, get_rule  # noqa: E402
-from tp_keras.reference import configs as paper_configs
-from tp_keras.run import launch  # noqa: E402
+from tp_keras.reference import configs as paper_configs  # noqa: E402
+from tp_keras.run import faults, launch  # noqa: E402
 from tp_keras.run.config import Config, ConfigError  # noqa: E402
 from tp_keras.search import cli, engine, results, runs, space, worker  # noqa: E402
 
@@ -426,7 +426,8 @@ def _raise(err):
     (ConfigError("lr", "must be > 0"), 2, "error: --lr: must be > 0"),
     (engine.EngineError("--study: x exists with other settings"), 2, "error: --study: x exists with other settings"),
     (SystemExit("error: --seed: the sweep sets it"), 2, "error: --seed: the sweep sets it"),
-    (KeyboardInterrupt(), 130, "error: interrupted; rerun the same command to resume"),
+    (KeyboardInterrupt(), 130, "error: interrupted by SIGINT; rerun the same command to resume"),
+    (faults.Interrupted("SIGTERM"), 143, "error: interrupted by SIGTERM; rerun the same command to resume"),
 ])
 def test_run_command_maps_each_failure_to_its_exit_status_and_one_line(err, status, line, capsys):
     from tp_keras.search import options
