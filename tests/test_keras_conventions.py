@@ -439,11 +439,11 @@ def test_a_model_built_outside_the_strategy_scope_is_refused_by_fit():
 def test_fit_under_a_multi_worker_strategy_is_refused(monkeypatch):
     """Detected by class (as for TPUs, so this fake stands in for one); the real strategy is refused the same way
     in tests/test_multi_worker.py."""
-    from tp_keras.run import distribute
+    from tp_keras.core import keras_checks
     x, y = _data()
     model = _compiled("ddtp_linear")
     fake = type("MultiWorkerMirroredStrategy", (), {})()
-    assert distribute.is_multi_worker_strategy(fake) and not distribute.is_multi_worker_strategy(
+    assert keras_checks.is_multi_worker_strategy(fake) and not keras_checks.is_multi_worker_strategy(
         tf.distribute.get_strategy())
     monkeypatch.setattr(tf.distribute, "get_strategy", lambda: fake)
     with pytest.raises(ValueError, match=r"^fit under MultiWorkerMirroredStrategy is not supported .*"
