@@ -44,10 +44,11 @@ def device_defaults(device: str | None = None) -> DeviceDefaults:
 
     CPU: XLA off (its fusions lost on the math-bound 5×256 network) and one call per progress update (a
     twentieth of the pass): measured within 2–7 % of the whole pass per call and 20–25 % faster than one batch per
-    call, while Ctrl-C, kill points and the progress bar still act about 20 times a pass (BUILD_NOTES, issue 16).
+    call, while Ctrl-C, kill points and the progress bar still act about 20 times a pass
+    (docs/performance.md, "Many batches per compiled call on a CPU").
     GPU/TPU: XLA on and the whole pass per call, where the host would otherwise starve the device between batches:
     measured on one H200, DDTP-linear on the paper network runs 365 steps/s with XLA and one batch per call, 5615
-    with XLA and the whole pass, 180 with neither (BUILD_NOTES, issue 16)."""
+    with XLA and the whole pass, 180 with neither (docs/performance.md, "One H200")."""
     if device is None:
         device = "GPU" if tf.config.list_physical_devices("GPU") else (
             "TPU" if tf.config.list_logical_devices("TPU") else "CPU")

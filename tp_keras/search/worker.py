@@ -4,7 +4,8 @@
 
 Started by the search and sweep commands (one per --workers slot), not by hand. It runs at most --trials trials
 and exits 0 (also when the queue is empty); its driver starts a fresh one while trials are queued, so the memory
-TensorFlow keeps per trained model (~20 MB per trial, measured in BUILD_NOTES.md) never accumulates past that.
+TensorFlow keeps per trained model (~20 MB per trial; docs/performance.md, "Search and sweeps") never accumulates
+past that.
 It dies with its driver: SIGTERM when the driver dies (Linux, engine.die_with_parent), and no new trial once it
 finds itself re-parented; the trial it was running is then failed and retried by the next driver that starts
 (engine.recover), resuming from its checkpoint.

@@ -27,8 +27,9 @@ def standard_normal(shape, seed):
     """N(0, 1) samples in float32 by the Box–Muller transform of stateless Philox uniforms.
 
     Exact Gaussian up to float32 resolution (|ε| ≤ 5.8, the largest radius a float32 uniform gives: a tail of
-    probability 7e-9 is cut). Measured on this project's CPU, 1 thread, 128×1280 samples: 1.25 ms against
-    2.07 ms for `tf.random.stateless_normal`, which is ~10 % of a DDTP-linear step.
+    probability 7e-9 is cut). Measured on a 2-core CPU, 1 thread, 128×1280 samples: 1.25 ms against 2.07 ms for
+    `tf.random.stateless_normal`, which is ~10 % of a DDTP-linear step (docs/performance.md, "Figures behind design
+    decisions").
     """
     rows, cols = shape
     half = (cols + 1) // 2
