@@ -4,9 +4,9 @@
     python launch/make_flagfiles.py --check   # exit 1, naming them, if any file differs from what would be written
 
 Each file: a header comment (the reference config; the paper's table, cell and number, or why the config has
-none; the setting; an estimated cost on this project's 2-core CPU; what this project measured for it at full length,
-where `results/<name>/` holds runs; any deliberate departure from the reference
-file, docs/semantics.md §15; the command), then one flag per line with every value at full precision
+none; the setting; an estimated cost on the 2-core CPU of docs/performance.md; what was measured for it at full
+length, where `results/<name>/` holds runs; any deliberate departure from the reference file, docs/semantics.md §15;
+the command), then one flag per line with every value at full precision
 (repr of the float). Imports no TensorFlow.
 """
 from __future__ import annotations
@@ -22,21 +22,22 @@ from tp_keras.reference import configs as P  # noqa: E402
 from tp_keras.reference import facts as paper_facts  # noqa: E402
 from tp_keras.paper.sweep_results import format_mean_sd, summarize_sweep  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(HERE), "results")  # the committed 100-epoch runs (issue 14)
+RESULTS = os.path.join(os.path.dirname(HERE), "results")  # the committed 100-epoch runs
 
-# ---- Cost model (an estimate; every input is a figure measured in BUILD_NOTES.md) --------------------------------
-# One pass over 55,000 MNIST samples, 5x256, each method's MNIST config, float32, 2 threads, XLA off, on this
-# project's current 2-core machine (BUILD_NOTES "Performance (issue 7)", `python -m tp_keras.bench`): a training
+# ---- Cost model (an estimate; every input is a figure measured in docs/performance.md) --------------------------
+# One pass over 55,000 MNIST samples, 5x256, each method's MNIST config, float32, 2 threads, XLA off, on the 2-core
+# CPU (docs/performance.md, "CPU throughput: one pass of every method", `python -m tp_keras.bench`): a training
 # pass, and a feedback-only pass (pre-training and extra feedback epochs).
 TRAIN_PASS_S = {"bp": 1.90, "dfa": 1.84, "dtp": 3.31, "dtp_pretrained": 3.16, "dtpdrl": 4.51, "ddtp_linear": 2.69,
                 "ddtp_control": 2.61, "ddtp_rhl": 7.10}
 FB_PASS_S = {"dtp": 1.90, "dtp_pretrained": 1.93, "dtpdrl": 3.42, "ddtp_linear": 2.06, "ddtp_control": 1.83,
              "ddtp_rhl": 5.57}
 # Whole runs are slower than the benchmark's bare passes (evaluation, shuffling, the Python loop, tracing): the
-# same section's 3-epoch end-to-end MNIST runs took 1.2-1.5x the passes they contain.
+# 3-epoch end-to-end MNIST runs (docs/performance.md, "Short horizon: 3 epochs on real MNIST") took 1.2-1.5x the
+# passes they contain.
 RUN_FACTOR = 1.3
-# float64 / float32 train-pass time (BUILD_NOTES: measured for bp, dfa, dtp, dtpdrl, ddtp_linear;
-# dtp_pretrained is dtp's step; ddtp_rhl and ddtp_control not measured, 2.0 assumed).
+# float64 / float32 train-pass time (docs/performance.md, "CPU throughput": measured for bp, dfa, dtp, dtpdrl,
+# ddtp_linear; dtp_pretrained is dtp's step; ddtp_rhl and ddtp_control not measured, 2.0 assumed).
 F64_FACTOR = {"bp": 1.63, "dfa": 1.63, "dtp": 1.96, "dtp_pretrained": 1.96, "dtpdrl": 1.96, "ddtp_linear": 2.18,
               "ddtp_rhl": 2.0, "ddtp_control": 2.0}
 MEASURED_F64 = ("bp", "dfa", "dtp", "dtpdrl", "ddtp_linear")
@@ -127,12 +128,12 @@ def cost_line(name: str) -> str:
         extra = "; Frozen-MNIST skips the frozen layers' local losses and weight updates, so likely somewhat less"
     pre = f" + {c['epochs_fb']} pre-training passes" if c["epochs_fb"] else ""
     return (f"Cost: an estimate, not measured for this config: ~{_sig(epoch_s)} s/epoch, ~{_duration(total)} for "
-            f"{c['epochs']} epochs{pre} on this project's 2-core CPU (2 threads, XLA off), from BUILD_NOTES: "
+            f"{c['epochs']} epochs{pre} on the 2-core CPU (2 threads, XLA off), from docs/performance.md: "
             f"{', '.join(parts)}{size_text}{extra}.")
 
 
 def measured_line(name: str) -> str | None:
-    """What this project measured for the config in `results/<name>/` (Table 1 at 100 epochs, our float32 runs;
+    """What was measured for the config in `results/<name>/` (Table 1 at 100 epochs, float32 runs;
     a float64 rerun goes to `results/<name>_float64/`), or None."""
     folder = os.path.join(RESULTS, name)
     if not os.path.isdir(folder):
@@ -144,7 +145,8 @@ def measured_line(name: str) -> str | None:
     seeds = result["final_seeds"]
     return (f"Measured here: {format_mean_sd(stats, 'pct')}% over {stats['n']} seed{'s' if stats['n'] != 1 else ''} "
             f"({', '.join(map(str, seeds))}), {result['epochs'][1]} epochs, float32 (results/{name}/; "
-            f"`python -m tp_keras.tables --results=results`; wall times and every miss explained in BUILD_NOTES, "
+            f"`python -m tp_keras.tables --results=results`; wall times and every miss explained in "
+            f"docs/performance.md, "
             f"\"Table 1 at 100 epochs\").")
 
 
