@@ -1,4 +1,4 @@
-"""The GPU check of issue 16, ready to run on a GPU machine: one command, one JSON.
+"""The GPU check, ready to run on a GPU machine: one command, one JSON.
 
     python launch/gpu_check.py --data_dir=<folder with the MNIST IDX files> --out=gpu_check.json
 
