@@ -2,7 +2,7 @@
 <fix>`, no traceback, exit status 2); SIGTERM ends a command with 143 and the launcher's line; worker processes die
 with their parent; a rerun of a search with --sampler_seed does not replay the draws of its first run.
 
-The catalogue style of tests/test_catalogue.py: absl commands run in-process (main() with captured stderr), the
+The catalogue style of tests/test_bad_inputs.py: absl commands run in-process (main() with captured stderr), the
 search's refusals too (cli.main); what needs a process of its own (SIGKILL, SIGTERM) runs as a subprocess, with
 tests/fake_runner.py as the trainer (no TensorFlow, a trial in a second or less).
 """
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_catalogue import _one_line, command  # noqa: F401  (command: the in-process absl fixture)
+from test_bad_inputs import _one_line, command  # noqa: F401  (command: the in-process absl fixture)
 from tp_keras.paper import damping_search
 from tp_keras.run import launch
 

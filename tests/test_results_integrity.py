@@ -1,6 +1,6 @@
 """Issue 26, results: the seed sweep and the commands that read results never mix or drop runs silently.
 
-In the catalogue style of tests/test_catalogue.py: each command runs in-process (main() with captured stderr) and a
+In the catalogue style of tests/test_bad_inputs.py: each command runs in-process (main() with captured stderr) and a
 refusal is exactly one `error: <what>; <fix>` line with its documented exit status, leaving what it refused to
 touch byte for byte as it was. A run whose files cannot be read is reported (a § mark and a note naming the file in
 the table, a `warning:` line on stderr) and left out of n, never skipped quietly. No training runs here: the sweep
@@ -13,7 +13,7 @@ import os
 import pytest
 
 from tp_keras.paper import figures, sweep, sweep_results, tables
-from test_catalogue import _one_line
+from test_bad_inputs import _one_line
 from test_results import _curve, write_result
 from test_sweep import _sweep, _table_row, csv_rows, fake_runner, write_seed  # noqa: F401
 

@@ -1,5 +1,5 @@
 """A run folder is never replaced unasked and never mixes two runs or two data sets (issue 26), in the catalogue
-style of test_catalogue.py: the command runs in-process, its one `error:` line, exit status and the folder's
+style of test_bad_inputs.py: the command runs in-process, its one `error:` line, exit status and the folder's
 untouched bytes are checked.
 
 * A workdir holding a run (finished, interrupted, another method's or seed's, the default workdir of an earlier
@@ -23,7 +23,7 @@ import pytest
 from tp_keras.run import data as data_module
 from tp_keras.run import launch, rundir  # noqa: F401  (launch: its flags)
 from tp_keras.paper import damping_search
-from test_catalogue import TINY, _clean, _launch, _one_line, command  # noqa: F401  (command: the fixture)
+from test_bad_inputs import TINY, _clean, _launch, _one_line, command  # noqa: F401  (command: the fixture)
 from test_faults import _lines
 
 CHOICES = ["continue it with --resume", "choose another --workdir", "or replace it with --overwrite"]
