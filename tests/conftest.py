@@ -21,23 +21,22 @@ from tp_keras.core.rules import RULES
 import tp_keras.core.step as tp_step
 
 # Test files in the order `pytest -n 2 --dist loadfile` hands them to its workers: the longest first, so that the
-# two workers finish together. xdist would otherwise order files by their number of tests, which handed out
-# test_loop_processes.py's two tests (94 s) near the end. Seconds per file from `pytest -n 2 --dist loadfile tests
-# --durations=0` (session 8, 2 cores): 141, 122, 94, 92, 82, 78, 70, 68, 60, 53; every other file is under 32 s and
-# keeps its place after these. A stale list only costs speed. Measured: 616 s -> 601 s, one run each.
-LONGEST_FILES_FIRST = ("test_loop.py", "test_faults.py", "test_loop_processes.py", "test_keras_conventions.py",
-                       "test_distribute.py", "test_tracing.py", "test_search.py", "test_convert.py", "test_sweep.py",
-                       "test_bench.py")
-
-
+# two workers finish together (a long file handed out last leaves one worker idle while it runs). A file's length
+# is read from its markers, not measured: the files with the most `slow` tests (subprocesses, end-to-end runs,
+# seconds of tracing each) first, then by their number of tests (xdist's own order), so the many short in-process
+# files come last and fill in whichever worker is free. In the fast tier (`-m "not slow"`) this is xdist's order.
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):  # xdist: keep the collection order below
         config.option.loadscopereorder = False
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected: order the tests that will run
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
+    slow, count = {}, {}
+    for item in items:
+        count[item.path] = count.get(item.path, 0) + 1
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (-slow[item.path], -count[item.path], str(item.path)))  # stable within a file
 
 
 # The default small architecture n_0, n_1..n_{L-1}, n_L (L = 4 layers: 3 hidden + output).
@@ -204,7 +203,7 @@ def batch():
 def mnist_dir(tmp_path_factory):
     """A 100-train / 40-test MNIST look-alike as the four IDX files, whose label is readable from the image (so it
     is learnable); shared by the end-to-end tests (launcher, faults, sweeps)."""
-    from tp_keras.run.data import write_idx_images, write_idx_labels
+    from fixture_data import write_idx_images, write_idx_labels
     folder = tmp_path_factory.mktemp("mnist")
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 100), ("t10k", 40)):

@@ -169,7 +169,7 @@ def test_unreadable_checkpoint_under_resume(command, mnist_dir, tmp_path, kind):
 
 @pytest.mark.parametrize("empty", ["train", "t10k"])
 def test_empty_split(command, tmp_path, empty):
-    from tp_keras.run.data import write_idx_images, write_idx_labels
+    from fixture_data import write_idx_images, write_idx_labels
     data = tmp_path / "data"
     data.mkdir()
     for prefix in ("train", "t10k"):

@@ -23,7 +23,8 @@ from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam, layerwise_ad
 from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.run.config import CNN_METHODS as CONFIG_CNN_METHODS
 from tp_keras.run.config import Config, ConfigError
-from tp_keras.run.data import Dataset, Split, write_cifar_batches
+from tp_keras.run.data import Dataset, Split
+from fixture_data import write_cifar_batches
 
 # A tiny CNN: 8×6×2 images (non-square, to catch H/W mix-ups) → conv 3 ch, pooled 4×3 → conv 4 ch, pooled 2×2
 # → dense 5 → 3 logits.

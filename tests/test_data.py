@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+import fixture_data
 from tp_keras.run import data
 from tp_keras.run.data import DataError, load_dataset
 
@@ -32,10 +33,10 @@ TRAIN_LABELS, TEST_LABELS = np.arange(N_TRAIN) % 10, (np.arange(N_TEST) + 3) % 1
 def _write_idx_set(folder, gz=True, train_images=TRAIN_IMAGES, train_labels=TRAIN_LABELS):
     os.makedirs(folder, exist_ok=True)
     ext = ".gz" if gz else ""
-    data.write_idx_images(os.path.join(folder, IDX_NAMES[0] + ext), train_images)
-    data.write_idx_labels(os.path.join(folder, IDX_NAMES[1] + ext), train_labels)
-    data.write_idx_images(os.path.join(folder, IDX_NAMES[2] + ext), TEST_IMAGES)
-    data.write_idx_labels(os.path.join(folder, IDX_NAMES[3] + ext), TEST_LABELS)
+    fixture_data.write_idx_images(os.path.join(folder, IDX_NAMES[0] + ext), train_images)
+    fixture_data.write_idx_labels(os.path.join(folder, IDX_NAMES[1] + ext), train_labels)
+    fixture_data.write_idx_images(os.path.join(folder, IDX_NAMES[2] + ext), TEST_IMAGES)
+    fixture_data.write_idx_labels(os.path.join(folder, IDX_NAMES[3] + ext), TEST_LABELS)
     return str(folder)
 
 
@@ -208,8 +209,8 @@ def _cifar_expected_planes(idx):
 @pytest.fixture(params=["folder", "tarball", "data_dir_is_folder"])
 def cifar_dir(request, tmp_path):
     train = [_cifar_batch(i * CIFAR_PER_BATCH, CIFAR_PER_BATCH) for i in range(5)]
-    written = data.write_cifar_batches(tmp_path, train, _cifar_batch(CIFAR_TEST_FIRST, CIFAR_TEST),
-                                       as_tarball=request.param == "tarball")
+    written = fixture_data.write_cifar_batches(tmp_path, train, _cifar_batch(CIFAR_TEST_FIRST, CIFAR_TEST),
+                                               as_tarball=request.param == "tarball")
     if request.param == "tarball":
         assert os.listdir(tmp_path) == ["cifar-10-python.tar.gz"]
     return written if request.param == "data_dir_is_folder" else str(tmp_path)
@@ -245,7 +246,7 @@ def test_cifar_raw_unflattened_nhwc(cifar_dir):
 
 
 def test_cifar_missing_batch(tmp_path):
-    folder = data.write_cifar_batches(tmp_path, [_cifar_batch(0, 2)] * 4, _cifar_batch(0, 2))
+    folder = fixture_data.write_cifar_batches(tmp_path, [_cifar_batch(0, 2)] * 4, _cifar_batch(0, 2))
     with pytest.raises(DataError, match="data_batch_5"):
         load_dataset("cifar10", str(tmp_path))
     assert folder.endswith("cifar-10-batches-py")

@@ -20,6 +20,7 @@ import shutil
 import numpy as np
 import pytest
 
+import fixture_data
 from tp_keras.run import data as data_module
 from tp_keras.run import launch, rundir  # noqa: F401  (launch: its flags)
 from tp_keras.paper import damping_search
@@ -197,7 +198,7 @@ def test_a_replacing_run_stopped_at_its_first_batch_leaves_only_its_own_files(co
 def test_an_overwrite_refused_before_training_leaves_the_old_run_untouched(command, tmp_path, run_copy):
     """The old run is removed only once the new one has its data and model: a new run that fails on its data
     (an empty test set) leaves the old run byte for byte."""
-    from tp_keras.run.data import write_idx_images, write_idx_labels
+    from fixture_data import write_idx_images, write_idx_labels
     data = tmp_path / "data"
     data.mkdir()
     for prefix, n in (("train", 30), ("t10k", 0)):
@@ -357,8 +358,8 @@ def test_cifar_fingerprint_is_that_of_the_nhwc_images_whatever_the_file_form(tmp
     rng = np.random.default_rng(3)
     batches = [(rng.integers(0, 256, (3, 3072)), rng.integers(0, 10, 3)) for _ in range(6)]
     folder, tarball = tmp_path / "folder", tmp_path / "tarball"
-    data_module.write_cifar_batches(folder, batches[:5], batches[5])
-    data_module.write_cifar_batches(tarball, batches[:5], batches[5], as_tarball=True)
+    fixture_data.write_cifar_batches(folder, batches[:5], batches[5])
+    fixture_data.write_cifar_batches(tarball, batches[:5], batches[5], as_tarball=True)
     monkeypatch.setattr(data_module, "_HASH_CHUNK", 2)  # several chunks, the last one short
     a = data_module.load_dataset("cifar10", str(folder), validation_size=4).fingerprint
     assert a == data_module.load_dataset("cifar10", str(tarball), validation_size=4).fingerprint
