@@ -53,7 +53,16 @@ def assert_no_tensorflow_startup_noise(stderr: str) -> None:
     assert "cuda" not in stderr.lower(), stderr[-2000:]
 
 
+# The one list of every learning rule, from the registry (tp_keras.core.rules.RULES). A contract that every rule must
+# meet is parametrised over it, so a rule added to the registry is checked by every such contract. A test that runs
+# fewer rules takes a subset derived below from this list, named after the property that selects it, with the
+# reason; no test types its own list of every method.
 ALL_METHODS = sorted(RULES)
+
+
+def methods_where(predicate, names=ALL_METHODS):
+    """The rules of `names` (in its order) whose rule value satisfies `predicate`."""
+    return [name for name in names if predicate(RULES[name])]
 
 
 def _one_per_step(names):
@@ -70,9 +79,28 @@ def _one_per_step(names):
     return kept
 
 
-# The slow step-level checks (bit-identity of loops, autograph's graphs, two replicas) run these.
+# The slow step-level checks (bit-identity of loops, autograph's graphs, two replicas) run these, to keep the suite
+# fast: a check of one compiled step covers every method of the same step.
 STEP_METHODS = _one_per_step(ALL_METHODS)
-TP_METHODS = sorted(n for n, m in RULES.items() if m.uses_targets)
+# The rules that propagate targets (every rule but bp): the checks of targets and local losses.
+TP_METHODS = methods_where(lambda rule: rule.uses_targets)
+# The rules that train no feedback weights (no feedback, or fixed feedback): what a feedback schedule must refuse.
+UNTRAINED_FEEDBACK_METHODS = methods_where(lambda rule: not rule.trains_feedback)
+
+
+def _one_per_feedback_path(names):
+    """One rule of `names` for each feedback path (none, layer-wise, direct, direct through a random layer) trained
+    or fixed: the one trained by the difference reconstruction loss (DRL) where a path has several, else the first."""
+    chosen = {}
+    for name in sorted(names, key=lambda n: RULES[n].feedback_loss != "drl"):  # stable: DRL first, then by name
+        chosen.setdefault((RULES[name].feedback, RULES[name].trains_feedback), name)
+    return [name for name in names if name in chosen.values()]
+
+
+# A check that costs a fit or a process per rule runs one rule per feedback path, to keep the suite fast: the step
+# differs between paths (which variables exist, which are trained, how a target reaches a layer), while rules of the
+# same path differ only in a formula that the every-rule contracts and the closed-form tests check.
+FEEDBACK_PATH_METHODS = _one_per_feedback_path(ALL_METHODS)
 
 NP_ACT = {"tanh": np.tanh, "linear": lambda a: a}
 NP_ACT_DERIV_FROM_OUTPUT = {"tanh": lambda h: 1.0 - h ** 2, "linear": lambda h: np.ones_like(h)}

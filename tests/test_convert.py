@@ -1,7 +1,7 @@
-"""Issue 5, parts 2-3: converting a user's Keras MLP into a TPModel, and the `.keras` save/load round trip.
+"""Converting a user's Keras MLP into a TPModel, and the `.keras` save/load round trip.
 
-Plus `fit` on a converted model for every method of the registry (tests/test_fit.py covers four methods against
-the custom loop; here every method trains through `fit` and its loss falls).
+Plus `fit` on a converted model for every method of the registry (tests/test_fit.py checks one method per feedback
+path against the custom loop; here every method trains through `fit` and its loss falls).
 """
 import dataclasses
 import re
@@ -48,14 +48,14 @@ def _sequential(d=7, hidden=(6, 5), out=3, activation="tanh", dtype="float32", s
 # Conversion
 # --------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["ddtp_linear", "dtpdrl", "dtp", "ddtp_rhl", "bp"])
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_sequential_conversion_keeps_forward_weights_and_adds_fresh_feedback(method):
     model = _sequential()
     x = _x()
     kwargs = dict(seed=5, **RULES[method].used(target_stepsize=0.2, sigma=0.07, size_hidden_fb=4))
     if RULES[method].last_hidden_bias:
         tp = from_keras(model, method, **kwargs)
-    else:  # ddtp_linear has no last-hidden bias by default: the user's bias is kept, with a warning
+    else:  # ddtp_linear and dfa have no last-hidden bias by default: the user's bias is kept, with a warning
         with pytest.warns(UserWarning, match="last_hidden_bias=True"):
             tp = from_keras(model, method, **kwargs)
     assert isinstance(tp, TPModel) and tp.method is RULES[method]

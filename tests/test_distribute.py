@@ -43,6 +43,9 @@ XLA_WEIGHT_ATOL = 3e-5
 METRIC_RTOL = 1e-5
 UNEVEN = ("bp", "dtpdrl", "ddtp_linear", "gnt")  # also a 7-row global batch (shards of 3 and 4 rows)
 XLA = "ddtp_linear"
+# Keras `fit` under the strategy (one rule of fixed and one of trained feedback: fit's per-replica scaling is one
+# code path for every rule, and each case costs a fit on one device and one on two replicas).
+FIT = ("dfa", "dtpdrl")
 
 _SCRIPT = textwrap.dedent(r'''
     import contextlib, json, os, sys, time
@@ -58,7 +61,7 @@ _SCRIPT = textwrap.dedent(r'''
     from tp_keras.core.optimizers import TorchAdam
     from tp_keras.run.distribute import DistributedTrainer, make_strategy
 
-    UNEVEN, XLA, METHOD_NAMES = set(sys.argv[1].split(",")), sys.argv[2], sys.argv[3].split(",")
+    UNEVEN, XLA, METHOD_NAMES, FIT = set(sys.argv[1].split(",")), sys.argv[2], sys.argv[3].split(","), sys.argv[4]
     t_start = time.perf_counter()
 
     mirrored = make_strategy("mirrored")  # no GPU here: both logical CPUs
@@ -140,7 +143,7 @@ _SCRIPT = textwrap.dedent(r'''
         return {"weight_err": weight_err, "history_err": history_err, "keys": [sorted(dist_history),
                                                                                  sorted(ref_history)]}
 
-    fits = {method: fit_case(method) for method in ("dfa", "dtpdrl")}
+    fits = {method: fit_case(method) for method in FIT.split(",")}
     print("EQUIVALENCE_JSON " + json.dumps({"cases": cases, "fits": fits,
                                             "seconds": time.perf_counter() - t_start}), flush=True)
 ''')
@@ -149,7 +152,8 @@ _SCRIPT = textwrap.dedent(r'''
 @pytest.fixture(scope="module")
 def equivalence():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(UNEVEN), XLA, ",".join(DISTRIBUTED_METHODS)],
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(UNEVEN), XLA, ",".join(DISTRIBUTED_METHODS),
+                           ",".join(FIT)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     assert proc.returncode == 0 and lines, f"equivalence subprocess failed:\n{proc.stderr[-4000:]}"
@@ -183,7 +187,7 @@ def test_two_replicas_with_xla_match_one_device_with_xla(equivalence):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dfa", "dtpdrl"])
+@pytest.mark.parametrize("method", FIT)
 def test_fit_under_two_replicas_matches_fit_on_one_device(equivalence, method):
     """Keras `fit` inside MirroredStrategy's scope: TPModel.train_step scales each replica's losses by the global
     batch and draws the global batch's noise, so weights and logged metrics equal one-device fit (measured

@@ -3,13 +3,14 @@ import os
 import numpy as np
 import pytest
 
+from conftest import FEEDBACK_PATH_METHODS
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.step import Trainer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["bp", "dtpdrl", "ddtp_linear", "dfa"])
+@pytest.mark.parametrize("method", FEEDBACK_PATH_METHODS)
 def test_fit_equals_custom_loop(method):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((96, 12)).astype("float32")
