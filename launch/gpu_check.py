@@ -13,7 +13,7 @@ limit still leaves the figures that matter most):
 - paper: steps per second of every method, custom loop, on the paper network (784-5×256-10, batch 128), with N = 1
   and N = the whole pass, for each --xla setting.
 - proxy: the host-bound proxy (784-32-10, batch 32) for bp, ddtp_linear and dtpdrl, N = 1 and N = 100, loop and
-  fit, for each --xla setting (paper and proxy: tp_keras.run.loop_bench, as `python -m tp_keras.bench --loop`
+  fit, for each --xla setting (paper and proxy: tp_keras.tools.loop_bench, as `python -m tp_keras.bench --loop`
   prints them).
 
 The JSON (with the machine, TensorFlow's devices and each part's seconds) is rewritten after every part and every
@@ -66,7 +66,7 @@ def _agreement(tiny, device, xla_settings):
     import numpy as np
     import tensorflow as tf
 
-    from tp_keras.run import loop_bench
+    from tp_keras.tools import loop_bench
     rng = np.random.default_rng(0)
     x, y = rng.random((256, 784)), rng.integers(0, 10, 256).astype("int32")
 
@@ -100,7 +100,7 @@ def main(argv):
     tf.config.experimental.enable_tensor_float_32_execution(FLAGS.tf32)
 
     from tp_keras.core.rules import RULES
-    from tp_keras.run import loop_bench
+    from tp_keras.tools import loop_bench
     tiny = FLAGS.tiny
     xla_settings = [setting == "on" for setting in FLAGS.xla]
     report = {"machine": platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,

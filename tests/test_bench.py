@@ -80,7 +80,7 @@ def test_bench_loop_prints_the_host_bound_and_paper_network_figures(tmp_path):
 
 
 def test_op_profile_sums_the_steps_ops_by_type_and_names_the_matmuls_and_the_noise():
-    from tp_keras.run import op_profile
+    from tp_keras.tools import op_profile
     result = op_profile.profile("ddtp_linear", "feedback", batch_size=8, calls=2)
     by_type, by_name = result["by_type"], result["by_name"]
     assert any("MatMul" in op for op in by_type) and "StatelessRandomUniformV2" in by_type
@@ -92,7 +92,7 @@ def test_op_profile_sums_the_steps_ops_by_type_and_names_the_matmuls_and_the_noi
 
 
 def test_op_profile_refuses_the_feedback_step_of_a_method_without_one():
-    from tp_keras.run import op_profile
+    from tp_keras.tools import op_profile
     from tp_keras.run.config import ConfigError
     with pytest.raises(ConfigError, match="^--step: bp trains no feedback weights; choose --step=train or eval"):
         op_profile.profile("bp", "feedback", batch_size=8, calls=1)
@@ -102,7 +102,7 @@ def test_loop_bench_builds_a_model_for_every_method():
     """loop_bench (and gpu_check's paper part) builds every rule's model with η̂ and σ only where the rule uses
     them: TPModel refuses a hyper-parameter its rule ignores."""
     from tp_keras.core.rules import RULES
-    from tp_keras.run import loop_bench
+    from tp_keras.tools import loop_bench
     for method in RULES:
         model = loop_bench._model(method, ["8", "8"])
         assert model.rule.name == method

@@ -1,4 +1,4 @@
-"""The package's layers (tp_keras/reference, core, run, search, paper), its commands (a module each, beside the
+"""The package's layers (tp_keras/reference, core, run, tools, search, paper), its commands (a module each, beside the
 layers) and the .keras files saved before the layering."""
 import ast
 import importlib
@@ -19,7 +19,7 @@ HERE = pathlib.Path(__file__).parent
 # above: `reference` (the reference's configurations and facts, pure data that every layer may read) imports
 # nothing else of tp_keras; `top` is the package's own files beside the layers (__init__.py and the commands,
 # tp_keras/<command>.py).
-LAYERS = ("reference", "core", "run", "search", "paper", "top")
+LAYERS = ("reference", "core", "run", "tools", "search", "paper", "top")
 THIRD_PARTY_TF = {"tensorflow", "keras"}
 OPTIONAL = {"optuna", "matplotlib"}  # the `search` and `figures` extras
 # Every import of one of our modules inside a function, and why it is there: it defers TensorFlow (the importing
@@ -29,11 +29,11 @@ OPTIONAL = {"optuna", "matplotlib"}  # the `search` and `figures` extras
 DEFERRED_IMPORTS = {
     ("tp_keras.run.launch", "tp_keras.run.experiment"): "TensorFlow: the launcher parses and refuses flags first",
     ("tp_keras.run.launch", "tp_keras.run.distribute"): "TensorFlow: the launcher parses and refuses flags first",
-    ("tp_keras.run.loop_bench", "tp_keras.core.model"): "TensorFlow: after start_tensorflow sets its threads",
-    ("tp_keras.run.loop_bench", "tp_keras.core.loop"): "TensorFlow: after start_tensorflow sets its threads",
-    ("tp_keras.run.loop_bench", "tp_keras.core.optimizers"): "TensorFlow: after start_tensorflow sets its threads",
-    ("tp_keras.run.loop_bench", "tp_keras.core.step"): "TensorFlow: after start_tensorflow sets its threads",
-    ("tp_keras.run.loop_bench", "tp_keras.run.factories"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.tools.loop_bench", "tp_keras.core.model"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.tools.loop_bench", "tp_keras.core.loop"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.tools.loop_bench", "tp_keras.core.optimizers"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.tools.loop_bench", "tp_keras.core.step"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.tools.loop_bench", "tp_keras.run.factories"): "TensorFlow: after start_tensorflow sets its threads",
     ("tp_keras.search.runs", "tp_keras.run.experiment"): "TensorFlow: only a trial that trains loads it",
     ("tp_keras.search.worker", "tp_keras.run.experiment"): "TensorFlow: once a trial reaches the pruning epoch",
     ("tp_keras.paper.damping_search", "tp_keras.core.diagnostics"): "TensorFlow: after the flags are checked",

@@ -2,10 +2,11 @@
 to the reference implementation's semantics by default.
 
 Packages, each importing only those before it (BUILD_NOTES.md, "Architecture"): `reference` (the reference's
-data), `core` (the algorithm), `run` (running experiments), `search` (hyper-parameter search), `paper` (sweeps,
-tables, figures). Each command, `python -m tp_keras.<command>`, is a module beside this file that runs the module
-implementing it (the search's is its package). `import tp_keras` imports no TensorFlow, yet it is all a process
-needs before `keras.saving.load_model` of a tp_keras model (core/saving.py).
+data), `core` (the algorithm), `run` (running experiments), `tools` (benchmarks, profiling), `search`
+(hyper-parameter search), `paper` (sweeps, tables, figures). Each command, `python -m tp_keras.<command>`, is a
+module beside this file that runs the module implementing it (the search's is its package). `import tp_keras`
+imports no TensorFlow, yet it is all a process needs before `keras.saving.load_model` of a tp_keras model
+(core/saving.py).
 """
 import importlib as _importlib
 import os as _os

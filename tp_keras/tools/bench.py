@@ -51,7 +51,7 @@ setting (1 by default): the host-bound proxy (784-32-10, batch 32, --proxy_sampl
 its arithmetic, dominate, as for the paper network on a GPU) with N = 1 and N = --proxy_steps_per_call, in the
 custom loop and in Keras fit (compile(steps_per_execution=N)); then the paper network (784-5×256-10, --batch_size,
 --samples) with N = 1 and N = the whole pass in the custom loop; each at every --xla setting. Every row gives steps
-per second and its ratio to N = 1 (tp_keras.run.loop_bench.run); the closing summary sets the proxy's speed-up over
+per second and its ratio to N = 1 (tp_keras.tools.loop_bench.run); the closing summary sets the proxy's speed-up over
 N = 1 with XLA off (the CPU default) against the goal of 5×, and the paper network's time with N = epoch over N = 1
 against 1.02. The JSON file: {"loop": true, the settings, "host_bound", "paper_network" (the rows), "summary"
 (the summary lines), "errors": []}.
@@ -70,9 +70,10 @@ import time
 from absl import app, flags
 
 from tp_keras.core.rules import RULES
-from tp_keras.run import cli, loop_bench, memory, rundir
+from tp_keras.run import cli, memory, rundir
 from tp_keras.run.config import Config, ConfigError, check_integer
 from tp_keras.run.rundir import atomic_write
+from tp_keras.tools import loop_bench
 
 try:
     import resource
@@ -289,7 +290,7 @@ LOOP_METHODS = ["bp", "ddtp_linear", "dtpdrl"]
 
 
 def run_loop(methods, threads):
-    """--loop: tp_keras.run.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
+    """--loop: tp_keras.tools.loop_bench.figures at one thread setting, in this process (ratios within one run)."""
     loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
     import tensorflow as tf
     gpus = len(tf.config.list_physical_devices("GPU"))

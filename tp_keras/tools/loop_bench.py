@@ -199,7 +199,7 @@ def summary(host_bound, paper_network) -> list[str]:
 
 
 def _define_flags():
-    """This command's flags, defined only when it runs as the program (tp_keras.run.bench imports this module and has
+    """This command's flags, defined only when it runs as the program (tp_keras.tools.bench imports this module and has
     flags of the same names)."""
     flags.DEFINE_list("methods", ["bp", "ddtp_linear", "dtpdrl"], "Methods to time.")
     flags.DEFINE_list("hidden", ["32"], "Hidden layer sizes (comma-separated).")

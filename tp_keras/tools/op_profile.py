@@ -1,9 +1,9 @@
 """Where a compiled step's time goes: milliseconds per step by op type, from TensorFlow's profiler.
 
-    python -m tp_keras.run.op_profile [--method=dtpdrl] [--step=feedback] [--precision=float32] [--threads=1]
-                                      [--batch_size=128] [--calls=50] [--top=25] [--json=ops.json]
+    python -m tp_keras.op_profile [--method=dtpdrl] [--step=feedback] [--precision=float32] [--threads=1]
+                                  [--batch_size=128] [--calls=50] [--top=25] [--json=ops.json]
 
-Builds the method's paper MNIST configuration (5×256 tanh, tp_keras.run.loop_bench.paper_trainer), warms its
+Builds the method's paper MNIST configuration (5×256 tanh, tp_keras.tools.loop_bench.paper_trainer), warms its
 step up on random MNIST-shaped batches, times `--calls` calls without the profiler (the step's own ms per call),
 then runs `--calls` more under `tf.profiler` and sums each op's executed time from the trace (the XSpace the
 profiler writes): per op type (`_MklNativeFusedMatMul`, `Mul`, `StatelessRandomUniformV2`, ...) and per named op.
@@ -25,10 +25,11 @@ import time
 from absl import app, flags
 
 from tp_keras.core.rules import RULES
-from tp_keras.run import cli, loop_bench
+from tp_keras.run import cli
 from tp_keras.run.config import ConfigError
-from tp_keras.run.loop_bench import start_tensorflow
 from tp_keras.run.rundir import atomic_write
+from tp_keras.tools import loop_bench
+from tp_keras.tools.loop_bench import start_tensorflow
 
 FLAGS = flags.FLAGS
 
@@ -100,7 +101,7 @@ def report(result: dict, top: int) -> str:
 
 
 def _define_flags():
-    """This command's flags, defined only when it runs as the program (as tp_keras.run.loop_bench's)."""
+    """This command's flags, defined only when it runs as the program (as tp_keras.tools.loop_bench's)."""
     flags.DEFINE_string("method", "dtpdrl", "The method whose step is profiled (its paper MNIST configuration).")
     flags.DEFINE_enum("step", "train", ["train", "feedback", "eval"], "Which compiled step.")
     flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "The dtype of weights and activations.")
