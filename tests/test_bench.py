@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import assert_no_tensorflow_startup_noise
+from test_bad_inputs import _one_line
 
 
 @pytest.mark.slow
@@ -106,3 +107,29 @@ def test_loop_bench_builds_a_model_for_every_method():
     for method in RULES:
         model = loop_bench._model(method, ["8", "8"])
         assert model.rule.name == method
+
+
+LOOP_BENCH_REFUSALS = {
+    "--methods=zz": "--methods: unknown zz; choose from bp, ",
+    "--methods=": "--methods: no method given; choose from bp, ",
+    "--hidden=x": "--hidden: positive layer sizes expected, got x, e.g. --hidden=256,256",
+    "--hidden=8,0": "--hidden: positive layer sizes expected, got 8,0",
+    "--steps_per_call=x": "--steps_per_call: 'x' is not a number of batches per compiled call",
+    "--drivers=zz": "--drivers=zz: choose among loop, fit",
+    "extra": "unexpected argument 'extra'",
+}
+
+
+def test_loop_bench_and_op_profile_refuse_a_bad_flag_in_one_line_before_tensorflow_loads(tmp_path):
+    """`python -m tp_keras.loop_bench` (and op_profile) end a bad setting with one `error: ...; <fix>` line, exit
+    status 2, no traceback, before TensorFlow loads (one process each, all at once: ~1 s)."""
+    runs = {arg: subprocess.Popen([sys.executable, "-m", "tp_keras.loop_bench", arg], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for arg in LOOP_BENCH_REFUSALS}
+    runs["op_profile"] = subprocess.Popen([sys.executable, "-m", "tp_keras.op_profile", "--method=zz"], cwd=tmp_path,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    starts = dict(LOOP_BENCH_REFUSALS, op_profile="--method: unknown 'zz'; choose from bp, ")
+    for arg, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        _one_line(run.returncode, [line for line in err.splitlines() if line.strip()], starts=starts[arg])
+        assert out == "" and "tensorflow" not in err.lower(), (arg, out, err)

@@ -23,9 +23,9 @@ import time
 
 from absl import app, flags
 
-from tp_keras.core.rules import get_rule
+from tp_keras.core.rules import RULES, get_rule
 from tp_keras.run import cli
-from tp_keras.run.config import Config, parse_steps_per_call
+from tp_keras.run.config import Config, ConfigError, parse_steps_per_call
 from tp_keras.run.data import Dataset, Split
 
 FLAGS = flags.FLAGS
@@ -214,15 +214,32 @@ def _define_flags():
     flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 
+def _parse_hidden(values):
+    """--hidden as layer sizes; ConfigError naming --hidden unless each is a whole number of at least 1."""
+    try:
+        hidden = [int(v) for v in values]
+    except ValueError:
+        hidden = []
+    if not hidden or min(hidden) < 1:
+        raise ConfigError("hidden", f"positive layer sizes expected, got {','.join(values) or 'none'}, "
+                                    "e.g. --hidden=256,256")
+    return hidden
+
+
+@cli.guarded(interrupted_hint="nothing was written")
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
+    unknown = [m for m in FLAGS.methods if m not in RULES]
+    if unknown or not FLAGS.methods:
+        what = f"unknown {', '.join(unknown)}" if unknown else "no method given"
+        raise ConfigError("methods", f"{what}; choose from {', '.join(RULES)}")
+    hidden = _parse_hidden(FLAGS.hidden)
     steps_list = [parse_steps_per_call(s) for s in FLAGS.steps_per_call]
     if set(FLAGS.drivers) - {"loop", "fit"}:
         cli.fail(f"--drivers={','.join(FLAGS.drivers)}: choose among loop, fit")
     import tensorflow as tf
     start_tensorflow(FLAGS.threads)
-    hidden = [int(h) for h in FLAGS.hidden]
     print(f"tp_keras.loop_bench: 784-{'-'.join(map(str, hidden))}-10, batch {FLAGS.batch_size}, {FLAGS.samples} "
           f"samples, XLA {FLAGS.xla}, threads {FLAGS.threads}, TF {tf.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} cpus, GPUs {len(tf.config.list_physical_devices('GPU'))}", flush=True)
