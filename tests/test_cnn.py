@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import grads_by_variable, install_fixed_noise, np_output_error, to_np
+from conftest import ALL_METHODS, grads_by_variable, install_fixed_noise, np_output_error, to_np
 from tp_keras.core import step as tp_step
 from tp_keras.core.cnn import CNNModel
 from tp_keras.core.layers import TPConv2D, max_pool_3x3_s2
@@ -161,7 +161,7 @@ def test_forward_pass_matches_numpy_reference():
 
 def test_unsupported_methods_are_refused():
     assert tuple(CNN_METHODS) == tuple(CONFIG_CNN_METHODS)
-    for name in ("dtp", "dtpdrl", "ddtp_rhl", "gnt", "tp"):
+    for name in sorted(set(ALL_METHODS) - set(CNN_METHODS)):
         with pytest.raises(ValueError, match="has no CNN"):
             tiny(name)
 

@@ -1,4 +1,4 @@
-"""Issue 26, every command: bad settings are refused before any work, in one line naming the fix (`error: <what>;
+"""Every command: bad settings are refused before any work, in one line naming the fix (`error: <what>;
 <fix>`, no traceback, exit status 2); SIGTERM ends a command with 143 and the launcher's line; worker processes die
 with their parent; a rerun of a search with --sampler_seed does not replay the draws of its first run.
 
@@ -173,8 +173,8 @@ def _params_by_run(out):
 @pytest.mark.slow
 def test_rerun_with_sampler_seed_draws_new_values_and_a_fresh_search_repeats_its_own(search, tmp_path):
     """An extended rerun (--trials=2, then 4, the same --sampler_seed) proposes values none of the study's trials
-    had (the rerun's worker used to be seeded as the first run's, and TPE's first draws are random: trial 2 got
-    trial 0's values); a fresh search with the same seed draws the first run's values again."""
+    had (a rerun's worker seeded as the first run's would replay its draws: TPE's first draws are random, so
+    trial 2 would get trial 0's values); a fresh search with the same seed draws the first run's values again."""
     run, made, flagfile, space_path = search
     base = [f"--flagfile={flagfile}", f"--space={space_path}", "--sampler_seed=7", "--epochs=1"]
     first = tmp_path / "first"
@@ -260,8 +260,8 @@ def _command(kind, tmp_path, flagfile, space_path, *more):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["search", "sweep"])
 def test_worker_dies_with_its_killed_parent_and_the_rerun_finishes_its_trial(search, tmp_path, kind):
-    """kill -9 of the command's main process: its worker is gone within 10 s (it used to go on training and take
-    the next trials, beside the rerun's own workers); the rerun resumes the killed worker's trial from its
+    """kill -9 of the command's main process: its worker is gone within 10 s (an orphaned worker would go on training
+    and take the next trials, beside the rerun's own workers); the rerun resumes the killed worker's trial from its
     checkpoint and ends every run, none of them by the old worker."""
     _, made, flagfile, space_path = search
     command = _command(kind, tmp_path, flagfile, space_path)

@@ -191,7 +191,7 @@ def test_two_replicas_with_xla_match_one_device_with_xla(equivalence):
 def test_fit_under_two_replicas_matches_fit_on_one_device(equivalence, method):
     """Keras `fit` inside MirroredStrategy's scope: TPModel.train_step scales each replica's losses by the global
     batch and draws the global batch's noise, so weights and logged metrics equal one-device fit (measured
-    7e-7 / 9.5e-7; the per-shard scaling this replaces was 6e-3 off)."""
+    7e-7 / 9.5e-7; scaling by each shard's own size instead would be 6e-3 off)."""
     fit = equivalence["fits"][method]
     assert fit["keys"][0] == fit["keys"][1]
     assert fit["weight_err"] <= WEIGHT_ATOL and fit["history_err"] <= METRIC_RTOL, fit

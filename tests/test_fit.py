@@ -39,7 +39,7 @@ def test_fit_equals_custom_loop(method):
 
 def test_compile_without_feedback_optimizer_gives_the_papers_feedback_adam():
     """A method that trains feedback weights and gets no feedback_optimizer= trains them with its paper MNIST
-    feedback Adam (issue 12: it used to be refused)."""
+    feedback Adam, rather than being refused."""
     from tp_keras.reference import configs as paper_configs
     model = TPModel("dtpdrl", 4, [3], 2, dtype="float64")
     model.compile(forward_optimizer=TorchAdam(1e-3))

@@ -180,7 +180,7 @@ FAST_STEP_NAMES = set(P.MNIST_TABLE1.values()) | {"mnist_frozen_DDTPlinear", "ci
 @pytest.mark.parametrize("name", [name if name in FAST_STEP_NAMES else pytest.param(name, marks=pytest.mark.slow)
                                   for name in NAMES])
 def test_flagfile_builds_its_model_and_takes_one_training_step(name):
-    """The issue's test: the file's model (its method, architecture, precision, Frozen-MNIST switch and optimizers)
+    """The file's model (its method, architecture, precision, Frozen-MNIST switch and optimizers)
     takes one training step, eagerly, on 4 random samples of the dataset's input size (784 or 3072; the CNN reads
     them as flattened 32x32x3 images); the loss and every updated weight stay finite, the first layer's forward
     weights move, the output layer's move unless Frozen-MNIST, and trained feedback weights move."""

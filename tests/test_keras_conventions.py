@@ -1,5 +1,4 @@
-"""Issue 12 (and issue 11's Keras items): every Keras argument a user sets on a TPModel is honoured with a
-tested meaning, or refused in one line.
+"""Every Keras argument a user sets on a TPModel is honoured with a tested meaning, or refused in one line.
 
 Meanings (BUILD_NOTES, "Keras conventions"): sample/class weights scale each sample's output error, hence its
 output target (the feedback losses use no labels and are not weighted); `trainable = False` freezes a layer's
@@ -229,7 +228,7 @@ def test_default_metrics_are_loss_accuracy_and_rec_loss():
     assert set(_compiled("bp").fit(x, y, batch_size=8, **METRIC_FREE).history) == {"loss", "accuracy"}
 
 
-@pytest.mark.parametrize("method", ["dtpdrl", "bp", "gnt"])
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_one_hot_and_column_labels_give_the_step_of_class_ids(method):
     x, y = make_batch()
     reference = step.compute_updates(make_model(method), x, y)

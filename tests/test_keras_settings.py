@@ -1,4 +1,4 @@
-"""Issue 26, "Keras settings that silently do nothing": each Keras setting on a TPModel takes effect or is refused
+"""Keras settings that must not silently do nothing: each Keras setting on a TPModel takes effect or is refused
 in one line. A catalogue: each case one test of a real property (bit-identity with the reference computation, or
 the refusal's text). Tiny networks, tiny data.
 """
@@ -61,7 +61,8 @@ def _state(model):
 @pytest.mark.parametrize("change", ["target_stepsize", "sigma", "rule", "set_rule"])
 def test_a_rule_change_after_fit_applies_at_the_next_fit(change):
     """The next fit equals a model recompiled with the new rule from the same state, bit for bit, and differs
-    from the unchanged model's (it used to reuse the compiled step: bit-identical to no change)."""
+    from the unchanged model's (a reused compiled step would train with the old rule: bit-identical to no
+    change)."""
     x, y = _data()
     changed, recompiled, unchanged = (_compiled() for _ in range(3))
     for model in (changed, recompiled, unchanged):
@@ -109,8 +110,8 @@ def test_a_rule_change_that_needs_other_optimizers_is_refused_until_compile():
 def test_save_load_keeps_frozen_layers_optimizer_states_and_rule(tmp_path, method):
     """A frozen layer stays frozen after load_model; both optimizers (ldrl: one feedback Adam per hidden layer)
     load their state with no "Skipping variable loading" warning; the rule's changed hyper-parameters are kept;
-    continued training after load is bit-identical to continued training without save/load (the forward
-    optimizer's lost state used to drift it by 7.9e-3 in one epoch)."""
+    continued training after load is bit-identical to continued training without save/load (a lost forward
+    optimizer state drifts it by about 7.9e-3 in one epoch)."""
     x, y = _data()
     kwargs = dict(feedback_iterations=(1, 3)) if method == "ldrl" else {}
     model = _model(method, **kwargs)

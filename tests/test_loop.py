@@ -77,8 +77,8 @@ def test_custom_loop_is_bit_identical_with_angles(mnist_dir, tmp_path):
 
 
 # Every method (one per compiled step: conftest.STEP_METHODS), ddtp_control included: its targets' sum (ĥ_L Q + d) + r
-# once rounded differently inside the loop's body than in a step's own graph (BUILD_NOTES, "Many batches per
-# compiled call"); since the rule refactor both agree.
+# can round differently inside the loop's body than in a step's own graph (BUILD_NOTES, "Many batches per
+# compiled call"), and must not.
 # N = 3 runs the loop at two counts per pass (3, then the 1 full batch left); the whole pass in one call is the same
 # loop at a third count, checked once above (with angles) rather than for every method, to keep the suite short.
 # The N = 1 run traces its steps itself (run.trace_ahead off), the N = 3 run on the trace-ahead thread: the same

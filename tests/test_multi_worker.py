@@ -1,5 +1,5 @@
-"""Issue 12: MultiWorkerMirroredStrategy with two worker processes on this machine (TF_CONFIG, free localhost
-ports, tiny data).
+"""MultiWorkerMirroredStrategy with two worker processes on one machine (TF_CONFIG, free localhost ports, tiny
+data).
 
 The launcher's path (`DistributedTrainer.from_config` + `train_and_evaluate`) trains both workers to identical
 weights, equal to one process's to float32 rounding; only the chief (worker 0) writes its workdir; and Keras

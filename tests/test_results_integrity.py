@@ -1,4 +1,4 @@
-"""Issue 26, results: the seed sweep and the commands that read results never mix or drop runs silently.
+"""Results: the seed sweep and the commands that read results never mix or drop runs silently.
 
 In the catalogue style of tests/test_bad_inputs.py: each command runs in-process (main() with captured stderr) and a
 refusal is exactly one `error: <what>; <fix>` line with its documented exit status, leaving what it refused to
@@ -63,7 +63,7 @@ def _ddtp_sweep_folder(out, flagfile, seeds=(0, 1, 2)):
 # --- A sweep folder belongs to one flagfile ----------------------------------------------------------------------
 
 def test_sweep_into_another_flagfiles_folder_is_refused_and_changes_nothing(fake_runner, tmp_path, capsys):
-    """The issue's case: DTPDRL swept into DDTP-linear's folder. Refused before any work, exit status 1 (README:
+    """DTPDRL swept into DDTP-linear's folder. Refused before any work, exit status 1 (README:
     Multi-seed sweeps), and the folder (sweep.json, results.md, every seed) byte-identical, so the tables still
     put DDTP-linear's numbers in DDTP-linear's row."""
     _, calls_made = fake_runner
@@ -197,7 +197,7 @@ def _three_seed_results(tmp_path):
 
 @pytest.mark.parametrize("damage", ["summary", "metrics_line", "summary_not_object"])
 def test_table1_marks_a_run_it_cannot_read(tmp_path, capsys, damage):
-    """The issue's case: one of three seeds with a corrupt summary.json. The cell says n=2 and '1 unreadable§', a
+    """One of three seeds with a corrupt summary.json. The cell says n=2 and '1 unreadable§', a
     note under the table names the file, stderr warns about it; the same for a metrics.jsonl line that is not JSON
     (the curves and the table leave out the same seed)."""
     root = _three_seed_results(tmp_path)

@@ -1,4 +1,4 @@
-"""Learning rules as values (tp_keras/core/rules/), and the two rules added on them: L-DRL and FW-DTP."""
+"""Learning rules as values (tp_keras/core/rules/), and the two rules beyond the paper's: L-DRL and FW-DTP."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
-"""Issue 3's methods beyond the contract tests: DDTP-RHL, DDTP-control, GNT and vanilla TP (docs/semantics.md §7.7,
-§7.8, §7.10; paper eq. 3, eq. 7 and Lemma 1)."""
+"""Targets and feedback losses of DDTP-RHL, DDTP-control, GNT and vanilla TP in closed form (docs/semantics.md §7.7,
+§7.8, §7.10; paper eq. 3, eq. 7 and Lemma 1), beyond the every-rule contracts of tests/test_rule_contracts.py; and
+the launcher defaults and the frozen-MNIST setting of every method."""
 from __future__ import annotations
 
 import dataclasses
@@ -247,7 +248,7 @@ def test_every_method_builds_from_its_launcher_default():
 @pytest.mark.slow
 def test_gnt_step_traces_for_two_batch_sizes():
     """A compiled GNT step that has seen two batch sizes (reduce_retracing makes the batch dimension unknown)
-    still knows every Jacobian's width: a regression test for the reshape that lost it."""
+    still knows every Jacobian's width (a reshape to the unknown batch dimension would lose it)."""
     from tp_keras.core import step as tp_step
     from tp_keras.core.optimizers import TorchAdam
     model = make_model("gnt", dtype="float32")

@@ -1,4 +1,4 @@
-"""A run folder is never replaced unasked and never mixes two runs or two data sets (issue 26), in the catalogue
+"""A run folder is never replaced unasked and never mixes two runs or two data sets, in the catalogue
 style of test_bad_inputs.py: the command runs in-process, its one `error:` line, exit status and the folder's
 untouched bytes are checked.
 
@@ -166,7 +166,7 @@ class _Killed(BaseException):
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_a_replacing_run_stopped_at_its_first_batch_leaves_only_its_own_files(command, mnist_dir, run_copy,
                                                                               monkeypatch, how):
-    """The issue's mixed folder (the old run's summary and checkpoint beside the new run's config.json) cannot
+    """A mixed folder (the old run's summary and checkpoint beside the new run's config.json) cannot
     happen: the old files are gone before the new config.json is written."""
     from tp_keras.run import experiment
     if how == "SIGTERM":
