@@ -266,7 +266,8 @@ def test_full_disk_keeps_the_previous_checkpoint_and_summary(mnist_dir, tmp_path
     """ENOSPC while epoch 2 is recorded: one-line RunDirError naming the file; the checkpoint and summary of the
     last epoch recorded whole stay valid, no temporary or lock is left, and --resume then finishes the run with
     exactly the numbers of an uninterrupted one."""
-    from tp_keras.run.experiment import CHECKPOINT, train_and_evaluate
+    from tp_keras.run.checkpoint import CHECKPOINT
+    from tp_keras.run.experiment import train_and_evaluate
     config = _full_disk_config(mnist_dir)
     workdir = tmp_path / "run"
     with pytest.raises(rundir.RunDirError) as err:

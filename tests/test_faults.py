@@ -141,7 +141,8 @@ def test_non_finite_target_stops_the_run_naming_epoch_batch_and_layer(mnist_dir,
     but ĥ_2 does not; the run stops with a message naming epoch 2, batch 3 and layer 2, and the checkpoint of
     epoch 1 (finite weights) is kept."""
     from tp_keras.run.data import load_dataset
-    from tp_keras.run.experiment import CHECKPOINT, train_and_evaluate
+    from tp_keras.run.checkpoint import CHECKPOINT
+    from tp_keras.run.experiment import train_and_evaluate
     from tp_keras.run.factories import build_model, build_trainer
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=3, epochs_fb=0, extra_fb_epochs=0, **TINY)
     dataset = load_dataset("mnist", mnist_dir, seed=config.seed, validation_size=20)

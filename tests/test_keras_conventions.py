@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ALL_METHODS, TP_METHODS, make_batch, make_model, np_forward, onehot, softmax
-from tp_keras.core import step
+from tp_keras.core import health, step
 from tp_keras.core.model import FeedbackLearningRateScheduler, FeedbackSchedule, TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.rules import RULES
@@ -525,7 +525,7 @@ def test_a_non_finite_value_during_fit_stops_with_the_launchers_message():
     for xb, yb in dataset:
         out = trainer.train_step(xb, yb)
         flags.append({k: v for k, v in out.items() if k.startswith("finite_")})
-    assert str(info.value) == experiment._first_problem("epoch 1", flags)
+    assert str(info.value) == health.first_problem("epoch 1", flags)
     assert re.fullmatch(r"non-finite .* in epoch 1, batch 3", str(info.value))
 
 

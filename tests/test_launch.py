@@ -159,9 +159,9 @@ def test_launcher_missing_data_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_path, monkeypatch):
-    from tp_keras.run import experiment
+    from tp_keras.run import experiment, schedule
     calls = []
-    real_evaluate = experiment.evaluate
+    real_evaluate = schedule.evaluate
 
     def evaluate_then_interrupt(*args, **kwargs):
         calls.append(1)
@@ -169,7 +169,7 @@ def test_interrupted_run_keeps_a_summary_of_its_finished_epochs(mnist_dir, tmp_p
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "evaluate", evaluate_then_interrupt)
+    monkeypatch.setattr(schedule, "evaluate", evaluate_then_interrupt)
     config = Config.paper("dfa", data_dir=mnist_dir, epochs=5, **TINY)
     with pytest.raises(KeyboardInterrupt):
         experiment.train_and_evaluate(config, str(tmp_path))

@@ -35,7 +35,7 @@ def test_auto_is_one_call_per_progress_update_on_a_cpu_and_the_whole_pass_on_an_
                              ("TPU", {430: 430})):
         monkeypatch.setattr(loop, "device_defaults", lambda device_=None, d=device: device_defaults(d))
         assert {steps: loop.resolve_steps("auto", steps) for steps in expected} == expected
-    # The progress bar of a pass updates after every such call (experiment._run_pass), 20 times a pass.
+    # The progress bar of a pass updates after every such call (run.passes.run_pass), 20 times a pass.
     assert [loop.progress_interval(steps) for steps in (5, 430)] == [1, 21]
     assert [loop.resolve_steps(value, 430) for value in (1, 7, "epoch")] == [1, 7, 430]
 

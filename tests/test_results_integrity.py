@@ -123,8 +123,8 @@ def test_sweep_folder_with_an_unreadable_record_is_refused(fake_runner, tmp_path
 
 
 def test_the_settings_a_sweep_may_change_are_those_a_run_may_change_on_resume():
-    from tp_keras.run import experiment
-    assert set(sweep.SETTING_MAY_DIFFER) == set(experiment._RESUME_MAY_DIFFER) | {"seed"}
+    from tp_keras.run import checkpoint
+    assert set(sweep.SETTING_MAY_DIFFER) == set(checkpoint.RESUME_MAY_DIFFER) | {"seed"}
 
 
 @pytest.mark.slow

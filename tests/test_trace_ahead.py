@@ -34,19 +34,19 @@ def _tracing_counts(trainer, loops):
 @pytest.mark.slow
 @pytest.mark.parametrize("steps_per_call, feedback_passes", [(1, 1), (3, 1), (1, 0)])
 def test_the_run_traces_nothing_the_thread_did_not(mnist_dir, tmp_path, steps_per_call, feedback_passes):
-    from tp_keras.run import experiment, factories
+    from tp_keras.run import experiment, factories, passes
     from tp_keras.run.config import Config
     from tp_keras.run.data import load_dataset
     config = Config.paper("ddtp_linear", data_dir=mnist_dir, epochs=2, epochs_fb=feedback_passes,
                           extra_fb_epochs=feedback_passes, steps_per_call=steps_per_call, **TINY).validate()
     dataset = load_dataset(config.dataset, mnist_dir, seed=config.seed, validation_size=config.validation_size)
     trainer = factories.build_trainer(config, factories.build_model(config, dataset))
-    batches = experiment._Batches(dataset.train, config.batch_size, config.seed)
-    multi = experiment._MultiSteps(config, trainer, batches, lambda *a: None)
+    batches = passes.Batches(dataset.train, config.batch_size, config.seed)
+    multi = passes.MultiSteps(config, trainer, batches, lambda *a: None)
     loops = {name: kw["multi_step"] for name, kw in (("train", multi.train), ("feedback", multi.feedback)) if kw}
     assert bool(loops) == (steps_per_call > 1)
 
-    experiment._trace_ahead(config, trainer, batches, dataset, multi, None).start().join()
+    trace_ahead.for_run(config, trainer, batches, dataset, multi, None).start().join()
     ahead = _tracing_counts(trainer, loops)
     # 77 training rows in batches of 16 (full and last), 23 validation and 40 test rows (full and two last sizes:
     # reduce_retracing's relaxed trace serves the second); a loop per step when it runs many batches per call.
@@ -61,9 +61,9 @@ def test_the_run_traces_nothing_the_thread_did_not(mnist_dir, tmp_path, steps_pe
     assert after == {k: v for k, v in ahead.items() if not k.endswith("_loop")}
 
     # Resumed from its last epoch's checkpoint, a run trains nothing more: no thread, no trace.
-    resumed_at_the_end = experiment._trace_ahead(config, trainer, batches, dataset, multi, config.epochs)
+    resumed_at_the_end = trace_ahead.for_run(config, trainer, batches, dataset, multi, config.epochs)
     assert resumed_at_the_end._jobs == [] and not resumed_at_the_end.start()._thread.is_alive()
-    assert experiment._trace_ahead(config, trainer, batches, dataset, multi, config.epochs - 1)._jobs
+    assert trace_ahead.for_run(config, trainer, batches, dataset, multi, config.epochs - 1)._jobs
 
 
 @pytest.mark.slow

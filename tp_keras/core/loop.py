@@ -23,7 +23,7 @@ import tensorflow as tf
 AUTO = "auto"
 EPOCH = "epoch"
 PROGRESS = "progress"  # one compiled call per progress-bar update: the CPU's default
-PROGRESS_UPDATES = 20  # progress-bar updates per pass (experiment._run_pass)
+PROGRESS_UPDATES = 20  # progress-bar updates per pass (run.passes.run_pass)
 
 
 def progress_interval(steps_in_pass: int) -> int:

@@ -25,7 +25,7 @@ from tp_keras.run import rundir
 
 FINAL_STATUSES = ("finished", "diverged", "pruned")
 # The settings (config.json keys) that may differ between the runs of one sweep: the seed, and what a run may change
-# on --resume (tp_keras.run.experiment._RESUME_MAY_DIFFER; a test checks that the two agree). Any other difference
+# on --resume (tp_keras.run.checkpoint.RESUME_MAY_DIFFER; a test checks that the two agree). Any other difference
 # means the folder mixes runs of different settings.
 SETTING_MAY_DIFFER = ("seed", "epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")

@@ -19,6 +19,8 @@ import threading
 
 import tensorflow as tf
 
+from tp_keras.run.passes import is_distributed
+
 ENABLED = True
 
 
@@ -90,3 +92,19 @@ class TraceAhead:
         interpreter exits aborts the process ("terminate called ... exception not rethrown")."""
         self._stop.set()
         self.join()
+
+
+def for_run(config, trainer, batches, dataset, multi_steps, resumed_epoch) -> TraceAhead:
+    """The traces of a run of tp_keras.run.experiment, to make ahead: none under a strategy (its scope is per
+    thread) or when a resumed run has no epoch left; no training-step traces when angle logging sends some batches,
+    maybe the smaller last one, through the angle step instead; no feedback-step traces when no feedback-only pass
+    runs."""
+    nothing_left = resumed_epoch is not None and resumed_epoch >= config.epochs
+    if not ENABLED or is_distributed(trainer) or nothing_left:
+        return TraceAhead([])
+    pretraining = resumed_epoch is None and trainer.trains_feedback and config.epochs_fb > 0
+    jobs = planned_traces(
+        trainer, batches, [s for s in (dataset.val, dataset.test) if s is not None], feedback_first=pretraining,
+        train_loop=multi_steps.train.get("multi_step"), feedback_loop=multi_steps.feedback.get("multi_step"),
+        train=trainer.angle_step is None, feedback=pretraining or config.extra_fb_epochs > 0)
+    return TraceAhead(jobs)

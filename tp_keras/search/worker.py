@@ -29,14 +29,14 @@ import optuna
 from tp_keras.search import engine, space
 from tp_keras.search.runs import as_flags, config_from_args
 
-# The reference's early stop (its seed sweeps' rule, thresholds in experiment.PRUNE_ACCURACY): from this epoch on,
+# The reference's early stop (its seed sweeps' rule, thresholds in schedule.PRUNE_ACCURACY): from this epoch on,
 # a run whose train accuracy is below the dataset's threshold is abandoned.
 EARLY_STOP_EPOCH = 6
 
 
 class EarlyStopRule(optuna.pruners.BasePruner):
     """The reference's early-stop rule as a pruner: from epoch 6 on, a trial whose train accuracy (the user
-    attribute "train_acc", set every epoch) is below its dataset's threshold (experiment.PRUNE_ACCURACY: 40 %
+    attribute "train_acc", set every epoch) is below its dataset's threshold (schedule.PRUNE_ACCURACY: 40 %
     MNIST and Fashion-MNIST, 25 % CIFAR-10; no rule for other datasets) is pruned."""
 
     def __init__(self, dataset: str, first_epoch: int = EARLY_STOP_EPOCH):
@@ -44,7 +44,7 @@ class EarlyStopRule(optuna.pruners.BasePruner):
 
     @property
     def threshold(self):
-        from tp_keras.run.experiment import PRUNE_ACCURACY  # TensorFlow: loaded only once a trial reaches epoch 6
+        from tp_keras.run.schedule import PRUNE_ACCURACY  # TensorFlow: loaded only once a trial reaches epoch 6
         return PRUNE_ACCURACY.get(self.dataset)
 
     def prune(self, study, trial) -> bool:
