@@ -102,6 +102,12 @@ def _one_per_feedback_path(names):
 # same path differ only in a formula that the every-rule contracts and the closed-form tests check.
 FEEDBACK_PATH_METHODS = _one_per_feedback_path(ALL_METHODS)
 
+
+def fast_tier(methods, fast):
+    """`methods` as parameters, each one not in `fast` marked `slow`: where a contract costs seconds of tracing per
+    rule, the fast tier keeps its representative(s) and the slow tier runs the rest."""
+    return [name if name in fast else pytest.param(name, marks=pytest.mark.slow) for name in methods]
+
 NP_ACT = {"tanh": np.tanh, "linear": lambda a: a}
 NP_ACT_DERIV_FROM_OUTPUT = {"tanh": lambda h: 1.0 - h ** 2, "linear": lambda h: np.ones_like(h)}
 

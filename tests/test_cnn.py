@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ALL_METHODS, grads_by_variable, install_fixed_noise, np_output_error, to_np
+from conftest import ALL_METHODS, fast_tier, grads_by_variable, install_fixed_noise, np_output_error, to_np
 from tp_keras.core import step as tp_step
 from tp_keras.core.cnn import CNNModel
 from tp_keras.core.layers import TPConv2D, max_pool_3x3_s2
@@ -246,8 +246,7 @@ def _trainer(name, model):
 
 
 # The fast tier compiles one CNN step (BP); the slow tier every CNN method's.
-@pytest.mark.parametrize("name", [n if n == "bp" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in CNN_METHODS])
+@pytest.mark.parametrize("name", fast_tier(CNN_METHODS, fast=("bp",)))
 def test_one_compiled_step_per_layer_adams(name):
     eta = _stepsize(name)
     model = randomize_biases(tiny(name, target_stepsize=eta))

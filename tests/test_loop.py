@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import STEP_METHODS
+from conftest import STEP_METHODS, fast_tier
 from tp_keras.core import loop
 from tp_keras.core.rules import RULES
 from tp_keras.run.config import Config, ConfigError
@@ -104,15 +104,9 @@ def _fitted(method, steps_per_execution, pretrain=1, extra=1):
     return [np.asarray(v.numpy()) for v in model.weights], history, [c.history for c in callbacks]
 
 
-@pytest.mark.parametrize("method", [pytest.param("ddtp_linear", marks=pytest.mark.slow), "bp"])
+@pytest.mark.parametrize("method", fast_tier(STEP_METHODS, fast=("bp",)))
 def test_fit_steps_per_execution_is_bit_identical(method):
     one, four = _fitted(method, 1), _fitted(method, 4)
     for a, b in zip(one[0], four[0]):
         np.testing.assert_array_equal(a, b)
     assert one[1:] == four[1:]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", [m for m in STEP_METHODS if m not in ("ddtp_linear", "bp")])  # those: above
-def test_fit_steps_per_execution_is_bit_identical_for_every_method(method):
-    test_fit_steps_per_execution_is_bit_identical(method)
