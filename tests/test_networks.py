@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import fast_tier
 from tp_keras.core.cnn import CNNModel
 from tp_keras.core.networks import CNNNetwork
 from tp_keras.core.model import TPModel
 from tp_keras.core.networks import MLPNetwork
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.rules import get_rule
+from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.core.step import Trainer
 
 IMAGE, CHANNELS, FC, OUT = (6, 6, 1), (2,), (4,), 3
@@ -31,7 +33,8 @@ def _same(a, b):
         np.testing.assert_array_equal(u, v)
 
 
-@pytest.mark.parametrize("method", ["ddtp_linear", "bp"])
+# Every CNN rule; the fast tier's two: one without feedback, one with a trained direct feedback.
+@pytest.mark.parametrize("method", fast_tier(CNN_METHODS, fast=("bp", "ddtp_linear")))
 def test_a_tpmodel_of_a_cnn_network_is_the_cnnmodel_bit_for_bit(method, tmp_path):
     rule = get_rule(method)
     x = np.random.default_rng(0).normal(size=(4,) + IMAGE)
