@@ -281,7 +281,7 @@ def _note_rule_flags(config: Config, defaults: Config) -> Config:
     (absl leaves a flag that neither sets None). A value equal to the method's default is what the method ignores
     anyway and is accepted: flags always have a value, and the paper flagfiles (launch/*.flags, generated from
     tp_keras/reference/configs.py) carry every reference value, used or not; none of them carries an unused value other
-    than its method's default (tests/test_rule_checks.py checks this), so every flagfile still runs, and an unused
+    than its method's default (tests/test_rule_settings.py checks this), so every flagfile still runs, and an unused
     value that changes anything is refused, not warned about. A Config built field by field (`Config(...)`)
     records nothing."""
     config._rule_flags_given = tuple(flag for flag in RULE_FLAGS
