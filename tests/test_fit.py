@@ -57,7 +57,7 @@ def test_feedback_schedule_in_fit_matches_the_custom_loop_schedule():
     hand around fit epochs: identical weights; and the pre-training lowers the feedback loss."""
     import numpy as np
     import keras
-    from tp_keras.core.model import FeedbackSchedule
+    from tp_keras.core.callbacks import FeedbackSchedule
     from tp_keras.core.optimizers import TorchAdam
     from conftest import make_model
     rng = np.random.default_rng(0)
@@ -89,7 +89,7 @@ def test_fit_with_standard_keras_callbacks(tmp_path):
     import csv
     import numpy as np
     import keras
-    from tp_keras.core.model import FeedbackSchedule
+    from tp_keras.core.callbacks import FeedbackSchedule
     from tp_keras.core.optimizers import TorchAdam
     from conftest import make_model
     rng = np.random.default_rng(1)

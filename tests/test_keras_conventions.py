@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from conftest import ALL_METHODS, TP_METHODS, make_batch, make_model, np_forward, onehot, softmax
 from tp_keras.core import health, step
-from tp_keras.core.model import FeedbackLearningRateScheduler, FeedbackSchedule, TPModel
+from tp_keras.core.callbacks import FeedbackLearningRateScheduler, FeedbackSchedule
+from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.rules import RULES
 from tp_keras.run import experiment

@@ -95,7 +95,7 @@ def test_custom_loop_is_bit_identical_for_every_method(mnist_dir, tmp_path, meth
 
 def _fitted(method, steps_per_execution, pretrain=1, extra=1):
     from test_keras_conventions import METRIC_FREE, _compiled, _data
-    from tp_keras.core.model import FeedbackSchedule
+    from tp_keras.core.callbacks import FeedbackSchedule
     x, y = _data(n=27)  # batches of 4: six full and one of 3
     model = _compiled(method, steps_per_execution=steps_per_execution)
     callbacks = [FeedbackSchedule(x, y, pretrain_epochs=pretrain, extra_epochs=extra, batch_size=4)] \

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import UNTRAINED_FEEDBACK_METHODS
-from tp_keras.core.model import FeedbackSchedule, TPModel
+from tp_keras.core.callbacks import FeedbackSchedule
+from tp_keras.core.model import TPModel
 from tp_keras.core.rules import RULES, SETTINGS, RuleError, UnusedSettingError, get_rule
 from tp_keras.core.rules.base import BOOL_FIELDS
 from tp_keras.reference import configs as paper_configs

@@ -6,31 +6,25 @@ callbacks, `save`/`load_model`, `summary`), with one meaning for each Keras argu
 """
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import inspect
-import math
-import warnings
 from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tp_keras.core import compile_arguments, feedback_passes, step
 from tp_keras.core import keras_checks as C
-from tp_keras.core import loop, step
 from tp_keras.core import targets as T
-from tp_keras.core.health import Diverged, first_problem, first_problem_stacked, stack_calls
+from tp_keras.core.callbacks import StopOnNonFinite, with_first
+from tp_keras.core.health import FirstNonFinite
 from tp_keras.core.networks import MLPNetwork, Network, deserialize_network, feedback_structure, serialize_network
-from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam, feedback_optimizers
+from tp_keras.core.optimizers import LayerwiseOptimizer
 from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
 from tp_keras.core.rules import components as K
 from tp_keras.core.rules.base import SETTINGS, HyperParameterError, UnusedSettingError
 from tp_keras.reference import configs as paper_configs
-
-# compile(loss=...): what each accepted name means, by task.
-_CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy": "sparse", "categorical_crossentropy": "categorical"}
-_REGRESSION_LOSSES = {"mean_squared_error": "mse", "mse": "mse"}
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
@@ -187,9 +181,9 @@ class TPModel(keras.Model):
             Learning-rate callbacks (LearningRateScheduler, ReduceLROnPlateau) and a LearningRateSchedule given
             to it drive this optimizer; `FeedbackLearningRateScheduler` drives the feedback one.
           feedback_optimizer: trains the feedback weights of methods that train them. Default: the method's
-            paper MNIST feedback Adam (`default_feedback_optimizer`). The same object as `optimizer` is cloned
-            (a fresh one from its config) when it holds no state yet, else refused. A rule with per-layer
-            feedback optimizers (ldrl) gets one per hidden layer, as from the launcher
+            paper MNIST feedback Adam (`optimizers.default_feedback_optimizer`). The same object as `optimizer`
+            is cloned (a fresh one from its config) when it holds no state yet, else refused. A rule with
+            per-layer feedback optimizers (ldrl) gets one per hidden layer, as from the launcher
             (`optimizers.feedback_optimizers`): clones of the one given, or a list of them, one per hidden layer.
           loss: None (the task's loss), 'sparse_categorical_crossentropy' / 'categorical_crossentropy' (or
             the Keras loss objects with from_logits=True) for classification, 'mse' for regression. It is the
@@ -212,22 +206,23 @@ class TPModel(keras.Model):
             if optimizer is not None and forward_optimizer is not None:
                 raise ValueError("compile: optimizer= and forward_optimizer= are the same argument (the forward "
                                  "optimizer); pass one of them")
-            forward = _keras_optimizer(optimizer if optimizer is not None else forward_optimizer, "optimizer")
+            forward = compile_arguments.keras_optimizer(
+                optimizer if optimizer is not None else forward_optimizer, "optimizer")
             if not self.trained_layers:
                 raise ValueError("compile: every forward layer is frozen (trainable=False), so fit would train no "
                                  "forward weight; unfreeze a layer, or train the feedback alone with train_feedback()")
             if loss_weights is not None:
                 raise ValueError("compile: loss_weights weigh the losses of several outputs; a TP model has one "
                                  "output")
-            feedback = self._feedback_optimizer_for(forward, feedback_optimizer)
-            kind = self._compiled_loss_kind(loss)
+            feedback = compile_arguments.feedback_optimizer_for(self, forward, feedback_optimizer)
+            kind = compile_arguments.loss_kind(self.task, loss)
             if metrics is None and weighted_metrics is None and self.task == "classification":
                 weighted_metrics = ["accuracy"]
             from keras.src.trainers.compile_utils import CompileMetrics
             CompileMetrics(metrics, weighted_metrics)  # Keras' own checks of their form, before Keras' compile
-            _check_owns(forward, self.forward_variables)
+            compile_arguments.check_owns(forward, self.forward_variables)
             if feedback is not None and self.feedback_variables:
-                _check_owns(feedback, self.feedback_variables)
+                compile_arguments.check_owns(feedback, self.feedback_variables)
             super().compile(optimizer=forward, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics,
                             **kwargs)
         except BaseException:
@@ -243,87 +238,7 @@ class TPModel(keras.Model):
             feedback.build(self.feedback_variables)
         object.__setattr__(self, "_compiled_feedback", C.feedback_layout(self))
         with self.distribute_strategy.scope():
-            object.__setattr__(self, "_first_nonfinite", _FirstNonFinite(self._health_width()))
-
-    def _feedback_optimizer_for(self, forward, feedback):
-        """The feedback optimizer(s) of `compile`, through the factory the launcher uses too
-        (`optimizers.feedback_optimizers`): for a rule with per-layer feedback optimizers (ldrl), one per hidden
-        layer, cloned from the one given (or a list of them, one per hidden layer, or a LayerwiseOptimizer)."""
-        if not self.feedback_variables:
-            if feedback is not None and not isinstance(feedback, (list, tuple, LayerwiseOptimizer)):
-                # kept (and saved with the model), but it has nothing to train
-                warnings.warn(f"compile: method {self.method.name!r} trains no feedback weights here; "
-                              "feedback_optimizer is not used", UserWarning, stacklevel=3)
-                return _keras_optimizer(feedback, "feedback_optimizer")
-            return None
-        if feedback is None:
-            return default_feedback_optimizer(self)
-        per_layer = self.rule.schedule.per_layer_optimizers
-        groups = len(self.tp_layers) - 1
-        if isinstance(feedback, LayerwiseOptimizer) or isinstance(feedback, (list, tuple)):
-            given = feedback.optimizers if isinstance(feedback, LayerwiseOptimizer) else list(feedback)
-            if not per_layer:
-                raise ValueError(f"compile: rule {self.rule.name!r} trains its feedback with one optimizer; pass "
-                                 "feedback_optimizer=<one optimizer>, not one per layer")
-            if len(given) != groups:
-                raise ValueError(f"compile: {len(given)} feedback optimizers for {groups} hidden layers; give one "
-                                 "per hidden layer, or one to be cloned for each")
-            given = [_keras_optimizer(o, "feedback_optimizer") for o in given]
-            if isinstance(feedback, LayerwiseOptimizer) and [[id(v) for v in g] for g in feedback.variable_groups] \
-                    != [[id(v) for v in g] for g in self.feedback_variable_groups]:
-                raise ValueError("compile: this LayerwiseOptimizer was made for other variables; pass a list of "
-                                 "optimizers, one per hidden layer")
-            if any(o is forward for o in given):
-                raise ValueError("compile: the forward optimizer is among the feedback optimizers; pass new ones")
-            made = iter(given)
-            return feedback_optimizers(self, lambda name: next(made))
-        feedback = _keras_optimizer(feedback, "feedback_optimizer")
-        if per_layer:
-            if feedback.built:
-                raise ValueError(f"compile: rule {self.rule.name!r} trains its feedback with one optimizer per "
-                                 f"hidden layer, cloned from feedback_optimizer={feedback.name!r}, which already "
-                                 "holds state; pass a new optimizer, or a list of optimizers, one per hidden layer")
-            config = feedback.get_config()
-            return feedback_optimizers(self, lambda name: type(feedback).from_config({**config, "name": name}),
-                                       name=config["name"])
-        if feedback is forward:
-            if forward.built:
-                raise ValueError("compile: the same optimizer object for the forward and the feedback weights, and "
-                                 "it already holds state; pass feedback_optimizer=<a new optimizer>")
-            feedback = type(forward).from_config(forward.get_config())  # each optimizer needs its own state
-        return feedback
-
-    def _compiled_loss_kind(self, loss) -> str:
-        """'auto' (the task's loss), 'sparse', 'categorical' or 'mse'; a one-line ValueError otherwise."""
-        if loss is None:
-            return "auto"
-        if isinstance(loss, keras.losses.Loss):
-            config = loss.get_config()
-            name = getattr(getattr(loss, "fn", None), "__name__", type(loss).__name__)
-            if config.get("from_logits") is False:
-                raise ValueError(f"loss={type(loss).__name__}(from_logits=False) reads the outputs as probabilities, "
-                                 "but a TP model outputs logits (the targets live on them): pass from_logits=True "
-                                 f"or the name {name!r}")
-            extras = {k: v for k, v in config.items() if k in ("label_smoothing", "ignore_class", "axis")
-                      and v not in (0, 0.0, None, -1)}
-            if extras or config.get("reduction", "sum_over_batch_size") != "sum_over_batch_size":
-                raise ValueError(f"loss={type(loss).__name__}({extras or config.get('reduction')}): only the plain "
-                                 "loss (batch mean, no label smoothing or ignored class) has the closed-form output "
-                                 "error the targets are built from; drop these settings")
-        elif isinstance(loss, str) or callable(loss):
-            name = loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss))
-        else:
-            name = repr(loss)
-        by_task = {"classification": _CLASSIFICATION_LOSSES, "regression": _REGRESSION_LOSSES}
-        if name in by_task[self.task]:
-            return by_task[self.task][name]
-        other = next(task for task in by_task if task != self.task)
-        if name in by_task[other]:
-            raise ValueError(f"loss={name!r} is a {other} loss, but this TPModel was built with task={self.task!r}; "
-                             f"build it with task={other!r}")
-        raise ValueError(f"loss={name!r} is not supported: the output target is built from the closed-form gradient "
-                         "of softmax cross-entropy on the logits ('sparse_categorical_crossentropy', "
-                         "'categorical_crossentropy') or of mean squared error ('mse', task='regression')")
+            object.__setattr__(self, "_first_nonfinite", FirstNonFinite(self._health_width()))
 
     def get_compile_config(self):
         """Keras' compile config (the forward optimizer as `optimizer`) plus the feedback optimizer, so that a
@@ -383,7 +298,7 @@ class TPModel(keras.Model):
             C.check_data(self, *validation[:2])
         elif isinstance(validation, tf.data.Dataset):
             C.check_data(self, validation)
-        arguments["callbacks"] = _with_first(_StopOnNonFinite(), arguments["callbacks"])
+        arguments["callbacks"] = with_first(StopOnNonFinite(), arguments["callbacks"])
         self._follow_label_shape(C.label_shape(arguments["x"], arguments["y"]), C.label_shape(*validation[:2])
                                  if isinstance(validation, (tuple, list)) else None)
         with C.labels_out_of_range_as_value_error():
@@ -437,7 +352,9 @@ class TPModel(keras.Model):
             shard = dict(batch_size=total, noise_rows=(tf.reduce_sum(counts[:context.replica_id_in_sync_group]), total))
         updates = step.batch_updates(self, self.optimizer, self.feedback_optimizer, x, y, sample_weight=sample_weight,
                                      **shard)
-        self._record_health(step.health(updates), context if replicas > 1 else None)
+        flags = step.health(updates)
+        if self._first_nonfinite is not None:
+            self._first_nonfinite.record(flags, context if replicas > 1 else None)
         self._loss_tracker.update_state(updates.loss, sample_weight=rows)
         metrics = step.step_metrics(updates)
         if "rec_loss" in metrics:  # each replica's part of the global feedback loss: the parts add up
@@ -466,31 +383,6 @@ class TPModel(keras.Model):
         """Length of a batch's flattened `step.health` flags: the loss, every layer, every feedback loss."""
         return 1 + len(self.tp_layers) + ((len(self.tp_layers) - 1) if self.feedback_variables else 0)
 
-    def _record_health(self, flags, context):
-        if self._first_nonfinite is None:
-            return
-        parts = [tf.reshape(flags["finite_loss"], [1])] + [flags[k] for k in ("finite_layers", "finite_feedback")
-                                                            if k in flags]
-        finite = tf.cast(tf.concat(parts, axis=0), tf.float32)
-        if context is not None:  # the global batch is finite where no replica saw a non-finite value
-            bad = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - finite)
-            finite = tf.cast(tf.equal(bad, 0.0), tf.float32)
-        self._first_nonfinite.update(finite)
-
-    def _nonfinite_problem(self, where: str) -> str | None:
-        """The launcher's message for the first non-finite batch recorded since the last reset, or None."""
-        record = self._first_nonfinite
-        batch = int(record.first.numpy())
-        if batch < 0:
-            return None
-        flags = np.asarray(record.flags.numpy())
-        layers = len(self.tp_layers)
-        row = {"finite_loss": flags[0], "finite_layers": flags[1:1 + layers]}
-        if len(flags) > 1 + layers:
-            row["finite_feedback"] = flags[1 + layers:]
-        finite = {k: np.ones_like(v) for k, v in row.items()}
-        return first_problem(where, [finite] * batch + [row])
-
     # --- feedback-only passes ----------------------------------------------------------------------------------
     def train_feedback(self, x, y=None, *, epochs: int = 1, batch_size: int | None = None, seed: int = 0,
                        verbose: bool = False, where: str = "feedback pass") -> list[float]:
@@ -503,50 +395,8 @@ class TPModel(keras.Model):
         and shuffling). The feedback losses use no labels and no sample weights (labels only give the logged
         loss). A non-finite feedback loss raises `tp_keras.core.health.Diverged` with the launcher's message,
         naming the pass as `where` k. `FeedbackSchedule` runs this from `fit`."""
-        if not self.feedback_variables:
-            return []
-        if self.feedback_optimizer is None:
-            raise ValueError("train_feedback needs compile(...) first (it trains with the feedback optimizer)")
-        C.check_rule(self)
-        C.check_data(self, x, y)
-        if getattr(self, "_feedback_step", None) is None:
-            object.__setattr__(self, "_feedback_step", tf.function(
-                lambda xb, yb: step.train_step(self, self.optimizer, self.feedback_optimizer, xb, yb, forward=False),
-                reduce_retracing=True))
-        passes = getattr(self, "_feedback_passes", 0)
-        batches = _feedback_batches(x, y, batch_size)
-        steps = int(self.steps_per_execution or 1)
-        means = []
-        for _ in range(int(epochs)):
-            losses, flags = [], {}
-            data = batches(seed, passes)
-            if isinstance(data, loop.Pass):  # arrays: compile's steps_per_execution batches per call (loop.py)
-                multi_step = None
-                if steps > 1:
-                    if getattr(self, "_feedback_loop", None) is None or self._feedback_loop.batch_size != data.batch_size:
-                        object.__setattr__(self, "_feedback_loop", loop.StepLoop(self._feedback_step, data.batch_size))
-                    multi_step = self._feedback_loop
-                calls = data.calls(self._feedback_step, multi_step, steps)
-            else:
-                calls = ((self._feedback_step(xb, yb), False) for xb, yb in data)
-            for out, many in calls:
-                out = dict(out)
-                losses.append((out.pop("rec_loss"), many))
-                for k, v in out.items():
-                    if k.startswith("finite_"):
-                        flags.setdefault(k, []).append((v, many))
-            if not losses:
-                raise ValueError("train_feedback: the data yielded no batch")
-            passes += 1
-            object.__setattr__(self, "_feedback_passes", passes)
-            problem = first_problem_stacked(f"{where} {len(means) + 1}",
-                                            {k: stack_calls(v) for k, v in flags.items()})
-            if problem:
-                raise Diverged(problem)
-            means.append(float(tf.reduce_mean(tf.cast(stack_calls(losses), tf.float64))))
-            if verbose:
-                print(f"[tp_keras] feedback pass {passes}: rec_loss {means[-1]:.4g}")
-        return means
+        return feedback_passes.train_feedback(self, x, y, epochs=epochs, batch_size=batch_size, seed=seed,
+                                              verbose=verbose, where=where)
 
     # --- which weights train -----------------------------------------------------------------------------------
     @property
@@ -823,96 +673,6 @@ def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_
         raise _in_tpmodel_words(err) from None
 
 
-def default_feedback_optimizer(model: TPModel):
-    """The feedback optimizer `compile` gives a TP method when none is passed: the method's paper MNIST feedback
-    Adam (PyTorch semantics: `lr_fb`, `beta1_fb`, `beta2_fb`, `epsilon_fb`, coupled L2 `feedback_wd`; 'tp' takes
-    DTP's), in the model's precision; one per hidden layer for a rule with per-layer feedback optimizers (ldrl),
-    as the launcher gives it (`optimizers.feedback_optimizers`)."""
-    name = model.method.name
-    config = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(name, name))
-    if config is None or RULES.get(name) != model.method:
-        raise ValueError(f"compile: method {name!r} has no paper configuration to take a default feedback optimizer "
-                         "from; pass feedback_optimizer=")
-    return feedback_optimizers(model, lambda optimizer_name: TorchAdam(
-        config["lr_fb"], config["beta1_fb"], config["beta2_fb"], config["epsilon_fb"], l2_decay=config["feedback_wd"],
-        name=optimizer_name, precision=model.compute_dtype))
-
-
-def _keras_optimizer(optimizer, argument: str):
-    if optimizer is None:
-        raise ValueError(f"compile: pass {argument}= (the forward optimizer), e.g. optimizer='adam' or "
-                         "optimizer=TorchAdam(3e-4)")
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        return optimizer
-    try:
-        return keras.optimizers.get(optimizer)
-    except (ValueError, TypeError):
-        raise ValueError(f"compile: {argument}={optimizer!r} is not a Keras optimizer or optimizer name (per-layer "
-                         "optimizers are for step.Trainer and the launcher)") from None
-
-
-def _check_owns(optimizer, variables):
-    """A built optimizer must hold state for these variables (else it was built for another model)."""
-    if hasattr(optimizer, "variable_groups"):  # a LayerwiseOptimizer: each of its optimizers, its own group
-        for part, group in zip(optimizer.optimizers, optimizer.variable_groups):
-            _check_owns(part, group)
-        return
-    if optimizer.built and any(optimizer._var_key(v) not in optimizer._trainable_variables_indices
-                               for v in variables):
-        raise ValueError(f"compile: optimizer {optimizer.name!r} was already built for other variables (another "
-                         "model, or other trainable layers); pass a new optimizer")
-
-
-class _FirstNonFinite:
-    """Where the first non-finite batch of an epoch is: device-side state that every train step writes (its index
-    and its flattened `step.health` flags), read by the host once per epoch, so the step never waits for a read.
-
-    Sync-on-read variables: each replica keeps its copy (all replicas write the same all-reduced flags), and the
-    host reads the first replica's."""
-
-    def __init__(self, width: int):
-        local = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
-                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.batch = tf.Variable(0, dtype=tf.int32, **local)
-        self.first = tf.Variable(-1, dtype=tf.int32, **local)
-        self.flags = tf.Variable(tf.ones([width], tf.float32), **local)
-
-    def reset(self):
-        self.batch.assign(0)
-        self.first.assign(-1)
-        self.flags.assign(tf.ones_like(self.flags))
-
-    def update(self, finite):
-        new = tf.logical_and(self.first < 0, tf.reduce_min(finite) < 1.0)
-        self.first.assign(tf.where(new, self.batch, self.first))
-        self.flags.assign(tf.where(new, finite, self.flags))
-        self.batch.assign_add(1)
-
-
-class _StopOnNonFinite(keras.callbacks.Callback):
-    """Put first by `TPModel.fit`: at the end of an epoch with a non-finite loss or target, raises `Diverged` with
-    the launcher's message before any later callback (a checkpoint, say) sees the broken weights."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.model._first_nonfinite is not None:
-            self.model._first_nonfinite.reset()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.model._first_nonfinite is not None:
-            problem = self.model._nonfinite_problem(f"epoch {epoch + 1}")
-            if problem:
-                self.model.stop_training = True
-                raise Diverged(problem)
-
-
-def _with_first(callback, callbacks):
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        callbacks.callbacks.insert(0, callback)
-        callback.set_model(callbacks.model)
-        return callbacks
-    return [callback] + list(callbacks or [])
-
-
 def _check_traced_data(model, x, y):
     """At trace time, what fit could not check beforehand (generators, PyDatasets): the inputs' shape and dtype,
     the labels' dtype and form."""
@@ -921,132 +681,3 @@ def _check_traced_data(model, x, y):
     if y is not None and hasattr(y, "dtype"):
         C.check_label_dtype(model, y.dtype)
     C.check_label_form(model, y)
-
-
-def _feedback_batches(x, y, batch_size):
-    """`f(seed, pass_index)` → the (x, y) batches of one feedback pass over the data `fit` would take."""
-    xs = C.host_array(x)
-    if xs is not None:
-        if y is None:
-            raise ValueError("train_feedback: give the labels y with the arrays x (they give the logged loss)")
-        ys = np.asarray(C.host_array(y))
-        size = 128 if batch_size is None else int(batch_size)
-
-        def shuffled(seed, index):
-            order = np.random.default_rng([int(seed), index]).permutation(len(xs))
-            return loop.Pass(tf.constant(xs[order]), tf.constant(ys[order]), size)
-        return shuffled
-    if isinstance(x, collections.abc.Iterator):
-        raise ValueError("train_feedback: a Python generator or iterator can be passed over only once; give arrays, "
-                         "a tf.data.Dataset or a keras.utils.PyDataset")
-    if batch_size is not None:
-        raise ValueError("train_feedback: batch_size is for arrays; a dataset brings its own batches")
-    from keras.src.trainers.data_adapters import get_data_adapter  # the adapter fit itself uses
-    try:
-        adapter = get_data_adapter(x, y)
-    except ValueError as err:
-        raise ValueError(f"train_feedback: {str(err).splitlines()[0]}") from None
-
-    def streamed(seed, index):
-        for batch in adapter.get_tf_dataset():
-            bx, by, _ = keras.utils.unpack_x_y_sample_weight(batch)
-            if by is None:
-                raise ValueError("train_feedback: the data must yield (x, y) batches, as for fit")
-            yield bx, by
-    return streamed
-
-
-def _check_feedback_schedule(model) -> None:
-    """FeedbackSchedule on a model with no feedback weights to train would run nothing: refused in one line."""
-    rule = getattr(model, "rule", None)
-    if rule is None:
-        raise ValueError(f"FeedbackSchedule: {type(model).__name__} is not a TPModel; the schedule trains a TPModel's "
-                         "feedback weights")
-    reason = rule.unused_because("feedback_schedule")
-    if reason is not None:
-        raise ValueError(f"FeedbackSchedule: {reason}, so its feedback-only passes would train nothing; drop the "
-                         "callback")
-    if not model.feedback_variables:
-        raise ValueError("FeedbackSchedule: every feedback weight of this model is frozen (trainable=False), so its "
-                         "feedback-only passes would train nothing; unfreeze them or drop the callback")
-
-
-class FeedbackSchedule(keras.callbacks.Callback):
-    """The reference's feedback schedule for `fit`: `pretrain_epochs` feedback-only passes before the first
-    epoch and `extra_epochs` after every epoch (docs/semantics.md §5.2), on the training data given here (anything `fit`
-    takes: arrays, a tf.data.Dataset, a keras.utils.PyDataset; see `TPModel.train_feedback`).
-
-        model.fit(x, y, epochs=100, batch_size=128,
-                  callbacks=[FeedbackSchedule(x, y, pretrain_epochs=6, extra_epochs=1)])
-        model.fit(dataset, epochs=100, callbacks=[FeedbackSchedule(dataset, pretrain_epochs=6, extra_epochs=1)])
-
-    The mean feedback loss of every pass is appended to `history` and the last one is logged as `rec_loss_extra`
-    (put this callback before CSVLogger/TensorBoard in the list: callbacks run in order).
-
-    On a model whose rule trains no feedback (bp, dfa, gnt, fw_dtp), or whose feedback weights are all frozen, it
-    would run nothing: `fit` refuses it in one line before the first pass (at `on_train_begin`; the callback
-    meets its model only there).
-    """
-
-    def __init__(self, x, y=None, *, pretrain_epochs: int = 0, extra_epochs: int = 0, batch_size: int | None = None,
-                 seed: int = 0, verbose: bool = False):
-        super().__init__()
-        self.x, self.y = x, y
-        self.pretrain_epochs, self.extra_epochs = int(pretrain_epochs), int(extra_epochs)
-        self.batch_size, self.seed, self.verbose = batch_size, int(seed), verbose
-        self.history: list[float] = []
-
-    def _passes(self, count, where):
-        losses = self.model.train_feedback(self.x, self.y, epochs=count, batch_size=self.batch_size,
-                                           seed=self.seed, verbose=self.verbose, where=where)
-        self.history.extend(losses)
-        return losses
-
-    def on_train_begin(self, logs=None):
-        _check_feedback_schedule(self.model)
-        if self.pretrain_epochs:
-            self._passes(self.pretrain_epochs, "feedback pre-training pass")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.extra_epochs:
-            losses = self._passes(self.extra_epochs, f"extra feedback pass after epoch {epoch + 1}:")
-            if logs is not None and losses:
-                logs["rec_loss_extra"] = losses[-1]
-
-
-class FeedbackLearningRateScheduler(keras.callbacks.Callback):
-    """`keras.callbacks.LearningRateScheduler` for the FEEDBACK optimizer.
-
-    On a TPModel, `model.optimizer` is the forward optimizer: Keras' LearningRateScheduler, ReduceLROnPlateau
-    and a LearningRateSchedule passed to `optimizer=` change the forward learning rate only. This callback sets
-    the feedback optimizer's learning rate to `schedule(epoch, lr)` before every epoch and logs it as
-    `feedback_learning_rate`. (A LearningRateSchedule passed to the feedback optimizer also works: it follows
-    that optimizer's own step counter, which counts feedback-only passes too.)
-    """
-
-    def __init__(self, schedule, verbose: int = 0):
-        super().__init__()
-        self.schedule, self.verbose = schedule, verbose
-
-    def _optimizer(self):
-        optimizer = getattr(self.model, "feedback_optimizer", None)
-        if optimizer is None:
-            raise ValueError("FeedbackLearningRateScheduler: this model trains no feedback weights (no feedback "
-                             "optimizer)")
-        if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            raise ValueError("FeedbackLearningRateScheduler: the feedback optimizer's learning rate is already a "
-                             "LearningRateSchedule; use one or the other")
-        return optimizer
-
-    def on_epoch_begin(self, epoch, logs=None):
-        optimizer = self._optimizer()
-        rate = float(self.schedule(epoch, float(optimizer.learning_rate.numpy())))
-        if not (math.isfinite(rate) and rate >= 0):
-            raise ValueError(f"FeedbackLearningRateScheduler: the schedule gave {rate!r} for epoch {epoch}")
-        optimizer.learning_rate = rate
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: FeedbackLearningRateScheduler setting the feedback learning rate to {rate}.")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["feedback_learning_rate"] = float(self._optimizer().learning_rate.numpy())

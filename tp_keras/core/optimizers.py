@@ -25,6 +25,9 @@ import keras
 import tensorflow as tf
 from keras.src.saving.keras_saveable import KerasSaveable
 
+from tp_keras.core.rules import RULES
+from tp_keras.reference import configs as paper_configs
+
 
 @contextlib.contextmanager
 def _floatx(precision: str | None):
@@ -256,3 +259,18 @@ def layerwise_adam(model, learning_rates, beta_1: float, beta_2: float, epsilons
     optimizers = [TorchAdam(lr, beta_1, beta_2, e, l2_decay=l2_decay, name=f"{name}_{i + 1}", precision=precision)
                   for i, (lr, e) in enumerate(zip(lrs, eps))]
     return LayerwiseOptimizer(optimizers, [layer.forward_variables for layer in layers])
+
+
+def default_feedback_optimizer(model):
+    """The feedback optimizer `compile` gives a TP method when none is passed: the method's paper MNIST feedback
+    Adam (PyTorch semantics: `lr_fb`, `beta1_fb`, `beta2_fb`, `epsilon_fb`, coupled L2 `feedback_wd`; 'tp' takes
+    DTP's), in the model's precision; one per hidden layer for a rule with per-layer feedback optimizers (ldrl),
+    as the launcher gives it (`feedback_optimizers`)."""
+    name = model.method.name
+    config = paper_configs.MNIST_CONFIGS.get(paper_configs.DEFAULTS_FROM.get(name, name))
+    if config is None or RULES.get(name) != model.method:
+        raise ValueError(f"compile: method {name!r} has no paper configuration to take a default feedback optimizer "
+                         "from; pass feedback_optimizer=")
+    return feedback_optimizers(model, lambda optimizer_name: TorchAdam(
+        config["lr_fb"], config["beta1_fb"], config["beta2_fb"], config["epsilon_fb"], l2_decay=config["feedback_wd"],
+        name=optimizer_name, precision=model.compute_dtype))
