@@ -58,7 +58,8 @@ def _state(model):
 # 1. A rule changed after fit applies at the next fit
 # --------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change", ["target_stepsize", "sigma", "rule", "set_rule"])
+@pytest.mark.parametrize("change", ["target_stepsize", *(pytest.param(c, marks=pytest.mark.slow)
+                                                          for c in ("sigma", "rule", "set_rule"))])
 def test_a_rule_change_after_fit_applies_at_the_next_fit(change):
     """The next fit equals a model recompiled with the new rule from the same state, bit for bit, and differs
     from the unchanged model's (a reused compiled step would train with the old rule: bit-identical to no
@@ -84,6 +85,7 @@ def test_a_rule_change_after_fit_applies_at_the_next_fit(change):
     assert not _same(_values(changed.weights), _values(unchanged.weights))
 
 
+@pytest.mark.slow
 def test_a_rule_change_that_needs_other_optimizers_is_refused_until_compile():
     """set_rule('ldrl') on a compiled DTPDRL network needs one feedback optimizer per hidden layer, and
     'dtpdrl' on an LDRL network one for all: fit and train_feedback refuse in one line until compile() is called
@@ -106,7 +108,8 @@ def test_a_rule_change_that_needs_other_optimizers_is_refused_until_compile():
 # 2. trainable, both optimizers' state and the rule survive save/load, clone_model and JSON
 # --------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["dtpdrl", "ldrl", "ddtp_linear"])
+@pytest.mark.parametrize("method", ["ddtp_linear", *(pytest.param(m, marks=pytest.mark.slow)
+                                                     for m in ("dtpdrl", "ldrl"))])
 def test_save_load_keeps_frozen_layers_optimizer_states_and_rule(tmp_path, method):
     """A frozen layer stays frozen after load_model; both optimizers (ldrl: one feedback Adam per hidden layer)
     load their state with no "Skipping variable loading" warning; the rule's changed hyper-parameters are kept;
