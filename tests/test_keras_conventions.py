@@ -402,7 +402,7 @@ def test_feedback_schedule_in_fit_on_a_dataset_and_a_used_up_generator():
     (dict(seed=-1), r"^TPModel: seed=-1 must be a whole number in 0\.\.4294967295"),
     (dict(gn_damping=-1.0), "^TPModel: gn_damping=-1.0 is not used by rule 'dtpdrl'"),
     (dict(task="ranking"), "^TPModel: task='ranking'; choose 'classification'"),
-    (dict(hidden_activation="relu"), "^TPModel: hidden_activation='relu'"),
+    (dict(hidden_activation="sigmoid"), "^TPModel: hidden_activation='sigmoid'"),
     (dict(dtype="mixed_float16"), "^dtype='mixed_float16': TP models compute in float32 or float64 only .*1/sigma"),
     (dict(dtype="float16"), "^dtype='float16': TP models compute in float32 or float64 only"),
     (dict(dtype="bfloat16"), "^dtype='bfloat16': TP models compute in float32 or float64 only"),

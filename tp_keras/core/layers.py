@@ -25,8 +25,22 @@ import tensorflow as tf
 
 ACTIVATIONS = {
     "tanh": tf.tanh,
+    "elu": tf.nn.elu,
+    "relu": tf.nn.relu,
     "linear": lambda a: a,
 }
+
+
+def derivative_from_output(name: str, h):
+    """s'(a) read from the output h = s(a): 1 − h² (tanh); 1 where h > 0, else h + 1 = eᵃ (ELU); 1 where h > 0,
+    else 0 (ReLU); 1 (linear)."""
+    if name == "tanh":
+        return 1.0 - tf.square(h)
+    if name == "elu":
+        return tf.where(h > 0, tf.ones_like(h), h + 1.0)
+    if name == "relu":
+        return tf.cast(h > 0, h.dtype)
+    return tf.ones_like(h)
 
 
 def activation_fn(name: str):
@@ -152,9 +166,7 @@ class TPDense(keras.layers.Layer):
 
     def activation_derivative(self, h):
         """s'(a) from the output h = s(a)."""
-        if self.activation == "tanh":
-            return 1.0 - tf.square(h)
-        return tf.ones_like(h)
+        return derivative_from_output(self.activation, h)
 
     def feedback(self, u, constant: bool = False):
         """g(u) = t(u Q + d): maps this layer's output space back to its input space.
