@@ -20,6 +20,7 @@ from tp_keras.core import targets as T
 from tp_keras.core.callbacks import StopOnNonFinite, with_first
 from tp_keras.core.health import FirstNonFinite
 from tp_keras.core.networks import MLPNetwork, Network, deserialize_network, feedback_structure, serialize_network
+from tp_keras.core import conv_networks  # noqa: F401  registers ConvChainNetwork (networks.NETWORKS) for load_model
 from tp_keras.core.optimizers import LayerwiseOptimizer
 from tp_keras.core.rules import RULES, LearningRule, RuleError, get_rule
 from tp_keras.core.rules import components as K

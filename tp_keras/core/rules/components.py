@@ -67,16 +67,47 @@ class NoiseDraw:
 
 
 # --- feedback paths --------------------------------------------------------------------------------------------
+class FeedbackAt:
+    """A layer whose feedback reads the forward pass it inverts (a max-pooling conv block: the pooling's argmax),
+    bound to that pass's input: `feedback(u, constant)` as a dense layer's, the forward call unchanged. The
+    argmax is computed once, on first use, and serves every row block of a stack read at that pass."""
+
+    def __init__(self, layer, forward_input):
+        self.layer, self.forward_input, self._switches = layer, forward_input, None
+
+    def __call__(self, x):
+        return self.layer(x)
+
+    def feedback(self, u, constant=False):
+        if self._switches is None:
+            self._switches = self.layer.switches(self.forward_input)
+        return self.layer.feedback(u, constant=constant, switches=self._switches)
+
+
+def bind_forward_inputs(layers, inputs):
+    """`layers` with the feedback of layers[k] bound to `inputs[k]`, the input of the forward pass it inverts,
+    where the feedback reads it (conv blocks, `feedback_reads_input`); the list itself when none does (the MLP's
+    layers go to the target and loss functions untouched).
+
+    Which pass: the clean one (inputs = hs) for the targets, the difference correction and DRL (the map as the
+    targets use it); the noisy one for DTP's reconstruction g(f(h̃)) and L-DRL's g(f(h + δx)), as in the
+    authors' code, where unpooling takes the indices of the most recent forward call."""
+    if not any(getattr(layer, "feedback_reads_input", False) for layer in layers):
+        return layers
+    return [FeedbackAt(layer, x) if getattr(layer, "feedback_reads_input", False) else layer
+            for layer, x in zip(layers, inputs)]
+
+
 class LayerwisePath:
     """g_k carried by forward layer k+1 (the DTP family): targets descend layer by layer."""
     name = "layerwise"
     layerwise = True  # each hidden layer's target comes from the layer above it (not from the output)
 
     def clean(self, net, hs):
-        return T.layerwise_clean_terms(net.tp_layers, hs)
+        return T.layerwise_clean_terms(bind_forward_inputs(net.tp_layers, hs), hs)
 
     def targets(self, net, hs, top_target, clean):
-        return T.propagate_layerwise(net.tp_layers, hs, top_target, clean)
+        return T.propagate_layerwise(bind_forward_inputs(net.tp_layers, hs), hs, top_target, clean)
 
 
 class DirectPath:
@@ -148,8 +179,9 @@ class Reconstruction(FeedbackLoss):
 
     def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
         scale = 1.0 / max(rule.sigma, L.DTP_SIGMA_FLOOR) ** 2
-        return L.layerwise_reconstruction_losses(net.tp_layers, noisy_hidden_copies(rule, hs, noise), scale,
-                                                 batch_size), None
+        noisy = noisy_hidden_copies(rule, hs, noise)
+        layers = bind_forward_inputs(net.tp_layers, hs[:1] + noisy)  # g_k inverts f_{k+1}(h̃_k)
+        return L.layerwise_reconstruction_losses(layers, noisy, scale, batch_size), None
 
 
 class DifferenceReconstruction(FeedbackLoss):
@@ -160,7 +192,8 @@ class DifferenceReconstruction(FeedbackLoss):
         noisy = noisy_hidden_copies(rule, hs, noise)
         scale = 1.0 / rule.sigma ** 2
         if rule.path.layerwise:
-            return L.layerwise_drl(net.tp_layers, hs, noisy, clean, scale, batch_size, top_target)
+            return L.layerwise_drl(bind_forward_inputs(net.tp_layers, hs), hs, noisy, clean, scale, batch_size,
+                                   top_target)
         return L.direct_drl(net.direct_feedback, hs, noisy, net.tp_layers, clean, scale, batch_size), None
 
 

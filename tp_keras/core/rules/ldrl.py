@@ -29,11 +29,14 @@ class LocalDifferenceReconstruction(K.FeedbackLoss):
         deltas = noise.scaled(inputs + outputs, sigmas + sigmas)
         dx, dy = deltas[:len(inputs)], deltas[len(inputs):]
         b = tf.cast(batch_size, hs[0].dtype)
+        shifted = [x + d for x, d in zip(inputs, dx)]
+        # r and the δy term invert the clean pass, the δx term the pass on h + δx (conv blocks: their argmax)
+        clean, noisy = K.bind_forward_inputs(layers, hs[:-1]), K.bind_forward_inputs(layers, hs[:1] + shifted)
         losses = []
         for k in range(1, len(layers)):
-            x, y, g = inputs[k - 1], outputs[k - 1], layers[k].feedback
+            y, g = outputs[k - 1], clean[k].feedback
             r = g(y)
-            dr = g(tf.stop_gradient(layers[k](x + dx[k - 1]))) - r
+            dr = noisy[k].feedback(tf.stop_gradient(layers[k](shifted[k - 1]))) - r
             dr_y = g(y + dy[k - 1]) - r
             losses.append((-2.0 * tf.reduce_sum(dx[k - 1] * dr) + tf.reduce_sum(tf.square(dr_y))) / b)
         return losses, None

@@ -1,0 +1,379 @@
+"""Conv blocks with layer-wise feedback (core/conv_layers.py) and the conv chain network (core/conv_networks.py).
+
+The NumPy references below are written from the definitions the authors' code uses (ernoult/scalingDTP: PyTorch
+Conv2d(padding=k//2), MaxPool2d(2) with its first-maximum index, MaxUnpool2d, AdaptiveAvgPool2d as upsampling,
+ConvTranspose2d(padding=k//2), `invert` reversing each block, and `get_feedback_loss` with the indices of the most
+recent forward call), not from our TensorFlow code.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tp_keras.core.conv_layers import TPConvBlock
+from tp_keras.core.conv_networks import ConvChainNetwork
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.rules import get_rule
+from tp_keras.core.rules import components as K
+from tp_keras.core.rules.ldrl import LOSS as LDRL_LOSS
+from tp_keras.core import step
+
+ACT = {"elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0))), "tanh": np.tanh,
+       "relu": lambda a: np.maximum(a, 0), "linear": lambda a: a}
+
+
+# --- NumPy references ------------------------------------------------------------------------------------------
+def np_conv(x, w):
+    """Cross-correlation, stride 1, zero padding k//2 (PyTorch Conv2d): out[i, j, o] = Σ x[i+di−p, j+dj−p, c]·w[di, dj, c, o]."""
+    k = w.shape[0]
+    p = k // 2
+    b, h, wd, _ = x.shape
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    out = np.zeros((b, h, wd, w.shape[3]))
+    for di in range(k):
+        for dj in range(k):
+            out += xp[:, di:di + h, dj:dj + wd, :] @ w[di, dj]
+    return out
+
+
+def np_conv_transpose(y, q):
+    """PyTorch ConvTranspose2d(stride 1, padding k//2): out[i−p+di, j−p+dj, c] += y[i, j, o]·q[di, dj, c, o]."""
+    k = q.shape[0]
+    p = k // 2
+    b, h, wd, _ = y.shape
+    out = np.zeros((b, h + 2 * p, wd + 2 * p, q.shape[2]))
+    for di in range(k):
+        for dj in range(k):
+            out[:, di:di + h, dj:dj + wd, :] += y @ q[di, dj].T
+    return out[:, p:p + h, p:p + wd, :]
+
+
+def np_max_pool(a):
+    """MaxPool2d(2): values and each window's flat index of its first maximum (row-major, np.argmax)."""
+    b, h, w, c = a.shape
+    ho, wo = h // 2, w // 2
+    values, index = np.zeros((b, ho, wo, c)), np.zeros((b, ho, wo, c), dtype=int)
+    for i in range(ho):
+        for j in range(wo):
+            window = a[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2, :].reshape(b, 4, c)
+            index[:, i, j, :] = np.argmax(window, axis=1)
+            values[:, i, j, :] = window.max(axis=1)
+    return values, index
+
+
+def np_max_unpool(u, index, hw):
+    """MaxUnpool2d(2) with output_size: u at each window's argmax, zeros elsewhere (also a dropped odd row)."""
+    b, ho, wo, c = u.shape
+    out = np.zeros((b,) + tuple(hw) + (c,))
+    for i in range(ho):
+        for j in range(wo):
+            for n in range(b):
+                for ch in range(c):
+                    di, dj = divmod(index[n, i, j, ch], 2)
+                    out[n, 2 * i + di, 2 * j + dj, ch] = u[n, i, j, ch]
+    return out
+
+
+def np_block(x, w, bias, act, pooling):
+    """The forward block: pool(s(conv(x) + b)); with the pooling's indices."""
+    a = ACT[act](np_conv(x, w) + bias)
+    if pooling == "max":
+        return np_max_pool(a)
+    if pooling == "average":
+        b, h, wd, c = a.shape
+        return a.reshape(b, h // 2, 2, wd // 2, 2, c).mean(axis=(2, 4)), None
+    return a, None
+
+
+def np_inverse_block(u, index, q, d, act, pooling, conv_hw):
+    """The authors' inverted block (reversed Sequential): unpool → s → ConvTranspose2d (+ d)."""
+    if pooling == "max":
+        u = np_max_unpool(u, index, conv_hw)
+    elif pooling == "average":
+        u = u.repeat(2, axis=1).repeat(2, axis=2)  # AdaptiveAvgPool2d to the input size: nearest upsampling
+    return np_conv_transpose(ACT[act](u), q) + d
+
+
+def _block(pooling="max", activation="elu", form="inverse_block", image=(6, 6, 2), filters=3, k=3, seed=0,
+           dtype="float64", feedback_activation="linear"):
+    layer = TPConvBlock(filters, image, kernel_size=k, activation=activation, pooling=pooling,
+                        feedback_activation=feedback_activation, feedback_form=form, seed=seed, dtype=dtype)
+    layer.build()
+    rng = np.random.default_rng(seed + 7)
+    for v in (layer.bias, layer.feedback_bias_var):
+        v.assign(rng.normal(scale=0.3, size=v.shape))
+    return layer
+
+
+def _images(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# --- the maps ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [3, 5])
+def test_transposed_conv_is_the_adjoint_of_the_conv(k):
+    """⟨conv(x), y⟩ = ⟨x, convT(y)⟩ with Q = W: g's linear part is the conv's transposed Jacobian."""
+    layer = _block(pooling="none", activation="linear", form="dtp", k=k)
+    layer.bias.assign(np.zeros(3))
+    layer.feedback_bias_var.assign(np.zeros(2))
+    layer.feedback_kernel.assign(layer.kernel)
+    x, y = _images((4, 6, 6, 2), 1), _images((4, 6, 6, 3), 2)
+    fx = layer(x.reshape(4, -1)).numpy()
+    gy = layer.feedback(y.reshape(4, -1), x).numpy()
+    np.testing.assert_allclose(np.sum(fx * y.reshape(4, -1)), np.sum(x.reshape(4, -1) * gy), rtol=1e-12)
+    # and the Jacobian of the (linear) conv, transposed, applied to y is g(y)
+    xt = tf.constant(x.reshape(4, -1))
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = layer(xt)
+    vjp = tape.gradient(out, xt, output_gradients=tf.constant(y.reshape(4, -1))).numpy()
+    np.testing.assert_allclose(gy, vjp, rtol=1e-12, atol=1e-12)
+
+
+def test_max_unpooling_puts_each_value_at_its_windows_first_argmax():
+    """Ties (ReLU's zeros) go to the first maximum in row-major order; an odd row/column stays zero."""
+    layer = _block(pooling="max", activation="relu", image=(5, 7, 2))
+    x = _images((3, 5, 7, 2), 3)
+    a = ACT["relu"](np_conv(x, layer.kernel.numpy()) + layer.bias.numpy())
+    assert np.sum(a == 0) > 10  # ties do occur
+    _, index = np_max_pool(a)
+    u = _images((3, 2, 3, 3), 4)
+    expected = np_max_unpool(u, index, (5, 7))
+    got = layer.unpool(tf.constant(u), layer.switches(x.reshape(3, -1))).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_average_unpooling_copies_each_value_to_its_window():
+    layer = _block(pooling="average")
+    u = _images((2, 3, 3, 3), 5)
+    np.testing.assert_array_equal(layer.unpool(tf.constant(u)).numpy(), u.repeat(2, axis=1).repeat(2, axis=2))
+
+
+@pytest.mark.parametrize("pooling,activation", [("max", "elu"), ("average", "tanh"), ("none", "relu")])
+def test_forward_and_inverse_block_agree_with_numpy(pooling, activation):
+    layer = _block(pooling=pooling, activation=activation, image=(6, 4, 2))
+    x = _images((3, 6, 4, 2), 6)
+    h, index = np_block(x, layer.kernel.numpy(), layer.bias.numpy(), activation, pooling)
+    np.testing.assert_allclose(layer(x.reshape(3, -1)).numpy(), h.reshape(3, -1), rtol=1e-12, atol=1e-12)
+    u = _images(h.shape, 7)
+    expected = np_inverse_block(u, index, layer.feedback_kernel.numpy(), layer.feedback_bias_var.numpy(), activation,
+                                pooling, (6, 4))
+    got = layer.feedback(u.reshape(3, -1), x.reshape(3, -1)).numpy()
+    np.testing.assert_allclose(got, expected.reshape(3, -1), rtol=1e-12, atol=1e-12)
+
+
+def test_dtp_form_applies_the_feedback_activation_on_the_output():
+    layer = _block(pooling="max", activation="elu", form="dtp", feedback_activation="tanh")
+    x = _images((2, 6, 6, 2), 8)
+    h, index = np_block(x, layer.kernel.numpy(), layer.bias.numpy(), "elu", "max")
+    u = _images(h.shape, 9)
+    linear = np_inverse_block(u, index, layer.feedback_kernel.numpy(), layer.feedback_bias_var.numpy(), "linear",
+                              "max", (6, 6))
+    np.testing.assert_allclose(layer.feedback(u.reshape(2, -1), x.reshape(2, -1)).numpy(),
+                               np.tanh(linear).reshape(2, -1), rtol=1e-12, atol=1e-12)
+
+
+def test_mlp_layers_reach_the_target_and_loss_functions_untouched():
+    """Only layers whose feedback reads its forward input are wrapped: an MLP's list is passed as it is."""
+    rule = get_rule("dtp")
+    model = TPModel(rule, 5, [4, 3], 2)
+    hs = model.activations(np.zeros((2, 5), "float32"))
+    assert K.bind_forward_inputs(model.tp_layers, hs) is model.tp_layers
+    net = ConvChainNetwork(rule, (4, 4, 1), [{"filters": 2}, {"filters": 2}, {"units": 2}])
+    bound = K.bind_forward_inputs(net.tp_layers, [None] * 3)
+    assert [type(b) for b in bound] == [K.FeedbackAt, K.FeedbackAt, type(net.tp_layers[2])]
+
+
+def test_stacked_rows_read_the_same_forward_pass():
+    """DRL descends a stack of m·B rows read at one forward pass: each block gets the pass's argmax."""
+    layer = _block()
+    x = _images((2, 6, 6, 2), 10).reshape(2, -1)
+    u = _images((6, 27), 11)
+    stacked = layer.feedback(u, x).numpy()
+    for i in range(3):
+        np.testing.assert_array_equal(stacked[2 * i:2 * i + 2], layer.feedback(u[2 * i:2 * i + 2], x).numpy())
+
+
+# --- L-DRL against the authors' loss ---------------------------------------------------------------------------
+class _FixedNoise:
+    def __init__(self, eps):
+        self.eps = eps
+
+    def __call__(self, shape, seed):
+        assert list(shape) == list(self.eps.shape)
+        return tf.constant(self.eps, tf.float32)
+
+
+class _Seeds:
+    def next(self):
+        return tf.constant([0, 0], tf.int64)
+
+
+def test_ldrl_loss_on_conv_blocks_is_the_authors_get_feedback_loss():
+    """The δx term unpools at the argmax of the pass on h + δx, r and the δy term at the clean pass's (the authors'
+    magic bridge holds the most recent forward call's indices), in float64."""
+    # The authors' inverse block; their ConvTranspose2d copies the forward conv's bias flag (True in SimpleVGG).
+    rule = dataclasses.replace(get_rule("ldrl"), sigma=(0.3, 0.2), feedback_form="inverse_block",
+                               feedback_activation="linear", feedback_bias=True)
+    specs = [{"filters": 2, "activation": "elu"}, {"filters": 3, "activation": "elu"}, {"units": 4}]
+    net = ConvChainNetwork(rule, (8, 8, 2), specs, seed=1, dtype="float64")
+    net.build((None, 8, 8, 2))
+    rng = np.random.default_rng(12)
+    for layer in net.tp_layers:
+        for v in layer.feedback_variables + [layer.bias]:
+            if v is not None and len(v.shape) == 1:
+                v.assign(rng.normal(scale=0.2, size=v.shape))
+    batch = 3
+    x = _images((batch, 8, 8, 2), 13)
+    hs = net.activations(tf.constant(x))
+    sizes = [int(h.shape[-1]) for h in hs[1:-1]] + [int(h.shape[-1]) for h in hs[2:]]
+    eps = rng.standard_normal((batch, sum(sizes))).astype(np.float32)
+    noise = K.NoiseDraw(_FixedNoise(eps), _Seeds(), batch, tf.float64)
+    losses, _ = LDRL_LOSS.losses(net, rule, hs, noise, None, batch)
+
+    parts = np.split(eps.astype(np.float64), np.cumsum(sizes)[:-1], axis=1)
+    sigmas = [0.3, 0.2]
+    blocks = net.tp_layers
+    w = [blk.kernel.numpy() for blk in blocks[:2]]
+    bias = [blk.bias.numpy() for blk in blocks[:2]]
+    shapes = [(batch, 8, 8, 2), (batch, 4, 4, 2)]
+    for k in (1,):  # hidden layer 1: block 2 (conv) with its inverse; layer 2's map is the dense output's
+        layer = blocks[k]
+        xk = hs[k].numpy()
+        dx, dy = parts[k - 1] * sigmas[k - 1], parts[2 + k - 1] * sigmas[k - 1]
+
+        def forward(inp):
+            return np_block(inp.reshape(shapes[k]), w[k], bias[k], "elu", "max")
+
+        def g(u, index):
+            q, d = layer.feedback_kernel.numpy(), layer.feedback_bias_var.numpy()
+            return np_inverse_block(u.reshape(batch, 2, 2, 3), index, q, d, "elu", "max", (4, 4)).reshape(batch, -1)
+
+        y, clean_index = forward(xk)
+        r = g(y, clean_index)
+        y_noise, noisy_index = forward(xk + dx)
+        dr = g(y_noise, noisy_index) - r
+        dr_y = g(y.reshape(batch, -1) + dy, clean_index) - r
+        expected = -2 * np.sum(dx * dr) / batch + np.sum(dr_y ** 2) / batch
+        np.testing.assert_allclose(losses[k - 1].numpy(), expected, rtol=1e-10)
+        # the clean pass's argmax would give another loss: the test tells the passes apart
+        wrong = -2 * np.sum(dx * (g(y_noise, clean_index) - r)) / batch + np.sum(dr_y ** 2) / batch
+        assert abs(wrong - expected) > 1e-6
+
+
+# --- the network ------------------------------------------------------------------------------------------------
+SPECS = [{"filters": 3, "activation": "elu", "pooling": "max"},
+         {"filters": 4, "activation": "tanh", "pooling": "average"}, {"units": 3}]
+
+
+def _data(n=64, seed=0):
+    """8×8×2 images whose class is the quadrant (of three) with the largest mean: learnable by a small conv net."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 8, 8, 2)).astype("float32") * 0.5
+    y = rng.integers(0, 3, n)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, 4 * r:4 * r + 4, 4 * col:4 * col + 4, :] += 1.0
+    return x, y
+
+
+def _keras_twin(net):
+    """The same forward pass as keras layers (Conv2D 'same', Activation, pooling, Flatten, Dense)."""
+    layers = [keras.Input(net.image_shape)]
+    for spec in net.layer_specs:
+        if "filters" in spec:
+            layers += [keras.layers.Conv2D(spec["filters"], spec["kernel_size"], padding="same"),
+                       keras.layers.Activation(spec["activation"])]
+            if spec["pooling"] == "max":
+                layers.append(keras.layers.MaxPooling2D(2))
+            elif spec["pooling"] == "average":
+                layers.append(keras.layers.AveragePooling2D(2))
+        else:
+            if not any(isinstance(layer, keras.layers.Flatten) for layer in layers[1:]):
+                layers.append(keras.layers.Flatten())
+            layers.append(keras.layers.Dense(spec["units"], activation=spec["activation"]))
+    model = keras.Sequential(layers)
+    weighted = [layer for layer in model.layers if layer.weights]
+    for mine, theirs in zip(net.tp_layers, weighted):
+        theirs.kernel.assign(mine.kernel)
+        theirs.bias.assign(mine.bias)
+    return model
+
+
+def test_bp_through_the_conv_network_is_keras_autograd():
+    rule = get_rule("bp")
+    model = TPModel(rule, network=ConvChainNetwork(rule, (8, 8, 2), SPECS, seed=2))
+    x, y = _data(16)
+    twin = _keras_twin(model.network)
+    np.testing.assert_allclose(model(x).numpy(), twin(x).numpy(), rtol=1e-5, atol=1e-6)
+    updates = step.compute_updates(model, x, y)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, twin(x), from_logits=True))
+    grads = tape.gradient(loss, [w for layer in twin.layers for w in layer.trainable_weights])
+    for mine, theirs in zip(updates.forward_grads, grads):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def _fit_losses(method, epochs=8):
+    rule = get_rule(method)
+    model = TPModel(rule, network=ConvChainNetwork(rule, (8, 8, 2), SPECS, seed=3))
+    trains_feedback = bool(model.feedback_variables) and rule.feedback_loss != "none"
+    model.compile(forward_optimizer=TorchAdam(0.01),
+                  **({"feedback_optimizer": TorchAdam(0.005)} if trains_feedback else {}))
+    x, y = _data()
+    return model.fit(x, y, epochs=epochs, batch_size=32, verbose=0).history["loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ldrl", "ddtp_linear"])
+def test_conv_network_trains_through_fit(method):
+    losses = _fit_losses(method)
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["bp", "dtp", "tp", "dtpdrl", "fw_dtp", "ddtp_control", "dfa"])
+def test_every_supported_rule_trains_the_conv_network(method):
+    losses = _fit_losses(method)
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
+
+
+@pytest.mark.parametrize("method,match", [("gnt", "Gauss-Newton"), ("ddtp_rhl", "random hidden layer")])
+def test_rules_without_a_conv_version_are_refused(method, match):
+    with pytest.raises(ValueError, match=match):
+        ConvChainNetwork(get_rule(method), (8, 8, 2), SPECS)
+
+
+@pytest.mark.parametrize("specs,match", [
+    ([{"units": 3}], "at least one hidden layer"),
+    ([{"filters": 2, "kernel_size": 7}, {"units": 3}], "kernel_size=7"),
+    ([{"filters": 2, "pooling": "min"}, {"units": 3}], "pooling='min'"),
+    ([{"units": 4}, {"filters": 2}, {"units": 3}], "follows a dense layer"),
+    ([{"filters": 2, "stride": 2}, {"units": 3}], "unknown key"),
+    ([{"filters": 2}, {"units": 3, "activation": "tanh"}], "must be 'linear'"),
+    ([{"filters": 2, "activation": "sigmoid"}, {"units": 3}], "activation='sigmoid'"),
+])
+def test_bad_layer_specs_are_refused_in_one_line(specs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        ConvChainNetwork(get_rule("dtp"), (8, 8, 2), specs)
+    assert "\n" not in str(err.value)
+
+
+def test_keras_file_round_trip_of_a_conv_chain_model(tmp_path):
+    rule = get_rule("dtpdrl")
+    model = TPModel(rule, network=ConvChainNetwork(rule, (8, 8, 2), SPECS, conv_loss="mean", seed=4))
+    rng = np.random.default_rng(5)
+    for v in model.forward_variables + model.all_feedback_variables:  # no zero bias left: a lost one would show
+        v.assign(v.numpy() + rng.normal(scale=0.1, size=v.shape).astype("float32"))
+    x, _ = _data(8)
+    path = tmp_path / "conv.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.network) is ConvChainNetwork and loaded.network.get_config() == model.network.get_config()
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    for a, b in zip(loaded.all_feedback_variables, model.all_feedback_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert loaded.local_loss_scales == model.local_loss_scales == [1 / 48, 1 / 16, 1.0]
