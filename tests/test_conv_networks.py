@@ -27,7 +27,8 @@ ACT = {"elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0))), "tanh": 
 
 # --- NumPy references ------------------------------------------------------------------------------------------
 def np_conv(x, w):
-    """Cross-correlation, stride 1, zero padding k//2 (PyTorch Conv2d): out[i, j, o] = Σ x[i+di−p, j+dj−p, c]·w[di, dj, c, o]."""
+    """Cross-correlation, stride 1, zero padding k//2 (PyTorch Conv2d):
+    out[i, j, o] = Σ x[i+di−p, j+dj−p, c]·w[di, dj, c, o]."""
     k = w.shape[0]
     p = k // 2
     b, h, wd, _ = x.shape
@@ -377,3 +378,31 @@ def test_keras_file_round_trip_of_a_conv_chain_model(tmp_path):
     for a, b in zip(loaded.all_feedback_variables, model.all_feedback_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert loaded.local_loss_scales == model.local_loss_scales == [1 / 48, 1 / 16, 1.0]
+
+
+@pytest.mark.parametrize("method", ["bp", "ddtp_linear", "ddtp_control", "dfa"])
+def test_the_papers_cnn_is_one_conv_chain_network_bit_for_bit(method):
+    """CNNNetwork = conv 5×5 tanh blocks with the reference's 3×3/2 pooling, element-mean conv losses, then dense
+    tanh layers: the same weights, predictions, direct feedback and gradients, to the bit."""
+    from tp_keras.core.networks import CNNNetwork
+    rule = get_rule(method)
+    cnn = TPModel(rule, network=CNNNetwork(rule, (8, 8, 2), (3, 4), (5,), 3, seed=6))
+    specs = [{"filters": c, "kernel_size": 5, "activation": "tanh", "pooling": "max_3x3_s2"} for c in (3, 4)]
+    chain = TPModel(rule, network=ConvChainNetwork(rule, (8, 8, 2), specs + [{"units": 5, "activation": "tanh"},
+                                                                             {"units": 3}], conv_loss="mean", seed=6))
+    assert chain.local_loss_scales == cnn.local_loss_scales
+    for a, b in zip(chain.forward_variables + chain.all_feedback_variables,
+                    cnn.forward_variables + cnn.all_feedback_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x, y = _data(8)
+    np.testing.assert_array_equal(chain(x).numpy(), cnn(x).numpy())
+    mine, theirs = step.compute_updates(chain, x, y), step.compute_updates(cnn, x, y)
+    for a, b in zip(mine.forward_grads + (mine.feedback_grads or []),
+                    theirs.forward_grads + (theirs.feedback_grads or [])):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_overlapping_pooling_has_no_layerwise_feedback():
+    with pytest.raises(ValueError, match="no unpooling inverse"):
+        ConvChainNetwork(get_rule("dtp"), (8, 8, 2), [{"filters": 2}, {"filters": 2, "pooling": "max_3x3_s2"},
+                                                       {"units": 3}])

@@ -36,9 +36,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tp_keras.core.layers import FEEDBACK_INITIALIZERS, XavierNormal, activation_fn, derivative_from_output
+from tp_keras.core.layers import (FEEDBACK_INITIALIZERS, XavierNormal, activation_fn, derivative_from_output,
+                                  max_pool_3x3_s2, pooled_size)
 
-POOLINGS = ("none", "max", "average")
+# 'max_3x3_s2': the 2020 reference CNN's overlapping MaxPool2d(3, 2, padding 1) (`TPConv2D`), for direct feedback
+# and BP only (its windows overlap: no unpooling inverse here).
+POOLINGS = ("none", "max", "average", "max_3x3_s2")
 FEEDBACK_FORMS = ("dtp", "inverse_block")
 KERNEL_SIZES = (3, 5)
 
@@ -87,7 +90,8 @@ class TPConvBlock(keras.layers.Layer):
       image_shape: (H, W, C_in) of the input map (read as NHWC images or flattened in NHWC order).
       kernel_size: 3 or 5.
       activation: s ('tanh', 'elu', 'relu', 'linear').
-      pooling: 'none', 'max' (2×2, stride 2) or 'average' (2×2, stride 2; even H and W).
+      pooling: 'none', 'max' (2×2, stride 2), 'average' (2×2, stride 2; even H and W) or 'max_3x3_s2' (the 2020
+        reference CNN's, without layer-wise feedback).
       use_bias: forward bias per channel.
       feedback_activation: t of the 'dtp' form, or None for a block without feedback weights; with
         'inverse_block' any name gives the map (its activation is s).
@@ -118,7 +122,10 @@ class TPConvBlock(keras.layers.Layer):
         if pooling == "average" and (height % 2 or width % 2):
             raise ValueError(f"TPConvBlock: average pooling of an odd-sized {height}×{width} map has no exact "
                              "upsampling inverse; use even sizes or max pooling")
-        if pooling != "none" and min(height, width) < 2:
+        if pooling == "max_3x3_s2" and feedback_activation:
+            raise ValueError("TPConvBlock: pooling='max_3x3_s2' has overlapping windows and no unpooling inverse, "
+                             "so no layer-wise feedback; use it with direct feedback or BP, or pool 'max' 2×2")
+        if pooling in ("max", "average") and min(height, width) < 2:
             raise ValueError(f"TPConvBlock: a {height}×{width} map is too small to pool 2×2; use pooling='none'")
         if feedback_form not in FEEDBACK_FORMS:
             raise ValueError(f"TPConvBlock: feedback_form={feedback_form!r}; choose one of {FEEDBACK_FORMS}")
@@ -132,8 +139,9 @@ class TPConvBlock(keras.layers.Layer):
         self._act = activation_fn(activation)
         self._fb_act = activation_fn(feedback_activation) if feedback_activation else None
         self.conv_image_shape = (height, width, self.filters)
-        self.output_image_shape = (height // 2, width // 2, self.filters) if pooling != "none" else \
-            self.conv_image_shape
+        self.output_image_shape = {
+            "none": self.conv_image_shape, "max_3x3_s2": (pooled_size(height), pooled_size(width), self.filters),
+        }.get(pooling, (height // 2, width // 2, self.filters))
         self.units = int(np.prod(self.output_image_shape))  # size of the flattened (pooled) map
         self.kernel = self.bias = self.feedback_kernel = self.feedback_bias_var = None
 
@@ -147,8 +155,8 @@ class TPConvBlock(keras.layers.Layer):
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         if self.feedback_activation:
             self.feedback_kernel = self.add_weight(
-                name="feedback_kernel", shape=shape, initializer=FEEDBACK_INITIALIZERS[self.feedback_init](self.seed + 1),
-                trainable=self.feedback_trainable)
+                name="feedback_kernel", shape=shape,
+                initializer=FEEDBACK_INITIALIZERS[self.feedback_init](self.seed + 1), trainable=self.feedback_trainable)
             if self.feedback_bias:
                 self.feedback_bias_var = self.add_weight(
                     name="feedback_bias", shape=(channels,), initializer="zeros", trainable=self.feedback_trainable)
@@ -167,6 +175,8 @@ class TPConvBlock(keras.layers.Layer):
             return tf.nn.max_pool2d(a, 2, 2, "VALID")
         if self.pooling == "average":
             return tf.nn.avg_pool2d(a, 2, 2, "VALID")
+        if self.pooling == "max_3x3_s2":
+            return max_pool_3x3_s2(a)
         return a
 
     def call(self, x):
