@@ -91,11 +91,14 @@ def test_a_rule_change_that_needs_other_optimizers_is_refused_until_compile():
     'dtpdrl' on an LDRL network one for all: fit and train_feedback refuse in one line until compile() is called
     again."""
     x, y = _data()
-    for built, rule in (("dtpdrl", "ldrl"), ("ldrl", "dtpdrl")):
+    ldrl = dataclasses.replace(tp_keras.RULES["ldrl"], feedback_form="dtp", feedback_activation="tanh",
+                               feedback_bias=True)  # L-DRL on DTP's maps: the same network as DTPDRL's
+    for built, rule in (("dtpdrl", ldrl), (ldrl, "dtpdrl")):
         model = _compiled(built)
         model.fit(x, y, batch_size=16, epochs=1, **QUIET)
         model.set_rule(rule)
-        message = rf"^the rule changed to '{rule}' after compile\(\), .* call compile\(\) again$"
+        name = getattr(rule, "name", rule)
+        message = rf"^the rule changed to '{name}' after compile\(\), .* call compile\(\) again$"
         with pytest.raises(ValueError, match=message):
             model.fit(x, y, batch_size=16, **QUIET)
         with pytest.raises(ValueError, match=message):

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import (ALL_METHODS, BATCH, HIDDEN, NP_ACT, NP_ACT_DERIV_FROM_OUTPUT, OUTPUT, TP_METHODS,
-                      grads_by_variable, install_fixed_noise, make_batch, make_model, np_forward, np_output_error,
-                      randomize_biases, to_np)
+                      grads_by_variable, install_fixed_noise, make_batch, make_model, methods_where, np_forward,
+                      np_output_error, randomize_biases, to_np)
 from tp_keras.core import step as tp_step
 from tp_keras.core.layers import XavierNormal
 from tp_keras.core.optimizers import TorchAdam
@@ -188,12 +188,14 @@ def test_float32_float64_agree(name):
 # ==============================================================================================================
 
 def _local_closed_form(model, hs, targets):
-    """docs/semantics.md §2.2 in row convention, from (h_{ℓ−1}, ĥ_ℓ, h_ℓ) alone: {id(var): expected gradient}."""
+    """docs/semantics.md §2.2 in row convention, from (h_{ℓ−1}, ĥ_ℓ, h_ℓ) alone, times the rule's forward loss
+    scale c (ldrl's ½, §7.12): {id(var): expected gradient}."""
     expected = {}
     batch = hs[0].shape[0]
     for k, layer in enumerate(model.tp_layers):
         h_in, h_out, target = hs[k], hs[k + 1], targets[k]
-        delta = 2.0 * NP_ACT_DERIV_FROM_OUTPUT[layer.activation](h_out) * (h_out - target)
+        slope = NP_ACT_DERIV_FROM_OUTPUT[layer.activation](h_out)
+        delta = 2.0 * model.rule.forward_loss_scale * slope * (h_out - target)
         expected[id(layer.kernel)] = h_in.T @ delta / batch
         if layer.bias is not None:
             expected[id(layer.bias)] = delta.sum(axis=0) / batch
@@ -232,7 +234,8 @@ def test_no_gradient_crosses_layers(name):
     variables = [v.value for v in model.forward_variables]
     with tf.GradientTape() as tape:
         hs = model.activations(tf.constant(x))  # inputs NOT detached
-        leaky_loss = tf.add_n([tf.reduce_sum(tf.square(h - t)) / BATCH for h, t in zip(hs[1:], targets)])
+        leaky_loss = tf.add_n([model.rule.forward_loss_scale * tf.reduce_sum(tf.square(h - t)) / BATCH
+                               for h, t in zip(hs[1:], targets)])
     leaky_grads = tape.gradient(leaky_loss, variables)
     got = grads_by_variable(model.forward_variables, upd.forward_grads)
     leaky = grads_by_variable(model.forward_variables, leaky_grads)
@@ -342,7 +345,7 @@ def test_explicit_batch_size_enters_output_error(name):
     np.testing.assert_allclose(to_np(upd.targets[-1]), expected, rtol=1e-13, atol=1e-15)
     out_layer = model.tp_layers[-1]
     grads = grads_by_variable(model.forward_variables, upd.forward_grads)
-    delta = 2.0 * (h_out - expected)
+    delta = 2.0 * model.rule.forward_loss_scale * (h_out - expected)
     np.testing.assert_allclose(grads[id(out_layer.kernel)], to_np(upd.activations[-2]).T @ delta / (4 * BATCH),
                                rtol=1e-10, atol=1e-16)
 
@@ -372,7 +375,8 @@ def test_bp_gradients_equal_autodiff_of_batch_mean_cross_entropy():
 @pytest.mark.parametrize("feedback", [True, False])
 @pytest.mark.parametrize("name", LAYERWISE_DIFFERENCE)
 def test_eq9_layerwise_difference_targets(name, feedback):
-    """ĥ_k = g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}), g_k(u) = t(u Q_k + d_k) (docs/semantics.md §7.3), recomputed in NumPy.
+    """ĥ_k = g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}), g_k(u) = t(u Q_k + d_k) (docs/semantics.md §7.3) or, in the
+    inverse-block form, s_{k+1}(u) Q_k + d_k (§7.12), recomputed in NumPy.
 
     With feedback=True, DTPDRL computes its targets inside the DRL stack; both paths must agree with the formula.
     """
@@ -388,7 +392,8 @@ def test_eq9_layerwise_difference_targets(name, feedback):
         q, d = to_np(layer.feedback_kernel), to_np(layer.feedback_bias_var)
         d = 0.0 if d is None else d  # FW-DTP's fixed feedback has no bias
         assert q.shape == (layer.units, hs[k].shape[1])
-        expected[k - 1] = t(expected[k] @ q + d) + hs[k] - t(hs[k + 1] @ q + d)
+        s = NP_ACT[layer.activation] if model.method.feedback_form == "inverse_block" else (lambda u: u)
+        expected[k - 1] = t(s(expected[k]) @ q + d) + hs[k] - t(s(hs[k + 1]) @ q + d)
     for k, (got, exp) in enumerate(zip(upd.targets, expected)):
         np.testing.assert_allclose(to_np(got), exp, rtol=1e-11, atol=1e-14, err_msg=f"target of layer {k + 1}")
     # The targets move the hidden activations (not a trivial ĥ = h).
@@ -581,7 +586,8 @@ def test_dfa_output_layer_is_scaled_bp_gradient():
         np.testing.assert_allclose(to_np(a), 2.0 / BATCH * to_np(b), rtol=1e-10, atol=1e-17)
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
+# The rules with forward biases (fw_dtp has none at all: tests/test_authors_semantics.py).
+@pytest.mark.parametrize("name", methods_where(lambda rule: rule.forward_bias))
 def test_last_hidden_bias_quirk(name):
     method = get_rule(name)
     model = make_model(name)

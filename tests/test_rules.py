@@ -84,11 +84,17 @@ def test_model_config_round_trip_with_per_layer_ldrl_settings(tmp_path):
 
 def test_compile_switches_to_a_rule_of_the_same_feedback_maps():
     model = make_model("dtpdrl")
-    model.compile(optimizer="sgd", rule="ldrl")
-    assert model.rule.name == "ldrl" and model.rule.sigma == 0.05  # the model's hyper-parameters are kept
-    with pytest.raises(ValueError, match="needs other feedback maps") as err:
-        model.compile(optimizer="sgd", rule="ddtp_linear")
-    assert "\n" not in str(err.value)
+    # L-DRL's loss on DTP's maps tanh(uQ + d) (ldrl itself inverts each forward block: other maps).
+    on_dtp_maps = dataclasses.replace(LDRL, feedback_form="dtp", feedback_activation="tanh", feedback_bias=True)
+    model.compile(optimizer="sgd", rule="dtp")
+    assert model.rule.name == "dtp" and model.rule.sigma == 0.05  # a name keeps the model's hyper-parameters
+    model.compile(optimizer="sgd", rule=on_dtp_maps,  # not a registry rule: no paper feedback optimizer to take
+                  feedback_optimizer=[keras.optimizers.SGD() for _ in model.hidden_sizes])
+    assert model.rule == on_dtp_maps
+    for other in ("ddtp_linear", "ldrl"):
+        with pytest.raises(ValueError, match="needs other feedback maps") as err:
+            model.compile(optimizer="sgd", rule=other)
+        assert "\n" not in str(err.value)
 
 
 def test_noise_comes_from_the_rule():
@@ -119,7 +125,7 @@ def _ldrl_noise_sizes(model):
 
 
 def test_ldrl_loss_matches_its_equation():
-    """L_k = −2·Σ δx·(G(F(h+δx)) − r)/B + Σ‖G(F(h)+δy) − r‖²/B, r = G(F(h)), recomputed in NumPy."""
+    """L_k = −2·Σ δx·(G(F(h+δx)) − r)/B + Σ‖G(F(h)+δy) − r‖²/B, r = G(F(h)), G(u) = s(u)Q, recomputed in NumPy."""
     model = randomize_biases(make_model("ldrl", sigma=[0.05, 0.1, 0.2]))
     sizes = _ldrl_noise_sizes(model)
     rng = np.random.default_rng(4)
@@ -133,7 +139,9 @@ def test_ldrl_loss_matches_its_equation():
         layer, sigma = model.tp_layers[k], model.rule.sigma[k - 1]
         dx, dy = sigma * eps[k - 1].astype(np.float64), sigma * eps[count + k - 1].astype(np.float64)
         f = lambda h: NP_ACT[layer.activation](h @ to_np(layer.kernel) + to_np(layer.bias))  # noqa: E731
-        g = lambda u: np.tanh(u @ to_np(layer.feedback_kernel) + to_np(layer.feedback_bias_var))  # noqa: E731
+        # The inverse block of the layer, without the bias that cancels (rules/ldrl.py): G(u) = s(u)Q.
+        assert layer.feedback_bias_var is None
+        g = lambda u: NP_ACT[layer.activation](u) @ to_np(layer.feedback_kernel)  # noqa: E731
         r = g(hs[k + 1])
         expected = (-2 * np.sum(dx * (g(f(hs[k] + dx)) - r)) + np.sum((g(hs[k + 1] + dy) - r) ** 2)) / BATCH
         np.testing.assert_allclose(to_np(upd.feedback_losses[k - 1]), expected, rtol=1e-10, atol=1e-15)
@@ -149,9 +157,9 @@ def test_ldrl_minimiser_makes_feedback_jacobian_the_transposed_forward_jacobian(
     """On linear layers F(h) = hW, G(u) = uQ + d the L-DRL loss is −2·tr(Cx W Q) + tr(Qᵀ Cy Q) with Cx = δxᵀδx/B,
     Cy = δyᵀδy/B; with whitened noise (Cx = Cy = σ²I) its gradient is 2σ²(Q − Wᵀ) and d's is 0, so its minimiser
     is Q = Wᵀ: J_G = Qᵀ = W = J_Fᵀ (Ernoult et al. 2022, the L-DRL optimum). The rule's own feedback-first steps
-    with plain SGD reach it."""
-    rule = dataclasses.replace(LDRL, feedback_activation="linear", feedback_iterations=60,
-                               per_layer_feedback_optimizers=False)
+    with plain SGD reach it. (The inverse-block map of a linear layer is uQ + d; d, which the rule leaves out, is
+    kept here to show that it gets no gradient.)"""
+    rule = dataclasses.replace(LDRL, feedback_bias=True, feedback_iterations=60, per_layer_feedback_optimizers=False)
     batch, sigma = 32, 0.5
     model = randomize_biases(make_model(rule, hidden=(6, 5, 4), sigma=sigma, hidden_activation="linear"))
     rng = np.random.default_rng(0)

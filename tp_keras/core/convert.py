@@ -292,7 +292,11 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
     hidden, out = specs[:-1], specs[-1]
 
     last = hidden[-1]
-    has_last_bias = last["bias"] is not None
+    for spec in specs:  # a rule without forward biases (fw_dtp) would drop them
+        if not method.forward_bias and spec["bias"] is not None and np.any(spec["bias"] != 0):
+            _refuse(spec["layer"], f"has a non-zero bias, and rule {method.name!r} has no forward biases "
+                                   "(forward_bias=False); use dataclasses.replace(rule, forward_bias=True)")
+    has_last_bias = last["bias"] is not None and method.forward_bias
     if "last_hidden_bias" in tp_kwargs and tp_kwargs["last_hidden_bias"] is not None:
         last_hidden_bias = bool(tp_kwargs["last_hidden_bias"])
         if not last_hidden_bias and has_last_bias and np.any(last["bias"] != 0):
@@ -308,7 +312,7 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
     tp_kwargs["last_hidden_bias"] = last_hidden_bias
 
     zero_bias = [s["names"][0] for i, s in enumerate(specs)
-                 if s["bias"] is None and (i != len(specs) - 2 or last_hidden_bias)]
+                 if s["bias"] is None and (i != len(specs) - 2 or last_hidden_bias) and method.forward_bias]
     if zero_bias:
         warnings.warn(f"from_keras: Dense layer(s) {', '.join(map(repr, zero_bias))} have no bias; the TP model gives "
                       "them a zero bias (same outputs) that trains like every other bias", UserWarning, stacklevel=2)

@@ -103,20 +103,25 @@ class UniformBound(keras.initializers.Initializer):
         return {"bound": self.bound, "seed": self.seed}
 
 
+# The forms of a layer-wise feedback map (TPDense's feedback_form): DTP's t(uQ + d), the inverse block s(u)Q + d.
+FEEDBACK_FORMS = ("dtp", "inverse_block")
 # Initialisers of the layer-wise feedback kernel Q, by name, from the layer's seed.
 FEEDBACK_INITIALIZERS = {"xavier": XavierNormal, "uniform_1e-3": lambda seed: UniformBound(1e-3, seed)}
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
 class TPDense(keras.layers.Layer):
-    """Forward map h = s(x W + b), paired with its layer-wise feedback g(u) = t(u Q + d) (x's space ← h's space).
+    """Forward map h = s(x W + b), paired with its layer-wise feedback g (x's space ← h's space): g(u) = t(u Q + d)
+    (DTP's form), or g(u) = s(u) Q + d (the inverse of the block x ↦ s(xW + b): its activation, then the linear map).
 
     Args:
       units: output size.
-      activation: forward non-linearity s ('tanh' or 'linear').
+      activation: forward non-linearity s ('tanh', 'elu', 'relu' or 'linear').
       use_bias: whether the forward map has a bias b.
-      feedback_activation: t, or None for a layer without feedback weights.
+      feedback_activation: t, or None for a layer without feedback weights ('linear' with the inverse-block form).
       feedback_bias: whether g has a bias d.
+      feedback_form: 'dtp', g(u) = t(u Q + d); or 'inverse_block', g(u) = s(u) Q + d with s this layer's forward
+        activation (L-DRL's authors' feedback; on the linear output layer it is u Q + d).
       feedback_init: 'xavier' (Xavier-normal Q, as the forward kernels) or 'uniform_1e-3' (Q ~ U(±10⁻³), the
         fixed feedback of FW-DTP's reference code).
       feedback_trainable: False freezes Q and d (they still exist and are saved).
@@ -125,7 +130,8 @@ class TPDense(keras.layers.Layer):
 
     def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
                  feedback_activation: str | None = None, feedback_bias: bool = True,
-                 feedback_trainable: bool = True, seed: int = 0, feedback_init: str = "xavier", **kwargs):
+                 feedback_trainable: bool = True, seed: int = 0, feedback_init: str = "xavier",
+                 feedback_form: str = "dtp", **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.activation = activation
@@ -136,6 +142,12 @@ class TPDense(keras.layers.Layer):
         if feedback_init not in FEEDBACK_INITIALIZERS:
             raise ValueError(f"TPDense: feedback_init={feedback_init!r}; choose one of {sorted(FEEDBACK_INITIALIZERS)}")
         self.feedback_init = feedback_init
+        if feedback_form not in FEEDBACK_FORMS:
+            raise ValueError(f"TPDense: feedback_form={feedback_form!r}; choose one of {', '.join(FEEDBACK_FORMS)}")
+        if feedback_form == "inverse_block" and feedback_activation not in (None, "linear"):
+            raise ValueError(f"TPDense: feedback_form='inverse_block' is s(u)Q + d, with no output activation; set "
+                             f"feedback_activation='linear', not {feedback_activation!r}")
+        self.feedback_form = feedback_form
         self.seed = int(seed)
         self._act = activation_fn(activation)
         self._fb_act = activation_fn(feedback_activation) if feedback_activation else None
@@ -169,7 +181,8 @@ class TPDense(keras.layers.Layer):
         return derivative_from_output(self.activation, h)
 
     def feedback(self, u, constant: bool = False):
-        """g(u) = t(u Q + d): maps this layer's output space back to its input space.
+        """g(u) = t(u Q + d), or s(u) Q + d in the inverse-block form: maps this layer's output space back to its
+        input space.
 
         constant=True reads Q and d as constants for gradients: rows whose loss does not train this map skip
         the backward matmul."""
@@ -177,6 +190,8 @@ class TPDense(keras.layers.Layer):
         if constant:
             kernel = tf.stop_gradient(kernel)
             bias = None if bias is None else tf.stop_gradient(bias)
+        if self.feedback_form == "inverse_block":
+            u = self._act(u)
         a = tf.matmul(u, kernel)
         if bias is not None:
             a = a + bias
@@ -197,6 +212,8 @@ class TPDense(keras.layers.Layer):
                       feedback_trainable=self.feedback_trainable, seed=self.seed)
         if self.feedback_init != "xavier":  # configs of layers saved before the option stay as they were
             config["feedback_init"] = self.feedback_init
+        if self.feedback_form != "dtp":  # likewise
+            config["feedback_form"] = self.feedback_form
         return config
 
 

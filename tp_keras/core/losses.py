@@ -1,7 +1,8 @@
 """Local forward losses and feedback (reconstruction / DRL) losses, exact to the reference's scales.
 
 * Local loss (docs/semantics.md §2.2): (1/B)·Σ_b‖h_ℓ − ĥ_ℓ‖², the target held fixed. Differentiated with the layer's
-  input detached, its gradient is exactly 2·s'(a_ℓ)⊙(h_ℓ − ĥ_ℓ)·h_{ℓ−1}ᵀ/B.
+  input detached, its gradient is exactly 2·s'(a_ℓ)⊙(h_ℓ − ĥ_ℓ)·h_{ℓ−1}ᵀ/B. The step multiplies it by the rule's
+  `forward_loss_scale` (1; ½ for L-DRL's authors, docs/semantics.md §7.12).
 * Feedback losses are element means (over batch × units) times a scale (docs/semantics.md §3): 1/σ² for DRL,
   1/max(σ, 0.02)² for DTP's reconstruction loss, 1 for DDTP-control.
 

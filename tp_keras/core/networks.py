@@ -25,7 +25,7 @@ from tp_keras.reference.facts import CNN_METHODS  # the methods with a CNN: BPCo
 def feedback_structure(rule: LearningRule) -> tuple:
     """What a rule asks of the network's feedback maps (rules that agree here can share one network)."""
     return (rule.feedback, rule.feedback_activation, rule.feedback_bias, rule.feedback_init, rule.feedback_trained,
-            rule.last_hidden_bias)
+            rule.last_hidden_bias, rule.feedback_form, rule.forward_bias)
 
 
 class Network:
@@ -109,7 +109,9 @@ def deserialize_network(config: dict, rule: LearningRule, dtype: str) -> Network
 class MLPNetwork(Network):
     """Dense layers n_0 → n_1 … n_{L−1} (hidden activation) → n_L (linear), with the feedback maps `rule` needs:
     a layer-wise g_ℓ on every layer but the first (DTP, DRL, vanilla TP, L-DRL, FW-DTP), or direct maps from the
-    output (DDTP, DFA; DDTP-RHL through a fixed random layer of `size_hidden_fb` units), or none (BP, GNT).
+    output (DDTP, DFA; DDTP-RHL through a fixed random layer of `size_hidden_fb` units), or none (BP, GNT). The
+    layer-wise maps take the rule's `feedback_form` (DTP's t(uQ + d), or L-DRL's authors' s(u)Q + d); a rule
+    without `forward_bias` (FW-DTP) builds every forward layer without a bias.
 
     The arguments are TPModel's of the same names (checked with its one-line messages)."""
 
@@ -127,7 +129,11 @@ class MLPNetwork(Network):
         if hidden_activation not in ACTIVATIONS:
             raise ValueError(f"TPModel: hidden_activation={hidden_activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.hidden_activation = hidden_activation
-        self.last_hidden_bias = m.last_hidden_bias if last_hidden_bias is None else bool(last_hidden_bias)
+        if not m.forward_bias and last_hidden_bias:
+            raise ValueError(f"TPModel: last_hidden_bias=True, but rule {m.name!r} has no forward biases "
+                             "(forward_bias=False); drop the argument")
+        self.last_hidden_bias = (m.last_hidden_bias and m.forward_bias) if last_hidden_bias is None \
+            else bool(last_hidden_bias)
         self.seed = seed
         self.size_hidden_fb = C.whole("size_hidden_fb", size_hidden_fb, 1)
         self.recurrent_input = bool(recurrent_input)
@@ -136,10 +142,11 @@ class MLPNetwork(Network):
         layerwise_fb = m.feedback_activation if m.feedback == "layerwise" else None
         self.tp_layers = [
             TPDense(n, activation="linear" if i == len(sizes) - 1 else hidden_activation,
-                    use_bias=self.last_hidden_bias or i != len(sizes) - 2,
+                    use_bias=m.forward_bias and (self.last_hidden_bias or i != len(sizes) - 2),
                     # Layer 1 would carry g_0 (to the input), which no method uses.
                     feedback_activation=layerwise_fb if i > 0 else None, feedback_bias=m.feedback_bias,
-                    feedback_init=m.feedback_init, feedback_trainable=m.feedback_trained, seed=seed * 1009 + 2 * i,
+                    feedback_init=m.feedback_init, feedback_form=m.feedback_form,
+                    feedback_trainable=m.feedback_trained, seed=seed * 1009 + 2 * i,
                     dtype=dtype, name=f"layer_{i + 1}")
             for i, n in enumerate(sizes)]
         self.direct_feedback = None
@@ -164,6 +171,7 @@ def _check_cnn_method(method: LearningRule) -> None:
     supported = (method.feedback == "none" and method.target_rule == "backprop") or (
         method.feedback == "direct" and method.target_rule == "difference"
         and method.feedback_loss in ("drl", "control", "none") and method.feedback_activation == "linear")
+    supported = supported and method.forward_bias  # the CNN's layers all have a bias
     if not supported:
         raise ValueError(f"method {method.name!r} has no CNN; the CNN supports {', '.join(CNN_METHODS)} "
                          "(backprop, or linear direct feedback with the DRL or control loss)")

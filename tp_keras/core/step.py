@@ -5,8 +5,9 @@
   2. the output error e_L in closed form and the output target ĥ_L = h_L − η̂·e_L;
   3. the hidden targets with the CURRENT feedback weights, and the feedback losses with the CURRENT forward
      weights and fresh noise, under a tape that watches the feedback parameters only;
-  4. the local losses (1/B)Σ‖h_ℓ − ĥ_ℓ‖² (times `model.local_loss_scales`: the CNN's conv layers take the
-     element mean) and their gradients (each layer's own, nothing crosses layers).
+  4. the local losses c·(1/B)Σ‖h_ℓ − ĥ_ℓ‖² (c: the rule's `forward_loss_scale`, 1 but for L-DRL's ½; times
+     `model.local_loss_scales`: the CNN's conv layers take the element mean) and their gradients (each layer's
+     own, nothing crosses layers).
 For BP it is the ordinary gradient of the batch-mean loss; for GNT, step 3 is replaced by the Gauss-Newton
 targets of every layer (targets.gnt_targets), with no feedback weights.
 
@@ -146,7 +147,8 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
 
     fwd_grads = None
     if forward:
-        scales = model.local_loss_scales  # 1 for dense layers; the CNN's conv layers take the element mean
+        # 1 for dense layers, the CNN's conv layers take the element mean; times the rule's c (1, L-DRL's ½)
+        scales = [scale * rule.forward_loss_scale for scale in model.local_loss_scales]
         with fwd_tape:  # only the layers that train (Frozen-MNIST: the first): no work for frozen ones
             local = tf.add_n([_scaled(L.local_loss(hs[i + 1], all_targets[i], batch_size), scales[i])
                               for i in model.trained_layers])

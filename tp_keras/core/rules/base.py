@@ -19,6 +19,12 @@ as a plain dict) and carries its hyper-parameters:
   ``target_stepsize`` (η̂), ``gn_damping`` (λ of the GNT targets) and ``noise`` (the N(0, 1) generator of the
   feedback losses: a registered name, or any callable ``noise(shape, seed)``, which is how tests inject noise).
 * ``last_hidden_bias``: a reference quirk (DDTP-linear and DFA have no forward bias on the last hidden layer).
+* the authors' forms of the later rules (docs/semantics.md §7.12, §7.13): ``feedback_form``, how a layer-wise map is
+  built: ``dtp``, g(u) = t(uQ + d) (the paper methods), or ``inverse_block``, g(u) = s(u)Q + d with s the forward
+  activation of the layer whose output u is (L-DRL's authors invert each forward block: its activation, then the
+  transposed linear map; the output layer's map is purely linear); ``forward_bias`` (False: no forward layer has a
+  bias, as FW-DTP's authors' layers); ``forward_loss_scale`` (c in the local loss c·(1/B)Σ‖h − ĥ‖²: 1 for the
+  paper methods, ½ for L-DRL's authors).
 
 Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError): a bool
 field holding anything but True/False, and a hyper-parameter the rule does not use set to anything but its
@@ -57,6 +63,7 @@ from tp_keras.core.rules import components as K
 RULES: dict[str, LearningRule] = {}
 FEEDBACK_KINDS = ("none", "layerwise", "direct", "direct_rhl")
 FEEDBACK_INITS = ("xavier", "uniform_1e-3")
+FEEDBACK_FORMS = ("dtp", "inverse_block")
 # The hyper-parameters of a rule (what TPModel's keyword arguments and the launcher's flags override); the other
 # fields are its structure.
 HYPER_PARAMETERS = ("sigma", "target_stepsize", "gn_damping", "noise", "feedback_iterations")
@@ -76,7 +83,7 @@ SETTINGS = {
 # The rule's hyper-parameter fields that only some rules use: set to anything but the default, refused where unused.
 _CHECKED_FIELDS = ("sigma", "target_stepsize", "gn_damping", "feedback_iterations")
 BOOL_FIELDS = ("feedback_trained", "last_hidden_bias", "feedback_bias", "feedback_first",
-               "per_layer_feedback_optimizers")
+               "per_layer_feedback_optimizers", "forward_bias")
 
 
 class RuleError(ValueError):
@@ -147,6 +154,10 @@ class LearningRule:
     last_hidden_bias: bool = True
     feedback_bias: bool = True
     feedback_init: str = "xavier"
+    # The defaults are the paper methods' forms (a saved rule without these keys loads as it was).
+    feedback_form: str = "dtp"  # 'dtp': t(uQ + d); 'inverse_block': s(u)Q + d (s: the forward activation)
+    forward_bias: bool = True
+    forward_loss_scale: float = 1.0  # c in the local loss c·(1/B)Σ‖h − ĥ‖²
     # The in-batch schedule (`schedule`), saved as these three fields.
     feedback_first: bool = False
     feedback_iterations: int | tuple = 1
@@ -166,7 +177,7 @@ class LearningRule:
                 raise RuleError(f"rule {self.name!r}: {field}={value!r} must be True or False (a bool, not "
                                 f"{type(value).__name__})")
         for field, kind in (("sigma", float), ("target_stepsize", float), ("gn_damping", float),
-                            ("feedback_iterations", int)):
+                            ("feedback_iterations", int), ("forward_loss_scale", float)):
             object.__setattr__(self, field, _plain(getattr(self, field), kind))  # lists as tuples
         n = self.name
         if self.feedback not in FEEDBACK_KINDS:
@@ -180,6 +191,22 @@ class LearningRule:
         if self.feedback_init not in FEEDBACK_INITS:
             raise RuleError(f"rule {n!r}: feedback_init={self.feedback_init!r}; choose one of "
                             f"{', '.join(FEEDBACK_INITS)}")
+        if self.feedback_form not in FEEDBACK_FORMS:
+            raise RuleError(f"rule {n!r}: feedback_form={self.feedback_form!r}; choose one of "
+                            f"{', '.join(FEEDBACK_FORMS)}")
+        if self.feedback_form == "inverse_block" and self.feedback != "layerwise":
+            raise RuleError(f"rule {n!r}: feedback_form='inverse_block' inverts each forward layer, so it needs "
+                            f"feedback='layerwise', not {self.feedback!r}; use feedback_form='dtp'")
+        if self.feedback_form == "inverse_block" and self.feedback_activation != "linear":
+            raise RuleError(f"rule {n!r}: feedback_form='inverse_block' is s(u)Q + d, the forward activation s on "
+                            f"the input and no activation on the output; set feedback_activation='linear', not "
+                            f"{self.feedback_activation!r}")
+        if not _number(self.forward_loss_scale, 0, strict=True):
+            raise RuleError(f"rule {n!r}: forward_loss_scale={self.forward_loss_scale!r} must be a finite number > 0 "
+                            "(1.0: the paper's local loss; 0.5: L-DRL's authors')")
+        if self.target_rule == "backprop" and self.forward_loss_scale != 1.0:
+            raise RuleError(f"rule {n!r}: forward_loss_scale={self.forward_loss_scale!r} scales the local loss of "
+                            "target methods; a backprop rule has none: drop it (leave 1.0)")
         if not isinstance(self.noise, str) and not callable(self.noise):
             raise RuleError(f"rule {n!r}: noise={self.noise!r} must be a registered name "
                             f"({', '.join(K.NOISE)}) or a callable noise(shape, seed)")

@@ -5,6 +5,12 @@ The feedback of layer k is g_k(u) = tanh(u B_k), B_k a fixed random matrix witho
 targets are DTP's difference targets ĥ_k = g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}). No feedback loss, no feedback
 optimizer, no noise: each batch costs one target pass and the forward update.
 
+As the authors' code (TatsukichiShibuya/Fixed-Weight-Difference-Target-Propagation, models/my_functions.py), the
+forward layers have no bias either, h = s(xW) (`forward_bias=False`); the local loss is the paper's (1/B)Σ‖h − ĥ‖²
+(their summed MSE stepped with lr/B). `dataclasses.replace(FW_DTP, forward_bias=True)` gives every forward layer a
+bias b (this rule's form in tp_keras 0.1.0). Their default and headline variant, FWDTP-BN, batch-normalises the
+forward layers, the feedback maps and the targets; it is not here (docs/semantics.md §7.13 says what it computes).
+
 Initialisation: B_k is drawn as DTP's feedback kernel (Xavier normal, same seed). The authors' code defaults to
 B_k ~ U(−10⁻³, 10⁻³) (`dataclasses.replace(FW_DTP, feedback_init="uniform_1e-3")`); with it the difference
 g(ĥ) − g(h) shrinks by ~10⁻³ per layer and drowns in float32 rounding below the top layers (on the 7-6-5-4-3
@@ -18,4 +24,4 @@ from tp_keras.core.rules.paper import DTP
 
 FW_DTP = dataclasses.replace(
     DTP, name="fw_dtp", summary="DTP with fixed random feedback weights (Shibuya et al. 2023): no feedback training",
-    feedback_loss="none", feedback_trained=False, feedback_bias=False)
+    feedback_loss="none", feedback_trained=False, feedback_bias=False, forward_bias=False)

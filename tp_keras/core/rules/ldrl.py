@@ -9,7 +9,21 @@ summed over units, averaged over the batch. On a linear layer F(h) = hW, G(u) = 
 σ²(‖Q‖² − 2·tr(WQ)), minimised by Q = Wᵀ: G's Jacobian becomes F's transposed Jacobian and DTP's targets
 approach backprop's. As in the authors' code: no loss scale, one noise scale σ_k and K_k feedback steps per
 layer per batch, each layer with its own feedback optimizer, and the feedback trained before the targets are
-computed; targets and the forward update are DTP's (difference rule).
+computed; targets are DTP's (difference rule).
+
+Also as the authors' code (ernoult/scalingDTP: `invert` reverses each forward block, models/dtp.py), by default:
+* the feedback map inverts its forward layer, G(u) = s(u)Q + d (`feedback_form='inverse_block'`): the forward
+  activation s of the layer whose output u is, then the linear map; the output layer has no activation, so the
+  map from the logits is purely linear, uQ + d;
+* the forward loss of every layer is ½·(1/B)Σ‖h − ĥ‖² (`forward_loss_scale=0.5`): half the paper methods' local
+  loss, so half their gradients (invisible under Adam but for its ε, half the step under SGD).
+The authors' inverse Linear also has a bias d, but d cancels from every difference L-DRL takes (G(F(h + δx)) − r,
+G(y + δy) − r and the targets' G(ĥ) − G(h)): it never matters and its gradient is zero, which autodiff returns
+as rounding noise that Adam would turn into steps of size lr. The rule leaves it out (`feedback_bias=False`);
+`feedback_bias=True` gives the same losses, gradients and targets up to rounding.
+`dataclasses.replace(LDRL, feedback_form="dtp", feedback_activation="tanh", feedback_bias=True,
+forward_loss_scale=1.0)` is L-DRL's loss on DTP's maps g(u) = tanh(uQ + d) with the paper's local loss: this rule's
+form in tp_keras 0.1.0 (CHANGELOG.md says how a model saved then loads). docs/semantics.md §7.12.
 """
 from __future__ import annotations
 
@@ -48,4 +62,5 @@ LDRL = LearningRule(
     name="ldrl", summary="DTP with layer-wise feedback trained by the local difference reconstruction loss "
                          "(Ernoult et al. 2022), several feedback steps per layer before the targets",
     feedback="layerwise", target_rule="difference", feedback_loss="ldrl", feedback_trained=True,
-    feedback_activation="tanh", feedback_first=True, feedback_iterations=3, per_layer_feedback_optimizers=True)
+    feedback_activation="linear", feedback_form="inverse_block", feedback_bias=False, forward_loss_scale=0.5,
+    feedback_first=True, feedback_iterations=3, per_layer_feedback_optimizers=True)
