@@ -1,8 +1,10 @@
-"""TorchAdam: Adam with PyTorch semantics (docs/semantics.md §4.1).
+"""TorchAdam and TorchSGD: Adam and SGD with PyTorch semantics (docs/semantics.md §4.1, §4.7).
 
-PyTorch's update, per step t, with coupled L2 weight decay wd:
+PyTorch's Adam update, per step t, with coupled L2 weight decay wd:
     g ← g + wd·θ;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
     m̂ = m/(1−β1^t);  v̂ = v/(1−β2^t);  θ ← θ − lr·m̂/(√v̂ + ε)
+PyTorch's SGD with momentum μ (dampening 0, no Nesterov), as its documentation writes it:
+    g ← g + wd·θ;  b ← g at the first step, else b ← μ·b + g;  θ ← θ − lr·b
 """
 from __future__ import annotations
 
@@ -218,3 +220,80 @@ def test_torch_sgd_is_coupled_l2_sgd_in_float64():
         opt.apply_gradients([(tf.constant(g, tf.float64), var)])
         expected = expected - lr * (np.array(g) + wd * expected)
     np.testing.assert_allclose(var.numpy(), expected, rtol=0, atol=1e-16)
+
+
+def numpy_torch_sgd(theta0, grads, learning_rates, momentum, l2_decay=0.0):
+    """torch.optim.SGD's documented update in float64 (dampening 0, nesterov off): the buffer starts as the first
+    gradient; learning_rates[t] is the rate of step t (a scheduler may change it between steps)."""
+    theta = [np.array(t, dtype=np.float64) for t in theta0]
+    buffers = [None] * len(theta)
+    history = []
+    for rate, step_grads in zip(learning_rates, grads):
+        for i, g in enumerate(step_grads):
+            g = g + l2_decay * theta[i]
+            if momentum:
+                buffers[i] = g.copy() if buffers[i] is None else momentum * buffers[i] + g
+                g = buffers[i]
+            theta[i] = theta[i] - rate * g
+        history.append([th.copy() for th in theta])
+    return history
+
+
+@pytest.mark.parametrize("momentum,l2_decay", [(0.9, 1e-4), (0.5, 0.0), (0.0, 1e-4)])
+def test_torch_sgd_matches_pytorchs_documented_update_float64(momentum, l2_decay):
+    """Eight steps with momentum and coupled L2; the rate changes after step 4, which scales the whole buffer
+    (PyTorch's order), so a Keras-style buffer (lr inside it) would differ from there on."""
+    from tp_keras.core.optimizers import TorchSGD
+    theta0, grads = random_problem(seed=3, steps=8)
+    rates = [0.05] * 4 + [0.0125] * 4
+    opt = TorchSGD(rates[0], momentum=momentum, l2_decay=l2_decay, precision="float64")
+    variables = [keras.Variable(t, dtype="float64") for t in theta0]
+    opt.build(variables)
+    got = []
+    for rate, step_grads in zip(rates, grads):
+        opt.learning_rate = rate
+        opt.apply_gradients(zip([tf.constant(g, tf.float64) for g in step_grads], variables))
+        got.append([np.array(v.numpy(), copy=True) for v in variables])
+    expected = numpy_torch_sgd(theta0, grads, rates, momentum, l2_decay)
+    for step_got, step_expected in zip(got, expected):
+        for g, e in zip(step_got, step_expected):
+            np.testing.assert_array_equal(g, e)
+    assert len(opt.variables) == 2 + (len(SHAPES) if momentum else 0)  # iterations, lr, one buffer per variable
+
+
+@pytest.mark.slow
+def test_torch_sgd_momentum_buffer_is_state_that_get_config_and_a_keras_file_keep(tmp_path):
+    """The buffers are optimizer variables: a compiled TPModel saved after training and loaded trains on exactly as
+    the original (same weights after one more step), and the clone from get_config holds the same settings."""
+    from tp_keras.core.model import TPModel
+    from tp_keras.core.optimizers import TorchSGD
+    opt = TorchSGD(0.05, momentum=0.9, l2_decay=1e-4, precision="float64")
+    config = opt.get_config()
+    assert (config["momentum"], config["l2_decay"]) == (0.9, 1e-4)
+    assert TorchSGD.from_config(config).get_config() == config
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 5)), (np.arange(32) % 3).astype("int32")
+    model = TPModel("bp", 5, [4], 3, seed=2, dtype="float64")
+    model.compile(optimizer=opt)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    buffers = [v for v in model.optimizer.variables if "momentum_buffer" in v.path]
+    assert len(buffers) == len(model.forward_variables) and any(np.any(v.numpy()) for v in buffers)
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    loaded.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("kwargs,says", [
+    (dict(nesterov=True), "nesterov is not implemented"), (dict(dampening=0.1), "dampening is not implemented"),
+    (dict(weight_decay=1e-4), "use l2_decay"), (dict(momentum=1.0), r"momentum=1.0 is outside \[0, 1\)"),
+    (dict(momentum=-0.1), "is outside")])
+def test_torch_sgd_refuses_what_it_does_not_implement_in_one_line(kwargs, says):
+    from tp_keras.core.optimizers import TorchSGD
+    with pytest.raises(ValueError, match=f"^TorchSGD: .*{says}") as err:
+        TorchSGD(0.1, **kwargs)
+    assert "\n" not in str(err.value)

@@ -11,6 +11,8 @@ from tp_keras.reference.facts import CNN_METHODS
 from tp_keras.run.data import DATASETS
 
 PRECISIONS = ("float32", "float64")
+OPTIMIZERS = ("adam", "sgd")  # core.optimizers.TorchAdam, TorchSGD
+LR_SCHEDULES = ("none", "cosine")
 ARCHITECTURES = ("mlp", "cnn")
 # --architecture=cnn (docs/semantics.md §8): the CNN's layers (conv1, conv2, dense 512, output), each with its own
 # forward Adam when --lr / --epsilon give one value per layer; its methods are paper_facts.CNN_METHODS.
@@ -50,8 +52,12 @@ class Config:
     architecture: str = "mlp"
     num_hidden: int = 5
     size_hidden: int = 256
-    # Forward optimizer (PyTorch-semantics Adam); its learning rate is lr/target_stepsize when normalize_lr.
-    # For the CNN, lr and epsilon may be tuples, one value per layer (one Adam per layer, docs/semantics.md §4.5).
+    # Forward optimizer, PyTorch semantics (docs/semantics.md §4): 'adam' (TorchAdam: beta1, beta2, epsilon) or
+    # 'sgd' (TorchSGD with `momentum`), both with the coupled L2 forward_wd; its learning rate is
+    # lr/target_stepsize when normalize_lr. lr and (Adam) epsilon may be tuples, one value per layer (the CNN's 4,
+    # or an MLP's num_hidden + 1): one optimizer per layer (docs/semantics.md §4.5, §4.7).
+    optimizer: str = "adam"
+    momentum: float = 0.0
     lr: float | tuple = 1e-4
     # The rule's hyper-parameters (target_stepsize, sigma, feedback_iterations, gn_damping_training): None takes the
     # rule's default (core/rules, the one place it is written); `paper` gives the method's paper values.
@@ -61,8 +67,11 @@ class Config:
     epsilon: float | tuple = 1e-8
     forward_wd: float = 0.0
     normalize_lr: bool = True
-    # Feedback optimizer and feedback loss.
-    lr_fb: float = 1e-4
+    # Feedback optimizer ('adam' or 'sgd' with momentum_fb, as the forward one) and feedback loss. lr_fb may be a
+    # tuple, one value per hidden layer, for a rule with one feedback optimizer per hidden layer (ldrl).
+    optimizer_fb: str = "adam"
+    momentum_fb: float = 0.0
+    lr_fb: float | tuple = 1e-4
     beta1_fb: float = 0.9
     beta2_fb: float = 0.999
     epsilon_fb: float = 1e-8
@@ -76,7 +85,12 @@ class Config:
     recurrent_input: bool = False
     # Tikhonov damping of the GNT targets (method 'gnt').
     gn_damping_training: float | None = None
-    # Schedule.
+    # Schedule. lr_schedule: the forward learning rate by epoch, 'none' or 'cosine' (PyTorch's CosineAnnealingLR
+    # stepped after every epoch: epoch e, from 0, trains at lr_min + (lr − lr_min)(1 + cos(π·e/T))/2 with
+    # T = lr_schedule_epochs, which validate sets to epochs when not given; docs/semantics.md §4.8).
+    lr_schedule: str = "none"
+    lr_schedule_epochs: int | None = None
+    lr_min: float = 0.0
     batch_size: int = 128
     epochs: int = 100
     epochs_fb: int = 0
@@ -107,7 +121,7 @@ class Config:
 
     def __post_init__(self):
         # Per-layer settings: a one-element list is the plain value, a longer list a tuple (hashable, JSON-able).
-        for name in ("lr", "epsilon", "sigma", "feedback_iterations"):
+        for name in ("lr", "epsilon", "lr_fb", "sigma", "feedback_iterations"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, value[0] if len(value) == 1 else tuple(value))
@@ -189,9 +203,10 @@ class Config:
             if cnn and count not in (1, CNN_NUM_LAYERS):
                 raise ConfigError(name, f"{count} values given; the CNN takes one value or one per layer "
                                         f"({CNN_NUM_LAYERS}: conv1, conv2, dense, output), e.g. --{name}=a,b,c,d")
-            if not cnn and count != 1:
-                raise ConfigError(name, f"{count} values given; an MLP takes one value (per-layer lists are for "
-                                        "--architecture=cnn)")
+            if not cnn and count not in (1, self.num_hidden + 1):
+                raise ConfigError(name, f"{count} values given; this MLP takes one value or one per layer "
+                                        f"({self.num_hidden + 1}: the {self.num_hidden} hidden layers, then the "
+                                        "output layer)")
         for name, lowest in _INTEGERS.items():
             _integer(self, name, lowest, MAX_SEED if name == "seed" else MAX_INT)
         method = get_rule(self.method)
@@ -212,6 +227,8 @@ class Config:
         self._validate_rule(method)
         if method.trains_feedback:
             _positive(self, "lr_fb", "e.g. --lr_fb=1e-4")
+        self._validate_optimizers(method)
+        self._validate_lr_schedule()
         self.steps_per_call = parse_steps_per_call(self.steps_per_call)
         _positive(self, "log_interval", "e.g. --log_interval=80 (angles every 80th batch of an epoch)")
         damping = self.gn_damping if isinstance(self.gn_damping, (list, tuple)) else (self.gn_damping,)
@@ -239,6 +256,52 @@ class Config:
             shown = ",".join(map(str, err.value)) if isinstance(err.value, tuple) else str(err.value)
             raise ConfigError(flag, err.reworded(shown, f"--{flag}")) from None
 
+    def _validate_optimizers(self, method) -> None:
+        """--optimizer/--optimizer_fb and the settings only one of the two kinds uses: momentum is SGD's, β1, β2
+        and ε Adam's (refused where given with the other kind); per-layer feedback learning rates need a rule with
+        one feedback optimizer per hidden layer."""
+        for flag, momentum in (("optimizer", "momentum"), ("optimizer_fb", "momentum_fb")):
+            kind = getattr(self, flag)
+            if kind not in OPTIMIZERS:
+                raise ConfigError(flag, f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
+            value = getattr(self, momentum)
+            if not (isinstance(value, numbers.Real) and 0.0 <= value < 1.0):
+                raise ConfigError(momentum, f"{value} is outside [0, 1); SGD's momentum must be in [0, 1), e.g. 0.9")
+            if value and kind != "sgd":
+                raise ConfigError(momentum, f"{value} is SGD's momentum, unused by --{flag}={kind}; add "
+                                            f"--{flag}=sgd or drop the flag")
+        for flag in getattr(self, "_optimizer_flags_given", ()):
+            kind_flag, kind = OPTIMIZER_FLAGS[flag]
+            if getattr(self, kind_flag) != kind:
+                shown = ",".join(map(str, getattr(self, flag))) if isinstance(getattr(self, flag), tuple) \
+                    else getattr(self, flag)
+                raise ConfigError(flag, f"{shown} is {kind.capitalize()}'s setting, unused by "
+                                        f"--{kind_flag}={getattr(self, kind_flag)}; drop the flag or use "
+                                        f"--{kind_flag}={kind}")
+        count = len(_values(self.lr_fb))
+        if method.trains_feedback and count > 1:
+            if not method.schedule.per_layer_optimizers:
+                raise ConfigError("lr_fb", f"{count} values given; {self.method} trains its feedback with one "
+                                           "optimizer: give one value (one per hidden layer is for ldrl)")
+            if count != self.num_hidden:
+                raise ConfigError("lr_fb", f"{count} values given; give one value or one per hidden layer "
+                                           f"({self.num_hidden}), first layer first")
+
+    def _validate_lr_schedule(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError("lr_schedule", f"unknown schedule {self.lr_schedule!r}; choose one of "
+                                             f"{', '.join(LR_SCHEDULES)}")
+        if self.lr_schedule == "none":
+            for flag, default in (("lr_schedule_epochs", None), ("lr_min", 0.0)):
+                if getattr(self, flag) != default:
+                    raise ConfigError(flag, f"{getattr(self, flag)} sets the cosine schedule, which is off; add "
+                                            "--lr_schedule=cosine or drop the flag")
+            return
+        if self.lr_schedule_epochs is None:
+            self.lr_schedule_epochs = self.epochs
+        check_integer("lr_schedule_epochs", self.lr_schedule_epochs, 1, MAX_INT, example=85)
+        _non_negative(self, "lr_min")
+
     def _validate_cnn(self) -> None:
         if self.method not in CNN_METHODS:
             raise ConfigError("method", f"{self.method} has no CNN; with --architecture=cnn choose one of "
@@ -261,9 +324,15 @@ class Config:
 RULE_FLAGS = {"sigma": "sigma", "target_stepsize": "target_stepsize", "gn_damping_training": "gn_damping",
               "feedback_iterations": "feedback_iterations", "lr_fb": "feedback_optimizer",
               "beta1_fb": "feedback_optimizer", "beta2_fb": "feedback_optimizer", "epsilon_fb": "feedback_optimizer",
-              "feedback_wd": "feedback_optimizer", "epochs_fb": "feedback_schedule",
+              "feedback_wd": "feedback_optimizer", "optimizer_fb": "feedback_optimizer",
+              "momentum_fb": "feedback_optimizer", "epochs_fb": "feedback_schedule",
               "extra_fb_epochs": "feedback_schedule", "size_hidden_fb": "size_hidden_fb",
               "recurrent_input": "recurrent_input"}
+# The settings of one kind of optimizer: the flag choosing the kind, and the kind that uses the setting (refused,
+# where given, with the other kind; momentum is checked by value, its default 0 being plain SGD).
+OPTIMIZER_FLAGS = {"beta1": ("optimizer", "adam"), "beta2": ("optimizer", "adam"), "epsilon": ("optimizer", "adam"),
+                   "beta1_fb": ("optimizer_fb", "adam"), "beta2_fb": ("optimizer_fb", "adam"),
+                   "epsilon_fb": ("optimizer_fb", "adam")}
 # The rule's hyper-parameters and the flags that give them (gn_damping: --gn_damping_training, as the reference;
 # --gn_damping is the angles' damping).
 RULE_FIELD_FLAGS = {"sigma": "sigma", "target_stepsize": "target_stepsize", "gn_damping": "gn_damping_training",
@@ -286,6 +355,8 @@ def _note_rule_flags(config: Config, defaults: Config) -> Config:
     records nothing."""
     config._rule_flags_given = tuple(flag for flag in RULE_FLAGS
                                      if _differs(getattr(config, flag), getattr(defaults, flag)))
+    config._optimizer_flags_given = tuple(flag for flag in OPTIMIZER_FLAGS
+                                          if _differs(getattr(config, flag), getattr(defaults, flag)))
     return config
 
 

@@ -15,7 +15,7 @@ from tp_keras.core import loop
 from tp_keras.core.cnn import CNNModel
 from tp_keras.core.keras_checks import is_multi_worker_strategy
 from tp_keras.core.model import TPModel
-from tp_keras.core.optimizers import TorchAdam, feedback_optimizers, layerwise_adam
+from tp_keras.core.optimizers import TorchAdam, TorchSGD, feedback_optimizers, layerwise
 from tp_keras.core.step import Trainer
 from tp_keras.run.config import Config
 from tp_keras.run.data import Dataset
@@ -37,28 +37,48 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
 
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:
-    """`model`'s `step.Trainer`: the forward TorchAdam (lr/η̂; one per layer for the CNN) and the feedback
-    optimizer(s)."""
-    if config.architecture == "cnn":  # one Adam per layer, lr[i]/η̂ and ε[i] (docs/semantics.md §4.5, §8)
-        forward_opt = layerwise_adam(model, config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
-                                     l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
-    else:
-        forward_opt = TorchAdam(config.forward_learning_rate, config.beta1, config.beta2, config.epsilon,
-                                l2_decay=config.forward_wd, name="forward_adam", precision=config.precision)
+    """`model`'s `step.Trainer`: the forward optimizer (`forward_optimizer`) and the feedback optimizer(s)
+    (`feedback_optimizer`)."""
     feedback_opt = None
     if model.feedback_variables:
         feedback_opt = feedback_optimizer(config, model)
-    return Trainer(model, forward_opt, feedback_opt, jit_compile=loop.resolve_jit(config.jit_compile),
+    return Trainer(model, forward_optimizer(config, model), feedback_opt,
+                   jit_compile=loop.resolve_jit(config.jit_compile),
                    angle_damping=list(config.gn_damping) if config.log_angles else None)
 
 
+def forward_optimizer(config: Config, model: TPModel):
+    """The forward optimizer: `--optimizer` (PyTorch-semantics Adam or SGD) at `config.forward_learning_rate`
+    (lr/η̂ where the reference normalises). One per layer (`optimizers.layerwise`) for the CNN and for per-layer
+    learning rates (docs/semantics.md §4.5, §4.7); one over every forward weight otherwise."""
+    name = f"forward_{config.optimizer}"
+    if config.optimizer == "sgd":
+        def make(**values):
+            return TorchSGD(momentum=config.momentum, l2_decay=config.forward_wd, name=name,
+                            precision=config.precision, **values)
+        per_layer = {"learning_rate": config.forward_learning_rate}
+    else:
+        def make(**values):
+            return TorchAdam(beta_1=config.beta1, beta_2=config.beta2, l2_decay=config.forward_wd, name=name,
+                             precision=config.precision, **values)
+        per_layer = {"learning_rate": config.forward_learning_rate, "epsilon": config.epsilon}
+    if config.architecture == "cnn" or any(isinstance(v, tuple) for v in per_layer.values()):
+        return layerwise(model, make(), **per_layer)
+    return make(**per_layer)
+
+
 def feedback_optimizer(config: Config, model: TPModel):
-    """The feedback Adam, or one per hidden layer (each with its own step counter) for a rule that asks for
-    per-layer feedback optimizers (ldrl)."""
-    def adam(name):
-        return TorchAdam(config.lr_fb, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
+    """The feedback optimizer: `--optimizer_fb` (PyTorch-semantics Adam or SGD) at `--lr_fb`, or one per hidden
+    layer (each with its own step counter, and its own learning rate when --lr_fb gives one per hidden layer) for
+    a rule that asks for per-layer feedback optimizers (ldrl)."""
+    def make(name, learning_rate):
+        if config.optimizer_fb == "sgd":
+            return TorchSGD(learning_rate, momentum=config.momentum_fb, l2_decay=config.feedback_wd, name=name,
+                            precision=config.precision)
+        return TorchAdam(learning_rate, config.beta1_fb, config.beta2_fb, config.epsilon_fb,
                          l2_decay=config.feedback_wd, name=name, precision=config.precision)
-    return feedback_optimizers(model, adam)  # the factory TPModel.compile uses too
+    # the factory TPModel.compile uses too
+    return feedback_optimizers(model, make, name=f"feedback_{config.optimizer_fb}", learning_rates=config.lr_fb)
 
 
 def is_chief(strategy) -> bool:

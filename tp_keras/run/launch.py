@@ -23,9 +23,9 @@ FLAGS = flags.FLAGS
 
 
 class _NumberOrListParser(flags.ArgumentParser):
-    """A number, or a comma-separated list of numbers (one per layer, --architecture=cnn). One value parses to a
-    float (as DEFINE_float does), several to a tuple of floats."""
-    syntactic_help = "a number, or a comma-separated list of numbers (one per layer, --architecture=cnn)"
+    """A number, or a comma-separated list of numbers (one per layer). One value parses to a float (as DEFINE_float
+    does), several to a tuple of floats."""
+    syntactic_help = "a number, or a comma-separated list of numbers (one per layer)"
 
     def parse(self, argument):
         if isinstance(argument, (list, tuple)):
@@ -68,8 +68,16 @@ flags.DEFINE_enum("architecture", "mlp", ["mlp", "cnn"], "mlp: --num_hidden tanh
 # Hyper-parameters: None means "the method's paper MNIST value".
 flags.DEFINE_integer("num_hidden", None, "Number of hidden layers.")
 flags.DEFINE_integer("size_hidden", None, "Units per hidden layer.")
-_define_number_or_list("lr", "Forward learning rate (the Adam lr is lr/target_stepsize, see --normalize_lr). With "
-                       "--architecture=cnn, one value per layer (conv1,conv2,dense,output) or one for all.")
+flags.DEFINE_enum("optimizer", None, ["adam", "sgd"], "Forward optimizer, PyTorch semantics: adam (TorchAdam: "
+                  "--beta1, --beta2, --epsilon) or sgd (TorchSGD: --momentum); both take --forward_wd as coupled L2.")
+flags.DEFINE_float("momentum", None, "Forward SGD momentum μ (buf ← μ·buf + g, w ← w − lr·buf); --optimizer=sgd.")
+_define_number_or_list("lr", "Forward learning rate (the optimizer's lr is lr/target_stepsize, see --normalize_lr): "
+                       "one value, or one per layer (one optimizer per layer: the CNN's conv1,conv2,dense,output; an "
+                       "MLP's hidden layers then output).")
+flags.DEFINE_enum("lr_schedule", None, ["none", "cosine"], "Forward learning rate by epoch: none, or cosine "
+                  "(PyTorch's CosineAnnealingLR stepped after every epoch, to --lr_min over --lr_schedule_epochs).")
+flags.DEFINE_integer("lr_schedule_epochs", None, "Cosine schedule: its period T_max in epochs (default: --epochs).")
+flags.DEFINE_float("lr_min", None, "Cosine schedule: the learning rate it reaches at epoch T_max (eta_min; default 0).")
 flags.DEFINE_float("target_stepsize", None, "Output target step size η̂.")
 flags.DEFINE_float("beta1", None, "Forward Adam β1.")
 flags.DEFINE_float("beta2", None, "Forward Adam β2.")
@@ -77,7 +85,11 @@ _define_number_or_list("epsilon", "Forward Adam ε (added after bias correction,
                        "--architecture=cnn, one value per layer or one for all.")
 flags.DEFINE_float("forward_wd", None, "Forward coupled L2 weight decay.")
 flags.DEFINE_bool("normalize_lr", True, "Divide the forward learning rate by target_stepsize (reference default).")
-flags.DEFINE_float("lr_fb", None, "Feedback learning rate.")
+flags.DEFINE_enum("optimizer_fb", None, ["adam", "sgd"], "Feedback optimizer: adam (--beta1_fb, --beta2_fb, "
+                  "--epsilon_fb) or sgd (--momentum_fb); both take --feedback_wd as coupled L2.")
+flags.DEFINE_float("momentum_fb", None, "Feedback SGD momentum; --optimizer_fb=sgd.")
+_define_number_or_list("lr_fb", "Feedback learning rate: one value, or one per hidden layer (first layer first) for "
+                       "ldrl, which trains each layer's feedback with its own optimizer.")
 flags.DEFINE_float("beta1_fb", None, "Feedback Adam β1.")
 flags.DEFINE_float("beta2_fb", None, "Feedback Adam β2.")
 flags.DEFINE_float("epsilon_fb", None, "Feedback Adam ε.")
@@ -129,12 +141,15 @@ flags.DEFINE_bool("overwrite", False, "Replace the run <workdir> holds (its conf
                   "a run is refused.")
 
 _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd",
-                "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "sigma", "size_hidden_fb",
-                "recurrent_input", "gn_damping_training", "batch_size", "epochs", "epochs_fb", "extra_fb_epochs")
+                "momentum", "lr_fb", "beta1_fb", "beta2_fb", "epsilon_fb", "feedback_wd", "momentum_fb", "sigma",
+                "size_hidden_fb", "recurrent_input", "gn_damping_training", "batch_size", "epochs", "epochs_fb",
+                "extra_fb_epochs", "lr_min")
+# Choices and counts, given as they are (None: the Config's default).
+_CHOICES = ("optimizer", "optimizer_fb", "lr_schedule", "lr_schedule_epochs")
 
 
 def config_from_flags():
-    overrides = {name: getattr(FLAGS, name) for name in _OVERRIDABLE}
+    overrides = {name: getattr(FLAGS, name) for name in _OVERRIDABLE + _CHOICES}
     return Config.paper(
         FLAGS.method, architecture=FLAGS.architecture, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         seed=FLAGS.seed, precision=FLAGS.precision,

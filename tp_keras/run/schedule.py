@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from tp_keras.core.optimizers import cosine_annealing, set_learning_rates
 from tp_keras.run.passes import MultiSteps, evaluate, run_pass
 from tp_keras.run.records import RunFolder
 
@@ -26,6 +27,20 @@ def _mean_angles(rows: list[dict]) -> dict:
         for layer, values in enumerate(zip(*(r[key] for r in rows)), start=1):
             means[f"{key}_{layer}"] = float(np.mean(values))
     return means
+
+
+def forward_learning_rates(config, epoch: int):
+    """The forward learning rate(s) of epoch `epoch` (1 for the first) under config.lr_schedule: 'none' keeps
+    `config.forward_learning_rate`; 'cosine' anneals each (per-layer) rate to lr_min over lr_schedule_epochs as
+    PyTorch's CosineAnnealingLR stepped after every epoch (`optimizers.cosine_annealing`, epoch − 1 steps)."""
+    rates = config.forward_learning_rate
+    if config.lr_schedule == "none":
+        return rates
+    period = config.lr_schedule_epochs or config.epochs
+
+    def anneal(rate):
+        return cosine_annealing(rate, epoch - 1, period, config.lr_min)
+    return tuple(anneal(r) for r in rates) if isinstance(rates, tuple) else anneal(rates)
 
 
 def train_epochs(config, trainer, batches, dataset, folder: RunFolder, feedback_passes, log, *,
@@ -48,6 +63,9 @@ def train_epochs(config, trainer, batches, dataset, folder: RunFolder, feedback_
     first_epoch = 1 if resumed_epoch is None else resumed_epoch + 1
     for epoch in range(first_epoch, config.epochs + 1):
         folder.where = f"epoch {epoch}"
+        if config.lr_schedule != "none":
+            # Set before every epoch from its number alone, so a resumed run trains at the rates of an unbroken one.
+            set_learning_rates(trainer.forward_optimizer, forward_learning_rates(config, epoch))
         t0 = time.perf_counter()
         logged = []
         train = run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
