@@ -24,7 +24,8 @@ from tp_keras.run.data import Dataset, Split
 LR, MOMENTUM, WD, T_MAX, ETA_MIN, EPOCHS = 0.05, 0.9, 1e-4, 85, 1e-5, 90
 LR_FB, SIGMA, ITERATIONS = (1e-4, 3.5e-4, 8e-3, 8e-3, 0.18), (0.4, 0.4, 0.2, 0.2, 0.08), (20, 30, 35, 55, 20)
 AUTHORS_FLAGS = ["--method=ldrl", "--optimizer=sgd", f"--momentum={MOMENTUM}", f"--forward_wd={WD}", f"--lr={LR}",
-                 "--nonormalize_lr", "--optimizer_fb=sgd", f"--momentum_fb={MOMENTUM}", "--feedback_wd=0",
+                 "--target_stepsize=89.6", "--nonormalize_lr", "--optimizer_fb=sgd", f"--momentum_fb={MOMENTUM}",
+                 "--feedback_wd=0",
                  "--lr_fb=" + ",".join(map(str, LR_FB)), "--sigma=" + ",".join(map(str, SIGMA)),
                  "--feedback_iterations=" + ",".join(map(str, ITERATIONS)), "--lr_schedule=cosine",
                  f"--lr_schedule_epochs={T_MAX}", f"--lr_min={ETA_MIN}", f"--epochs={EPOCHS}", "--epochs_fb=0",

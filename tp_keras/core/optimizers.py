@@ -312,8 +312,8 @@ def clones(optimizer, count: int, name: str | None = None, **per_clone) -> list:
     config = optimizer.get_config()
     name = name or config["name"]
     values = {key: _per_layer(key, value, count, "optimizers") for key, value in per_clone.items()}
-    return [type(optimizer).from_config({**config, **{key: v[i] for key, v in values.items()}, "name": f"{name}_{i + 1}"})
-            for i in range(count)]
+    return [type(optimizer).from_config({**config, **{key: v[i] for key, v in values.items()},
+                                         "name": f"{name}_{i + 1}"}) for i in range(count)]
 
 
 def layerwise(model, optimizer, name: str | None = None, **per_layer) -> LayerwiseOptimizer:
