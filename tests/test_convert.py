@@ -1,4 +1,4 @@
-"""Converting a user's Keras MLP into a TPModel, and the `.keras` save/load round trip.
+"""Converting a user's Keras MLP or conv net into a TPModel, and the `.keras` save/load round trip.
 
 Plus `fit` on a converted model for every method of the registry (tests/test_fit.py checks one method per feedback
 path against the custom loop; here every method trains through `fit` and its loss falls).
@@ -151,20 +151,39 @@ def _chain(*layers, shape=(7,)):
     return keras.Sequential([keras.Input(shape), *layers])
 
 
+def _conv(*layers, shape=(6, 6, 1)):
+    """A conv chain: the given layers, then Flatten and Dense(3)."""
+    return _chain(*layers, L.Flatten(), L.Dense(3), shape=shape)
+
+
 REFUSALS = {
     "batchnorm": (lambda: _chain(L.Dense(6, activation="tanh"), L.BatchNormalization(name="bn"), L.Dense(3)),
                   ("'bn' (BatchNormalization)", ": normalisation")),
     "dropout": (lambda: _chain(L.Dense(6, activation="tanh"), L.Dropout(0.2, name="drop"), L.Dense(3)),
                 ("'drop' (Dropout)", ": dropout .* deterministic")),
     "residual_add": (_residual, ("'skip' (Add)", ": combines 2 tensors \\(a residual")),
-    "relu": (lambda: _chain(L.Dense(6, activation="relu", name="r"), L.Dense(3)),
-             ("'r' (Dense)", ": hidden activation 'relu' is not supported")),
+    "sigmoid": (lambda: _chain(L.Dense(6, activation="sigmoid", name="s"), L.Dense(3)),
+                ("'s' (Dense)", ": hidden activation 'sigmoid' is not supported")),
     "mixed_hidden": (lambda: _chain(L.Dense(6, activation="tanh", name="t"), L.Dense(5, name="lin"), L.Dense(3)),
                      ("'lin' (Dense)", ": hidden activation 'linear' differs from 'tanh'")),
     "tanh_output": (lambda: _chain(L.Dense(6, activation="tanh"), L.Dense(3, activation="tanh", name="o")),
                     ("'o' (Dense)", ": output activation 'tanh'")),
-    "conv2d": (lambda: _chain(L.Conv2D(2, 3, name="c"), L.Flatten(), L.Dense(3), shape=(5, 5, 1)),
-               ("'c' (Conv2D)", ": .*do not convert.*tp_keras.core.cnn.CNNModel.*--architecture=cnn")),
+    "conv_stride_2": (lambda: _conv(L.Conv2D(2, 3, strides=2, padding="same", name="c")),
+                      ("'c' (Conv2D)", ": has strides \\(2, 2\\); conv blocks take stride 1")),
+    "conv_valid": (lambda: _conv(L.Conv2D(2, 3, name="c")), ("'c' (Conv2D)", ": has padding='valid'")),
+    "conv_7x7": (lambda: _conv(L.Conv2D(2, 7, padding="same", name="c")), ("'c' (Conv2D)", ": has a 7×7 kernel")),
+    "conv_sigmoid": (lambda: _conv(L.Conv2D(2, 3, padding="same", activation="sigmoid", name="c")),
+                     ("'c' (Conv2D)", ": hidden activation 'sigmoid' is not supported")),
+    "pool_3x3": (lambda: _conv(L.Conv2D(2, 3, padding="same"), L.MaxPooling2D(3, name="p")),
+                 ("'p' (MaxPooling2D)", ": pools \\(3, 3\\)")),
+    "pool_without_conv": (lambda: _chain(L.MaxPooling2D(2, name="p"), L.Flatten(), L.Dense(4), L.Dense(3),
+                                         shape=(6, 6, 1)), ("'p' (MaxPooling2D)", ": does not follow a Conv2D")),
+    "conv_after_dense": (lambda: _conv(L.Dense(2), L.Conv2D(2, 3, padding="same", name="c")),
+                         ("'c' (Conv2D)", ": follows a Flatten or Dense layer")),
+    "conv_1d": (lambda: _chain(L.Conv1D(2, 3, padding="same", name="c"), L.Flatten(), L.Dense(3), shape=(6, 1)),
+                ("'c' (Conv1D)", ": convolution and pooling layers other than")),
+    "odd_average_pool": (lambda: _conv(L.Conv2D(2, 3, padding="same", name="c"), L.AveragePooling2D(2),
+                                       shape=(5, 5, 1)), ("", "average pooling of an odd-sized 5×5 map")),
     "kernel_regularizer": (lambda: _chain(L.Dense(6, activation="tanh", kernel_regularizer="l2", name="reg"),
                                           L.Dense(3)), ("'reg' (Dense)", ": has a kernel_regularizer.*l2_decay")),
     "bias_constraint": (lambda: _chain(L.Dense(6, activation="tanh"), L.Dense(3, bias_constraint="non_neg",
@@ -188,6 +207,117 @@ def test_unsupported_models_are_refused_naming_the_layer(case):
     with pytest.raises(ConversionError, match=re.escape(layer) + reason) as info:
         from_keras(make(), "dtpdrl")
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def _conv_keras_model(dtype="float32", functional=False, seed=3):
+    """Conv 3×3 ELU → max-pool, conv 5×5 → Activation(relu) → average-pool, Flatten, Dense tanh, Dense: non-zero
+    biases everywhere (a lost or misplaced bias shows in the outputs)."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    layers = [L.Conv2D(3, 3, padding="same", activation="elu", kernel_initializer=init, dtype=dtype),
+              L.MaxPooling2D(2, dtype=dtype),
+              L.Conv2D(4, 5, padding="same", kernel_initializer=init, dtype=dtype), L.Activation("relu", dtype=dtype),
+              L.AveragePooling2D(2, dtype=dtype), L.Flatten(dtype=dtype),
+              L.Dense(5, activation="tanh", kernel_initializer=init, dtype=dtype),
+              L.Dense(3, kernel_initializer=init, dtype=dtype)]
+    inp = keras.Input((8, 8, 2), dtype=dtype)
+    if functional:
+        out = inp
+        for layer in layers:
+            out = layer(out)
+        model = keras.Model(inp, out)
+    else:
+        model = keras.Sequential([inp, *layers])
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(scale=0.3, size=layer.bias.shape).astype(dtype))
+    return model
+
+
+def _images(n=6, seed=0, dtype="float32"):
+    return np.random.default_rng(seed).standard_normal((n, 8, 8, 2)).astype(dtype)
+
+
+@pytest.mark.parametrize("method", ["bp", "dtp", "dtpdrl", "ldrl", "fw_dtp", "ddtp_linear", "ddtp_control", "dfa"])
+def test_conv_model_converts_with_its_weights_and_predictions(method):
+    from tp_keras.core.conv_layers import TPConvBlock
+    model = _conv_keras_model()
+    x = _images()
+    rule = RULES[method]
+    if not rule.forward_bias:  # FW-DTP's authors have no forward biases: a bias-less Keras model converts
+        for layer in model.layers:
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.assign(np.zeros(layer.bias.shape, "float32"))
+    tp = from_keras(model, method, seed=5)
+    assert [type(layer) for layer in tp.tp_layers] == [TPConvBlock, TPConvBlock, TPDense, TPDense]
+    assert [layer.pooling for layer in tp.tp_layers[:2]] == ["max", "average"]
+    assert [layer.activation for layer in tp.tp_layers] == ["elu", "relu", "tanh", "linear"]
+    np.testing.assert_allclose(tp(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)  # conv sums in another order
+    weighted = [layer for layer in model.layers if layer.weights]
+    for tp_layer, layer in zip(tp.tp_layers, weighted):
+        np.testing.assert_array_equal(tp_layer.kernel.numpy(), layer.kernel.numpy())
+        if tp_layer.bias is not None:
+            np.testing.assert_array_equal(tp_layer.bias.numpy(), layer.bias.numpy())
+
+
+def test_functional_conv_model_in_float64_predicts_as_the_original():
+    model = _conv_keras_model("float64", functional=True)
+    x = _images(dtype="float64")
+    tp = from_keras(model, "ldrl")
+    assert tp.dtype_policy.name == "float64"
+    np.testing.assert_allclose(tp(x).numpy(), model(x).numpy(), rtol=1e-12, atol=1e-13)
+
+
+def test_activation_after_max_pooling_folds_into_the_block():
+    """s(max(a)) = max(s(a)) for the monotone activations: Conv2D → MaxPooling2D → Activation is a conv block."""
+    model = _conv(L.Conv2D(2, 3, padding="same"), L.MaxPooling2D(2), L.Activation("tanh"))
+    x = np.random.default_rng(1).standard_normal((4, 6, 6, 1)).astype("float32")
+    tp = from_keras(model, "dtp")
+    assert tp.tp_layers[0].activation == "tanh" and tp.tp_layers[0].pooling == "max"
+    np.testing.assert_allclose(tp(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_relu_and_elu_mlps_convert():
+    for activation in ("relu", "elu"):
+        model = _sequential(activation=activation)
+        tp = from_keras(model, "dtp")
+        assert tp.hidden_activation == activation
+        np.testing.assert_array_equal(tp(_x()).numpy(), model(_x()).numpy())
+
+
+def test_converted_conv_model_round_trips_through_a_keras_file(tmp_path):
+    model = _conv_keras_model()
+    tp = from_keras(model, "ddtp_linear", seed=2)
+    path = tmp_path / "conv.keras"
+    tp.save(path)
+    loaded = keras.saving.load_model(path)
+    x = _images()
+    np.testing.assert_array_equal(loaded(x).numpy(), tp(x).numpy())
+    for a, b in zip(loaded.all_feedback_variables, tp.all_feedback_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.slow
+def test_converted_conv_model_trains_through_fit():
+    """A converted conv net under ldrl (layer-wise inverse blocks, feedback first): `fit` lowers the loss on images
+    whose class is the brightest of three quadrants."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 64)
+    x = rng.standard_normal((64, 8, 8, 2)).astype("float32") * 0.5
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, 4 * r:4 * r + 4, 4 * col:4 * col + 4, :] += 1.0
+    tp = from_keras(_conv_keras_model(), "ldrl", seed=1)
+    tp.compile(forward_optimizer=TorchAdam(0.01), feedback_optimizer=TorchAdam(0.005))
+    losses = tp.fit(x, y, epochs=16, batch_size=32, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
+
+
+def test_conv_model_refuses_mlp_settings_and_rules_without_a_conv_version():
+    with pytest.raises(TypeError, match="last_hidden_bias"):
+        from_keras(_conv_keras_model(), "dtp", last_hidden_bias=False)
+    with pytest.raises(ConversionError, match="Gauss-Newton"):
+        from_keras(_conv_keras_model(), "gnt")
 
 
 def test_sizes_come_from_the_model():

@@ -1,24 +1,33 @@
-"""Turning a user's Keras MLP into a `TPModel` trained by one of the target-propagation methods.
+"""Turning a user's Keras MLP or conv net into a `TPModel` trained by one of the target-propagation methods.
 
     import tp_keras
     tp_model = tp_keras.to_tp_model(keras_model, "ddtp_linear", target_stepsize=0.06, sigma=0.09)
 
 `from_keras` (exported as `tp_keras.to_tp_model`) reads a `keras.Sequential` or Functional model that is a plain
-chain of Dense layers, builds the `TPModel` of the requested method with the same sizes, copies the forward
-weights (kernels and biases) and returns it with the method's freshly initialised feedback parameters (seeded
-by `seed=`). The converted model computes exactly the original model's outputs.
+chain of layers, builds the `TPModel` of the requested method with the same sizes, copies the forward weights
+(kernels and biases) and returns it with the method's freshly initialised feedback parameters (seeded by
+`seed=`). The converted model computes the original model's outputs (exactly for an MLP; to float rounding for
+a conv net, whose convolutions TensorFlow may sum in another order).
 
 What converts:
   * Dense layers; an optional leading `InputLayer` and `Flatten` (the TP model then takes the flattened
-    inputs, `x.reshape(len(x), -1)`); an `Activation('tanh')` layer right after a linear Dense is folded into it;
+    inputs, `x.reshape(len(x), -1)`); an `Activation` layer right after a linear Dense is folded into it;
     nested Sequential/Functional models are flattened into the chain.
-  * Hidden activations: all tanh or all linear (the two `TPDense` implements).
+  * Hidden activations: tanh, ELU, ReLU or linear (layers.ACTIVATIONS), one for all hidden layers of an MLP.
+  * Conv nets: conv blocks, then `Flatten`, then Dense layers, on NHWC inputs of a known (H, W, C) shape (the TP
+    model takes the same images). A conv block is `Conv2D` (3×3 or 5×5, stride 1, padding 'same', channels_last)
+    with its activation (argument or a following `Activation`), then at most one 2×2/2 `MaxPooling2D` or
+    `AveragePooling2D` ('valid'; an `Activation` after a max pooling folds into the block, as s(max a) = max s(a)
+    for these monotone activations). Each layer keeps its own activation and bias flag; the model is a
+    `TPModel` on a `conv_networks.ConvChainNetwork`, and the rule's feedback maps are the network's (layer-wise
+    inverse blocks, direct maps from the output, or none; Gauss-Newton targets and DDTP-RHL are refused).
   * Output activation: linear (logits). A softmax output (the last Dense's activation, an `Activation('softmax')`
     or a `Softmax()` layer after it) is refused unless `drop_softmax=True`: the methods' losses, output targets
     and `predict` work on logits, so the softmax is removed and the TP model outputs the logits (argmax, hence
     accuracy, unchanged).
 
-The bias rule: `TPModel` can leave out the forward bias of the last hidden layer only (`last_hidden_bias`).
+The bias rule of an MLP (a conv net keeps every layer's `use_bias`): `TPModel` can leave out the forward bias of
+the last hidden layer only (`last_hidden_bias`).
   * Last hidden layer: `last_hidden_bias` follows the Keras layer's `use_bias`, so the weights are kept whatever
     the method's reference default is. Under `ddtp_linear` / `dfa` (no bias there by default) a Keras layer
     with a bias gives `last_hidden_bias=True` (a warning says so; for these methods this also gives the last
@@ -33,10 +42,11 @@ Kept from the Keras layers: `trainable = False` on a Dense layer freezes that la
 model too (see `TPModel.trained_layers`). Regularizers and constraints are refused (the forward weights train by
 local target losses; a coupled L2 penalty is the forward optimizer's `TorchAdam(l2_decay=...)`).
 
-Anything else (BatchNormalization, Dropout, residual/merge connections, Conv2D and pooling, Embedding, recurrent
-layers, subclassed models, differing hidden activations, relu, ...) raises `ConversionError` (a ValueError) whose
-one-line message names the layer, its class and the reason. (The paper's CNN is its own model,
-`tp_keras.core.cnn.CNNModel`, or `--architecture=cnn` in the launcher; Keras Conv2D models do not convert.)
+Anything else (BatchNormalization, Dropout, residual/merge connections, strided, 'valid', 7×7 or 1-D
+convolutions, 3×3 or global pooling, Embedding, recurrent layers, subclassed models, sigmoid, differing hidden
+activations of an MLP, ...) raises `ConversionError` (a ValueError) whose one-line message names the layer, its
+class and the reason. (The 2020 paper's CNN, with its 3×3/2 pooling, is its own model,
+`tp_keras.core.cnn.CNNModel`, or `--architecture=cnn` in the launcher.)
 """
 from __future__ import annotations
 
@@ -46,6 +56,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tp_keras.core.conv_networks import ConvChainNetwork
+from tp_keras.core.keras_checks import model_precision
 from tp_keras.core.model import TPModel
 from tp_keras.core.rules import get_rule
 
@@ -56,6 +68,7 @@ _FROM_MODEL = ("input_size", "hidden_sizes", "output_size", "hidden_activation")
 
 _TANH = "tanh"
 _LINEAR = "linear"
+_HIDDEN = ("tanh", "elu", "relu", "linear")  # layers.ACTIVATIONS: the hidden activations TP layers implement
 
 
 class ConversionError(ValueError):
@@ -82,6 +95,12 @@ def _activation_name(fn) -> str:
         return _LINEAR
     if fn in (keras.activations.tanh, keras.ops.tanh, tf.tanh, tf.math.tanh, tf.nn.tanh):
         return _TANH
+    if fn in (keras.activations.relu, keras.ops.relu, tf.nn.relu):
+        return "relu"
+    if fn in (tf.nn.elu, keras.ops.elu):
+        return "elu"
+    if fn is keras.activations.elu:  # keras' elu(x, alpha=1.0): the default alpha is TP's ELU
+        return "elu"
     if fn is keras.activations.softmax or fn is tf.nn.softmax:
         return "softmax"
     return getattr(fn, "__name__", repr(fn))
@@ -156,8 +175,8 @@ def _unsupported_reason(layer) -> str:
         return ("dropout and noise layers are not supported: the targets and feedback losses assume a deterministic "
                 "forward pass; remove it")
     if "Conv" in name or "Pooling" in name:
-        return ("convolution and pooling layers do not convert, only Dense layers do; the paper's CNN is "
-                "tp_keras.core.cnn.CNNModel (or --architecture=cnn in the launcher)")
+        return ("convolution and pooling layers other than Conv2D (3×3 or 5×5, stride 1, 'same') and 2×2 "
+                "MaxPooling2D / AveragePooling2D do not convert")
     if isinstance(layer, keras.layers.Embedding):
         return "embedding lookups are not supported: a TP model is a chain of Dense layers on a float vector input"
     if isinstance(layer, keras.layers.RNN) or name in ("LSTM", "GRU", "SimpleRNN", "Bidirectional"):
@@ -173,27 +192,98 @@ def _input_shape(model):
         return None
 
 
+def _check_weights(layer):
+    """The refusals every weighted layer shares (built, plain float weights, nothing a TP model cannot honour)."""
+    if not layer.built:
+        _refuse(layer, "is not built, so it has no weights to keep: give the model an Input or call it on a batch")
+    if getattr(layer, "lora_enabled", False):
+        _refuse(layer, "has LoRA enabled; merge the LoRA weights into the kernel first")
+    if getattr(layer.dtype_policy, "quantization_mode", None):
+        _refuse(layer, "is quantized; only float32/float64 layers convert")
+    if layer.compute_dtype != layer.variable_dtype:
+        _refuse(layer, f"computes in {layer.compute_dtype} with {layer.variable_dtype} weights (mixed precision); "
+                       "TP models compute in float32 or float64")
+    if layer.variable_dtype not in ("float32", "float64"):
+        _refuse(layer, f"has {layer.variable_dtype} weights; TP models use float32 or float64")
+    for setting in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                    "bias_constraint"):
+        if getattr(layer, setting, None) is not None:
+            _refuse(layer, f"has a {setting}, which a TP model cannot honour (its forward weights train by local "
+                           "target losses); remove it (a coupled L2 penalty on every forward weight is "
+                           "TorchAdam(l2_decay=...) as the forward optimizer)")
+
+
+def _conv_spec(layer) -> dict:
+    """A Conv2D that a `TPConvBlock` computes: k×k (3 or 5), stride 1, 'same', channels_last, no dilation/groups."""
+    k = tuple(layer.kernel_size)
+    if k not in ((3, 3), (5, 5)):
+        _refuse(layer, f"has a {k[0]}×{k[1]} kernel; conv blocks take 3×3 or 5×5 kernels")
+    if tuple(layer.strides) != (1, 1):
+        _refuse(layer, f"has strides {tuple(layer.strides)}; conv blocks take stride 1 (downsample with a 2×2 "
+                       "MaxPooling2D or AveragePooling2D)")
+    if layer.padding != "same":
+        _refuse(layer, f"has padding={layer.padding!r}; conv blocks take padding='same'")
+    if tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1:
+        _refuse(layer, "is dilated or grouped; conv blocks take dilation_rate=1, groups=1")
+    if layer.data_format != "channels_last":
+        _refuse(layer, "is channels_first; conv blocks read NHWC (channels_last) maps")
+    _check_weights(layer)
+    return {"layer": layer, "kernel": np.asarray(layer.kernel.numpy()),
+            "bias": None if layer.bias is None else np.asarray(layer.bias.numpy()),
+            "activation": _activation_name(layer.activation), "pooling": "none", "names": [layer.name]}
+
+
+def _pooling(layer) -> str:
+    """'max' or 'average' for a 2×2, stride 2, 'valid', channels_last pooling layer (else refused)."""
+    kind = "max" if isinstance(layer, keras.layers.MaxPooling2D) else "average"
+    strides = tuple(layer.strides) if layer.strides is not None else tuple(layer.pool_size)
+    if tuple(layer.pool_size) != (2, 2) or strides != (2, 2):
+        _refuse(layer, f"pools {tuple(layer.pool_size)} with strides {strides}; conv blocks pool 2×2 with stride 2")
+    if layer.padding != "valid":
+        _refuse(layer, f"has padding={layer.padding!r}; conv blocks pool with padding='valid'")
+    if layer.data_format != "channels_last":
+        _refuse(layer, "is channels_first; conv blocks read NHWC (channels_last) maps")
+    return kind
+
+
 def _dense_specs(model, drop_softmax: bool):
-    """[{layer, kernel, bias, activation, names}] per Dense layer, and whether a leading Flatten was dropped."""
-    specs, flattened = [], False
+    """[{layer, kernel, bias, activation, names}] per Dense layer, whether a leading Flatten was dropped, and the
+    conv blocks before the Flatten ([{..., pooling}], empty for an MLP)."""
+    specs, convs, flattened = [], [], False
     for layer in _chain(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
+        if type(layer) is keras.layers.Conv2D:
+            if specs or flattened:
+                _refuse(layer, "follows a Flatten or Dense layer; conv blocks come first, then Flatten and Dense")
+            convs.append(_conv_spec(layer))
+            continue
+        if type(layer) in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D):
+            if not convs or specs or flattened or convs[-1]["pooling"] != "none":
+                _refuse(layer, "does not follow a Conv2D (and its activation); a conv block is Conv2D → activation "
+                               "→ one optional 2×2 pooling")
+            convs[-1]["pooling"] = _pooling(layer)
+            convs[-1]["names"].append(layer.name)
+            continue
         if isinstance(layer, keras.layers.Flatten):
             if specs:
-                _refuse(layer, "only a leading Flatten converts (before the first Dense layer)")
+                _refuse(layer, "only a Flatten before the first Dense layer converts")
             if getattr(layer, "data_format", "channels_last") == "channels_first":
                 _refuse(layer, "flattens in channels_first order; use channels_last and reshape the inputs")
             flattened = True
             continue
         if isinstance(layer, keras.layers.Activation):
             act = _activation_name(layer.activation)
-            if not specs:
-                _refuse(layer, "an activation before any Dense layer has no TP equivalent")
-            if specs[-1]["activation"] != _LINEAR:
-                _refuse(layer, f"follows a Dense layer that already applies {specs[-1]['activation']!r}")
-            specs[-1]["activation"] = act
-            specs[-1]["names"].append(layer.name)
+            owner = specs[-1] if specs else (convs[-1] if convs and not flattened else None)
+            if owner is None:
+                _refuse(layer, "an activation before any Dense or Conv2D layer has no TP equivalent")
+            if owner["activation"] != _LINEAR:
+                _refuse(layer, f"follows a layer that already applies {owner['activation']!r}")
+            if not specs and owner["pooling"] == "average":
+                _refuse(layer, "follows an average pooling; put the activation before the pooling (conv → s → pool)")
+            # after a max pooling: s(max(a)) = max(s(a)) for the monotone activations that convert
+            owner["activation"] = act
+            owner["names"].append(layer.name)
             continue
         if type(layer) is keras.layers.Softmax:  # the output activation as its own layer, as Activation('softmax')
             if not specs:
@@ -208,23 +298,9 @@ def _dense_specs(model, drop_softmax: bool):
         if type(layer) is not keras.layers.Dense:
             _refuse(layer, "a subclass of Dense may compute something else; only keras.layers.Dense converts"
                     if isinstance(layer, keras.layers.Dense) else _unsupported_reason(layer))
-        if not layer.built:
-            _refuse(layer, "is not built, so it has no weights to keep: give the model an Input or call it on a batch")
-        if getattr(layer, "lora_enabled", False):
-            _refuse(layer, "has LoRA enabled; merge the LoRA weights into the kernel first")
-        if getattr(layer.dtype_policy, "quantization_mode", None):
-            _refuse(layer, "is quantized; only float32/float64 Dense layers convert")
-        if layer.compute_dtype != layer.variable_dtype:
-            _refuse(layer, f"computes in {layer.compute_dtype} with {layer.variable_dtype} weights (mixed precision); "
-                           "TP models compute in float32 or float64")
-        if layer.variable_dtype not in ("float32", "float64"):
-            _refuse(layer, f"has {layer.variable_dtype} weights; TP models use float32 or float64")
-        for setting in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                        "bias_constraint"):
-            if getattr(layer, setting, None) is not None:
-                _refuse(layer, f"has a {setting}, which a TP model cannot honour (its forward weights train by local "
-                               "target losses); remove it (a coupled L2 penalty on every forward weight is "
-                               "TorchAdam(l2_decay=...) as the forward optimizer)")
+        _check_weights(layer)
+        if convs and not flattened:
+            _refuse(layer, "follows a conv block without a Flatten; put a Flatten between the conv blocks and Dense")
         specs.append({"layer": layer, "kernel": np.asarray(layer.kernel.numpy()),
                       "bias": None if layer.bias is None else np.asarray(layer.bias.numpy()),
                       "activation": _activation_name(layer.activation), "names": [layer.name]})
@@ -232,17 +308,20 @@ def _dense_specs(model, drop_softmax: bool):
     if specs and not flattened and shape is not None and len(shape) > 2:
         _refuse(specs[0]["layer"], f"is applied to inputs of shape {shape}: TP models take flat vectors; put a "
                                    "Flatten first")
-    if len(specs) < 2:
+    if convs and not specs:
+        raise ConversionError(f"model {model.name!r} ends with a conv block: a TP model's output layer is a Dense "
+                              "layer (Flatten, then Dense)")
+    if len(specs) + len(convs) < 2:
         raise ConversionError(f"model {model.name!r} has {len(specs)} Dense layer(s): a TP model needs at least one "
                               "hidden Dense layer and an output Dense layer")
-    hidden, out = specs[:-1], specs[-1]
+    hidden, out = convs + specs[:-1], specs[-1]
     first = hidden[0]
     for spec in hidden:
         act = spec["activation"]
-        if act not in (_TANH, _LINEAR):
-            _refuse(spec["layer"], f"hidden activation {act!r} is not supported: TP models have tanh or linear "
-                                   "hidden layers")
-        if act != first["activation"]:
+        if act not in _HIDDEN:
+            _refuse(spec["layer"], f"hidden activation {act!r} is not supported: TP models have "
+                                   f"{', '.join(_HIDDEN)} hidden layers")
+        if act != first["activation"] and not convs:  # a conv chain has one activation per layer, an MLP one
             _refuse(spec["layer"], f"hidden activation {act!r} differs from {first['activation']!r} of layer "
                                    f"{first['names'][0]!r}: a TP model has one hidden activation")
     if out["activation"] == "softmax":
@@ -253,22 +332,58 @@ def _dense_specs(model, drop_softmax: bool):
         out["activation"] = _LINEAR
     elif out["activation"] != _LINEAR:
         _refuse(out["layer"], f"output activation {out['activation']!r}: a TP model's output layer is linear (logits)")
-    dtypes = {spec["layer"].variable_dtype for spec in specs}
+    dtypes = {spec["layer"].variable_dtype for spec in convs + specs}
     if len(dtypes) > 1:
         raise ConversionError(f"model {model.name!r} mixes weight dtypes {sorted(dtypes)}")
-    return specs, flattened
+    return specs, flattened, convs
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The conversion
 # --------------------------------------------------------------------------------------------------------------
 
+def _conv_chain_model(model, method, convs, specs, tp_kwargs) -> TPModel:
+    """A conv chain's TPModel on a `ConvChainNetwork`: each layer keeps its own activation and bias flag."""
+    mlp_only = sorted(name for name in ("last_hidden_bias", "size_hidden_fb", "recurrent_input")
+                      if tp_kwargs.get(name) is not None)
+    if mlp_only:
+        raise TypeError(f"from_keras: {', '.join(mlp_only)} shape(s) an MLP; a conv model keeps every layer's bias "
+                        "flag and has no random feedback layer: drop it")
+    for spec in convs + specs:  # a rule without forward biases (fw_dtp) would drop them
+        if not method.forward_bias and spec["bias"] is not None and np.any(spec["bias"] != 0):
+            _refuse(spec["layer"], f"has a non-zero bias, and rule {method.name!r} has no forward biases "
+                                   "(forward_bias=False); use dataclasses.replace(rule, forward_bias=True)")
+    shape = _input_shape(model)
+    if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
+        _refuse(convs[0]["layer"], f"reads inputs of shape {shape}; a conv model needs a known (H, W, C) input: "
+                                   "give the model a keras.Input((H, W, C))")
+    layer_specs = [{"filters": int(c["kernel"].shape[-1]), "kernel_size": int(c["kernel"].shape[0]),
+                    "activation": c["activation"], "pooling": c["pooling"], "use_bias": c["bias"] is not None}
+                   for c in convs]
+    layer_specs += [{"units": int(d["kernel"].shape[1]), "activation": d["activation"],
+                     "use_bias": d["bias"] is not None} for d in specs]
+    tp_kwargs.setdefault("dtype", convs[0]["layer"].variable_dtype)
+    try:
+        network = ConvChainNetwork(method, tuple(int(d) for d in shape[1:]), layer_specs,
+                                   seed=tp_kwargs.get("seed", 42), dtype=model_precision(tp_kwargs["dtype"]))
+    except ValueError as err:  # a rule the conv network cannot train, an odd map under average pooling, ...
+        raise ConversionError(f"model {model.name!r}: {err}") from None
+    tp_model = TPModel(method, network=network, **tp_kwargs)
+    for layer, spec in zip(tp_model.tp_layers, convs + specs):
+        layer.trainable = spec["layer"].trainable  # a frozen layer stays frozen
+        layer.kernel.assign(spec["kernel"].astype(layer.kernel.dtype))
+        if layer.bias is not None:
+            layer.bias.assign(spec["bias"].astype(layer.bias.dtype))
+    return tp_model
+
+
 def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_kwargs) -> TPModel:
     """A `TPModel` of `method` with `model`'s architecture and forward weights, and fresh feedback weights.
 
     Args:
-      model: a built `keras.Sequential` or Functional model: a chain of Dense layers (tanh or linear hidden
-        layers, linear output), optionally led by an InputLayer and a Flatten.
+      model: a built `keras.Sequential` or Functional model: a chain of Dense layers (tanh, ELU, ReLU or linear
+        hidden layers, linear output), optionally led by an InputLayer and a Flatten, or of conv blocks, Flatten
+        and Dense layers (see the module docstring).
       method: a method name ('ddtp_linear', 'dtpdrl', ...) or a `tp_keras.core.rules.LearningRule`.
       drop_softmax: accept a softmax output layer and convert it without the softmax (the TP model outputs
         logits).
@@ -278,8 +393,9 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
         layer's `use_bias` unless given (see the module docstring for the bias rule).
 
     Returns:
-      The TPModel, ready to `compile(forward_optimizer=..., feedback_optimizer=...)` and `fit`. Its inputs are
-      flat vectors (flatten them when `model` starts with a Flatten).
+      The TPModel, ready to `compile(forward_optimizer=..., feedback_optimizer=...)` and `fit`. An MLP's inputs
+      are flat vectors (flatten them when `model` starts with a Flatten); a conv net's are the model's NHWC
+      images.
 
     Raises:
       ConversionError (a ValueError): a layer or a structure that TP cannot train, named in the message.
@@ -288,7 +404,9 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
     if given:
         raise TypeError(f"from_keras: {', '.join(given)} come(s) from the Keras model and cannot be passed")
     method = get_rule(method)
-    specs, flattened = _dense_specs(model, drop_softmax)
+    specs, flattened, convs = _dense_specs(model, drop_softmax)
+    if convs:
+        return _conv_chain_model(model, method, convs, specs, tp_kwargs)
     hidden, out = specs[:-1], specs[-1]
 
     last = hidden[-1]
