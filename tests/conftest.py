@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,6 +43,18 @@ def pytest_collection_modifyitems(config, items):
 # The default small architecture n_0, n_1..n_{L-1}, n_L (L = 4 layers: 3 hidden + output).
 INPUT, HIDDEN, OUTPUT = 7, (6, 5, 4), 3
 BATCH = 6
+
+
+def wait_for(condition, what, timeout=120.0, poll=0.1):
+    """Polls `condition()` until it returns a true value, which it returns; fails naming `what` after `timeout` s
+    (the tests that watch another process's files: a worker's first trial, its checkpoint)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def assert_no_tensorflow_startup_noise(stderr: str) -> None:

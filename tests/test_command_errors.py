@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from conftest import wait_for
 from test_bad_inputs import _one_line, command  # noqa: F401  (command: the in-process absl fixture)
 from tp_keras.paper import damping_search
 from tp_keras.run import launch
@@ -221,16 +221,6 @@ def _alive(pid):
         return True
 
 
-def _wait_for(condition, what, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_worker_takes_no_trial_once_its_parent_is_gone(tmp_path, monkeypatch):
     """The worker's own check between trials (the guard off Linux, where no parent-death signal exists): with its
     recorded parent gone it takes no queued trial; with its parent there it does."""
@@ -268,14 +258,12 @@ def test_worker_dies_with_its_killed_parent_and_the_rerun_finishes_its_trial(sea
     main = subprocess.Popen(command, env=dict(os.environ, FAKE_EPOCH_SECONDS="1"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        first = _wait_for(lambda: made(), "the first trial")[0]
-        _wait_for(lambda: (tmp_path / "out" / first["workdir"] / "checkpoint.json").exists(), "its first epoch")
+        first = wait_for(lambda: made(), "the first trial")[0]
+        wait_for(lambda: (tmp_path / "out" / first["workdir"] / "checkpoint.json").exists(), "its first epoch")
         main.kill()
         main.wait()
-        deadline = time.time() + 10
-        while _alive(first["pid"]) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not _alive(first["pid"]), "the worker outlived its killed parent by 10 s"
+        wait_for(lambda: not _alive(first["pid"]), "the worker's end after its parent's (it outlived it by 10 s)",
+                 timeout=10, poll=0.05)
     finally:
         try:
             os.killpg(main.pid, signal.SIGKILL)  # whatever is left of its session (nothing, when the test passes)
@@ -301,7 +289,7 @@ def test_sigterm_ends_a_search_with_143_and_one_line_and_the_rerun_draws_new_val
     main = subprocess.Popen(command, env=dict(os.environ, FAKE_EPOCH_SECONDS="30"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        first = _wait_for(lambda: made(), "the first trial")[0]
+        first = wait_for(lambda: made(), "the first trial")[0]
         main.terminate()
         out, err = main.communicate(timeout=90)
     finally:

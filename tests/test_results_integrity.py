@@ -108,23 +108,40 @@ def test_sweep_with_other_settings_of_the_same_flagfile_is_refused(fake_runner, 
     sweep.check_folder_owner(out, ddtp, more_epochs)  # the same flagfile with more epochs: the sweep goes on
 
 
-def test_sweep_folder_with_an_unreadable_record_is_refused(fake_runner, tmp_path, capsys):
+_RERUN_SEED = "or delete the folder {seed_1} to run the seed again"
+
+
+@pytest.mark.parametrize("record, content, says, fix", [
+    ("seed_1/config.json", '{"method": "ddtp_li', "{path} cannot be read (not JSON", _RERUN_SEED),
+    ("seed_1/config.json", '["ddtp_linear"]', "{path} cannot be read (not a JSON object (a list))", _RERUN_SEED),
+    ("sweep.json", '"mnist_DDTPlinear.flags"', "its sweep.json cannot be read (not a JSON object (a str))",
+     "or repair {path}")])
+def test_sweep_folder_with_an_unreadable_record_is_refused(fake_runner, tmp_path, capsys, record, content, says, fix):
+    """A truncated config.json, or a record holding JSON that is no object: whose runs the folder holds is unknown,
+    so the sweep refuses (exit 1) naming the file and the fix, and touches nothing."""
     ddtp = _flagfile(tmp_path, "mnist_DDTPlinear", "ddtp_linear")
     out = str(tmp_path / "mnist_DDTPlinear")
     _ddtp_sweep_folder(out, ddtp)
-    with open(os.path.join(out, "seed_1", "config.json"), "w") as f:
-        f.write('{"method": "ddtp_li')
+    path = os.path.join(out, record)
+    with open(path, "w") as f:
+        f.write(content)
     before = _snapshot(out)
     status, lines, _ = _run(sweep.main, [f"--flagfile={ddtp}", f"--out={out}", "--runner=fake_runner"], capsys)
-    _one_line(status, lines, exit_status=1, starts=f"--out={out}: {os.path.join(out, 'seed_1', 'config.json')} "
-                                                   "cannot be read (not JSON",
-              contains=[f"or delete the folder {os.path.join(out, 'seed_1')} to run the seed again"])
+    names = {"path": path, "seed_1": os.path.join(out, "seed_1")}
+    _one_line(status, lines, exit_status=1, starts=f"--out={out}: " + says.format(**names),
+              contains=[fix.format(**names)])
     assert _snapshot(out) == before
 
 
-def test_the_settings_a_sweep_may_change_are_those_a_run_may_change_on_resume():
-    from tp_keras.run import checkpoint
-    assert set(sweep.SETTING_MAY_DIFFER) == set(checkpoint.RESUME_MAY_DIFFER) | {"seed"}
+def test_the_settings_a_resumed_run_may_change_are_config_settings():
+    """rundir.RESUME_MAY_DIFFER names config.json keys (a renamed Config field left in it would make resume and the
+    sweep's folder check compare a setting they should not); the sweep's runs may differ in those and the seed."""
+    import dataclasses
+    from tp_keras.run import rundir
+    from tp_keras.run.config import Config
+    fields = {field.name for field in dataclasses.fields(Config)}
+    assert set(rundir.RESUME_MAY_DIFFER) <= fields, set(rundir.RESUME_MAY_DIFFER) - fields
+    assert set(sweep_results.SETTING_MAY_DIFFER) == set(rundir.RESUME_MAY_DIFFER) | {"seed"} and "seed" in fields
 
 
 @pytest.mark.slow

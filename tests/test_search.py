@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 optuna = pytest.importorskip("optuna")
 
 import fake_runner  # noqa: E402  (tests/ is on sys.path)
+from conftest import wait_for  # noqa: E402
 from tp_keras.core.rules import RULES, get_rule  # noqa: E402
 from tp_keras.reference import configs as paper_configs  # noqa: E402
 from tp_keras.run import faults, launch  # noqa: E402
@@ -347,11 +347,11 @@ def test_a_lost_workers_trial_is_retried_after_its_heartbeat_stops_and_resumes(f
     timing = ["--trials=3", "--heartbeat=1", "--grace=3", "--epochs=2"]
     a = subprocess.Popen(_search(flagfile, out, *timing), env=_env(tmp_path, FAKE_HANG_AFTER=1),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    hung = _wait_for(lambda: [c["workdir"] for c in _calls(tmp_path)
-                              if (out / c["workdir"] / "metrics.jsonl").exists()], "A's first epoch")[0]
+    hung = wait_for(lambda: [c["workdir"] for c in _calls(tmp_path)
+                             if (out / c["workdir"] / "metrics.jsonl").exists()], "A's first epoch")[0]
     b = subprocess.Popen(_search(flagfile, out, *timing), env=_env(tmp_path), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: len(_calls(tmp_path)) >= 2, "B's first trial")
+    wait_for(lambda: len(_calls(tmp_path)) >= 2, "B's first trial")
     os.killpg(a.pid, signal.SIGKILL)
     a.wait()
     text, _ = b.communicate(timeout=240)
@@ -364,16 +364,6 @@ def test_a_lost_workers_trial_is_retried_after_its_heartbeat_stops_and_resumes(f
     retry = [t for t in study.trials if t.user_attrs.get("run") == hung and t.state in engine.FINISHED]
     assert len(lost) == 1 and len(retry) == 1 and retry[0].system_attrs["failed_trial"] == lost[0].number
     assert f"the retry of trial {lost[0].number})" in text and "3 of 3 runs ended" in text
-
-
-def _wait_for(condition, what, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def check_label_dtype(model, dtype):
 
 def check_data(model, x, y=None):
     """Before the first step: the inputs' shape and dtype and the labels' dtype, from arrays or a tf.data.Dataset's
-    element_spec (other streams are checked as the step is traced, `TPModel.train_step`)."""
+    element_spec (other streams are checked as the step is traced, `check_traced_data`)."""
     if isinstance(x, tf.data.Dataset):
         spec = x.element_spec
         x_spec, y_spec = (spec[0], spec[1] if len(spec) > 1 else None) if isinstance(spec, tuple) else (spec, None)
@@ -137,6 +137,16 @@ def check_data(model, x, y=None):
     array = host_array(x)
     if array is not None and array.dtype.kind in "iubf":
         check_input_spec(model, (None,) + array.shape[1:], array.dtype)
+
+
+def check_traced_data(model, x, y):
+    """As a step is traced, what `check_data` could not check beforehand (generators, PyDatasets): the inputs'
+    shape and dtype, the labels' dtype and form."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        check_input_spec(model, x.shape, x.dtype)
+    if y is not None and hasattr(y, "dtype"):
+        check_label_dtype(model, y.dtype)
+    check_label_form(model, y)
 
 
 def check_arrays(model, x, y, sample_weight=None, where: str = ""):

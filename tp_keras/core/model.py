@@ -340,7 +340,7 @@ class TPModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _check_traced_data(self, x, y)
+        C.check_traced_data(self, x, y)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         rows = tf.shape(x)[0]
@@ -365,7 +365,7 @@ class TPModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _check_traced_data(self, x, y)
+        C.check_traced_data(self, x, y)
         logits = self(x)
         per_sample = T.output_loss_per_sample(logits, y, self.task)
         if sample_weight is not None:
@@ -672,13 +672,3 @@ def _rule_with(rule: LearningRule, target_stepsize, sigma, gn_damping, feedback_
         return rule.with_hyper_parameters(**{name: v for name, v in values.items() if rule.uses(name)})
     except RuleError as err:
         raise _in_tpmodel_words(err) from None
-
-
-def _check_traced_data(model, x, y):
-    """At trace time, what fit could not check beforehand (generators, PyDatasets): the inputs' shape and dtype,
-    the labels' dtype and form."""
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
-        C.check_input_spec(model, x.shape, x.dtype)
-    if y is not None and hasattr(y, "dtype"):
-        C.check_label_dtype(model, y.dtype)
-    C.check_label_form(model, y)

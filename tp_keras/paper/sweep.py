@@ -107,8 +107,6 @@ def check_folder_owner(out_dir: str, flagfile: str, setting: dict) -> None:
     where = f"--out={out_dir}"
     record_path = os.path.join(out_dir, "sweep.json")
     record, why = read_json_checked(record_path)
-    if why is None and record is not None and not isinstance(record, dict):
-        why = "not a JSON object"
     if why is not None:
         raise OtherSweepError(f"{where}: its sweep.json cannot be read ({why}), so whose sweep the folder holds is "
                               f"unknown; {fix}, or repair {record_path}")
@@ -123,8 +121,6 @@ def check_folder_owner(out_dir: str, flagfile: str, setting: dict) -> None:
     for seed, path in seed_dirs(out_dir):
         config_path = os.path.join(path, "config.json")
         config, why = read_json_checked(config_path)
-        if why is None and config is not None and not isinstance(config, dict):
-            why = "not a JSON object"
         if why is not None:
             raise OtherSweepError(f"{where}: {config_path} cannot be read ({why}), so whose run seed {seed} is, is "
                                   f"unknown; {fix}, or delete the folder {path} to run the seed again")

@@ -25,9 +25,8 @@ from tp_keras.run import rundir
 
 FINAL_STATUSES = ("finished", "diverged", "pruned")
 # The settings (config.json keys) that may differ between the runs of one sweep: the seed, and what a run may change
-# on --resume (tp_keras.run.checkpoint.RESUME_MAY_DIFFER; a test checks that the two agree). Any other difference
-# means the folder mixes runs of different settings.
-SETTING_MAY_DIFFER = ("seed", "epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
+# on --resume. Any other difference means the folder mixes runs of different settings.
+SETTING_MAY_DIFFER = ("seed",) + rundir.RESUME_MAY_DIFFER
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 
 # Per-seed columns (the docs/semantics.md §10 quantities plus timing), in table order: key, Markdown header, format.
@@ -60,23 +59,27 @@ def seed_dir(out_dir: str, seed: int) -> str:
 
 
 def read_json(path: str):
-    """The JSON value of `path`, or None when it is missing or unreadable (a run still writing, or killed)."""
+    """The JSON object of `path`, or None when it is missing or unreadable (a run still writing, or killed)."""
     return read_json_checked(path)[0]
 
 
 def read_json_checked(path: str) -> tuple:
-    """(value, None) for a readable JSON file; (None, None) when there is no file; (None, "why") when the file is
-    there but cannot be read or is not JSON. The run folder's files are written whole (atomic renames), so a file
-    that is there and unreadable is damaged, not half-written."""
+    """(object, None) for a readable file holding a JSON object (every file of a run or sweep folder does); (None,
+    None) when there is no file; (None, "why") when the file is there but cannot be read, is not JSON or is not a
+    JSON object. The run folder's files are written whole (atomic renames), so a file that is there and unreadable
+    is damaged, not half-written."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f), None
+            value = json.load(f)
     except FileNotFoundError:
         return None, None
     except OSError as err:
         return None, f"cannot read it ({rundir.reason(err, path)})"
     except ValueError as err:
         return None, f"not JSON ({_short(err)})"
+    if not isinstance(value, dict):
+        return None, f"not a JSON object (a {type(value).__name__})"
+    return value, None
 
 
 def _short(err: Exception) -> str:
@@ -288,11 +291,8 @@ def summarize_sweep(out_dir: str) -> dict:
 def _read_object(path: str, problems: list):
     """The JSON object in `path`, or None (no file, or unreadable: then (path, why) is added to `problems`)."""
     value, why = read_json_checked(path)
-    if why is None and value is not None and not isinstance(value, dict):
-        why = f"not a JSON object (a {type(value).__name__})"
     if why is not None:
         problems.append((path, why))
-        return None
     return value
 
 

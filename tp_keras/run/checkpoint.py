@@ -17,8 +17,7 @@ from tp_keras.run import faults, rundir
 from tp_keras.run.config import Config, ConfigError
 
 CHECKPOINT = "checkpoint.npz"
-# The settings a resumed run may change (tp_keras.paper.sweep_results reads them too).
-RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
+
 
 def _checkpoint_variables(trainer: Trainer) -> list:
     variables = list(trainer.model.variables) + list(trainer.forward_optimizer.variables)
@@ -46,12 +45,12 @@ def _data_text(data: dict) -> str:
 
 def check_same_run(path: str, saved: dict, saved_data: dict | None, config: Config, data: dict | None) -> None:
     """ConfigError (one line) unless the run `path` describes (its settings `saved`, the fingerprint `saved_data`
-    of its data) is the one `config` on `data` continues: every setting but those of RESUME_MAY_DIFFER equal,
-    and the same data, wherever --data_dir now points (a run recorded before fingerprints existed is not
+    of its data) is the one `config` on `data` continues: every setting but rundir.RESUME_MAY_DIFFER equal, and
+    the same data, wherever --data_dir now points (a run recorded before fingerprints existed is not
     compared)."""
     current = dataclasses.asdict(config)
     for key in current:
-        if key not in RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key], default=list):
+        if key not in rundir.RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key], default=list):
             raise ConfigError("resume", f"{path} was written with {key}={saved.get(key)!r}, this run has "
                                         f"{current[key]!r}; use the same settings or another --workdir")
     if isinstance(saved_data, dict) and data is not None and saved_data.get("sha256") != data.get("sha256"):

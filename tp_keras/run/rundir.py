@@ -332,6 +332,9 @@ def _read_fd(fd: int) -> str:
 
 # The files that say a folder holds a run (what the launcher writes first and what it writes per epoch).
 RUN_FILES = ("config.json", "summary.json", "checkpoint.npz", "metrics.jsonl")
+# The settings (config.json keys) a resumed run may change: a run continues a folder's run when every other setting
+# is equal (checkpoint.check_same_run); a sweep's runs may differ in these and the seed (sweep_results).
+RESUME_MAY_DIFFER = ("epochs", "progress", "data_dir", "jit_compile", "steps_per_call", "tf32")
 # What `remove_run` deletes, in this order: the checkpoint first (nothing can resume half a removal), config.json
 # last (a removal cut short leaves only the old run's files, and they still say whose they are).
 _OLD_RUN_ENTRIES = ("checkpoint.npz", "metrics.jsonl", "angles.jsonl", "damping_search.json", "tb", "summary.json",
