@@ -22,9 +22,9 @@ __version__ = "0.1.0"
 # Every class a saved .keras file of this library can name, and the module defining it. Keras finds a saved class
 # by its registered name "tp_keras>Name" (a file's "module" entry, "tp_keras.model" before the layering, is unused).
 SAVED_CLASSES = {"TPModel": "core.model", "CNNModel": "core.cnn", "TPDense": "core.layers",
-                 "DirectFeedback": "core.layers", "TPConv2D": "core.layers", "XavierNormal": "core.layers",
-                 "UniformFanIn": "core.layers", "UniformBound": "core.layers", "TorchAdam": "core.optimizers",
-                 "TorchSGD": "core.optimizers"}
+                 "DirectFeedback": "core.layers", "TPConv2D": "core.layers", "TPConvBlock": "core.conv_layers",
+                 "XavierNormal": "core.layers", "UniformFanIn": "core.layers", "UniformBound": "core.layers",
+                 "TorchAdam": "core.optimizers", "TorchSGD": "core.optimizers"}
 
 
 def __getattr__(name):
