@@ -62,7 +62,8 @@ def test_missing_or_folder_flagfile_names_the_fix(command, tmp_path, kind, start
 
 @pytest.mark.parametrize("flag, starts", [
     ("--bogusxyz=1", "--bogusxyz: unknown flag; check its spelling (--helpfull lists every flag of this command)"),
-    ("--lrr=1", "--lrr: unknown flag; did you mean --lr or --lr_fb? (--helpfull lists every flag)"),
+    ("--lrr=1", "--lrr: unknown flag; did you mean --lr or --lr_fb or --lr_min or --lr_schedule or "
+                "--lr_schedule_epochs? (--helpfull lists every flag)"),
 ])
 def test_unknown_flag_names_the_fix(command, flag, starts):
     _one_line(*command(launch.main, [flag]), starts=starts)

@@ -230,3 +230,16 @@ def test_resume_mid_run_with_sgd_momentum_and_cosine_is_bit_identical(tmp_path):
     strip = [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in whole[0]["history"]]
     assert strip == [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in parts[0]["history"]]
     assert len({schedule.forward_learning_rates(config, e) for e in (1, 2, 3)}) == 3
+
+
+def test_a_run_written_before_the_optimizer_settings_existed_resumes_as_adam_without_schedule():
+    """check_same_run: a config.json without the optimizer and schedule keys is a run with their defaults (Adam, no
+    momentum, no schedule), so it resumes unchanged, and one with other values is refused by name."""
+    from tp_keras.run.checkpoint import check_same_run
+    config = Config.paper("dtpdrl").validate()
+    saved = dataclasses.asdict(config)
+    new_keys = ("optimizer", "momentum", "optimizer_fb", "momentum_fb", "lr_schedule", "lr_schedule_epochs", "lr_min")
+    check_same_run("old/checkpoint.npz", {k: v for k, v in saved.items() if k not in new_keys}, None, config, None)
+    with pytest.raises(ConfigError, match=r"^--resume: old/checkpoint.npz was written with optimizer='sgd', this "
+                                          r"run has 'adam'"):
+        check_same_run("old/checkpoint.npz", {**saved, "optimizer": "sgd"}, None, config, None)

@@ -49,9 +49,12 @@ def check_same_run(path: str, saved: dict, saved_data: dict | None, config: Conf
     the same data, wherever --data_dir now points (a run recorded before fingerprints existed is not
     compared)."""
     current = dataclasses.asdict(config)
+    # A setting added since the run was written (absent from its config.json) had its default value then.
+    defaults = {f.name: f.default for f in dataclasses.fields(Config) if f.default is not dataclasses.MISSING}
     for key in current:
-        if key not in rundir.RESUME_MAY_DIFFER and json.dumps(saved.get(key)) != json.dumps(current[key], default=list):
-            raise ConfigError("resume", f"{path} was written with {key}={saved.get(key)!r}, this run has "
+        was = saved.get(key, defaults.get(key))
+        if key not in rundir.RESUME_MAY_DIFFER and json.dumps(was) != json.dumps(current[key], default=list):
+            raise ConfigError("resume", f"{path} was written with {key}={was!r}, this run has "
                                         f"{current[key]!r}; use the same settings or another --workdir")
     if isinstance(saved_data, dict) and data is not None and saved_data.get("sha256") != data.get("sha256"):
         here = f"--data_dir={config.data_dir}" if config.data_dir is not None else "this run's data"
