@@ -408,3 +408,42 @@ def test_overlapping_pooling_has_no_layerwise_feedback():
     with pytest.raises(ValueError, match="no unpooling inverse"):
         ConvChainNetwork(get_rule("dtp"), (8, 8, 2), [{"filters": 2}, {"filters": 2, "pooling": "max_3x3_s2"},
                                                        {"units": 3}])
+
+
+def _whitened(rows, cols, rng):
+    """rows × cols noise with εᵀε/rows = I exactly (orthonormal columns, scaled)."""
+    q, _ = np.linalg.qr(rng.standard_normal((rows, cols)))
+    return q * np.sqrt(rows)
+
+
+def test_ldrl_on_a_linear_conv_block_is_minimised_by_the_forward_kernel():
+    """F(h) = conv(h, W), G(u) = convT(u, Q) + d: with whitened noise (Cx = Cy = σ²I) the L-DRL loss is
+    σ²(‖A_Q − A_W‖² − ‖A_W‖²), A_K the conv's matrix, so G's Jacobian becomes F's transposed Jacobian at Q = W:
+    the loss's gradient vanishes there and L(W + E) − L(W) = σ²‖A_E‖² (A_E from NumPy convolutions of unit maps)."""
+    sigma, batch = 0.4, 64
+    rule = dataclasses.replace(get_rule("ldrl"), sigma=sigma, feedback_bias=True)
+    specs = [{"filters": 2, "activation": "elu"}, {"filters": 3, "activation": "linear", "pooling": "none"},
+             {"units": 4}]
+    net = ConvChainNetwork(rule, (8, 8, 2), specs, seed=2, dtype="float64")
+    net.build((None, 8, 8, 2))
+    hs = net.activations(tf.constant(_images((batch, 8, 8, 2), 14)))
+    rng = np.random.default_rng(15)
+    sizes = [int(h.shape[-1]) for h in hs[1:-1]] + [int(h.shape[-1]) for h in hs[2:]]
+    eps = np.concatenate([_whitened(batch, n, rng) for n in sizes], axis=1).astype(np.float32)
+    block = net.tp_layers[1]
+    w = block.kernel.numpy()
+
+    def loss_and_gradient(q):
+        block.feedback_kernel.assign(q)
+        noise = K.NoiseDraw(_FixedNoise(eps), _Seeds(), batch, tf.float64)
+        with tf.GradientTape() as tape:
+            loss = LDRL_LOSS.losses(net, rule, hs, noise, None, batch)[0][0]
+        return loss.numpy(), tape.gradient(loss, block.feedback_kernel).numpy()
+
+    at_w, gradient_at_w = loss_and_gradient(w)
+    e = rng.normal(scale=0.3, size=w.shape)
+    moved, gradient_moved = loss_and_gradient(w + e)
+    np.testing.assert_allclose(gradient_at_w, 0.0, atol=1e-5 * np.abs(gradient_moved).max())
+    basis = np.eye(32).reshape(32, 4, 4, 2)  # the conv block's input: 4×4×2 maps
+    a_e = np_conv(basis, e).reshape(32, -1)
+    np.testing.assert_allclose(moved - at_w, sigma ** 2 * np.sum(a_e ** 2), rtol=1e-5)

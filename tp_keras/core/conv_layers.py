@@ -36,13 +36,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tp_keras.core.layers import (FEEDBACK_INITIALIZERS, XavierNormal, activation_fn, derivative_from_output,
-                                  max_pool_3x3_s2, pooled_size)
+from tp_keras.core.layers import (FEEDBACK_FORMS, FEEDBACK_INITIALIZERS, XavierNormal, activation_fn,
+                                  derivative_from_output, max_pool_3x3_s2, pooled_size)
 
 # 'max_3x3_s2': the 2020 reference CNN's overlapping MaxPool2d(3, 2, padding 1) (`TPConv2D`), for direct feedback
 # and BP only (its windows overlap: no unpooling inverse here).
 POOLINGS = ("none", "max", "average", "max_3x3_s2")
-FEEDBACK_FORMS = ("dtp", "inverse_block")
 KERNEL_SIZES = (3, 5)
 
 

@@ -132,8 +132,7 @@ class ConvChainNetwork(Network):
         self.output_size = checked[-1]["units"]
 
         layerwise = rule.feedback == "layerwise"
-        form = getattr(rule, "feedback_form", "dtp")
-        forward_bias = getattr(rule, "forward_bias", True)  # FW-DTP's authors: no forward biases
+        form, forward_bias = rule.feedback_form, rule.forward_bias  # FW-DTP's authors: no forward biases
         layers, shape = [], self.image_shape
         for i, spec in enumerate(checked):
             fb = dict(feedback_activation=rule.feedback_activation if layerwise and i > 0 else None,
@@ -146,9 +145,8 @@ class ConvChainNetwork(Network):
                                     use_bias=spec["use_bias"] and forward_bias, feedback_form=form, **fb)
                 shape = layer.output_image_shape
             else:
-                extra = {"feedback_form": form} if form != "dtp" else {}  # TPDense's default form is DTP's
                 layer = TPDense(spec["units"], activation=spec["activation"],
-                                use_bias=spec["use_bias"] and forward_bias, **extra, **fb)
+                                use_bias=spec["use_bias"] and forward_bias, feedback_form=form, **fb)
             layers.append(layer)
         self.tp_layers = layers
         self.direct_feedback = None
