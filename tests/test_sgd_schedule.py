@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from test_bad_inputs import _one_line, command  # noqa: F401  (command: the in-process absl fixture)
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import (CosineAnnealing, LayerwiseOptimizer, TorchSGD, clones, cosine_annealing,
                                       layerwise_sgd, set_learning_rates)
@@ -243,3 +244,13 @@ def test_a_run_written_before_the_optimizer_settings_existed_resumes_as_adam_wit
     with pytest.raises(ConfigError, match=r"^--resume: old/checkpoint.npz was written with optimizer='sgd', this "
                                           r"run has 'adam'"):
         check_same_run("old/checkpoint.npz", {**saved, "optimizer": "sgd"}, None, config, None)
+
+
+def test_per_layer_forward_optimizers_under_a_strategy_are_refused_in_one_line(command, mnist_dir, tmp_path):
+    from tp_keras.run import launch
+    status, lines = command(launch.main, ["--method=dtpdrl", "--num_hidden=2", "--lr=1e-4,2e-4,3e-4",
+                                          "--strategy=one_device", f"--data_dir={mnist_dir}",
+                                          f"--workdir={tmp_path / 'run'}"])
+    _one_line(status, lines, starts="--strategy: one forward optimizer per layer (--lr or --epsilon given per layer) "
+                                    "runs on one device")
+    assert not (tmp_path / "run").exists()

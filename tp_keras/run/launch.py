@@ -208,6 +208,10 @@ def main(argv):
     if FLAGS.strategy != "none" and config.architecture == "cnn":
         raise ConfigError("strategy", "the CNN runs on one device (per-layer optimizers are not wired into "
                                       "DistributedTrainer); drop --strategy")
+    if FLAGS.strategy != "none" and any(isinstance(v, tuple) for v in (config.lr, config.epsilon)):
+        raise ConfigError("strategy", "one forward optimizer per layer (--lr or --epsilon given per layer) runs on "
+                                      "one device (per-layer optimizers are not wired into DistributedTrainer); "
+                                      "drop --strategy or give one value")
     if FLAGS.strategy != "none":
         # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
         from tp_keras.run import distribute
