@@ -287,10 +287,13 @@ def test_relu_and_elu_mlps_convert():
 
 def test_converted_conv_model_round_trips_through_a_keras_file(tmp_path):
     model = _conv_keras_model()
+    model.layers[0].trainable = False  # a frozen conv layer stays frozen, also after loading
     tp = from_keras(model, "ddtp_linear", seed=2)
+    assert [layer.trainable for layer in tp.tp_layers] == [False, True, True, True]
     path = tmp_path / "conv.keras"
     tp.save(path)
     loaded = keras.saving.load_model(path)
+    assert [layer.trainable for layer in loaded.tp_layers] == [False, True, True, True]
     x = _images()
     np.testing.assert_array_equal(loaded(x).numpy(), tp(x).numpy())
     for a, b in zip(loaded.all_feedback_variables, tp.all_feedback_variables):
