@@ -63,9 +63,10 @@ def train_epochs(config, trainer, batches, dataset, folder: RunFolder, feedback_
     first_epoch = 1 if resumed_epoch is None else resumed_epoch + 1
     for epoch in range(first_epoch, config.epochs + 1):
         folder.where = f"epoch {epoch}"
+        rates = forward_learning_rates(config, epoch)
         if config.lr_schedule != "none":
             # Set before every epoch from its number alone, so a resumed run trains at the rates of an unbroken one.
-            set_learning_rates(trainer.forward_optimizer, forward_learning_rates(config, epoch))
+            set_learning_rates(trainer.forward_optimizer, rates)
         t0 = time.perf_counter()
         logged = []
         train = run_pass(trainer.train_step, batches, "train", config.progress, angle_step=trainer.angle_step,
@@ -77,6 +78,9 @@ def train_epochs(config, trainer, batches, dataset, folder: RunFolder, feedback_
                                 ) if trainer.trains_feedback else []
         t2 = time.perf_counter()
         row = {"epoch": epoch, "train_loss": train["loss"]}
+        if config.lr_schedule != "none":  # the rate(s) this epoch trained at (one key per layer for per-layer rates)
+            row.update({f"learning_rate_{i + 1}": r for i, r in enumerate(rates)} if isinstance(rates, tuple)
+                       else {"learning_rate": rates})
         if "accuracy" in train:
             row["train_acc"] = train["accuracy"]
         if "rec_loss" in train:
