@@ -40,6 +40,29 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: (-slow[item.path], -count[item.path], str(item.path)))  # stable within a file
 
 
+# The fast tier's budget per test (setup, call and teardown together), on the 2-core CPU of docs/performance.md: an
+# unmarked test over it belongs in the slow tier or needs a cheaper case. The terminal summary lists every unmarked
+# test over it, so the fast tier cannot grow unnoticed as features land; a shared machine's timings vary, so it is
+# reported, not failed.
+FAST_TEST_BUDGET_S = 3.0
+_fast_test_seconds = {}
+
+
+def pytest_runtest_logreport(report):
+    if "slow" not in report.keywords:
+        _fast_test_seconds[report.nodeid] = _fast_test_seconds.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    over = sorted(((seconds, name) for name, seconds in _fast_test_seconds.items() if seconds > FAST_TEST_BUDGET_S),
+                  reverse=True)
+    if over:
+        terminalreporter.section(f"{len(over)} fast-tier test(s) over the {FAST_TEST_BUDGET_S:g} s budget: mark them "
+                                 "slow or give them a cheaper case")
+        for seconds, name in over:
+            terminalreporter.write_line(f"{seconds:6.2f}s {name}")
+
+
 # The default small architecture n_0, n_1..n_{L-1}, n_L (L = 4 layers: 3 hidden + output).
 INPUT, HIDDEN, OUTPUT = 7, (6, 5, 4), 3
 BATCH = 6

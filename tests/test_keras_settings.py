@@ -1,17 +1,19 @@
-"""Keras settings that must not silently do nothing: each Keras setting on a TPModel takes effect or is refused
-in one line. A catalogue: each case one test of a real property (bit-identity with the reference computation, or
-the refusal's text). Tiny networks, tiny data.
+"""A TPModel's settings over its life, which must not silently do nothing: a rule changed after fit applies at the
+next fit (or is refused until compile); the trainable flags, both optimizers' state and the rule survive save/load,
+clone_model and JSON, and a fresh process that imports tp_keras alone loads them; a compile that raises changes
+nothing. What each Keras argument means when it is given is tests/test_keras_conventions.py. A catalogue: each case
+one test of a real property (bit-identity with the reference computation, or the refusal's text). Tiny networks,
+tiny data.
 """
 import dataclasses
-import re
 import warnings
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tp_keras
+from conftest import make_model
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam, feedback_optimizers
 from tp_keras.core.rules import components as K
@@ -228,69 +230,61 @@ def test_a_compile_that_raises_changes_nothing(bad):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 6. The data's shapes and dtypes are checked before the first step
+# 6. Saving: `import tp_keras` is all a fresh process needs
 # --------------------------------------------------------------------------------------------------------------
 
-KERAS_SHAPE = (r'^Input 0 of layer "{name}" is incompatible with the layer: expected axis -1 of input shape to '
-               r'have value 7, but received input with shape \(None, 10\); this model takes x of shape \(N, 7\)$')
+def test_saved_classes_lists_every_registered_class():
+    import importlib
+    import tp_keras
+    for module in set(tp_keras.SAVED_CLASSES.values()):
+        importlib.import_module(f"tp_keras.{module}")
+    registry = keras.saving.get_custom_objects()
+    registered = {name for name, obj in registry.items()
+                  if name.startswith("tp_keras>") and isinstance(obj, type)}
+    assert registered == {f"tp_keras>{name}" for name in tp_keras.SAVED_CLASSES}
+    for name, module in tp_keras.SAVED_CLASSES.items():
+        assert registry[f"tp_keras>{name}"] is getattr(importlib.import_module(f"tp_keras.{module}"), name)
 
 
-def test_inputs_with_the_wrong_number_of_features_are_refused_in_keras_words():
-    model = _compiled()
-    x, y = np.zeros((8, 10)), np.zeros(8, "int32")
-    message = KERAS_SHAPE.format(name=re.escape(model.name))
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    with pytest.raises(ValueError, match=message):
-        model.fit(dataset, **QUIET)
-    with pytest.raises(ValueError, match=message):
-        model.fit(x, y, **QUIET)
-    with pytest.raises(ValueError, match=message):
-        model.evaluate(dataset, verbose=0)
-    good = tf.data.Dataset.from_tensor_slices((np.zeros((8, 7)), y)).batch(4)
-    before = _values(model.weights)
-    with pytest.raises(ValueError, match=message):  # before the first step, not at the end of the epoch
-        model.fit(good, validation_data=dataset, **QUIET)
-    assert _same(before, _values(model.weights))
-    with pytest.raises(ValueError, match=message):
-        model.train_feedback(x, y)
-
-    def generator():  # a stream fit cannot look at beforehand: refused as the step is traced
-        yield x[:4], y[:4]
-    with pytest.raises(ValueError, match=message):
-        model.fit(generator(), **QUIET)
-    with pytest.raises(ValueError, match=r"expected ndim=2, found ndim=3. Full shape received: \(None, 7, 1\)"):
-        model.fit(np.zeros((8, 7, 1)), y, **QUIET)
-
-
-def test_string_labels_and_inputs_in_a_dataset_are_refused_in_one_line():
-    model = _compiled()
-    x = np.zeros((8, 7))
-    labels = tf.data.Dataset.from_tensor_slices((x, np.array(["a", "b"] * 4))).batch(4)
-    with pytest.raises(ValueError, match=r"^labels have dtype string; a TPModel takes class ids \(integers in "
-                                         r"\[0, 3\)\) or one-hot rows: .*StringLookup"):
-        model.fit(labels, **QUIET)
-    inputs = tf.data.Dataset.from_tensor_slices((np.array(["a"] * 8), np.zeros(8, "int32"))).batch(4)
-    with pytest.raises(ValueError, match=r"^x has dtype string; a TPModel takes numbers"):
-        model.fit(inputs, **QUIET)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 7. keras.layers.Softmax() as the output layer is dropped under drop_softmax=True
-# --------------------------------------------------------------------------------------------------------------
-
-def test_a_softmax_layer_is_dropped_under_drop_softmax():
-    keras_model = keras.Sequential([keras.Input((7,)), keras.layers.Dense(6, activation="tanh"),
-                                    keras.layers.Dense(3), keras.layers.Softmax()])
-    with pytest.raises(ValueError, match="output activation 'softmax'.*drop_softmax=True"):
-        tp_keras.to_tp_model(keras_model, "dtpdrl")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = tp_keras.to_tp_model(keras_model, "dtpdrl", drop_softmax=True)
-    x, _ = _data(8)
-    x = x.astype("float32")
-    logits = model.predict(x, verbose=0)
-    np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), keras_model.predict(x, verbose=0), rtol=1e-5)
-    hidden = keras.Sequential([keras.Input((7,)), keras.layers.Dense(6), keras.layers.Softmax(),
-                               keras.layers.Dense(3)])
-    with pytest.raises(ValueError, match="hidden activation 'softmax' is not supported"):
-        tp_keras.to_tp_model(hidden, "dtpdrl", drop_softmax=True)
+@pytest.mark.slow
+def test_import_tp_keras_alone_loads_saved_models_in_a_fresh_process(tmp_path):
+    """Saved here (a TPModel with a default feedback Adam, a CNNModel); loaded in new processes that import
+    tp_keras only, before or after keras; and `import tp_keras` itself imports neither Keras nor TensorFlow."""
+    import subprocess
+    import sys
+    import textwrap
+    from tp_keras.core.cnn import CNNModel
+    x, y = _data()
+    mlp = make_model("ddtp_linear", dtype="float32")
+    mlp.compile(optimizer="adam")
+    mlp.fit(x, y, batch_size=8, **QUIET)
+    cnn = CNNModel("ddtp_linear", image_shape=(6, 6, 1), conv_channels=(2,), fc_units=(4,), output_size=3,
+                   sigma=0.1, dtype="float32")
+    cnn.compile(optimizer="sgd")
+    images = np.random.default_rng(0).normal(size=(4, 6, 6, 1)).astype("float32")
+    mlp.save(tmp_path / "mlp.keras")
+    cnn.save(tmp_path / "cnn.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "expected_mlp.npy", mlp.predict(x, verbose=0))
+    np.save(tmp_path / "expected_cnn.npy", cnn.predict(images, verbose=0))
+    script = textwrap.dedent(f"""
+        import sys
+        {{first}}
+        assert "tensorflow" not in sys.modules or "keras" in sys.modules
+        import keras, numpy as np
+        d = {str(tmp_path)!r}
+        for name, data in (("mlp", "x"), ("cnn", "images")):
+            model = keras.saving.load_model(f"{{{{d}}}}/{{{{name}}}}.keras")
+            np.testing.assert_array_equal(model.predict(np.load(f"{{{{d}}}}/{{{{data}}}}.npy"), verbose=0),
+                                          np.load(f"{{{{d}}}}/expected_{{{{name}}}}.npy"))
+            print(type(model).__name__, type(model.optimizer).__name__, type(model.feedback_optimizer).__name__)
+    """)
+    for first in ("import tp_keras", "import keras, tp_keras"):
+        result = subprocess.run([sys.executable, "-c", script.format(first=first)], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == ["TPModel", "Adam", "TorchAdam", "CNNModel", "SGD", "TorchAdam"], result.stdout
+    light = subprocess.run([sys.executable, "-c", "import sys, tp_keras; print(sorted({'tensorflow', 'keras'} & "
+                                                  "set(sys.modules)))"], capture_output=True, text=True, timeout=60)
+    assert light.stdout.strip() == "[]", light.stderr[-2000:]
