@@ -283,6 +283,17 @@ def test_relu_and_elu_mlps_convert():
         tp = from_keras(model, "dtp")
         assert tp.hidden_activation == activation
         np.testing.assert_array_equal(tp(_x()).numpy(), model(_x()).numpy())
+    # the ReLU and ELU layers fold into the layer before them (with their default arguments only)
+    model = _chain(L.Conv2D(2, 3, padding="same"), L.ELU(), L.MaxPooling2D(2), L.Flatten(), L.Dense(4), L.ReLU(),
+                   L.Dense(3), shape=(6, 6, 1))
+    tp = from_keras(model, "ldrl")
+    assert [layer.activation for layer in tp.tp_layers] == ["elu", "relu", "linear"]
+    x = np.random.default_rng(2).standard_normal((4, 6, 6, 1)).astype("float32")
+    np.testing.assert_allclose(tp(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    for layer, message in ((L.ReLU(max_value=6.0, name="r6"), "'r6' \\(ReLU\\): is a clipped or leaky ReLU"),
+                           (L.ELU(alpha=0.5, name="e"), "'e' \\(ELU\\): has alpha=0.5")):
+        with pytest.raises(ConversionError, match=message):
+            from_keras(_chain(L.Dense(4), layer, L.Dense(3)), "dtp")
 
 
 def test_converted_conv_model_round_trips_through_a_keras_file(tmp_path):

@@ -11,8 +11,8 @@ a conv net, whose convolutions TensorFlow may sum in another order).
 
 What converts:
   * Dense layers; an optional leading `InputLayer` and `Flatten` (the TP model then takes the flattened
-    inputs, `x.reshape(len(x), -1)`); an `Activation` layer right after a linear Dense is folded into it;
-    nested Sequential/Functional models are flattened into the chain.
+    inputs, `x.reshape(len(x), -1)`); an `Activation` (or default `ReLU()` / `ELU()`) layer right after a linear
+    Dense is folded into it; nested Sequential/Functional models are flattened into the chain.
   * Hidden activations: tanh, ELU, ReLU or linear (layers.ACTIVATIONS), one for all hidden layers of an MLP.
   * Conv nets: conv blocks, then `Flatten`, then Dense layers, on NHWC inputs of a known (H, W, C) shape (the TP
     model takes the same images). A conv block is `Conv2D` (3×3 or 5×5, stride 1, padding 'same', channels_last)
@@ -192,6 +192,20 @@ def _input_shape(model):
         return None
 
 
+def _activation_layer_name(layer) -> str:
+    """The activation an Activation, ReLU or ELU layer applies ('relu'/'elu' only with their default arguments)."""
+    if isinstance(layer, keras.layers.Activation):
+        return _activation_name(layer.activation)
+    if isinstance(layer, keras.layers.ReLU):
+        if layer.max_value is not None or layer.negative_slope != 0 or layer.threshold != 0:
+            _refuse(layer, f"is a clipped or leaky ReLU (max_value={layer.max_value}, negative_slope="
+                           f"{layer.negative_slope}, threshold={layer.threshold}); TP layers have the plain relu")
+        return "relu"
+    if layer.alpha != 1.0:
+        _refuse(layer, f"has alpha={layer.alpha}; TP layers have the ELU of alpha 1")
+    return "elu"
+
+
 def _check_weights(layer):
     """The refusals every weighted layer shares (built, plain float weights, nothing a TP model cannot honour)."""
     if not layer.built:
@@ -272,8 +286,8 @@ def _dense_specs(model, drop_softmax: bool):
                 _refuse(layer, "flattens in channels_first order; use channels_last and reshape the inputs")
             flattened = True
             continue
-        if isinstance(layer, keras.layers.Activation):
-            act = _activation_name(layer.activation)
+        if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU, keras.layers.ELU)):
+            act = _activation_layer_name(layer)
             owner = specs[-1] if specs else (convs[-1] if convs and not flattened else None)
             if owner is None:
                 _refuse(layer, "an activation before any Dense or Conv2D layer has no TP equivalent")
