@@ -255,3 +255,17 @@ def test_per_layer_forward_optimizers_under_a_strategy_are_refused_in_one_line(c
     _one_line(status, lines, starts="--strategy: one forward optimizer per layer (--lr or --epsilon given per layer) "
                                     "runs on one device")
     assert not (tmp_path / "run").exists()
+
+
+def test_feedback_scheduler_refuses_per_layer_feedback_rates_it_would_flatten():
+    """FeedbackLearningRateScheduler sets one rate; on per-layer feedback rates it would set them all alike, so fit
+    refuses it in one line before the first epoch (with equal rates it schedules them all)."""
+    from tp_keras.core.callbacks import FeedbackLearningRateScheduler
+    x, y = _dataset(n=16).train.x, _dataset(n=16).train.y
+    model = _ldrl_model()
+    model.compile(optimizer=TorchSGD(LR, precision="float64"),
+                  feedback_optimizer=clones(TorchSGD(precision="float64"), 2, learning_rate=[1e-3, 2e-3]))
+    with pytest.raises(ValueError, match="^FeedbackLearningRateScheduler: the feedback optimizers have one learning "
+                                         "rate per hidden layer"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[FeedbackLearningRateScheduler(lambda epoch, lr: lr / 2)])
+    assert [int(o.iterations.numpy()) for o in model.feedback_optimizer.optimizers] == [0, 0]

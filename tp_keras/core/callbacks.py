@@ -114,6 +114,11 @@ class FeedbackLearningRateScheduler(keras.callbacks.Callback):
         if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError("FeedbackLearningRateScheduler: the feedback optimizer's learning rate is already a "
                              "LearningRateSchedule; use one or the other")
+        parts = getattr(optimizer, "optimizers", None)  # a LayerwiseOptimizer: one optimizer per hidden layer
+        if parts and len({float(part.learning_rate.numpy()) for part in parts}) > 1:
+            raise ValueError("FeedbackLearningRateScheduler: the feedback optimizers have one learning rate per "
+                             "hidden layer, and a schedule of one rate would set them all alike; set each "
+                             "optimizer's learning_rate in a callback of your own")
         return optimizer
 
     def on_epoch_begin(self, epoch, logs=None):
