@@ -298,7 +298,7 @@ class Config:
                                             "--lr_schedule=cosine or drop the flag")
             return
         if self.lr_schedule_epochs is None:
-            self.lr_schedule_epochs = self.epochs
+            self.lr_schedule_epochs = max(self.epochs, 1)  # (--epochs=0 trains no epoch to schedule)
         check_integer("lr_schedule_epochs", self.lr_schedule_epochs, 1, MAX_INT, example=85)
         _non_negative(self, "lr_min")
 
