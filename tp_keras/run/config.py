@@ -344,7 +344,9 @@ _RULE_DEFAULTS = (("sigma", "sigma"), ("target_stepsize", "target_stepsize"), ("
 
 def _note_rule_flags(config: Config, defaults: Config) -> Config:
     """Records on `config` (`Config.paper`'s result) which of RULE_FLAGS were given and differ from the method's
-    default (`defaults`): the flags `validate` refuses where the method does not use them.
+    default (`defaults`): the flags `validate` refuses where the method does not use them; and likewise which of
+    OPTIMIZER_FLAGS (Adam's settings), refused where the chosen optimizer is SGD. A paper flagfile's Adam settings
+    other than the method's default are therefore refused with --optimizer=sgd: they were tuned for its Adam.
 
     "Given" means a non-None override of Config.paper: the launcher's flags, from the command line or a flagfile
     (absl leaves a flag that neither sets None). A value equal to the method's default is what the method ignores
