@@ -447,3 +447,33 @@ def test_ldrl_on_a_linear_conv_block_is_minimised_by_the_forward_kernel():
     basis = np.eye(32).reshape(32, 4, 4, 2)  # the conv block's input: 4×4×2 maps
     a_e = np_conv(basis, e).reshape(32, -1)
     np.testing.assert_allclose(moved - at_w, sigma ** 2 * np.sum(a_e ** 2), rtol=1e-5)
+
+
+def test_torch_init_draws_every_map_uniform_within_one_over_root_fan_in(tmp_path):
+    """init='torch': PyTorch's default Conv2d / Linear / ConvTranspose2d init (Ernoult et al.'s code keeps it):
+    kernels and biases U(±1/√fan_in), fan_in = C_in·k² for a conv and its transposed conv, n_in for a dense layer and
+    n_out for its inverse; kept, not redrawn, by a .keras round trip."""
+    rule = get_rule("dtpdrl")
+    specs = [{"filters": 6}, {"filters": 8, "kernel_size": 5}, {"units": 40}, {"units": 3}]
+    model = TPModel(rule, network=ConvChainNetwork(rule, (8, 8, 2), specs, init="torch", seed=7))
+    fan_ins = [2 * 9, 6 * 25, 2 * 2 * 8, 40]
+    feedback_fan_ins = [None, 6 * 25, 40, 3]
+    for layer, n, m in zip(model.tp_layers, fan_ins, feedback_fan_ins):
+        for variable, bound in [(layer.kernel, n), (layer.bias, n), (layer.feedback_kernel, m),
+                                (layer.feedback_bias_var, m)]:
+            if bound is None:
+                assert variable is None
+                continue
+            values = variable.numpy()
+            assert np.abs(values).max() <= 1 / np.sqrt(bound)
+            if values.size >= 50:  # filled out to the bound, not a narrower law (P(fail) < 0.8⁵⁰)
+                assert np.abs(values).max() > 0.8 / np.sqrt(bound)
+    model.tp_layers[1].kernel.assign(model.tp_layers[1].kernel + 0.01)  # a trained value, not a fresh draw
+    path = tmp_path / "torch_init.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for a, b in zip(loaded.forward_variables + loaded.all_feedback_variables,
+                    model.forward_variables + model.all_feedback_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="init='he'"):
+        ConvChainNetwork(rule, (8, 8, 2), specs, init="he")

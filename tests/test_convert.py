@@ -327,6 +327,16 @@ def test_converted_conv_model_trains_through_fit():
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
 
 
+def test_conv_model_takes_the_conv_networks_loss_and_feedback_init():
+    model = _conv_keras_model()
+    tp = from_keras(model, "dtpdrl", conv_loss="mean", init="torch", seed=4)
+    assert tp.network.conv_loss == "mean" and tp.local_loss_scales == [1 / 48, 1 / 16, 1.0, 1.0]
+    block = tp.tp_layers[1]  # its transposed conv: U(±1/√(C_in·k²)), C_in = 3, k = 5
+    assert np.abs(block.feedback_kernel.numpy()).max() <= 1 / np.sqrt(3 * 25)
+    for tp_layer, layer in zip(tp.tp_layers, [layer for layer in model.layers if layer.weights]):
+        np.testing.assert_array_equal(tp_layer.kernel.numpy(), layer.kernel.numpy())  # forward weights kept
+
+
 def test_conv_model_refuses_mlp_settings_and_rules_without_a_conv_version():
     with pytest.raises(TypeError, match="last_hidden_bias"):
         from_keras(_conv_keras_model(), "dtp", last_hidden_bias=False)

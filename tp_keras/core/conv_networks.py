@@ -30,13 +30,15 @@ from typing import Sequence
 
 from tp_keras.core import keras_checks as C
 from tp_keras.core.conv_layers import KERNEL_SIZES, POOLINGS, TPConvBlock
-from tp_keras.core.layers import ACTIVATIONS, DirectFeedback, TPDense
+from tp_keras.core.layers import ACTIVATIONS, DirectFeedback, TPDense, UniformFanIn
 from tp_keras.core.networks import Network, feedback_structure, register_network
 from tp_keras.core.rules import LearningRule
 
 CONV_KEYS = {"filters", "kernel_size", "activation", "pooling", "use_bias"}
 DENSE_KEYS = {"units", "activation", "use_bias"}
 CONV_LOSSES = ("sum", "mean")
+INITS = ("xavier", "torch")
+TORCH_BIAS_SEED = 100_003  # offset of a bias's seed from its kernel's under init='torch'
 # The feedback losses each feedback path supports on conv blocks.
 LAYERWISE_LOSSES = ("reconstruction", "drl", "ldrl", "none")
 DIRECT_LOSSES = ("drl", "control", "none")
@@ -99,13 +101,19 @@ class ConvChainNetwork(Network):
         'pooling' ('max'), 'use_bias' (True)} or dense {'units', 'activation' ('elu'), 'use_bias' (True)}; the
         last is a dense layer with activation 'linear' (the default for the last one).
       conv_loss: 'sum' or 'mean' (the conv layers' local loss, see the module docstring).
+      init: 'xavier' (Xavier-normal kernels, zero biases: the project's and the 2020 reference's) or 'torch'
+        (PyTorch's default Conv2d / Linear / ConvTranspose2d init, which Ernoult et al.'s code keeps: kernels and
+        biases U(±1/√fan_in), fan_in = C_in·k² for a conv and its transposed conv, n_in for a dense layer and
+        n_out for its inverse). 'torch' leaves a rule's other feedback init (FW-DTP's 'uniform_1e-3') and the
+        direct maps as they are. Values are drawn with NumPy from the layer seeds (same distribution as PyTorch's,
+        not its numbers).
       seed: seed of the initialisation (layer i: seed·1009 + 2i, as the MLP and the CNN; direct maps + 500).
       dtype: as for `TPModel`.
     """
 
     def __init__(self, rule: LearningRule, image_shape: Sequence[int] = (32, 32, 3),
                  layer_specs: Sequence[dict] = ({"filters": 32}, {"units": 10}), *, conv_loss: str = "sum",
-                 seed: int = 42, dtype: str = "float32"):
+                 init: str = "xavier", seed: int = 42, dtype: str = "float32"):
         check_rule(rule)
         self.dtype, self.structure = dtype, feedback_structure(rule)
         self.image_shape = tuple(int(d) for d in image_shape)
@@ -115,6 +123,9 @@ class ConvChainNetwork(Network):
         if conv_loss not in CONV_LOSSES:
             raise ValueError(f"ConvChainNetwork: conv_loss={conv_loss!r}; choose one of {CONV_LOSSES}")
         self.conv_loss = conv_loss
+        if init not in INITS:
+            raise ValueError(f"ConvChainNetwork: init={init!r}; choose one of {INITS}")
+        self.init, self._torch_init_done = init, False
         self.seed = seed = C.whole("seed", seed, 0, C.MAX_SEED)
         specs = list(layer_specs)
         if len(specs) < 2 or not isinstance(specs[-1], dict) or "units" not in specs[-1]:
@@ -165,10 +176,30 @@ class ConvChainNetwork(Network):
         mean = self.conv_loss == "mean"
         return [1.0 / layer.units if mean and isinstance(layer, TPConvBlock) else 1.0 for layer in self.tp_layers]
 
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.init == "torch" and not self._torch_init_done:  # once: a loaded model's weights then replace them
+            self._torch_init_done = True
+            self._torch_init()
+
+    def _torch_init(self):
+        for i, layer in enumerate(self.tp_layers):
+            seed = self.seed * 1009 + 2 * i
+            conv = isinstance(layer, TPConvBlock)
+            fan_in = layer.kernel_size ** 2 * layer.image_shape[-1] if conv else int(layer.kernel.shape[0])
+            draws = [(layer.kernel, fan_in, seed), (layer.bias, fan_in, seed + TORCH_BIAS_SEED)]
+            if layer.feedback_init == "xavier":  # the default; another named init is the rule's own
+                feedback_fan_in = fan_in if conv else layer.units
+                draws += [(layer.feedback_kernel, feedback_fan_in, seed + 1),
+                          (layer.feedback_bias_var, feedback_fan_in, seed + 1 + TORCH_BIAS_SEED)]
+            for variable, n, s in draws:
+                if variable is not None:
+                    variable.assign(UniformFanIn(n, s)(tuple(variable.shape), variable.dtype))
+
     def attributes(self) -> dict:
         return {"image_shape": self.image_shape, "layer_specs": self.layer_specs, "conv_loss": self.conv_loss,
                 "hidden_sizes": self.hidden_sizes, "output_size": self.output_size, "input_size": self.input_size}
 
     def get_config(self) -> dict:
         return {"image_shape": list(self.image_shape), "layer_specs": [dict(s) for s in self.layer_specs],
-                "conv_loss": self.conv_loss, "seed": self.seed}
+                "conv_loss": self.conv_loss, "init": self.init, "seed": self.seed}

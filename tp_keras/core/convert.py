@@ -377,8 +377,9 @@ def _conv_chain_model(model, method, convs, specs, tp_kwargs) -> TPModel:
     layer_specs += [{"units": int(d["kernel"].shape[1]), "activation": d["activation"],
                      "use_bias": d["bias"] is not None} for d in specs]
     tp_kwargs.setdefault("dtype", convs[0]["layer"].variable_dtype)
+    network_kwargs = {name: tp_kwargs.pop(name) for name in ("conv_loss", "init") if name in tp_kwargs}
     try:
-        network = ConvChainNetwork(method, tuple(int(d) for d in shape[1:]), layer_specs,
+        network = ConvChainNetwork(method, tuple(int(d) for d in shape[1:]), layer_specs, **network_kwargs,
                                    seed=tp_kwargs.get("seed", 42), dtype=model_precision(tp_kwargs["dtype"]))
     except ValueError as err:  # a rule the conv network cannot train, an odd map under average pooling, ...
         raise ConversionError(f"model {model.name!r}: {err}") from None
@@ -404,7 +405,9 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
       **tp_kwargs: any other `TPModel` argument (target_stepsize, sigma, seed, task, size_hidden_fb,
         recurrent_input, gn_damping, dtype, last_hidden_bias, name). The sizes and the hidden activation come
         from `model`; `dtype` defaults to the model's weight dtype; `last_hidden_bias` follows the last hidden
-        layer's `use_bias` unless given (see the module docstring for the bias rule).
+        layer's `use_bias` unless given (see the module docstring for the bias rule). A conv net also takes
+        `ConvChainNetwork`'s `conv_loss` ('sum' / 'mean') and `init` ('xavier' / 'torch': the feedback weights'
+        init, the forward weights being the model's).
 
     Returns:
       The TPModel, ready to `compile(forward_optimizer=..., feedback_optimizer=...)` and `fit`. An MLP's inputs
