@@ -1,6 +1,7 @@
 """The package's layers (tp_keras/reference, core, run, tools, search, paper), its commands (a module each, beside the
 layers) and the .keras files saved before the layering."""
 import ast
+import functools
 import importlib
 import os
 import pathlib
@@ -87,6 +88,7 @@ def _imported(node) -> set[str]:
     return set()
 
 
+@functools.lru_cache(maxsize=None)  # parsed once per process: four tests read the same trees, none changes them
 def _modules() -> dict[str, ast.Module]:
     return {_module_name(p): ast.parse(p.read_text(encoding="utf-8")) for p in PACKAGE.rglob("*.py")}
 

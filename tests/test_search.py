@@ -14,6 +14,7 @@ optuna = pytest.importorskip("optuna")
 
 import fake_runner  # noqa: E402  (tests/ is on sys.path)
 from conftest import wait_for  # noqa: E402
+from test_bad_inputs import command  # noqa: E402,F401  (the in-process absl fixture)
 from tp_keras.core.rules import RULES, get_rule  # noqa: E402
 from tp_keras.reference import configs as paper_configs  # noqa: E402
 from tp_keras.run import faults, launch  # noqa: E402
@@ -367,24 +368,25 @@ def test_a_lost_workers_trial_is_retried_after_its_heartbeat_stops_and_resumes(f
 
 
 @pytest.mark.slow
-def test_real_search_resumes_a_killed_trial_and_its_best_flagfile_reproduces_it(mnist_dir, tmp_path):
+def test_real_search_resumes_a_killed_trial_and_its_best_flagfile_reproduces_it(command, mnist_dir, tmp_path):
     """Training for real: the worker is SIGKILLed after the first epoch of trial 0; the rerun resumes that run from
-    its checkpoint; the launcher run from best.flags ends with the best trial's numbers, bit for bit."""
+    its checkpoint; the launcher run from best.flags (in this process) ends with the best trial's numbers, bit for
+    bit."""
     flagfile = tmp_path / "tiny.flags"
     flagfile.write_text("--method=ddtp_linear\n--dataset=mnist\n--precision=float32\n")
     space_path = tmp_path / "tiny.space"
     space_path.write_text("lr log 1e-3 3e-2\ntarget_stepsize log 0.03 0.3\n")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "tp_keras.search", f"--flagfile={flagfile}", f"--space={space_path}",
-               f"--out={out}", "--trials=2", f"--data_dir={mnist_dir}", "--num_hidden=2", "--size_hidden=8",
-               "--batch_size=16", "--validation_size=20", "--epochs=2", "--epochs_fb=1"]
+    search = [sys.executable, "-m", "tp_keras.search", f"--flagfile={flagfile}", f"--space={space_path}",
+              f"--out={out}", "--trials=2", f"--data_dir={mnist_dir}", "--num_hidden=2", "--size_hidden=8",
+              "--batch_size=16", "--validation_size=20", "--epochs=2", "--epochs_fb=1"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    first = subprocess.run(command, env=dict(env, TP_KERAS_KILL_AT="after_checkpoint:2"), capture_output=True, text=True,
-                           timeout=400)
+    first = subprocess.run(search, env=dict(env, TP_KERAS_KILL_AT="after_checkpoint:2"), capture_output=True,
+                           text=True, timeout=400)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "worker 0 FAILED (exit status -9): killed by SIGKILL; its trial 0 is re-queued" in first.stdout
     assert "not ended: trial_0000, trial_0001" in first.stdout
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    second = subprocess.run(search, env=env, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "(trial_0000, the retry of trial 0) finished" in second.stdout and "2 of 2 runs ended" in second.stdout
     assert "resuming from" in (out / "trial_0000" / "launch.log").read_text()
@@ -393,10 +395,9 @@ def test_real_search_resumes_a_killed_trial_and_its_best_flagfile_reproduces_it(
     number = int(best_flags.split("): trial ")[1].split()[0])
     study = engine.load_study(engine.open_storage(engine.default_storage(str(out))), "out")
     best = study.trials[number]
-    run = subprocess.run([sys.executable, "-m", "tp_keras.launch", f"--flagfile={out / 'best.flags'}",
-                          f"--data_dir={mnist_dir}", f"--workdir={tmp_path / 'again'}", "--noprogress"], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    status, lines = command(launch.main, [f"--flagfile={out / 'best.flags'}", f"--data_dir={mnist_dir}",
+                                          f"--workdir={tmp_path / 'again'}", "--noprogress"])
+    assert status == 0, lines
     trial_summary = json.loads((out / best.user_attrs["run"] / "summary.json").read_text())
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["acc_val_best"] == best.value == trial_summary["acc_val_best"]

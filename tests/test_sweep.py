@@ -280,7 +280,9 @@ def test_sweep_refusals_are_one_line(fake_runner, tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.slow
-def test_real_sweep_two_seeds_then_resume(mnist_dir, tmp_path):
+def test_real_sweep_two_seeds_then_resume(mnist_dir, tmp_path, capsys):
+    """Training for real, one worker training both seeds in its process (workers in parallel: the fake-runner
+    tests above): results, the rerun of an interrupted seed, and the tables command's cell."""
     pytest.importorskip("optuna")
     flagfile = tmp_path / "tiny.flags"
     flagfile.write_text("# a tiny cell\n--method=ddtp_linear\n--dataset=mnist\n--precision=float32\n")
@@ -289,8 +291,7 @@ def test_real_sweep_two_seeds_then_resume(mnist_dir, tmp_path):
                f"--data_dir={mnist_dir}", "--", "--num_hidden=2", "--size_hidden=8", "--batch_size=16",
                "--validation_size=20", "--epochs=2", "--epochs_fb=1"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    first = subprocess.run(command[:5] + ["--parallel=2"] + command[5:], capture_output=True, text=True,
-                           cwd=str(tmp_path), env=env, timeout=300)
+    first = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "seed 0 finished" in first.stdout and "seed 1 finished" in first.stdout
     rows = csv_rows(os.path.join(out, "results.csv"))
@@ -321,10 +322,9 @@ def test_real_sweep_two_seeds_then_resume(mnist_dir, tmp_path):
     assert [r["status"] for r in csv_rows(os.path.join(out, "results.csv"))[:2]] == ["finished", "finished"]
 
     # The tables command places the sweep in Table 1's MNIST DDTP-linear cell, marked as a short horizon.
-    result = subprocess.run([sys.executable, "-m", "tp_keras.tables", f"--sweeps={tmp_path / 'sweeps'}",
-                             "--out=-"], capture_output=True, text=True, env=env, timeout=60)
-    assert result.returncode == 0, result.stderr
-    row = _table_row(result.stdout, "Table 1", "DDTP-linear")
+    capsys.readouterr()
+    assert tables.main([f"--sweeps={tmp_path / 'sweeps'}", "--out=-"]) == 0
+    row = _table_row(capsys.readouterr().out, "Table 1", "DDTP-linear")
     assert row[1].endswith("(n=2, 2 ep)†") and row[2] == "2.04 ± 0.08 %"
 
 
