@@ -350,6 +350,15 @@ def test_rules_without_a_conv_version_are_refused(method, match):
         ConvChainNetwork(get_rule(method), (8, 8, 2), SPECS)
 
 
+def test_a_rule_change_to_one_without_a_conv_version_is_refused():
+    """bp and gnt share their (absent) feedback maps; the network refuses Gauss-Newton targets all the same."""
+    rule = get_rule("bp")
+    model = TPModel(rule, network=ConvChainNetwork(rule, (8, 8, 2), SPECS))
+    with pytest.raises(ValueError, match="Gauss-Newton"):
+        model.set_rule("gnt")
+    assert model.rule is rule
+
+
 @pytest.mark.parametrize("specs,match", [
     ([{"units": 3}], "at least one hidden layer"),
     ([{"filters": 2, "kernel_size": 7}, {"units": 3}], "kernel_size=7"),

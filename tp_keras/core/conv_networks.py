@@ -167,6 +167,12 @@ class ConvChainNetwork(Network):
                 use_bias=[not isinstance(layer, TPConvBlock) for layer in layers[:-1]],
                 trainable=rule.feedback_trained, seed=seed * 1009 + 500, dtype=dtype, name="direct_feedback")
 
+    @staticmethod
+    def check_rule(rule: LearningRule) -> None:
+        """What `TPModel.set_rule` / `compile(rule=...)` ask before another rule of the same maps trains this
+        network (bp's network would take 'gnt')."""
+        check_rule(rule)
+
     @property
     def conv_layers(self) -> list:
         return [layer for layer in self.tp_layers if isinstance(layer, TPConvBlock)]

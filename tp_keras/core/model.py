@@ -516,6 +516,9 @@ class TPModel(keras.Model):
         if feedback_structure(new) != built:
             raise ValueError(f"rule {new.name!r} needs other feedback maps than this {self.rule.name!r} network "
                              f"({feedback_structure(new)} vs {built}); build a TPModel({new.name!r}, ...)")
+        check = getattr(self.network, "check_rule", None)  # what the layers cannot train (GNT on conv blocks)
+        if check is not None:
+            check(new)
         return new
 
     def _rule_changed(self):
