@@ -25,19 +25,34 @@ import tp_keras.core.step as tp_step
 # two workers finish together (a long file handed out last leaves one worker idle while it runs). A file's length
 # is read from its markers, not measured: the files with the most `slow` tests (subprocesses, end-to-end runs,
 # seconds of tracing each) first, then by their number of tests (xdist's own order), so the many short in-process
-# files come last and fill in whichever worker is free. In the fast tier (`-m "not slow"`) this is xdist's order.
+# files come last and fill in whichever worker is free. The `slow` tests are counted before `-m` deselects them:
+# in the fast tier a file with many keeps the fast representatives of its expensive contracts (a fit, a save and
+# load, seconds of tracing each), so it goes first there too.
+class _SlowTestsPerFile:
+    def __init__(self):
+        self.counts = {}
+
+    @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            self.counts[item.path] = self.counts.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+
+
+_slow_tests_per_file = _SlowTestsPerFile()
+
+
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):  # xdist: keep the collection order below
         config.option.loadscopereorder = False
+    config.pluginmanager.register(_slow_tests_per_file, "slow_tests_per_file")
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected: order the tests that will run
 def pytest_collection_modifyitems(config, items):
-    slow, count = {}, {}
+    slow, count = _slow_tests_per_file.counts, {}
     for item in items:
         count[item.path] = count.get(item.path, 0) + 1
-        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
-    items.sort(key=lambda item: (-slow[item.path], -count[item.path], str(item.path)))  # stable within a file
+    items.sort(key=lambda item: (-slow.get(item.path, 0), -count[item.path], str(item.path)))  # stable within a file
 
 
 # The fast tier's budget per test (setup, call and teardown together), on the 2-core CPU of docs/performance.md: an
