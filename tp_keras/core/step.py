@@ -70,8 +70,28 @@ def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with
     return targets, fb_losses
 
 
+@dataclasses.dataclass
+class CleanForward:
+    """The clean forward pass h_0..h_L of one batch, each layer's input detached, and the tape that recorded it
+    (watching the forward variables when `forward_tape` was asked): what every feedback round of a feedback-first
+    batch reads, and what its forward step differentiates, computed once since the forward weights do not change
+    before the forward step."""
+    activations: list
+    tape: tf.GradientTape
+
+
+def clean_forward(model, x, *, forward_tape: bool) -> CleanForward:
+    tape = tf.GradientTape(watch_accessed_variables=False)
+    with tape:
+        if forward_tape:
+            tape.watch(_tf_variables(model.forward_variables))
+        hs = model.activations(tf.cast(x, model.compute_dtype), detach_inputs=True)
+    return CleanForward(hs, tape)
+
+
 def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True, batch_size=None,
-                    noise_rows=None, sample_weight=None, feedback_layers=None) -> Updates:
+                    noise_rows=None, sample_weight=None, feedback_layers=None,
+                    clean: CleanForward | None = None) -> Updates:
     """Gradients of one batch for the forward and/or feedback parameters (nothing is updated).
 
     Args:
@@ -88,6 +108,9 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         `Updates.loss` is then the weighted loss.
       feedback_layers: 0-based hidden layers whose feedback losses train (None: all); the feedback gradients
         are then those of `model.feedback_variable_groups` of these layers only.
+      clean: this batch's clean forward pass (`clean_forward`, with forward_tape=forward) instead of computing
+        it here (target methods; the same tensors, hence the same numbers, while the forward weights are those
+        it read).
     """
     rule = model.rule
     x = tf.cast(x, model.compute_dtype)
@@ -112,11 +135,9 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
         fb_keras_vars = [v for i in feedback_layers for v in groups[i]]
     fb_vars = _tf_variables(model.feedback_variables if fb_keras_vars is None else fb_keras_vars)
     train_fb = feedback and bool(fb_vars)
-    fwd_tape = tf.GradientTape(watch_accessed_variables=False)
-    with fwd_tape:
-        if forward:
-            fwd_tape.watch(fwd_vars)
-        hs = model.activations(x, detach_inputs=True)
+    if clean is None:
+        clean = clean_forward(model, x, forward_tape=forward)
+    fwd_tape, hs = clean.tape, clean.activations
     outputs = hs[-1]
     per_sample = _weighted(T.output_loss_per_sample(outputs, y, model.task), weights)
     top_target = None
@@ -228,32 +249,78 @@ def trains_feedback_first(model) -> bool:
     return model.rule.schedule.feedback_first and bool(model.feedback_variables)
 
 
-def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, noise_rows=None):
+def _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows):
+    """One feedback step of the hidden layers `active` (None: all) on the clean pass `hs`, fresh noise: what a
+    round inside a compiled loop runs (the feedback half of `compute_updates(forward=False)`, without the output
+    loss and accuracy that only the batch's first round reports)."""
+    groups = model.feedback_variable_groups
+    keras_vars = model.feedback_variables if active is None else [v for i in active for v in groups[i]]
+    fb_vars = _tf_variables(keras_vars)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(fb_vars)
+        _, losses = _targets_and_feedback_losses(model, [tf.stop_gradient(h) for h in hs], None, with_targets=False,
+                                                 with_losses=True, batch_size=batch_size, noise_rows=noise_rows)
+        total = tf.add_n(losses if active is None else [losses[i] for i in active])
+    grads = tape.gradient(total, fb_vars)
+    apply_updates(model, Updates(None, grads, hs, None, None, None, losses, keras_vars), None, feedback_optimizer)
+
+
+def _looped_rounds(model, feedback_optimizer, hs, active, count, batch_size, noise_rows):
+    """`count` rounds of the same active set as one tf.while_loop: the graph holds the round once. Iterations
+    run one after another (each reads the feedback weights, optimizer state and noise seed the previous one
+    wrote: parallel_iterations=1, and the counter comes out of the body after its updates)."""
+    def body(i):
+        _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows)
+        return (i + 1,)
+    tf.while_loop(lambda i: i < count, body, (tf.constant(0),), parallel_iterations=1, maximum_iterations=count)
+
+
+def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, noise_rows=None,
+                           clean: CleanForward | None = None, unroll: bool = False):
     """The feedback steps of one batch when the rule trains the feedback first: the rounds of its in-batch
     schedule (`InBatchSchedule.rounds`: K_ℓ steps for hidden layer ℓ, all layers stepping together while they
-    have steps left), each with fresh noise. Returns the first step's updates (the feedback losses before this
-    batch trained them)."""
-    first = None
-    for active in model.rule.schedule.rounds(len(model.tp_layers) - 1):
-        updates = compute_updates(model, x, y, forward=False, feedback=True, batch_size=batch_size,
-                                  noise_rows=noise_rows, feedback_layers=active)
-        apply_updates(model, updates, None, feedback_optimizer)
-        first = first or updates
+    have steps left), each with fresh noise, all on the one clean forward pass `clean` (computed here if not
+    given: the forward weights do not change during the rounds). Returns the first step's updates (the feedback
+    losses before this batch trained them).
+
+    The first round is traced on its own (it reports the batch); each following run of rounds with the same
+    active set (`InBatchSchedule.groups`) is one tf.while_loop, so the graph holds a round once per group rather
+    than max(K) times (the authors' CIFAR-10 K = (20, 30, 35, 55, 20): 5 rounds in the graph instead of 55). The
+    numbers are those of the rounds written out one after another (tests/test_feedback_rounds.py);
+    `unroll=True` writes them out so (for the benchmark's comparison)."""
+    if clean is None:
+        clean = clean_forward(model, x, forward_tape=False)
+    hs = clean.activations
+    batch_size = tf.shape(hs[0])[0] if batch_size is None else batch_size
+    groups = model.rule.schedule.groups(len(model.tp_layers) - 1)
+    first_active, first_count = groups[0]
+    first = compute_updates(model, x, y, forward=False, feedback=True, batch_size=batch_size,
+                            noise_rows=noise_rows, feedback_layers=first_active, clean=clean)
+    apply_updates(model, first, None, feedback_optimizer)
+    for index, (active, count) in enumerate(groups):
+        count -= 1 if index == 0 else 0
+        if unroll or count == 1:  # one round: no loop to pay for
+            for _ in range(count):
+                _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows)
+        elif count > 1:
+            _looped_rounds(model, feedback_optimizer, hs, active, count, batch_size, noise_rows)
     return first
 
 
 def batch_updates(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
-                  noise_rows=None, sample_weight=None) -> Updates:
+                  noise_rows=None, sample_weight=None, unroll_feedback_rounds: bool = False) -> Updates:
     """One batch's updates, applied in the rule's order: by default targets → feedback step → forward step, all
     gradients from the same weights; where the rule's schedule trains the feedback first, the feedback steps, then
-    the targets (with the new feedback weights) and the forward step. Returns the updates that report the batch."""
+    the targets (with the new feedback weights) and the forward step, all on one clean forward pass. Returns the
+    updates that report the batch."""
     if trains_feedback_first(model):
+        clean = clean_forward(model, x, forward_tape=forward)
         trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size,
-                                         noise_rows=noise_rows)
+                                         noise_rows=noise_rows, clean=clean, unroll=unroll_feedback_rounds)
         if not forward:
             return trained
         updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size,
-                                  noise_rows=noise_rows, sample_weight=sample_weight)
+                                  noise_rows=noise_rows, sample_weight=sample_weight, clean=clean)
         apply_updates(model, updates, forward_optimizer, None)
         return dataclasses.replace(updates, feedback_losses=trained.feedback_losses)
     updates = compute_updates(model, x, y, forward=forward, feedback=True, batch_size=batch_size,
@@ -263,12 +330,13 @@ def batch_updates(model, forward_optimizer, feedback_optimizer, x, y, *, forward
 
 
 def train_step(model, forward_optimizer, feedback_optimizer, x, y, *, forward: bool = True, batch_size=None,
-               noise_rows=None, sample_weight=None):
+               noise_rows=None, sample_weight=None, unroll_feedback_rounds: bool = False):
     """One batch (`batch_updates`; forward=False: the feedback-only step).
 
     Returns the batch's metrics and its finiteness flags (`health`)."""
     updates = batch_updates(model, forward_optimizer, feedback_optimizer, x, y, forward=forward,
-                            batch_size=batch_size, noise_rows=noise_rows, sample_weight=sample_weight)
+                            batch_size=batch_size, noise_rows=noise_rows, sample_weight=sample_weight,
+                            unroll_feedback_rounds=unroll_feedback_rounds)
     return {**step_metrics(updates), **health(updates)}
 
 
@@ -278,8 +346,9 @@ def train_step_with_angles(model, forward_optimizer, feedback_optimizer, x, y, *
     (docs/semantics.md §13.2, §13.3), computed from the same updates before any variable changes: 'bp_angle' (L,),
     'gnt_angle' (L−1,)."""
     if trains_feedback_first(model):  # the feedback steps come first
-        trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size)
-        updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size)
+        clean = clean_forward(model, x, forward_tape=True)
+        trained = feedback_first_updates(model, feedback_optimizer, x, y, batch_size=batch_size, clean=clean)
+        updates = compute_updates(model, x, y, forward=True, feedback=False, batch_size=batch_size, clean=clean)
         updates = dataclasses.replace(updates, feedback_losses=trained.feedback_losses)
     else:
         updates = compute_updates(model, x, y, forward=True, feedback=True, batch_size=batch_size)
@@ -310,10 +379,13 @@ class Trainer:
       jit_compile: compile the steps with XLA.
       angle_damping: if not None, also compile `angle_step` (a train step that returns the BP and GNT angles),
         with this GNT damping (a scalar, or one value per hidden layer).
+      unroll_feedback_rounds: a feedback-first rule's rounds written out one by one in the graph instead of one
+        compiled loop per group of rounds (`feedback_first_updates`): the same numbers, a graph max(K) rounds
+        long; kept to measure what the loops save (`python -m tp_keras.bench --feedback_rounds`).
     """
 
     def __init__(self, model, forward_optimizer, feedback_optimizer=None, *, jit_compile: bool = False,
-                 angle_damping=None):
+                 angle_damping=None, unroll_feedback_rounds: bool = False):
         self.model = model
         self.forward_optimizer = forward_optimizer
         self.feedback_optimizer = feedback_optimizer
@@ -326,9 +398,9 @@ class Trainer:
         # call tree (most of the first trace's time) yields the very same graph (tests/test_tracing.py).
         compile_ = functools.partial(tf.function, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
         self.train_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,
-                                                     forward=True))
+                                                     forward=True, unroll_feedback_rounds=unroll_feedback_rounds))
         self.feedback_step = compile_(functools.partial(train_step, model, forward_optimizer, feedback_optimizer,
-                                                        forward=False))
+                                                        forward=False, unroll_feedback_rounds=unroll_feedback_rounds))
         self.eval_step = compile_(functools.partial(eval_sums, model))
         self.angle_step = None
         if angle_damping is not None:

@@ -252,3 +252,14 @@ class InBatchSchedule:
             active = [k for k, steps in enumerate(counts) if steps > i]
             rounds.append(None if len(active) == len(counts) else active)
         return rounds
+
+    def groups(self, count: int) -> list:
+        """`rounds` as runs of consecutive rounds with the same active set: [(active, number of rounds), ...]
+        (K = (20, 30, 35, 55, 20): 20 rounds of all layers, then 10 of layers 1, 2, 3, 5 of 2, 3 and 20 of 3)."""
+        runs = []
+        for active in self.rounds(count):
+            if runs and runs[-1][0] == active:
+                runs[-1][1] += 1
+            else:
+                runs.append([active, 1])
+        return [tuple(run) for run in runs]
