@@ -18,7 +18,11 @@ LAUNCH_DIR = os.path.join(ROOT, "launch")
 # Optional: the reference's resolved configs (a JSON file with "final_configs"), named by this variable where a
 # developer has it; the comparison is skipped without it.
 CONFIGS_JSON = os.environ.get("TP_KERAS_REFERENCE_CONFIGS", "")
-NAMES = sorted(f[:-len(".flags")] for f in os.listdir(LAUNCH_DIR) if f.endswith(".flags"))
+ALL_NAMES = sorted(f[:-len(".flags")] for f in os.listdir(LAUNCH_DIR) if f.endswith(".flags"))
+# The reference's cells; the other flagfiles (the conv chains: cifar10_LDRL_vgg, fashion_mnist_conv_*) are not
+# reference configs and are checked by tests/test_conv_launch.py.
+CONV_NAMES = ("cifar10_LDRL_vgg",) + tuple(n for n in ALL_NAMES if n.startswith("fashion_mnist_conv_"))
+NAMES = [n for n in ALL_NAMES if n not in CONV_NAMES]
 # The values a flagfile must reproduce exactly: every hyper-parameter (for the CNN: no MLP architecture keys).
 HYPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb", "beta2_fb",
               "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs", "epochs_fb", "extra_fb_epochs",
@@ -38,6 +42,7 @@ def _parse(name):
 
 def test_one_flagfile_per_table_config_and_one_config_per_paper_cell():
     assert set(NAMES) == set(P.FINAL_CONFIGS) and len(NAMES) == 79  # the 81 final configs less the 2 toy figures
+    assert set(CONV_NAMES) <= set(ALL_NAMES) and len(CONV_NAMES) == 6  # the VGG and the five conv comparison runs
     cells = [cell for cell in F.PAPER_CELLS.values() if cell is not None]
     assert len(cells) == len(set(cells)), "two configs claim the same paper cell"
     assert set(cells) == set(F.PAPER_RESULTS)  # 31 + 31 + 4 cells of Tables 1-3 (DFA on Frozen-MNIST is "/")

@@ -13,10 +13,25 @@ from tp_keras.run.data import DATASETS
 PRECISIONS = ("float32", "float64")
 OPTIMIZERS = ("adam", "sgd")  # core.optimizers.TorchAdam, TorchSGD
 LR_SCHEDULES = ("none", "cosine")
-ARCHITECTURES = ("mlp", "cnn")
+ARCHITECTURES = ("mlp", "cnn", "conv")
 # --architecture=cnn (docs/semantics.md §8): the CNN's layers (conv1, conv2, dense 512, output), each with its own
 # forward Adam when --lr / --epsilon give one value per layer; its methods are paper_facts.CNN_METHODS.
 CNN_NUM_LAYERS = 4
+# --architecture=conv (docs/semantics.md §8.8): a ConvChainNetwork (tp_keras/core/conv_networks.py) of conv blocks
+# and dense layers; its choices (conv_layers.POOLINGS less the CNN's 3×3 pooling, KERNEL_SIZES, layers.ACTIVATIONS
+# less 'linear', conv_networks.INITS and CONV_LOSSES: written here too, as this module loads no TensorFlow;
+# tests/test_conv_launch.py checks they agree).
+CONV_POOLINGS = ("none", "max", "average")
+CONV_KERNEL_SIZES = (3, 5)
+CONV_ACTIVATIONS = ("elu", "relu", "tanh")
+INITS = ("xavier", "torch")
+CONV_LOSSES = ("sum", "mean")
+# Training-set augmentation (tp_keras.run.data.crop_flip): 'crop_flip' is the L-DRL authors' random horizontal flip
+# then random crop from the image padded by 4 edge pixels, drawn anew every pass.
+AUGMENTATIONS = ("none", "crop_flip")
+# The conv chain's settings and their defaults, refused where given with another architecture.
+CONV_FIELDS = ("conv_channels", "conv_kernel_size", "conv_activation", "conv_pooling", "conv_dense", "init",
+               "conv_loss")
 
 # The largest seed every generator a run seeds accepts (NumPy's legacy seeding, behind
 # keras.utils.set_random_seed, takes 0..2**32 − 1), and the largest size or count: TensorFlow indexes and shapes
@@ -52,6 +67,20 @@ class Config:
     architecture: str = "mlp"
     num_hidden: int = 5
     size_hidden: int = 256
+    # Architecture 'conv' (docs/semantics.md §8.8): one conv block per conv_channels value (conv k×k 'same',
+    # k = conv_kernel_size, → conv_activation → 2×2 conv_pooling: one value, or one per block), then one dense
+    # hidden layer (conv_activation) per conv_dense value (none: the blocks feed the output layer), then the linear
+    # output layer; init 'xavier' or 'torch' (PyTorch's default layer init, the L-DRL authors'), the conv layers'
+    # local loss 'sum' or 'mean' (ConvChainNetwork's arguments). num_hidden and size_hidden do not apply.
+    conv_channels: tuple = ()
+    conv_kernel_size: int = 3
+    conv_activation: str = "elu"
+    conv_pooling: str | tuple = "max"
+    conv_dense: tuple = ()
+    init: str = "xavier"
+    conv_loss: str = "sum"
+    # Training-set augmentation, every pass: 'none' or 'crop_flip' (AUGMENTATIONS; image architectures only).
+    augment: str = "none"
     # Forward optimizer, PyTorch semantics (docs/semantics.md §4): 'adam' (TorchAdam: beta1, beta2, epsilon) or
     # 'sgd' (TorchSGD with `momentum`), both with the coupled L2 forward_wd; its learning rate is
     # lr/target_stepsize when normalize_lr. lr and (Adam) epsilon may be tuples, one value per layer (the CNN's 4,
@@ -125,6 +154,11 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, value[0] if len(value) == 1 else tuple(value))
+        for name in ("conv_channels", "conv_dense"):  # always a tuple, one value per layer
+            value = getattr(self, name)
+            setattr(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        if isinstance(self.conv_pooling, (list, tuple)):
+            self.conv_pooling = self.conv_pooling[0] if len(self.conv_pooling) == 1 else tuple(self.conv_pooling)
         rule = RULES.get(self.method)  # an unknown method is refused by validate
         if rule is not None:
             for flag, field in _RULE_DEFAULTS:
@@ -175,6 +209,30 @@ class Config:
         return [self.size_hidden] * self.num_hidden
 
     @property
+    def hidden_layer_count(self) -> int:
+        """The number of hidden layers (the per-hidden-layer settings take one value each): the conv chain's blocks
+        and dense hidden layers, or num_hidden."""
+        if self.architecture == "conv":
+            return len(self.conv_channels) + len(self.conv_dense)
+        return self.num_hidden
+
+    @property
+    def uses_images(self) -> bool:
+        """Whether the network reads NHWC images (the CNN, the conv chain) rather than flattened vectors."""
+        return self.architecture in ("cnn", "conv")
+
+    def conv_layer_specs(self, num_outputs: int) -> list[dict]:
+        """The conv chain's `layer_specs` (ConvChainNetwork): its conv blocks, dense hidden layers and the linear
+        output layer of `num_outputs` units."""
+        poolings = _values(self.conv_pooling)
+        if len(poolings) == 1:
+            poolings *= len(self.conv_channels)
+        specs = [{"filters": int(c), "kernel_size": int(self.conv_kernel_size), "activation": self.conv_activation,
+                  "pooling": p} for c, p in zip(self.conv_channels, poolings)]
+        specs += [{"units": int(u), "activation": self.conv_activation} for u in self.conv_dense]
+        return specs + [{"units": int(num_outputs), "activation": "linear"}]
+
+    @property
     def forward_learning_rate(self) -> float | tuple:
         """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (docs/semantics.md §15.1); a tuple,
         one per layer, when lr is one (the CNN, docs/semantics.md §4.5: each layer's Adam takes lr[i]/η̂)."""
@@ -198,12 +256,19 @@ class Config:
         cnn = self.architecture == "cnn"
         if cnn:
             self._validate_cnn()
+        self._validate_conv()
+        self._validate_augment()
         for name in ("lr", "epsilon"):
             count = len(_values(getattr(self, name)))
             if cnn and count not in (1, CNN_NUM_LAYERS):
                 raise ConfigError(name, f"{count} values given; the CNN takes one value or one per layer "
                                         f"({CNN_NUM_LAYERS}: conv1, conv2, dense, output), e.g. --{name}=a,b,c,d")
-            if not cnn and count not in (1, self.num_hidden + 1):
+            if self.architecture == "conv" and count not in (1, self.hidden_layer_count + 1):
+                raise ConfigError(name, f"{count} values given; this conv chain takes one value or one per layer "
+                                        f"({self.hidden_layer_count + 1}: the {len(self.conv_channels)} conv "
+                                        f"blocks, {len(self.conv_dense)} dense hidden layers, then the output "
+                                        "layer)")
+            if self.architecture == "mlp" and count not in (1, self.num_hidden + 1):
                 raise ConfigError(name, f"{count} values given; this MLP takes one value or one per layer "
                                         f"({self.num_hidden + 1}: the {self.num_hidden} hidden layers, then the "
                                         "output layer)")
@@ -250,7 +315,7 @@ class Config:
         given, the rule's fix with the flag in its example."""
         values = {field: getattr(self, flag) for field, flag in RULE_FIELD_FLAGS.items()}
         try:
-            method.with_hyper_parameters(**method.used(**values)).check_layers(self.num_hidden)
+            method.with_hyper_parameters(**method.used(**values)).check_layers(self.hidden_layer_count)
         except HyperParameterError as err:
             flag = RULE_FIELD_FLAGS[err.field]
             shown = ",".join(map(str, err.value)) if isinstance(err.value, tuple) else str(err.value)
@@ -283,9 +348,9 @@ class Config:
             if not method.schedule.per_layer_optimizers:
                 raise ConfigError("lr_fb", f"{count} values given; {self.method} trains its feedback with one "
                                            "optimizer: give one value (one per hidden layer is for ldrl)")
-            if count != self.num_hidden:
+            if count != self.hidden_layer_count:
                 raise ConfigError("lr_fb", f"{count} values given; give one value or one per hidden layer "
-                                           f"({self.num_hidden}), first layer first")
+                                           f"({self.hidden_layer_count}), first layer first")
 
     def _validate_lr_schedule(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -302,6 +367,71 @@ class Config:
         check_integer("lr_schedule_epochs", self.lr_schedule_epochs, 1, MAX_INT, example=85)
         _non_negative(self, "lr_min")
 
+    def _validate_conv(self) -> None:
+        """The conv chain's settings: refused with another architecture where they differ from their defaults, and
+        checked (with the MLP and rule settings a conv chain cannot take) with --architecture=conv."""
+        if self.architecture != "conv":
+            for name in CONV_FIELDS:
+                if _differs(getattr(self, name), getattr(Config, name)):
+                    shown = ",".join(map(str, _values(getattr(self, name))))
+                    raise ConfigError(name, f"{shown} sets the conv chain, which --architecture={self.architecture} "
+                                            "does not build; add --architecture=conv or drop the flag")
+            return
+        method = get_rule(self.method)
+        if method.target_rule == "gnt" or method.feedback == "direct_rhl":
+            why = ("Gauss-Newton targets need dense layers' Jacobians" if method.target_rule == "gnt" else
+                   "its random feedback layer has no conv version")
+            raise ConfigError("method", f"{self.method} has no conv chain ({why}); use --architecture=mlp or "
+                                        "another method")
+        if self.dataset not in _IMAGE_DATASETS:
+            raise ConfigError("dataset", f"the conv chain needs images; {self.dataset} has none (use "
+                                         f"{' or '.join(_IMAGE_DATASETS)})")
+        for flag in getattr(self, "_mlp_flags_given", ()):
+            raise ConfigError(flag, f"{getattr(self, flag)} sets the MLP, which --architecture=conv does not build; "
+                                    "drop the flag (the conv chain's dense hidden layers are --conv_dense)")
+        for flag, reason in (("log_angles", self.log_angles), ("only_train_first_layer", self.only_train_first_layer),
+                             ("last_hidden_bias", self.last_hidden_bias is not None)):
+            if reason:
+                raise ConfigError(flag, "an MLP setting, which the conv chain does not take; drop the flag or use "
+                                        "--architecture=mlp")
+        if not self.conv_channels:
+            raise ConfigError("conv_channels", "the conv chain needs at least one conv block; give its channels, "
+                                               "e.g. --conv_channels=128,128,256,256,512")
+        for name in ("conv_channels", "conv_dense"):
+            for value in getattr(self, name):
+                check_integer(name, value, 1, MAX_INT, example="128,256")
+        check_integer("conv_kernel_size", self.conv_kernel_size, 1, MAX_INT, example=3)
+        for name, choices in (("conv_kernel_size", CONV_KERNEL_SIZES), ("conv_activation", CONV_ACTIVATIONS),
+                              ("init", INITS), ("conv_loss", CONV_LOSSES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(name, f"{getattr(self, name)!r} is not supported; choose one of "
+                                        f"{', '.join(map(str, choices))}")
+        poolings = _values(self.conv_pooling)
+        if len(poolings) not in (1, len(self.conv_channels)):
+            raise ConfigError("conv_pooling", f"{len(poolings)} values given; give one for every conv block or one "
+                                              f"per block ({len(self.conv_channels)}), e.g. --conv_pooling=none,max")
+        for pooling in poolings:
+            if pooling not in CONV_POOLINGS:
+                raise ConfigError("conv_pooling", f"{pooling!r} is not supported; choose one of "
+                                                  f"{', '.join(CONV_POOLINGS)}")
+        height, width = _IMAGE_SIZES[self.dataset]
+        for block, pooling in enumerate(poolings * (len(self.conv_channels) if len(poolings) == 1 else 1), 1):
+            if pooling != "none":
+                height, width = height // 2, width // 2
+                if min(height, width) < 1:
+                    raise ConfigError("conv_pooling", f"block {block}'s 2×2 pooling leaves no pixel of the "
+                                                      f"{self.dataset} images; pool less (e.g. 'none' for some "
+                                                      "blocks) or use fewer blocks")
+
+    def _validate_augment(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError("augment", f"unknown augmentation {self.augment!r}; choose one of "
+                                         f"{', '.join(AUGMENTATIONS)}")
+        if self.augment != "none" and not (self.uses_images and self.dataset in _IMAGE_DATASETS):
+            raise ConfigError("augment", f"{self.augment} transforms images; --architecture={self.architecture} on "
+                                         f"{self.dataset} reads none: use --architecture=conv or cnn, or drop the "
+                                         "flag")
+
     def _validate_cnn(self) -> None:
         if self.method not in CNN_METHODS:
             raise ConfigError("method", f"{self.method} has no CNN; with --architecture=cnn choose one of "
@@ -317,6 +447,12 @@ class Config:
         if self.last_hidden_bias is not None:
             raise ConfigError("last_hidden_bias", "the CNN keeps every forward bias (as the reference's CNNs); "
                                                   "drop the flag")
+
+
+_IMAGE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+_IMAGE_SIZES = {"mnist": (28, 28), "fashion_mnist": (28, 28), "cifar10": (32, 32)}
+# The MLP's flags, refused with --architecture=conv where given with a value other than the method's default.
+_MLP_FLAGS = ("num_hidden", "size_hidden")
 
 
 # --- flags the method does not use (the rule decides: LearningRule.uses) ------------------------------------------
@@ -359,6 +495,8 @@ def _note_rule_flags(config: Config, defaults: Config) -> Config:
                                      if _differs(getattr(config, flag), getattr(defaults, flag)))
     config._optimizer_flags_given = tuple(flag for flag in OPTIMIZER_FLAGS
                                           if _differs(getattr(config, flag), getattr(defaults, flag)))
+    config._mlp_flags_given = tuple(flag for flag in _MLP_FLAGS
+                                    if _differs(getattr(config, flag), getattr(defaults, flag)))
     return config
 
 

@@ -22,6 +22,15 @@ Sources, in order of preference (image sets):
    whether tfds may download it; offline, :class:`DataError` is raised at once with a one-line message that names
    the missing files and the flag to fix (instead of tfds' long retry loop and traceback).
 
+Augmentation (``crop_flip``, the launcher's ``--augment=crop_flip``): every training pass, each image is flipped
+left-right with probability 1/2, then cropped back to its size at a random offset from the image padded by
+``CROP_PADDING`` = 4 pixels on each side with copies of its edge pixels -- torchvision's ``RandomHorizontalFlip(0.5)``
+then ``RandomCrop(size, padding=4, padding_mode='edge')``, the L-DRL authors' training transform (Ernoult et al.,
+``target_prop/datasets/dataset_config.py``). Edge padding makes it commute with the per-pixel normalisation, so it
+is applied to the preprocessed images. The draws of pass ``p`` come from ``np.random.default_rng([seed, p, 1])``
+(the pass's shuffle from ``[seed, p]``) and go to the samples in the pass's shuffled order, so a resumed run
+repeats them.
+
 Preprocessing (no augmentation; arithmetic in float32 like torchvision, cast to ``dtype`` at the end):
 
 * MNIST: ``x / 255``, then ``(x - 0.1307) / 0.3081``.
@@ -70,6 +79,9 @@ __all__ = [
     "Dataset",
     "KNOWN_ARRAYS",
     "check_data_dir",
+    "crop_flip",
+    "crop_flip_draws",
+    "crop_flip_indices",
     "dataset_fingerprint",
     "Split",
     "load_dataset",
@@ -81,6 +93,8 @@ __all__ = [
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "student_teacher")
 
 NUM_CLASSES = 10
+CROP_PADDING = 4  # pixels of edge padding the random crop draws its offset from (0 .. 2·CROP_PADDING per axis)
+_AUGMENT_STREAM = 1  # third word of the augmentation generator's seed ([seed, pass]: the shuffle's)
 
 # (mean, std) of torchvision's Normalize after ToTensor; None: scaled to [0, 1] only.
 _NORMALIZATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": None, "cifar10": (0.5, 0.5)}
@@ -343,6 +357,35 @@ def _split_indices(n: int, validation_size: int, seed: int) -> tuple[np.ndarray,
     """(train, val) indices: val = the first ``validation_size`` of a seeded permutation; both sorted."""
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[validation_size:]), np.sort(perm[:validation_size])
+
+
+def crop_flip_draws(seed: int, pass_index: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``crop_flip`` draws of pass ``pass_index`` for ``n`` samples (in the pass's order): each sample's crop
+    offset (rows, cols) in 0..2·CROP_PADDING of the padded image, and whether it is flipped, from
+    ``np.random.default_rng([seed, pass_index, 1])``."""
+    rng = np.random.default_rng([int(seed), int(pass_index), _AUGMENT_STREAM])
+    offsets = rng.integers(0, 2 * CROP_PADDING + 1, size=(2, n))
+    flips = rng.random(n) < 0.5
+    return offsets[0], offsets[1], flips
+
+
+def crop_flip_indices(height: int, width: int, rows: np.ndarray, cols: np.ndarray,
+                      flips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample source row and column of every output pixel, ``(n, height)`` and ``(n, width)`` int32: output
+    pixel (r, c) of sample i is input pixel (row_index[i, r], col_index[i, c]). Cropping at offset (a, b) from the
+    edge-padded image reads input row clip(r + a − 4, 0, H − 1); the flip before it mirrors the column read."""
+    row_index = np.clip(np.arange(height)[None, :] + rows[:, None] - CROP_PADDING, 0, height - 1)
+    col_index = np.clip(np.arange(width)[None, :] + cols[:, None] - CROP_PADDING, 0, width - 1)
+    col_index = np.where(flips[:, None], width - 1 - col_index, col_index)
+    return row_index.astype(np.int32), col_index.astype(np.int32)
+
+
+def crop_flip(images: np.ndarray, rows: np.ndarray, cols: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """``images`` (NHWC) augmented with the given draws (`crop_flip_draws`), in NumPy; the launcher does the same
+    gather on the device (tp_keras.run.passes.Batches)."""
+    row_index, col_index = crop_flip_indices(images.shape[1], images.shape[2], rows, cols, flips)
+    samples = np.arange(len(images))[:, None, None]
+    return images[samples, row_index[:, :, None], col_index[:, None, :]]
 
 
 def _preprocess(images: np.ndarray, name: str, flatten: bool, dtype: np.dtype) -> np.ndarray:

@@ -98,13 +98,13 @@ def _run(config, folder: RunFolder, dataset, trainer, resume, on_epoch_end, log)
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
                                validation_size=config.validation_size, no_val_set=config.no_val_set,
-                               flatten=config.architecture != "cnn")
+                               flatten=not config.uses_images)
     _check_splits(dataset)
     folder.data = dataset_fingerprint(dataset)
     if trainer is None:
         memory.check_dataset_fits(config, dataset)
         trainer = build_trainer(config, build_model(config, dataset))
-    batches = Batches(dataset.train, config.batch_size, config.seed)
+    batches = Batches(dataset.train, config.batch_size, config.seed, augment=config.augment)
     has_val = dataset.val is not None
     resumed_epoch = folder.resume(trainer, batches) if resume else None
     folder.open(trainer, batches, has_val, 1 if resumed_epoch is None else resumed_epoch + 1)

@@ -13,20 +13,30 @@ import numpy as np
 
 from tp_keras.core import loop
 from tp_keras.core.cnn import CNNModel
+from tp_keras.core.conv_networks import ConvChainNetwork
 from tp_keras.core.keras_checks import is_multi_worker_strategy
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam, TorchSGD, feedback_optimizers, layerwise
+from tp_keras.core.rules import get_rule
 from tp_keras.core.step import Trainer
 from tp_keras.run.config import Config
 from tp_keras.run.data import Dataset
 
 
 def build_model(config: Config, dataset: Dataset) -> TPModel:
-    """The model `config` trains on `dataset`: the Table 3 `CNNModel` for architecture 'cnn', else the MLP."""
+    """The model `config` trains on `dataset`: the Table 3 `CNNModel` for architecture 'cnn', a `ConvChainNetwork`
+    of config.conv_layer_specs on the dataset's images for 'conv', else the MLP."""
     if config.architecture == "cnn":  # the Table 3 CNN on the dataset's images (NHWC, or flattened NHWC)
         return CNNModel(config.method, image_shape=dataset.image_shape, output_size=dataset.num_outputs,
                         target_stepsize=config.target_stepsize, sigma=config.sigma, seed=config.seed,
                         dtype=config.precision)
+    if config.architecture == "conv":
+        network = ConvChainNetwork(get_rule(config.method), dataset.image_shape,
+                                   config.conv_layer_specs(dataset.num_outputs), conv_loss=config.conv_loss,
+                                   init=config.init, seed=config.seed, dtype=config.precision)
+        return TPModel(config.method, network=network, target_stepsize=config.target_stepsize, sigma=config.sigma,
+                       feedback_iterations=config.feedback_iterations, task=dataset.task, seed=config.seed,
+                       dtype=config.precision)
     return TPModel(config.method, input_size=int(np.prod(dataset.train.x.shape[1:])),
                    hidden_sizes=config.hidden_sizes, output_size=dataset.num_outputs,
                    target_stepsize=config.target_stepsize, sigma=config.sigma,
@@ -50,7 +60,8 @@ def build_trainer(config: Config, model: TPModel) -> Trainer:
 def forward_optimizer(config: Config, model: TPModel):
     """The forward optimizer: `--optimizer` (PyTorch-semantics Adam or SGD) at `config.forward_learning_rate`
     (lr/η̂ where the reference normalises). One per layer (`optimizers.layerwise`) for the CNN and for per-layer
-    learning rates (docs/semantics.md §4.5, §4.7); one over every forward weight otherwise."""
+    learning rates, the conv chain's included (docs/semantics.md §4.5, §4.7); one over every forward weight
+    otherwise."""
     name = f"forward_{config.optimizer}"
     if config.optimizer == "sgd":
         def make(**values):

@@ -15,7 +15,8 @@ from absl import app, flags
 
 from tp_keras.core.rules import RULES
 from tp_keras.run import cli, memory
-from tp_keras.run.config import Config, ConfigError
+from tp_keras.run.config import (ARCHITECTURES, AUGMENTATIONS, CONV_ACTIVATIONS, CONV_KERNEL_SIZES, CONV_LOSSES,
+                                  CONV_POOLINGS, INITS, Config, ConfigError)
 from tp_keras.run.data import DATASETS, check_data_dir, load_dataset
 from tp_keras.run.rundir import check_no_run
 
@@ -62,9 +63,30 @@ flags.DEFINE_string("cell", None, "Name of the paper config this run reproduces 
 flags.DEFINE_integer("seed", 42, "Seed of the data split, initialisation, noise and shuffling.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Floating-point precision (the paper's configs "
                   "mostly ran float64).")
-flags.DEFINE_enum("architecture", "mlp", ["mlp", "cnn"], "mlp: --num_hidden tanh layers of --size_hidden units; "
-                  "cnn: the Table 3 CNN (conv5x5 32, pool, conv5x5 64, pool, dense 512, output) on the dataset's "
-                  "images, for bp, ddtp_linear, ddtp_control and dfa, with one forward Adam per layer.")
+flags.DEFINE_enum("architecture", "mlp", list(ARCHITECTURES), "mlp: --num_hidden tanh layers of --size_hidden "
+                  "units; cnn: the Table 3 CNN (conv5x5 32, pool, conv5x5 64, pool, dense 512, output) on the "
+                  "dataset's images, for bp, ddtp_linear, ddtp_control and dfa, with one forward Adam per layer; "
+                  "conv: a chain of conv blocks (--conv_channels, ...), then --conv_dense layers and the linear "
+                  "output layer (ConvChainNetwork), for every method but gnt and ddtp_rhl.")
+flags.DEFINE_list("conv_channels", None, "--architecture=conv: the filters of each conv block, first block first "
+                  "(e.g. 128,128,256,256,512).")
+flags.DEFINE_integer("conv_kernel_size", None, "--architecture=conv: the blocks' k×k kernel size, 'same' padding "
+                     f"(one of {', '.join(map(str, CONV_KERNEL_SIZES))}; default 3).")
+flags.DEFINE_enum("conv_activation", None, list(CONV_ACTIVATIONS), "--architecture=conv: the activation of the conv "
+                  "blocks and of the dense hidden layers (default elu).")
+flags.DEFINE_list("conv_pooling", None, "--architecture=conv: each block's 2×2 pooling after its activation, one value "
+                  f"for every block or one per block ({', '.join(CONV_POOLINGS)}; default max).")
+flags.DEFINE_list("conv_dense", None, "--architecture=conv: the units of each dense hidden layer after the conv "
+                  "blocks (default none: the blocks feed the linear output layer).")
+flags.DEFINE_enum("init", None, list(INITS), "--architecture=conv: xavier (Xavier-normal kernels, zero biases) or "
+                  "torch (PyTorch's default Conv2d/Linear init, U(±1/√fan_in) kernels and biases, as the L-DRL "
+                  "authors'); default xavier.")
+flags.DEFINE_enum("conv_loss", None, list(CONV_LOSSES), "--architecture=conv: the conv layers' local loss, sum (the "
+                  "per-sample sum of squares, the L-DRL authors') or mean (over the map's elements, the 2020 "
+                  "reference's CNN); default sum.")
+flags.DEFINE_enum("augment", None, list(AUGMENTATIONS), "Training-set augmentation, drawn anew every pass from "
+                  "(--seed, pass index): none, or crop_flip (random horizontal flip, then a random crop of the image "
+                  "padded by 4 edge pixels, as the L-DRL authors'); --architecture=conv or cnn. Default none.")
 # Hyper-parameters: None means "the method's paper MNIST value".
 flags.DEFINE_integer("num_hidden", None, "Number of hidden layers.")
 flags.DEFINE_integer("size_hidden", None, "Units per hidden layer.")
@@ -145,7 +167,8 @@ _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "
                 "size_hidden_fb", "recurrent_input", "gn_damping_training", "batch_size", "epochs", "epochs_fb",
                 "extra_fb_epochs", "lr_min")
 # Choices and counts, given as they are (None: the Config's default).
-_CHOICES = ("optimizer", "optimizer_fb", "lr_schedule", "lr_schedule_epochs")
+_CHOICES = ("optimizer", "optimizer_fb", "lr_schedule", "lr_schedule_epochs", "conv_kernel_size", "conv_activation",
+            "conv_pooling", "init", "conv_loss", "augment")
 
 
 def config_from_flags():
@@ -159,7 +182,15 @@ def config_from_flags():
         progress=FLAGS.progress, only_train_first_layer=FLAGS.only_train_first_layer,
         log_angles=FLAGS.log_angles, log_interval=FLAGS.log_interval,
         gn_damping=_floats("gn_damping", FLAGS.gn_damping),
-        feedback_iterations=_whole_numbers("feedback_iterations", FLAGS.feedback_iterations), **overrides)
+        feedback_iterations=_whole_numbers("feedback_iterations", FLAGS.feedback_iterations),
+        conv_channels=_whole_number_list("conv_channels", FLAGS.conv_channels),
+        conv_dense=_whole_number_list("conv_dense", FLAGS.conv_dense), **overrides)
+
+
+def _whole_number_list(flag: str, values):
+    """None, or a tuple of ints, one per layer (an empty flag: none), from a comma-separated flag."""
+    numbers = _whole_numbers(flag, values)
+    return numbers if numbers is None or isinstance(numbers, tuple) else (numbers,)
 
 
 def _whole_numbers(flag: str, values):
@@ -208,6 +239,9 @@ def main(argv):
     if FLAGS.strategy != "none" and config.architecture == "cnn":
         raise ConfigError("strategy", "the CNN runs on one device (per-layer optimizers are not wired into "
                                       "DistributedTrainer); drop --strategy")
+    if FLAGS.strategy != "none" and (config.architecture == "conv" or config.augment != "none"):
+        raise ConfigError("strategy", "the conv chain and augmentation run on one device (DistributedTrainer "
+                                      "feeds flattened, unaugmented data); drop --strategy")
     if FLAGS.strategy != "none" and any(isinstance(v, tuple) for v in (config.lr, config.epsilon)):
         raise ConfigError("strategy", "one forward optimizer per layer (--lr or --epsilon given per layer) runs on "
                                       "one device (per-layer optimizers are not wired into DistributedTrainer); "

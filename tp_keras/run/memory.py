@@ -36,6 +36,19 @@ def _conv_geometry(image_shape, channels=(32, 64), kernel=5):
     return blocks
 
 
+def _chain_geometry(config: Config, image_shape):
+    """(parameters, un-pooled units, pooled units) of each conv block of the launcher's conv chain
+    (Config.conv_layer_specs: k×k 'same' convs, 2×2 pooling or none)."""
+    height, width, depth = image_shape
+    blocks = []
+    for spec in config.conv_layer_specs(1)[:len(config.conv_channels)]:
+        c, k = spec["filters"], spec["kernel_size"]
+        pooled_h, pooled_w = (height, width) if spec["pooling"] == "none" else (height // 2, width // 2)
+        blocks.append((k * k * depth * c + c, height * width * c, pooled_h * pooled_w * c))
+        height, width, depth = pooled_h, pooled_w, c
+    return blocks
+
+
 def estimate_bytes(config: Config, *, input_size: int, image_shape, num_outputs: int, num_train: int,
                    num_eval: int) -> dict[str, int]:
     """The estimate's parts in bytes (see the module docstring). `num_eval`: samples of the largest evaluation
@@ -48,13 +61,22 @@ def estimate_bytes(config: Config, *, input_size: int, image_shape, num_outputs:
         hidden = [b[2] for b in blocks] + [512]
         forward = sum(b[0] for b in blocks) + hidden[-2] * 512 + 512 + 512 * num_outputs + num_outputs
         extra_activations = sum(b[1] for b in blocks)
+    elif config.architecture == "conv":  # the conv chain: its blocks ('same' convs), dense hidden layers, output
+        blocks = _chain_geometry(config, tuple(image_shape))
+        hidden = [b[2] for b in blocks] + list(config.conv_dense)
+        dense = [blocks[-1][2]] + list(config.conv_dense) + [num_outputs]
+        dense_params = [a * b + b for a, b in zip(dense[:-1], dense[1:])]
+        forward = sum(b[0] for b in blocks) + sum(dense_params)
+        extra_activations = sum(b[1] for b in blocks)
     else:
         hidden = list(config.hidden_sizes)
         widths = [input_size] + hidden + [num_outputs]
         forward = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
         extra_activations = 0
     widths = [input_size] + hidden + [num_outputs]
-    if method.feedback == "layerwise":
+    if method.feedback == "layerwise" and config.architecture == "conv":  # inverse blocks: as many as the forward
+        feedback = sum(b[0] for b in blocks[1:]) + sum(dense_params)
+    elif method.feedback == "layerwise":
         feedback = sum(widths[i + 1] * widths[i] + widths[i] for i in range(1, len(widths) - 1))
     elif method.feedback == "direct":
         feedback = sum(num_outputs * h + h for h in hidden)
@@ -118,7 +140,7 @@ def _culprit(config: Config, parts: dict, data_flag: str) -> str:
         return "batch_size"
     if get_rule(config.method).feedback == "direct_rhl" and config.size_hidden_fb > config.size_hidden:
         return "size_hidden_fb"
-    return "architecture" if config.architecture == "cnn" else "size_hidden"
+    return {"cnn": "architecture", "conv": "conv_channels"}.get(config.architecture, "size_hidden")
 
 
 def check_fits(config: Config, data_flag: str = "dataset", **shapes) -> dict:

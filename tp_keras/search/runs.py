@@ -130,12 +130,12 @@ _cache: dict = {}
 def _dataset(config):
     """The dataset of a config; the last one is kept, so the trials of a search (one seed) load it once."""
     key = (config.dataset, config.data_dir, config.seed, config.validation_size, config.no_val_set,
-           config.architecture != "cnn")
+           not config.uses_images)
     if key not in _cache:
         _cache.clear()
         _cache[key] = load_dataset(config.dataset, config.data_dir, seed=config.seed,
                                    validation_size=config.validation_size, no_val_set=config.no_val_set,
-                                   flatten=config.architecture != "cnn")
+                                   flatten=not config.uses_images)
     return _cache[key]
 
 
