@@ -190,3 +190,16 @@ def test_fit_is_bit_identical_to_the_written_out_rounds(monkeypatch, without_ari
     ref_history, ref_state = fitted()
     _assert_identical(state, ref_state)
     assert history == ref_history
+
+
+@pytest.mark.slow
+def test_feedback_rounds_bench_times_bp_and_both_forms_of_the_rounds():
+    """`python -m tp_keras.bench --feedback_rounds`' figures: one row per step and XLA setting, ratios to BP's."""
+    from tp_keras.tools import loop_bench
+    batches = loop_bench.mnist_shaped_batches(128, 64)
+    rows = loop_bench.feedback_rounds_figures(batches, iterations=(2, 1, 1, 3, 1), xla_settings=(False,), repeats=1)
+    assert [row["step"] for row in rows] == ["bp", "ldrl unrolled", "ldrl looped"]
+    assert rows[0]["ratio_to_bp"] == 1.0
+    for row in rows:
+        assert row["first_call_seconds"] > 0
+        assert row["ratio_to_bp"] == pytest.approx(row["seconds_per_batch"] / rows[0]["seconds_per_batch"])

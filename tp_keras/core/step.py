@@ -252,14 +252,20 @@ def trains_feedback_first(model) -> bool:
 def _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows):
     """One feedback step of the hidden layers `active` (None: all) on the clean pass `hs`, fresh noise: what a
     round inside a compiled loop runs (the feedback half of `compute_updates(forward=False)`, without the output
-    loss and accuracy that only the batch's first round reports)."""
+    loss, the accuracy and the path's unread clean terms: Grappler prunes unused ops from the main graph but not
+    from a while-loop body, where they cost as much again). The loss still computes every hidden layer's value,
+    the inactive layers' too (`FeedbackLoss.losses` has no per-layer form): work a loop body keeps and the
+    written-out rounds drop (XLA drops it in both)."""
     groups = model.feedback_variable_groups
     keras_vars = model.feedback_variables if active is None else [v for i in active for v in groups[i]]
     fb_vars = _tf_variables(keras_vars)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(fb_vars)
-        _, losses = _targets_and_feedback_losses(model, [tf.stop_gradient(h) for h in hs], None, with_targets=False,
-                                                 with_losses=True, batch_size=batch_size, noise_rows=noise_rows)
+        hs = [tf.stop_gradient(h) for h in hs]
+        rule = model.rule  # no targets: the path's clean terms only where the loss reads them
+        clean = rule.path.clean(model, hs) if rule.loss.needs_clean else None
+        noise = NoiseDraw(rule.noise_fn, model.noise_seed, tf.shape(hs[0])[0], hs[0].dtype, noise_rows)
+        losses, _ = rule.loss.losses(model, rule, hs, noise, clean, batch_size)
         total = tf.add_n(losses if active is None else [losses[i] for i in active])
     grads = tape.gradient(total, fb_vars)
     apply_updates(model, Updates(None, grads, hs, None, None, None, losses, keras_vars), None, feedback_optimizer)
@@ -286,8 +292,10 @@ def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, 
     The first round is traced on its own (it reports the batch); each following run of rounds with the same
     active set (`InBatchSchedule.groups`) is one tf.while_loop, so the graph holds a round once per group rather
     than max(K) times (the authors' CIFAR-10 K = (20, 30, 35, 55, 20): 5 rounds in the graph instead of 55). The
-    numbers are those of the rounds written out one after another (tests/test_feedback_rounds.py);
-    `unroll=True` writes them out so (for the benchmark's comparison)."""
+    numbers are those of the rounds written out one after another: bit for bit eagerly and in graphs without
+    Grappler's arithmetic rewrites; to rounding with them (they rewrite a loop body apart from the main graph)
+    and under XLA (tests/test_feedback_rounds.py). `unroll=True` writes the rounds out (the benchmark's
+    baseline). A group of one round runs unlooped: a loop of one iteration would only add its overhead."""
     if clean is None:
         clean = clean_forward(model, x, forward_tape=False)
     hs = clean.activations
@@ -381,7 +389,8 @@ class Trainer:
         with this GNT damping (a scalar, or one value per hidden layer).
       unroll_feedback_rounds: a feedback-first rule's rounds written out one by one in the graph instead of one
         compiled loop per group of rounds (`feedback_first_updates`): the same numbers, a graph max(K) rounds
-        long; kept to measure what the loops save (`python -m tp_keras.bench --feedback_rounds`).
+        long, traced and compiled several times slower; a few per cent faster per batch without XLA where groups
+        train a subset of the layers (docs/performance.md, "L-DRL's feedback rounds"). The benchmark's baseline.
     """
 
     def __init__(self, model, forward_optimizer, feedback_optimizer=None, *, jit_compile: bool = False,

@@ -46,6 +46,13 @@ settings), "angles", "angle_damping" (null without --angles), "tensorflow", "mac
 (the descriptions above), "results" (the rows, grouped by thread setting, then XLA setting, BP first in each
 group), "errors" (one {"threads", "error"} per failed child)}.
 
+`--feedback_rounds` (one thread setting, 1 by default; --samples=1280 is 10 batches): L-DRL on the paper MLP with
+the authors' CIFAR-10 feedback steps K = (20, 30, 35, 55, 20), its rounds written out in the graph
+(`Trainer(unroll_feedback_rounds=True)`) against one compiled loop per group of rounds (the default), BP in the same
+run: per XLA setting and step, the first call's seconds (trace + compile + one step), seconds per batch (median of
+--repeats timed passes), steps/s and the ratio to BP (tp_keras.tools.loop_bench.feedback_rounds_figures). The JSON
+file: {"feedback_rounds": true, the settings, "iterations", "rows"}.
+
 `--loop`: many batches per compiled call (tp_keras/core/loop.py) against one, all in one process at one thread
 setting (1 by default): the host-bound proxy (784-32-10, batch 32, --proxy_samples samples: the step's ops, not
 its arithmetic, dominate, as for the paper network on a GPU) with N = 1 and N = --proxy_steps_per_call, in the
@@ -99,6 +106,10 @@ flags.DEFINE_bool("loop", False, "Instead of the per-method table, the figures o
                   "--proxy_steps_per_call in the custom loop and in fit, and the paper network (--samples, "
                   "--batch_size) with N = 1 and the whole pass (default methods bp,ddtp_linear,dtpdrl; one thread "
                   "setting).")
+flags.DEFINE_bool("feedback_rounds", False, "Instead of the per-method table, L-DRL's feedback rounds written out "
+                  "against compiled loops: the paper MLP with the authors' CIFAR-10 feedback steps "
+                  "K = (20, 30, 35, 55, 20), first-call (trace + compile) seconds and steps/s of BP, L-DRL unrolled "
+                  "and L-DRL looped at each --xla setting, over --samples (e.g. 1280), median of --repeats.")
 flags.DEFINE_integer("proxy_samples", 32000, "--loop: samples per pass of the host-bound proxy.", lower_bound=1)
 flags.DEFINE_integer("proxy_steps_per_call", 100, "--loop: the proxy's batches per compiled call compared with 1.",
                      lower_bound=2)
@@ -307,6 +318,25 @@ def run_loop(methods, threads):
             **figures, "errors": []}
 
 
+def run_feedback_rounds(threads):
+    """--feedback_rounds: tp_keras.tools.loop_bench.feedback_rounds_figures at one thread setting, in this
+    process (ratios within one run)."""
+    loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
+    import tensorflow as tf
+    batches = loop_bench.mnist_shaped_batches(FLAGS.samples, FLAGS.batch_size)
+    iterations = loop_bench.CIFAR10_ITERATIONS
+    print(f"tp_keras.bench --feedback_rounds: 784-5x256-10, batch {FLAGS.batch_size}, {len(batches)} batches, "
+          f"L-DRL K = {iterations}, float32, threads={threads or 'default'}, median of {FLAGS.repeats}, "
+          f"TF {tf.__version__}, {platform.machine()}, {os.cpu_count()} cpus", flush=True)
+    print(f"{'step':<15}{'xla':<5}{'first call s':>12}{'ms/batch':>12}{'steps/s':>10}{'x BP':>8}", flush=True)
+    rows = loop_bench.feedback_rounds_figures(batches, iterations=iterations, xla_settings=_xla_settings(),
+                                              repeats=FLAGS.repeats)
+    return {"feedback_rounds": True, "samples": FLAGS.samples, "batch_size": FLAGS.batch_size,
+            "repeats": FLAGS.repeats, "xla": FLAGS.xla, "iterations": list(iterations), "threads": [threads],
+            "tensorflow": tf.__version__, "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows,
+            "errors": []}
+
+
 def _loop_threads(threads_list):
     """--loop measures one thread setting (1 unless --threads names one)."""
     if not FLAGS["threads"].present:
@@ -382,7 +412,9 @@ def main(argv):
         raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(RULES)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
     _check_settings(methods)
-    if FLAGS.loop:
+    if FLAGS.feedback_rounds:
+        report = run_feedback_rounds(_loop_threads(threads_list))
+    elif FLAGS.loop:
         report = run_loop(methods, _loop_threads(threads_list))
     elif len(threads_list) == 1:
         report = run_in_process(methods, threads_list[0])

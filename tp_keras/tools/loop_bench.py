@@ -254,3 +254,57 @@ def main(argv):
 if __name__ == "__main__":
     _define_flags()
     app.run(main, flags_parser=cli.parse_flags_one_line)
+
+
+# --- feedback-first rounds: written out against compiled loops ---------------------------------------------------
+CIFAR10_ITERATIONS = (20, 30, 35, 55, 20)  # the authors' L-DRL feedback steps per hidden layer on CIFAR-10
+
+
+def feedback_rounds_figures(batches, *, iterations=CIFAR10_ITERATIONS, xla_settings=(False, True), repeats=3):
+    """L-DRL on the paper MLP with `iterations` feedback steps per hidden layer: for each XLA setting, BP's step,
+    then L-DRL's with its rounds written out (`Trainer(unroll_feedback_rounds=True)`) and looped (the default).
+    Each row: the first call's seconds (trace, compile, one step) and the median over `repeats` of one timed pass
+    over `batches`, as seconds per batch, steps per second and the ratio to BP's seconds per batch of that setting.
+    The three steps' passes alternate (BP, unrolled, looped, BP, ...), so that a load on a shared machine falls on
+    all three alike."""
+    import statistics
+
+    from tp_keras.core.step import Trainer
+    from tp_keras.run.factories import build_model, feedback_optimizer, forward_optimizer
+    import numpy as np
+    shape_only = Dataset(name="bench", train=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
+                         val=None, test=Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32")),
+                         num_outputs=10, task="classification", image_shape=(28, 28, 1))
+    steps = (("bp", None), ("ldrl unrolled", True), ("ldrl looped", False))
+    rows = []
+    for xla in xla_settings:
+        trainers, first_calls = [], []
+        for _, unroll in steps:
+            if unroll is None:
+                trainer = paper_trainer("bp", xla=xla)
+            else:
+                config = Config.paper("ldrl", jit_compile=xla, feedback_iterations=tuple(iterations))
+                model = build_model(config, shape_only)
+                trainer = Trainer(model, forward_optimizer(config, model), feedback_optimizer(config, model),
+                                  jit_compile=xla, unroll_feedback_rounds=unroll)
+            start = time.perf_counter()
+            float(trainer.train_step(*batches[0])["loss"])
+            first_calls.append(time.perf_counter() - start)
+            trainers.append(trainer)
+        passes = [[] for _ in steps]
+        for _ in range(repeats):
+            for trainer, times in zip(trainers, passes):
+                start = time.perf_counter()
+                for x, y in batches:
+                    out = trainer.train_step(x, y)
+                float(out["loss"])  # waits for the last step
+                times.append(time.perf_counter() - start)
+        bp_seconds = statistics.median(passes[0]) / len(batches)
+        for (label, _), first_call, times in zip(steps, first_calls, passes):
+            per_batch = statistics.median(times) / len(batches)
+            row = {"step": label, "xla": xla, "first_call_seconds": first_call, "seconds_per_batch": per_batch,
+                   "steps_per_second": 1.0 / per_batch, "ratio_to_bp": per_batch / bp_seconds}
+            rows.append(row)
+            print(f"{label:<15}{'on' if xla else 'off':<5}{first_call:>12.2f}{per_batch * 1e3:>12.2f}"
+                  f"{row['steps_per_second']:>10.2f}{row['ratio_to_bp']:>8.1f}", flush=True)
+    return rows
