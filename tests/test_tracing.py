@@ -10,9 +10,9 @@ from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.rules import RULES
 from tp_keras.core.step import Trainer
 
-# Attributes that name per-process registrations (a custom gradient's counter, a nested function's unique name),
-# not computation.
-_NAMING_ATTRS = ("_gradient_op_type", "f")
+# Attributes that name per-process registrations (a custom gradient's counter, a nested function's or a while
+# loop's body and condition's unique name), not computation.
+_NAMING_ATTRS = ("_gradient_op_type", "f", "body", "cond")
 
 
 def _nodes(concrete):
