@@ -416,15 +416,18 @@ class TPModel(keras.Model):
         if self.make_train_function() is None or not hasattr(self, "_fit_steps"):  # a train function set by hand
             return None
         steps = int(self.steps_per_execution or 1)
-        # The step is traced as Keras traces its own, for a batch of unknown size (its tf.data batches): a trace for
-        # a static batch size is rewritten into other arithmetic (last bits differ, with XLA and without).
-        specs = tuple(tf.TensorSpec([None] + a.shape[1:].as_list(), a.dtype) for a in (x, y))
+        # The step is traced as Keras traces its own: for batches of `batch_size` rows where they all are, else for
+        # a batch of unknown size (the shapes of its tf.data batches). Grappler and XLA rewrite a known batch size
+        # into other arithmetic (last bits differ), and the one-line refusals name the shape.
+        static = int(x.shape[0]) % batch_size == 0
+        specs = tuple(tf.TensorSpec([batch_size if static else None] + a.shape[1:].as_list(), a.dtype)
+                      for a in (x, y))
         key = (batch_size, steps > 1, specs)
         if key not in self._fit_steps:
             jit = bool(self.jit_compile)
             one = tf.function(lambda x, y: self._train_batch(x, y), input_signature=specs, jit_compile=jit,
                               autograph=False)
-            many = loop.StepLoop(one, batch_size, jit_compile=jit, static_batch=False) if steps > 1 else None
+            many = loop.StepLoop(one, batch_size, jit_compile=jit, static_batch=static) if steps > 1 else None
             self._fit_steps[key] = one, many
         return loop.FitArrays(x, y, batch_size, steps, *self._fit_steps[key], self._fit_results)
 
