@@ -13,9 +13,9 @@ from tp_keras.core.rules import get_rule
 ROWS, BATCH = 45, 8  # five full batches of 8 and one of 5
 
 
-def _data(dtype="float32"):
+def _data(dtype="float32", rows=ROWS):
     rng = np.random.default_rng(1)
-    return rng.standard_normal((ROWS, 10)).astype(dtype), rng.integers(0, 3, ROWS).astype("int32")
+    return rng.standard_normal((rows, 10)).astype(dtype), rng.integers(0, 3, rows).astype("int32")
 
 
 def _model(method, steps_per_execution, dtype="float32", jit_compile=False):
@@ -41,11 +41,11 @@ class _Path(keras.callbacks.Callback):
 
 
 def _fit(method, steps_per_execution, *, keras_path, dtype="float32", jit_compile=False, stop_after=None,
-         epochs=2, **fit_arguments):
+         epochs=2, rows=ROWS, **fit_arguments):
     model = _model(method, steps_per_execution, dtype, jit_compile)
     if keras_path:
         model._arrays_for_fit = lambda arguments: None  # today's fit: Keras' tf.data iterator, batch by batch
-    x, y = _data(dtype)
+    x, y = _data(dtype, rows)
     path = _Path(stop_after)
     history = model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[path],
                         **fit_arguments)
@@ -73,6 +73,16 @@ def test_array_path_equals_keras_path(method, dtype, steps_per_execution):
     _assert_same(fast, _fit(method, steps_per_execution, keras_path=True, dtype=dtype, validation_split=0.2))
     steps = -(-int(ROWS * 0.8) // BATCH)  # Keras keeps the first 80 % for training: 36 rows, five batches
     assert int(fast[0].optimizer.iterations) == 2 * steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_whole_batches_equal_keras_path(jit_compile):
+    """No smaller last batch: Keras' batches have a static size, and so do the array path's (its trace, its slices)."""
+    for steps_per_execution in (1, 4):
+        fast = _fit("dtpdrl", steps_per_execution, keras_path=False, rows=5 * BATCH, jit_compile=jit_compile)
+        _assert_same(fast, _fit("dtpdrl", steps_per_execution, keras_path=True, rows=5 * BATCH,
+                                jit_compile=jit_compile))
 
 
 @pytest.mark.slow
