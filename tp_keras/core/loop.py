@@ -103,12 +103,9 @@ class StepLoop:
     `StepLoop(step, batch_size)(x, y, start, count)` returns the step's outputs stacked over the batches. The
     loop is traced once per data shape; the step inside it keeps its own trace for a full batch."""
 
-    def __init__(self, step, batch_size: int, *, jit_compile: bool = False, static_batch: bool = True):
+    def __init__(self, step, batch_size: int, *, jit_compile: bool = False):
         self.step = step
         self.batch_size = int(batch_size)
-        # static_batch=False (without XLA) cuts batches of a size unknown to the graph, as Keras' tf.data batches
-        # are: Grappler folds a known batch size into constants, and the metrics' last bits differ from Keras' fit.
-        self.static_batch = static_batch or jit_compile
         self._loop = tf.function(self._run, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
 
     def __call__(self, x, y, start: int, count: int) -> dict:
@@ -122,11 +119,7 @@ class StepLoop:
     def _batch(self, data, first):
         # A slice of static size (XLA needs one; the step keeps its full-batch trace).
         rest = data.shape[1:].as_list()
-        if self.static_batch:
-            return tf.slice(data, [first] + [0] * len(rest), [self.batch_size] + rest)
-        rows = tf.minimum(self.batch_size, tf.shape(data)[0] - first)  # the batch size, known only at run time
-        return tf.slice(data, tf.concat([[first], tf.zeros([len(rest)], tf.int32)], 0),
-                        tf.concat([[rows], tf.constant(rest, tf.int32)], 0))
+        return tf.slice(data, [first] + [0] * len(rest), [self.batch_size] + rest)
 
     def _outputs(self, x, y):
         """The step's output structure (tensors with dtype and shape), from its full-batch trace."""
@@ -194,38 +187,3 @@ class DistributedStepLoop(StepLoop):
 
     def _one(self, x, y, first):
         return self.trainer.replica_batch_step(self.forward, x, y, first, self.batch_size)
-
-
-class FitArrays:
-    """Keras `fit` on arrays with the custom loop's data path: the epoch's batches are slices of device-resident
-    tensors, `steps_per_execution` of them in one compiled `StepLoop`, instead of one tf.data `get_next` (and one
-    `tf.cond` on an Optional) per batch in Keras' multi-step function.
-
-    Keras still drives the epoch (callbacks, progress bar, validation, `stop_training` between executions): its
-    train function is called once per execution, in order, and `run` trains the next `steps_per_execution`
-    batches of the epoch (fewer at its end), the last, smaller batch alone with its own trace, as Keras' array
-    adapter cuts it. `step` is the model's per-batch body (Keras' train_step less the metric results, which
-    `results` reads once per call) and `multi_step` a `StepLoop` of it, both kept by the model across fits: the
-    numbers are those of Keras' own path, bit for bit (tests/test_fit_speed_path.py)."""
-
-    def __init__(self, x, y, batch_size: int, steps_per_execution: int, step, multi_step: "StepLoop | None",
-                 results):
-        """x, y: the training tensors, as Keras' array adapter converts them (floats to floatx)."""
-        self.epoch = Pass(x, y, batch_size)
-        self.steps_per_execution = max(1, int(steps_per_execution))
-        self.step, self.multi_step, self.results = step, multi_step, results
-        self.position = 0  # batches of the current epoch already trained
-
-    def run(self):
-        """Trains the epoch's next execution of batches; returns the metric results after its last batch."""
-        epoch, first = self.epoch, self.position
-        end = min(first + self.steps_per_execution, epoch.steps)
-        full = min(end, epoch.full_steps)
-        size = epoch.batch_size
-        looped = full - first >= 2 and self.multi_step is not None
-        if looped:
-            self.multi_step(epoch.x, epoch.y, first * size, full - first)
-        for i in range(full if looped else first, end):
-            self.step(epoch.x[i * size:(i + 1) * size], epoch.y[i * size:(i + 1) * size])
-        self.position = 0 if end == epoch.steps else end
-        return self.results()

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tp_keras.core import compile_arguments, feedback_passes, loop, step
+from tp_keras.core import compile_arguments, feedback_passes, step
 from tp_keras.core import keras_checks as C
 from tp_keras.core import targets as T
 from tp_keras.core.callbacks import StopOnNonFinite, with_first
@@ -302,12 +302,8 @@ class TPModel(keras.Model):
         arguments["callbacks"] = with_first(StopOnNonFinite(), arguments["callbacks"])
         self._follow_label_shape(C.label_shape(arguments["x"], arguments["y"]), C.label_shape(*validation[:2])
                                  if isinstance(validation, (tuple, list)) else None)
-        object.__setattr__(self, "_fit_arrays", self._arrays_for_fit(arguments))
-        try:
-            with C.labels_out_of_range_as_value_error():
-                return super().fit(**arguments)
-        finally:
-            object.__setattr__(self, "_fit_arrays", None)
+        with C.labels_out_of_range_as_value_error():
+            return super().fit(**arguments)
 
     def evaluate(self, *args, **kwargs):
         """Keras' evaluate, with fit's checks of the data; `sample_weight` weighs the loss and the weighted
@@ -344,12 +340,6 @@ class TPModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._train_batch(x, y, sample_weight)
-        return self.get_metrics_result()
-
-    def _train_batch(self, x, y, sample_weight=None):
-        """One batch of fit: the step, the finiteness flags, the loss trackers and compiled metrics; returns the
-        batch's loss (its metric results are read once per execution on the array path, `loop.FitArrays`)."""
         C.check_traced_data(self, x, y)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
@@ -371,65 +361,7 @@ class TPModel(keras.Model):
         if "rec_loss" in metrics:  # each replica's part of the global feedback loss: the parts add up
             self._rec_loss_tracker.update_state(metrics["rec_loss"] * replicas, sample_weight=1.0 / replicas)
         self._update_compiled_metrics(y, updates.activations[-1], sample_weight)
-        return {"loss": updates.loss}
-
-    def make_train_function(self, force=False):
-        """Keras' train function, which on arrays (`fit` sets `_fit_arrays`, `loop.FitArrays`) trains the next
-        `steps_per_execution` batches from device-resident slices instead of Keras' tf.data iterator. The
-        compiled pieces are kept until the train function is dropped (a new compile, rule or label shape)."""
-        if self.train_function is not None and not force:
-            return self.train_function
-        super().make_train_function(force=True)
-        keras_function = self.train_function
-        object.__setattr__(self, "_fit_steps", {})  # (batch size, data specs) → (step, loop.StepLoop or None)
-        object.__setattr__(self, "_fit_results", tf.function(self.get_metrics_result, autograph=False))
-
-        def function(iterator):
-            arrays = getattr(self, "_fit_arrays", None)
-            return keras_function(iterator) if arrays is None else arrays.run()
-
-        self.train_function = function
-        return function
-
-    def _arrays_for_fit(self, arguments):
-        """The `loop.FitArrays` of this fit (x, y in `arguments` replaced by the tensors it slices), or None where
-        Keras' own data path runs it: tf.data or generators, sample or class weights, shuffling (Keras' permutation
-        comes from its tf.data pipeline), steps_per_epoch, run_eagerly, a distribution strategy."""
-        x, y = arguments["x"], arguments["y"]
-        dense = lambda a: isinstance(a, np.ndarray) or (tf.is_tensor(a) and isinstance(a, tf.Tensor))  # noqa: E731
-        if not (dense(x) and dense(y)) or arguments["shuffle"] is not False or self.run_eagerly:
-            return None
-        if any(arguments[k] is not None for k in ("sample_weight", "class_weight", "steps_per_epoch")):
-            return None
-        if tf.distribute.has_strategy() or self.distribute_strategy is not tf.distribute.get_strategy():
-            return None
-        if int(np.shape(x)[0]) == 0:
-            return None
-        from keras.src.trainers.data_adapters import array_slicing
-        # Keras' array adapter's conversion (floats to floatx), once: Keras' own fit gets these tensors too.
-        x, y = (tf.convert_to_tensor(a)
-                for a in array_slicing.convert_to_sliceable((x, y), target_backend="tensorflow"))
-        arguments["x"], arguments["y"] = x, y
-        if arguments["validation_split"] and arguments["validation_data"] is None:
-            (x, y, _), _ = array_slicing.train_validation_split((x, y, None), arguments["validation_split"])
-        batch_size = int(arguments["batch_size"] or 32)  # Keras' default for arrays
-        if self.make_train_function() is None or not hasattr(self, "_fit_steps"):  # a train function set by hand
-            return None
-        steps = int(self.steps_per_execution or 1)
-        # The step is traced as Keras traces its own: for batches of `batch_size` rows where they all are, else for
-        # a batch of unknown size (the shapes of its tf.data batches). Grappler and XLA rewrite a known batch size
-        # into other arithmetic (last bits differ), and the one-line refusals name the shape.
-        static = int(x.shape[0]) % batch_size == 0
-        specs = tuple(tf.TensorSpec([batch_size if static else None] + a.shape[1:].as_list(), a.dtype)
-                      for a in (x, y))
-        key = (batch_size, steps > 1, specs)
-        if key not in self._fit_steps:
-            jit = bool(self.jit_compile)
-            one = tf.function(lambda x, y: self._train_batch(x, y), input_signature=specs, jit_compile=jit,
-                              autograph=False)
-            many = loop.StepLoop(one, batch_size, jit_compile=jit, static_batch=static) if steps > 1 else None
-            self._fit_steps[key] = one, many
-        return loop.FitArrays(x, y, batch_size, steps, *self._fit_steps[key], self._fit_results)
+        return self.get_metrics_result()
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
