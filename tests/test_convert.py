@@ -313,8 +313,10 @@ def test_converted_conv_model_round_trips_through_a_keras_file(tmp_path):
 
 @pytest.mark.slow
 def test_converted_conv_model_trains_through_fit():
-    """A converted conv net under ldrl (layer-wise inverse blocks, feedback first): `fit` lowers the loss on images
-    whose class is the brightest of three quadrants."""
+    """A converted conv net under ldrl (layer-wise inverse blocks, feedback first): after feedback pre-training (the
+    launcher's --epochs_fb), `fit` lowers the loss on images whose class is the brightest of three quadrants. Without
+    it the loss first rises while the random inverse blocks align, and where it ends after 16 epochs varies with
+    float rounding."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 64)
     x = rng.standard_normal((64, 8, 8, 2)).astype("float32") * 0.5
@@ -323,8 +325,9 @@ def test_converted_conv_model_trains_through_fit():
         x[i, 4 * r:4 * r + 4, 4 * col:4 * col + 4, :] += 1.0
     tp = from_keras(_conv_keras_model(), "ldrl", seed=1)
     tp.compile(forward_optimizer=TorchAdam(0.01), feedback_optimizer=TorchAdam(0.005))
+    tp.train_feedback(x, y, epochs=10, batch_size=32)
     losses = tp.fit(x, y, epochs=16, batch_size=32, verbose=0).history["loss"]
-    assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
 
 
 def test_conv_model_takes_the_conv_networks_loss_and_feedback_init():
