@@ -36,8 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tp_keras.core.layers import (FEEDBACK_FORMS, FEEDBACK_INITIALIZERS, XavierNormal, activation_fn,
-                                  derivative_from_output, max_pool_3x3_s2, pooled_size)
+from tp_keras.core.layers import (FEEDBACK_FORMS, FEEDBACK_INITIALIZERS, PairedWeights, XavierNormal,
+                                  activation_fn, derivative_from_output, max_pool_3x3_s2, pooled_size)
 
 # 'max_3x3_s2': the 2020 reference CNN's overlapping MaxPool2d(3, 2, padding 1) (`TPConv2D`), for direct feedback
 # and BP only (its windows overlap: no unpooling inverse here).
@@ -81,7 +81,7 @@ def _pad_to(x, output_hw):
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
-class TPConvBlock(keras.layers.Layer):
+class TPConvBlock(PairedWeights, keras.layers.Layer):
     """conv k×k (stride 1, 'same') → s → pool; h = the (pooled) map flattened NHWC; with its layer-wise feedback g.
 
     Args:
@@ -227,14 +227,6 @@ class TPConvBlock(keras.layers.Layer):
         if self.feedback_form == "dtp":
             a = self._fb_act(a)
         return tf.reshape(a, [-1, int(np.prod(self.image_shape))])
-
-    @property
-    def forward_variables(self):
-        return [v for v in (self.kernel, self.bias) if v is not None]
-
-    @property
-    def feedback_variables(self):
-        return [v for v in (self.feedback_kernel, self.feedback_bias_var) if v is not None]
 
     def get_config(self):
         config = super().get_config()

@@ -109,8 +109,21 @@ FEEDBACK_FORMS = ("dtp", "inverse_block")
 FEEDBACK_INITIALIZERS = {"xavier": XavierNormal, "uniform_1e-3": lambda seed: UniformBound(1e-3, seed)}
 
 
+class PairedWeights:
+    """The variable lists of a layer with a forward map (`kernel`, `bias`) and a layer-wise feedback map
+    (`feedback_kernel`, `feedback_bias_var`), each None where absent: what the step's tapes and optimizers take."""
+
+    @property
+    def forward_variables(self):
+        return [v for v in (self.kernel, self.bias) if v is not None]
+
+    @property
+    def feedback_variables(self):
+        return [v for v in (self.feedback_kernel, self.feedback_bias_var) if v is not None]
+
+
 @keras.saving.register_keras_serializable(package="tp_keras")
-class TPDense(keras.layers.Layer):
+class TPDense(PairedWeights, keras.layers.Layer):
     """Forward map h = s(x W + b), paired with its layer-wise feedback g (x's space ← h's space): g(u) = t(u Q + d)
     (DTP's form), or g(u) = s(u) Q + d (the inverse of the block x ↦ s(xW + b): its activation, then the linear map).
 
@@ -196,14 +209,6 @@ class TPDense(keras.layers.Layer):
         if bias is not None:
             a = a + bias
         return self._fb_act(a)
-
-    @property
-    def forward_variables(self):
-        return [v for v in (self.kernel, self.bias) if v is not None]
-
-    @property
-    def feedback_variables(self):
-        return [v for v in (self.feedback_kernel, self.feedback_bias_var) if v is not None]
 
     def get_config(self):
         config = super().get_config()
@@ -336,7 +341,7 @@ def pooled_size(n: int) -> int:
 
 
 @keras.saving.register_keras_serializable(package="tp_keras")
-class TPConv2D(keras.layers.Layer):
+class TPConv2D(PairedWeights, keras.layers.Layer):
     """conv k×k (stride 1, zero padding k//2) → s → max-pool 3×3/2 (−∞ padding); h = the pooled map, flattened.
 
     Args:
@@ -390,14 +395,6 @@ class TPConv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (tuple(input_shape)[0], self.units)
-
-    @property
-    def forward_variables(self):
-        return [v for v in (self.kernel, self.bias) if v is not None]
-
-    @property
-    def feedback_variables(self):
-        return []
 
     def get_config(self):
         config = super().get_config()
