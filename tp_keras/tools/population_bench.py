@@ -1,0 +1,136 @@
+"""Samples per second of a population (tp_keras/core/population.py) against its members trained one after the other.
+
+    python -m tp_keras.tools.population_bench [--members=10] [--xla=off|on|both] [--samples=2560]
+        [--methods=ddtp_linear,dtpdrl,bp] [--hidden=256,256,256,256,256] [--batch_size=128] [--k_values=1,2,5,10]
+        [--threads=0] [--json=out.json]
+
+For each method and XLA setting, in one process: `members` single models (each its own `step.Trainer`, its own
+seed and shuffling order) each train `samples` samples, one model after the other, every pass one compiled
+`loop.StepLoop` call; then one `Population` of the same members trains the same samples per member, the pass one
+compiled `Population.loop` call. Each is timed after a warm-up pass that traces and compiles it; the row gives
+samples per second (all members' samples over the seconds) and the population's ratio to the singles. Then steps
+per second (population batches, each a batch of every member) against K. Random MNIST-shaped data (784 inputs,
+10 classes); the paper network by default.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from tp_keras.core import loop
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchAdam
+from tp_keras.core.population import Population
+from tp_keras.core.rules import get_rule
+from tp_keras.core.step import Trainer
+
+FLAGS = flags.FLAGS
+GOAL = 1.5  # issue 29: K = 10 members at least 1.5x the samples/s of 10 single models run one after the other
+
+
+def define_flags():
+    flags.DEFINE_integer("members", 10, "K, the population's size, and the number of single models it is timed "
+                         "against")
+    flags.DEFINE_enum("xla", "off", ["off", "on", "both"], "XLA for the singles' steps and the population")
+    flags.DEFINE_integer("samples", 2560, "training samples per member (one pass; whole batches)")
+    flags.DEFINE_list("methods", ["ddtp_linear", "dtpdrl", "bp"], "rules to time")
+    flags.DEFINE_list("hidden", ["256"] * 5, "hidden layer sizes (the paper network: five of 256)")
+    flags.DEFINE_integer("batch_size", 128, "batch size")
+    flags.DEFINE_list("k_values", ["1", "2", "5", "10"], "population sizes of the steps/s against K rows "
+                      "(empty: none)")
+    flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: its default)")
+    flags.DEFINE_string("json", None, "also write the rows to this JSON file")
+
+
+def _trainer(method, hidden, seed, xla):
+    model = TPModel(method, 784, hidden, 10, seed=seed, **get_rule(method).used(target_stepsize=0.1, sigma=0.1))
+    return Trainer(model, TorchAdam(1e-4), TorchAdam(1e-4) if model.feedback_variables else None,
+                   jit_compile=xla)
+
+
+def _data(samples, members):
+    """MNIST-shaped inputs and labels, and each member's shuffling order."""
+    rng = np.random.default_rng(0)
+    x = ((rng.integers(0, 256, (samples, 784)) / 255.0 - 0.1307) / 0.3081).astype("float32")
+    y = rng.integers(0, 10, samples).astype("int32")
+    order = np.stack([np.random.default_rng([k, 0]).permutation(samples) for k in range(members)]).astype("int32")
+    return tf.constant(x), tf.constant(y), order
+
+
+def _timed(one_pass) -> float:
+    one_pass()  # traces and compiles
+    start = time.perf_counter()
+    one_pass()
+    return time.perf_counter() - start
+
+
+def time_singles(method, hidden, x, y, order, batch_size, xla) -> float:
+    """Seconds of one pass of each member's own trainer, one after the other (warm-ups not counted)."""
+    steps = int(order.shape[1]) // batch_size
+    seconds = 0.0
+    for k in range(order.shape[0]):
+        trainer = _trainer(method, hidden, k, xla)
+        xk, yk = tf.gather(x, order[k]), tf.gather(y, order[k])
+        multi = loop.StepLoop(trainer.train_step, batch_size, jit_compile=xla)
+        seconds += _timed(lambda: float(tf.reduce_sum(multi(xk, yk, 0, steps)["loss"])))
+    return seconds
+
+
+def time_population(method, hidden, x, y, order, batch_size, xla) -> float:
+    """Seconds of one pass of the population of these members (warm-up not counted)."""
+    steps = int(order.shape[1]) // batch_size
+    population = Population([_trainer(method, hidden, k, xla) for k in range(order.shape[0])], jit_compile=xla)
+    return _timed(lambda: float(tf.reduce_sum(population.loop(x, y, order, 0, steps, batch_size)["loss"])))
+
+
+def run(methods, hidden, members, samples, batch_size, xla_settings, k_values) -> dict:
+    x, y, order = _data(samples, members)
+    steps = samples // batch_size
+    report = {"machine": platform.processor() or platform.machine(), "members": members, "samples": samples,
+              "batch_size": batch_size, "hidden": hidden, "against_singles": [], "against_k": []}
+    print(f"network 784-{'-'.join(map(str, hidden))}-10, batch {batch_size}, {steps} batches per member, "
+          f"{members} members", flush=True)
+    for xla in xla_settings:
+        for method in methods:
+            singles = time_singles(method, hidden, x, y, order, batch_size, xla)
+            population = time_population(method, hidden, x, y, order, batch_size, xla)
+            total = members * steps * batch_size
+            row = {"method": method, "xla": xla, "singles_samples_per_second": total / singles,
+                   "population_samples_per_second": total / population, "ratio": singles / population}
+            report["against_singles"].append(row)
+            print(f"{method:12s} XLA {'on ' if xla else 'off'}  {members} singles {total / singles:8.0f} samples/s"
+                  f"  population {total / population:8.0f} samples/s  x{singles / population:5.2f}  "
+                  f"{'met' if singles / population >= GOAL else 'not met'} (goal >= {GOAL:g})", flush=True)
+        for method in methods:
+            for k in k_values:
+                seconds = time_population(method, hidden, x, y, order[:k], batch_size, xla)
+                row = {"method": method, "xla": xla, "members": k, "steps_per_second": steps / seconds,
+                       "samples_per_second": k * steps * batch_size / seconds}
+                report["against_k"].append(row)
+                print(f"{method:12s} XLA {'on ' if xla else 'off'}  K={k:3d}  {steps / seconds:7.1f} steps/s  "
+                      f"{k * steps * batch_size / seconds:8.0f} samples/s", flush=True)
+    return report
+
+
+def main(argv):
+    del argv
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    xla_settings = {"off": [False], "on": [True], "both": [False, True]}[FLAGS.xla]
+    k_values = [int(k) for k in FLAGS.k_values if int(k) <= FLAGS.members]
+    report = run(FLAGS.methods, [int(h) for h in FLAGS.hidden], FLAGS.members, FLAGS.samples, FLAGS.batch_size,
+                 xla_settings, k_values)
+    if FLAGS.json:
+        with open(FLAGS.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
