@@ -214,14 +214,20 @@ def onehot(y, n):
     return np.eye(n)[y]
 
 
+def np_batch_norm(z):
+    """FW-DTP's authors' utils.batch_normalization: (z − mean)/(torch.std + 1e-12) over the batch's rows."""
+    return (z - z.mean(axis=0)) / (z.std(axis=0, ddof=1) + 1e-12)
+
+
 def np_forward(model, x):
-    """[h_0..h_L] recomputed in NumPy from the forward variables."""
+    """[h_0..h_L] recomputed in NumPy from the forward variables (batch-normalised where a layer is, FWDTP-BN)."""
     hs = [np.asarray(x, dtype=np.float64)]
     for layer in model.tp_layers:
         a = hs[-1] @ to_np(layer.kernel)
         if layer.bias is not None:
             a = a + to_np(layer.bias)
-        hs.append(NP_ACT[layer.activation](a))
+        h = NP_ACT[layer.activation](a)
+        hs.append(np_batch_norm(h) if getattr(layer, "batch_norm", False) else h)
     return hs
 
 

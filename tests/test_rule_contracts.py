@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import (ALL_METHODS, BATCH, HIDDEN, NP_ACT, NP_ACT_DERIV_FROM_OUTPUT, OUTPUT, TP_METHODS,
-                      grads_by_variable, install_fixed_noise, make_batch, make_model, methods_where, np_forward,
-                      np_output_error, randomize_biases, to_np)
+                      grads_by_variable, install_fixed_noise, make_batch, make_model, methods_where, np_batch_norm,
+                      np_forward, np_output_error, randomize_biases, to_np)
 from tp_keras.core import step as tp_step
 from tp_keras.core.layers import XavierNormal
 from tp_keras.core.optimizers import TorchAdam
@@ -187,15 +187,32 @@ def test_float32_float64_agree(name):
 # 1d/1e. Forward gradients: the local closed form (nothing crosses layers) and the output target.
 # ==============================================================================================================
 
+def _batch_norm_backward(z, grad):
+    """∂(Σ grad·BN(z))/∂z for BN(z) = (z − mean)/(std + 1e-12), std with Bessel's correction: the gradient through
+    the batch statistics (docs/semantics.md §7.13)."""
+    n = z.shape[0]
+    centred = z - z.mean(axis=0)
+    std = np.sqrt((centred ** 2).sum(axis=0) / (n - 1))
+    d_centred = grad / (std + 1e-12) - (grad * centred).sum(axis=0) / (std + 1e-12) ** 2 * centred / ((n - 1) * std)
+    return d_centred - d_centred.mean(axis=0)
+
+
 def _local_closed_form(model, hs, targets):
     """docs/semantics.md §2.2 in row convention, from (h_{ℓ−1}, ĥ_ℓ, h_ℓ) alone, times the rule's forward loss
-    scale c (ldrl's ½, §7.12): {id(var): expected gradient}."""
+    scale c (ldrl's ½, §7.12): {id(var): expected gradient}. A batch-normalised layer (FWDTP-BN, §7.13),
+    h_ℓ = BN(z), z = s(a): the error 2c(h_ℓ − ĥ_ℓ) passes back through BN's batch statistics, then s'(a) read from z,
+    which is recomputed from h_{ℓ−1} (h_ℓ does not give it)."""
     expected = {}
     batch = hs[0].shape[0]
     for k, layer in enumerate(model.tp_layers):
         h_in, h_out, target = hs[k], hs[k + 1], targets[k]
-        slope = NP_ACT_DERIV_FROM_OUTPUT[layer.activation](h_out)
-        delta = 2.0 * model.rule.forward_loss_scale * slope * (h_out - target)
+        error = 2.0 * model.rule.forward_loss_scale * (h_out - target)
+        if getattr(layer, "batch_norm", False):
+            a = h_in @ to_np(layer.kernel) + (0.0 if layer.bias is None else to_np(layer.bias))
+            z = NP_ACT[layer.activation](a)
+            delta = NP_ACT_DERIV_FROM_OUTPUT[layer.activation](z) * _batch_norm_backward(z, error)
+        else:
+            delta = NP_ACT_DERIV_FROM_OUTPUT[layer.activation](h_out) * error
         expected[id(layer.kernel)] = h_in.T @ delta / batch
         if layer.bias is not None:
             expected[id(layer.bias)] = delta.sum(axis=0) / batch
@@ -384,7 +401,13 @@ def test_eq9_layerwise_difference_targets(name, feedback):
     x, y = make_batch(seed=7)
     upd = tp_step.compute_updates(model, x, y, feedback=feedback)
     hs = np_forward(model, x)
-    t = NP_ACT[model.method.feedback_activation]
+    activation = NP_ACT[model.method.feedback_activation]
+    # FWDTP-BN (§7.13): each feedback map's output and each difference target batch-normalised
+    bn = np_batch_norm if model.rule.batch_norm else (lambda u: u)
+
+    def t(u):
+        return bn(activation(u))
+
     expected = [None] * len(model.tp_layers)
     expected[-1] = hs[-1] - 0.375 * np_output_error(hs[-1], y)
     for k in range(len(model.tp_layers) - 1, 0, -1):
@@ -393,7 +416,7 @@ def test_eq9_layerwise_difference_targets(name, feedback):
         d = 0.0 if d is None else d  # FW-DTP's fixed feedback has no bias
         assert q.shape == (layer.units, hs[k].shape[1])
         s = NP_ACT[layer.activation] if model.method.feedback_form == "inverse_block" else (lambda u: u)
-        expected[k - 1] = t(s(expected[k]) @ q + d) + hs[k] - t(s(hs[k + 1]) @ q + d)
+        expected[k - 1] = bn(t(s(expected[k]) @ q + d) + hs[k] - t(s(hs[k + 1]) @ q + d))
     for k, (got, exp) in enumerate(zip(upd.targets, expected)):
         np.testing.assert_allclose(to_np(got), exp, rtol=1e-11, atol=1e-14, err_msg=f"target of layer {k + 1}")
     # The targets move the hidden activations (not a trivial ĥ = h).

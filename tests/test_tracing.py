@@ -25,8 +25,11 @@ def _steps(method, dtype):
     model = TPModel(method, 7, [6, 5, 4], 3, seed=3, dtype=dtype, **kwargs,
                     **RULES[method].used(target_stepsize=0.2, sigma=0.05))
     trainer = Trainer(model, TorchAdam(1e-2, precision=dtype),
-                      TorchAdam(1e-2, precision=dtype) if model.feedback_variables else None, angle_damping=0.1)
-    steps = {"train": trainer.train_step, "eval": trainer.eval_step, "angle": trainer.angle_step}
+                      TorchAdam(1e-2, precision=dtype) if model.feedback_variables else None,
+                      angle_damping=None if model.rule.batch_dependent else 0.1)  # fw_dtp_bn refuses angles
+    steps = {"train": trainer.train_step, "eval": trainer.eval_step}
+    if trainer.angle_step is not None:
+        steps["angle"] = trainer.angle_step
     if trainer.trains_feedback:
         steps["feedback"] = trainer.feedback_step
     return steps

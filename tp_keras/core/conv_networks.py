@@ -46,6 +46,10 @@ DIRECT_LOSSES = ("drl", "control", "none")
 
 def check_rule(rule: LearningRule) -> None:
     """Refuses, in one line, a rule whose feedback maps or targets a conv chain cannot have."""
+    if rule.batch_dependent:
+        raise ValueError(f"ConvChainNetwork: rule {rule.name!r} batch-normalises its layers, which is built for the "
+                         "MLP only (the authors' FWDTP-BN is an MLP); use an MLP (TPModel without network=) or "
+                         "'fw_dtp'")
     if rule.target_rule == "gnt":
         raise ValueError(f"ConvChainNetwork: rule {rule.name!r} uses Gauss-Newton targets, which need dense "
                          "layers' Jacobians; use an MLP (TPModel without network=) or another rule")

@@ -421,6 +421,10 @@ def from_keras(model, method="ddtp_linear", *, drop_softmax: bool = False, **tp_
     if given:
         raise TypeError(f"from_keras: {', '.join(given)} come(s) from the Keras model and cannot be passed")
     method = get_rule(method)
+    if method.batch_dependent:  # the Keras model's outputs are per sample; BN's would depend on the batch
+        raise ConversionError(f"rule {method.name!r} batch-normalises every hidden layer by the batch's statistics, "
+                              f"so the converted model would not compute model {model.name!r}'s function; build a "
+                              f"TPModel({method.name!r}, ...) instead, or convert with 'fw_dtp'")
     specs, flattened, convs = _dense_specs(model, drop_softmax)
     if convs:
         return _conv_chain_model(model, method, convs, specs, tp_kwargs)

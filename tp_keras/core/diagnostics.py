@@ -141,11 +141,22 @@ def bp_and_gnt_kernel_updates(layers, hs, error, dampings: Sequence[float]):
     return bp, gnt
 
 
+def check_angles_defined(rule) -> None:
+    """Refuses, in one line, a rule whose angles are not defined: the BP and GNT updates here come from
+    per-sample Jacobians with s'(a) read from h, which a batch-normalised network has neither of (the batch
+    statistics couple the samples)."""
+    if rule.batch_dependent:
+        raise ValueError(f"angles: rule {rule.name!r} batch-normalises its layers, so a sample's output depends on "
+                         "the whole batch and the per-sample Jacobians that the BP and GNT updates are computed "
+                         "from do not exist; drop the angle logging (--log_angles) for this rule")
+
+
 def angles(model, updates, y, gn_damping=0.0) -> dict:
     """Angles (degrees) of the method's weight updates in `updates` (from step.compute_updates, forward=True)
     against the BP gradient of the same batch (every layer, output included) and against the GNT update with
     per-hidden-layer damping (hidden layers only). Returns {'bp_angle': (L,), 'gnt_angle': (L−1,)} tensors.
     """
+    check_angles_defined(model.rule)
     layers, hs = model.tp_layers, updates.activations
     error = T.output_error(hs[-1], y, model.task, tf.shape(hs[0])[0])
     method = _method_kernel_updates(layers, updates)
@@ -157,6 +168,7 @@ def angles(model, updates, y, gn_damping=0.0) -> dict:
 def gnt_angles_for_dampings(model, updates, y, dampings: Sequence[float]):
     """GNT angles of every hidden layer for every λ in `dampings`: a (len(dampings), L−1) tensor (the search of
     docs/semantics.md §13.4, all λ from one Jacobian and one eigendecomposition per layer)."""
+    check_angles_defined(model.rule)
     layers, hs = model.tp_layers, updates.activations
     error = T.output_error(hs[-1], y, model.task, tf.shape(hs[0])[0])
     method = _method_kernel_updates(layers, updates)

@@ -43,6 +43,36 @@ def derivative_from_output(name: str, h):
     return tf.ones_like(h)
 
 
+# FWDTP-BN's batch normalisation (Shibuya et al.'s `utils.batch_normalization`): ε added to the standard deviation.
+BATCH_NORM_EPSILON = 1e-12
+
+
+def batch_normalize(z):
+    """(z − mean_b z)/(std_b z + 10⁻¹²) over the rows of the batch, the standard deviation with Bessel's correction
+    (`torch.std`), no affine parameters and no running statistics: FW-DTP's authors' batch normalisation
+    (docs/semantics.md §7.13). A batch of one row has no standard deviation: NaN, as theirs."""
+    rows = tf.cast(tf.shape(z)[0], z.dtype)
+    centred = z - tf.reduce_mean(z, axis=0)
+    std = tf.sqrt(tf.reduce_sum(tf.square(centred), axis=0) / (rows - 1.0))
+    return centred / (std + tf.constant(BATCH_NORM_EPSILON, z.dtype))
+
+
+class ReplicaShardError(ValueError):
+    """A batch-normalised layer called in a replica context of several replicas. Raised inside a layer's call, it
+    keeps its one line: Keras adds the call's arguments to an exception unless it carries this marker."""
+    _keras_call_info_injected = True
+
+
+def refuse_several_replicas(who: str) -> None:
+    """Batch statistics over one replica's shard are not those of the global batch: a batch-normalised layer
+    refuses to run in a replica context of several replicas (at trace time, one line)."""
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        raise ReplicaShardError(f"{who}: batch normalisation over one replica's shard of the batch differs from the "
+                         f"one-device batch ({context.num_replicas_in_sync} replicas); train and evaluate it on "
+                         "one device (no tf.distribute strategy with several replicas)")
+
+
 def activation_fn(name: str):
     try:
         return ACTIVATIONS[name]
@@ -139,12 +169,15 @@ class TPDense(PairedWeights, keras.layers.Layer):
         fixed feedback of FW-DTP's reference code).
       feedback_trainable: False freezes Q and d (they still exist and are saved).
       seed: seed of this layer's initialisation (Q uses seed + 1).
+      batch_norm: the output batch-normalised, h = BN(s(x W + b)) (`batch_normalize`: FWDTP-BN's forward layers).
+      feedback_batch_norm: the feedback map's output batch-normalised, g(u) = BN(t(u Q + d)), and the difference
+        target it gives normalised too, ĥ = BN(g(ĥ_up) + h − g(h_up)) (`normalize_target`; FWDTP-BN's feedback).
     """
 
     def __init__(self, units: int, activation: str = "tanh", use_bias: bool = True,
                  feedback_activation: str | None = None, feedback_bias: bool = True,
                  feedback_trainable: bool = True, seed: int = 0, feedback_init: str = "xavier",
-                 feedback_form: str = "dtp", **kwargs):
+                 feedback_form: str = "dtp", batch_norm: bool = False, feedback_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.activation = activation
@@ -161,6 +194,11 @@ class TPDense(PairedWeights, keras.layers.Layer):
             raise ValueError(f"TPDense: feedback_form='inverse_block' is s(u)Q + d, with no output activation; set "
                              f"feedback_activation='linear', not {feedback_activation!r}")
         self.feedback_form = feedback_form
+        self.batch_norm = bool(batch_norm)
+        if feedback_batch_norm and not feedback_activation:
+            raise ValueError("TPDense: feedback_batch_norm=True normalises the feedback map, and this layer has none; "
+                             "give a feedback_activation or drop feedback_batch_norm")
+        self.feedback_batch_norm = bool(feedback_batch_norm)
         self.seed = int(seed)
         self._act = activation_fn(activation)
         self._fb_act = activation_fn(feedback_activation) if feedback_activation else None
@@ -184,13 +222,20 @@ class TPDense(PairedWeights, keras.layers.Layer):
         a = tf.matmul(x, self.kernel)
         if self.bias is not None:
             a = a + self.bias
+        if self.batch_norm:
+            refuse_several_replicas(f"TPDense {self.name!r}")
+            return batch_normalize(self._act(a))
         return self._act(a)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units,)
 
     def activation_derivative(self, h):
-        """s'(a) from the output h = s(a)."""
+        """s'(a) from the output h = s(a); a batch-normalised output h = BN(s(a)) does not give it (one line)."""
+        if self.batch_norm:
+            raise ValueError(f"TPDense {self.name!r}: its output is batch-normalised, h = BN(s(a)), so s'(a) cannot "
+                             "be read from h and the per-sample Jacobians (GNT targets, angles, nullspace) do not "
+                             "exist: the batch statistics couple the samples; use a rule without batch_norm")
         return derivative_from_output(self.activation, h)
 
     def feedback(self, u, constant: bool = False):
@@ -208,7 +253,15 @@ class TPDense(PairedWeights, keras.layers.Layer):
         a = tf.matmul(u, kernel)
         if bias is not None:
             a = a + bias
+        if self.feedback_batch_norm:  # over the rows of u: ĥ's rows for a target, h's for the clean term
+            refuse_several_replicas(f"TPDense {self.name!r}")
+            return batch_normalize(self._fb_act(a))
         return self._fb_act(a)
+
+    def normalize_target(self, target):
+        """The difference target g(ĥ_up) + h − g(h_up) this layer's feedback gives, batch-normalised where the
+        feedback is (FWDTP-BN's `difference` function with `linear-BN`), else as it is."""
+        return batch_normalize(target) if self.feedback_batch_norm else target
 
     def get_config(self):
         config = super().get_config()
@@ -219,6 +272,9 @@ class TPDense(PairedWeights, keras.layers.Layer):
             config["feedback_init"] = self.feedback_init
         if self.feedback_form != "dtp":  # likewise
             config["feedback_form"] = self.feedback_form
+        for key in ("batch_norm", "feedback_batch_norm"):  # likewise
+            if getattr(self, key):
+                config[key] = True
         return config
 
 

@@ -25,7 +25,7 @@ from tp_keras.reference.facts import CNN_METHODS  # the methods with a CNN: BPCo
 def feedback_structure(rule: LearningRule) -> tuple:
     """What a rule asks of the network's feedback maps (rules that agree here can share one network)."""
     return (rule.feedback, rule.feedback_activation, rule.feedback_bias, rule.feedback_init, rule.feedback_trained,
-            rule.last_hidden_bias, rule.feedback_form, rule.forward_bias)
+            rule.last_hidden_bias, rule.feedback_form, rule.forward_bias, rule.batch_norm, rule.output_batch_norm)
 
 
 class Network:
@@ -111,7 +111,8 @@ class MLPNetwork(Network):
     a layer-wise g_ℓ on every layer but the first (DTP, DRL, vanilla TP, L-DRL, FW-DTP), or direct maps from the
     output (DDTP, DFA; DDTP-RHL through a fixed random layer of `size_hidden_fb` units), or none (BP, GNT). The
     layer-wise maps take the rule's `feedback_form` (DTP's t(uQ + d), or L-DRL's authors' s(u)Q + d); a rule
-    without `forward_bias` (FW-DTP) builds every forward layer without a bias.
+    without `forward_bias` (FW-DTP) builds every forward layer without a bias; one with `batch_norm` (FWDTP-BN)
+    batch-normalises the hidden layers' outputs (and the logits with `output_batch_norm`) and every feedback map.
 
     The arguments are TPModel's of the same names (checked with its one-line messages)."""
 
@@ -147,7 +148,9 @@ class MLPNetwork(Network):
                     feedback_activation=layerwise_fb if i > 0 else None, feedback_bias=m.feedback_bias,
                     feedback_init=m.feedback_init, feedback_form=m.feedback_form,
                     feedback_trainable=m.feedback_trained, seed=seed * 1009 + 2 * i,
-                    dtype=dtype, name=f"layer_{i + 1}")
+                    # FWDTP-BN: BN on the hidden outputs (and the logits with output_batch_norm), every feedback map
+                    batch_norm=m.batch_norm and (i != len(sizes) - 1 or m.output_batch_norm),
+                    feedback_batch_norm=m.batch_norm and i > 0, dtype=dtype, name=f"layer_{i + 1}")
             for i, n in enumerate(sizes)]
         self.direct_feedback = None
         if m.direct:

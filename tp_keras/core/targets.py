@@ -88,6 +88,8 @@ def propagate_layerwise(layers, hs, top_target, clean_terms=None):
         target = layers[k].feedback(target)
         if clean_terms is not None:
             target = target + clean_terms[k - 1]
+        if getattr(layers[k], "feedback_batch_norm", False):  # FWDTP-BN: ĥ_k = BN(g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1}))
+            target = layers[k].normalize_target(target)
         targets[k - 1] = target
     return targets
 

@@ -302,6 +302,9 @@ class Config:
                                             f"({self.num_hidden}), e.g. --gn_damping=1,1,1,1,0.0001")
         if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in damping):
             raise ConfigError("gn_damping", f"{list(damping)}: every value must be a finite number >= 0")
+        if self.log_angles and method.batch_dependent:
+            raise ConfigError("log_angles", f"{self.method} batch-normalises its layers, so the per-sample Jacobians "
+                                            "the angles are computed from do not exist; drop --log_angles")
         if self.only_train_first_layer and self.log_angles:
             raise ConfigError("log_angles", "angles compare every layer's update; with --only_train_first_layer "
                                             "only the first layer has one: drop one of the two flags")
@@ -378,6 +381,9 @@ class Config:
                                             "does not build; add --architecture=conv or drop the flag")
             return
         method = get_rule(self.method)
+        if method.batch_dependent:
+            raise ConfigError("method", f"{self.method} has no conv chain (its batch normalisation is built for the "
+                                        "MLP, as its authors'); use --architecture=mlp, or fw_dtp")
         if method.target_rule == "gnt" or method.feedback == "direct_rhl":
             why = ("Gauss-Newton targets need dense layers' Jacobians" if method.target_rule == "gnt" else
                    "its random feedback layer has no conv version")

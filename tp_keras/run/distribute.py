@@ -245,6 +245,11 @@ class DistributedTrainer:
         with self.strategy.scope():
             self.model = model_fn()
             check_precision(self.strategy, self.model.compute_dtype)
+            if self.model.rule.batch_dependent and self.replicas > 1:
+                raise DistributeError("strategy", f"method {self.model.rule.name!r} normalises each layer by the "
+                                                  "batch's statistics, and each of the "
+                                                  f"{self.replicas} replicas would see only its shard; train it on "
+                                                  "one device (no --strategy, or --strategy=one_device)")
             if step.trains_feedback_first(self.model):  # the rule's in-batch schedule
                 raise ValueError(f"method {self.model.rule.name!r} trains its feedback before the targets, which "
                                  "the distributed trainer does not schedule; train it on one device")

@@ -24,7 +24,9 @@ as a plain dict) and carries its hyper-parameters:
   activation of the layer whose output u is (L-DRL's authors invert each forward block: its activation, then the
   transposed linear map; the output layer's map is purely linear); ``forward_bias`` (False: no forward layer has a
   bias, as FW-DTP's authors' layers); ``forward_loss_scale`` (c in the local loss c·(1/B)Σ‖h − ĥ‖²: 1 for the
-  paper methods, ½ for L-DRL's authors).
+  paper methods, ½ for L-DRL's authors); ``batch_norm`` (FW-DTP's authors' FWDTP-BN: every hidden layer's output,
+  every layer-wise feedback map and every difference target batch-normalised, docs/semantics.md §7.13) and
+  ``output_batch_norm`` (the output layer's logits normalised too, their ``--forward_last_activation=linear-BN``).
 
 Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError): a bool
 field holding anything but True/False, and a hyper-parameter the rule does not use set to anything but its
@@ -83,7 +85,7 @@ SETTINGS = {
 # The rule's hyper-parameter fields that only some rules use: set to anything but the default, refused where unused.
 _CHECKED_FIELDS = ("sigma", "target_stepsize", "gn_damping", "feedback_iterations")
 BOOL_FIELDS = ("feedback_trained", "last_hidden_bias", "feedback_bias", "feedback_first",
-               "per_layer_feedback_optimizers", "forward_bias")
+               "per_layer_feedback_optimizers", "forward_bias", "batch_norm", "output_batch_norm")
 
 
 class RuleError(ValueError):
@@ -158,6 +160,8 @@ class LearningRule:
     feedback_form: str = "dtp"  # 'dtp': t(uQ + d); 'inverse_block': s(u)Q + d (s: the forward activation)
     forward_bias: bool = True
     forward_loss_scale: float = 1.0  # c in the local loss c·(1/B)Σ‖h − ĥ‖²
+    batch_norm: bool = False  # FWDTP-BN: hidden outputs, layer-wise feedback maps and targets batch-normalised
+    output_batch_norm: bool = False  # with batch_norm: the logits too (the authors' linear-BN last layer)
     # The in-batch schedule (`schedule`), saved as these three fields.
     feedback_first: bool = False
     feedback_iterations: int | tuple = 1
@@ -201,6 +205,16 @@ class LearningRule:
             raise RuleError(f"rule {n!r}: feedback_form='inverse_block' is s(u)Q + d, the forward activation s on "
                             f"the input and no activation on the output; set feedback_activation='linear', not "
                             f"{self.feedback_activation!r}")
+        if self.output_batch_norm and not self.batch_norm:
+            raise RuleError(f"rule {n!r}: output_batch_norm=True normalises the logits of a batch-normalised network; "
+                            "set batch_norm=True too, or drop output_batch_norm")
+        if self.batch_norm and (self.feedback, self.target_rule, self.feedback_loss, self.feedback_form) != (
+                "layerwise", "difference", "none", "dtp"):
+            raise RuleError(f"rule {n!r}: batch_norm is built for FWDTP-BN, fixed layer-wise feedback t(uQ) with "
+                            "difference targets (feedback='layerwise', target_rule='difference', feedback_loss="
+                            f"'none', feedback_form='dtp'), not {self.feedback!r}/{self.target_rule!r}/"
+                            f"{self.feedback_loss!r}/{self.feedback_form!r}: the feedback losses stack noisy rows into "
+                            "one batch, which the batch statistics would mix; start from RULES['fw_dtp_bn']")
         if not _number(self.forward_loss_scale, 0, strict=True):
             raise RuleError(f"rule {n!r}: forward_loss_scale={self.forward_loss_scale!r} must be a finite number > 0 "
                             "(1.0: the paper's local loss; 0.5: L-DRL's authors')")
@@ -296,6 +310,13 @@ class LearningRule:
     def direct(self) -> bool:
         """Feedback straight from the output to every hidden layer (the DDTP family and DFA)."""
         return self.feedback in ("direct", "direct_rhl")
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether a sample's activations depend on the other rows of its batch (batch normalisation with batch
+        statistics, in training and evaluation alike): refused where a guarantee needs per-sample maps (several
+        replicas, angle diagnostics, conv networks, conversion)."""
+        return self.batch_norm
 
     @property
     def trains_feedback(self) -> bool:

@@ -1,0 +1,350 @@
+"""FWDTP-BN ('fw_dtp_bn'), FW-DTP's authors' default and headline variant, as they compute it (docs/semantics.md §7.13).
+
+The reference is a float64 NumPy transcription of TatsukichiShibuya/Fixed-Weight-Difference-Target-Propagation,
+algorithm FWDTP-BN, in its own (PyTorch) conventions (a weight is (out, in), a layer computes x Wᵀ):
+* `utils.batch_normalization`: (x − mean)/(std + 1e-12) over the batch's rows, `torch.std` (Bessel's correction),
+  no affine parameters, no running statistics;
+* `Main.set_params`: ff2 'tanh-BN' (hidden layers), the last layer `--forward_last_activation` ('linear' by default,
+  'linear-BN' in their README's MNIST command), bf1 a fixed `random_function` with 'tanh-BN', bf2 `difference` with
+  'linear-BN';
+* `tp_net.compute_target` (CE summed over the batch, targets down the layers through bf1 then bf2) and
+  `update_weights` (the summed MSE of each layer, differentiated through the batch statistics, stepped with lr/B);
+* `net.test`: each evaluation batch normalised by its own statistics (`forward(x, update=False)`).
+Their stepsize acts on the gradient of the summed loss, ours on e_L = ∂(mean loss)/∂h_L: η̂ = stepsize·B.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_batch, onehot, softmax, to_np
+from tp_keras.core import diagnostics as D
+from tp_keras.core import step as tp_step
+from tp_keras.core.conv_networks import ConvChainNetwork
+from tp_keras.core.convert import ConversionError
+from tp_keras.core.convert import from_keras as to_tp_model
+from tp_keras.core.layers import BATCH_NORM_EPSILON, TPDense, batch_normalize
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchSGD
+from tp_keras.core.rules import RULES, RuleError
+from tp_keras.core.rules.fw_dtp import FW_DTP, FW_DTP_BN
+
+SIZES = (7, 6, 5, 4, 3)  # n_0 .. n_L
+BATCH = 6
+STEPSIZE = 0.04  # the authors' --stepsize (their README's MNIST command)
+LR = 0.1  # their --learning_rate
+
+
+def _model(rule="fw_dtp_bn", seed=3, dtype="float64", **kwargs):
+    return TPModel(rule, SIZES[0], list(SIZES[1:-1]), SIZES[-1], seed=seed, dtype=dtype, **kwargs)
+
+
+# --- the authors' code, transcribed ------------------------------------------------------------------------------
+
+def authors_bn(x):
+    """utils.batch_normalization(x): mean and torch.std (ddof 1) over dim 0, ε = 1e-12 on the std."""
+    return (x - x.mean(axis=0)) / (x.std(axis=0, ddof=1) + 1e-12)
+
+
+def authors_bn_backward(x, grad):
+    """∂(Σ grad·authors_bn(x))/∂x, as autograd differentiates batch_normalization (through the mean and the std)."""
+    n = x.shape[0]
+    centred = x - x.mean(axis=0)
+    std = np.sqrt((centred ** 2).sum(axis=0) / (n - 1))
+    denominator = std + 1e-12
+    d_centred = grad / denominator - (grad * centred).sum(axis=0) / denominator ** 2 * centred / ((n - 1) * std)
+    return d_centred - d_centred.mean(axis=0)
+
+
+class AuthorsFWDTPBN:
+    """tp_net with FWDTP-BN's params from a TPModel's weights: forward weights W_d (out, in), fixed feedback B_d
+    (in, out) of layer d (bf1: u ↦ BN(tanh(u B_dᵀ)))."""
+
+    def __init__(self, model, last="linear"):
+        self.w = [to_np(layer.kernel).T for layer in model.tp_layers]
+        self.back = [None] + [to_np(layer.feedback_kernel).T for layer in model.tp_layers[1:]]
+        self.last = last
+        self.depth = len(self.w)
+
+    def layer_forward(self, d, h):
+        """tp_layer.forward: ff1 identity, then ff2 = act(h W_dᵀ) with 'tanh-BN', or the last layer's act."""
+        a = h @ self.w[d].T
+        if d < self.depth - 1:
+            return authors_bn(np.tanh(a))
+        return authors_bn(a) if self.last == "linear-BN" else a
+
+    def forward(self, x):
+        outputs, h = [], x
+        for d in range(self.depth):
+            h = self.layer_forward(d, h)
+            outputs.append(h)
+        return outputs
+
+    def bf1(self, d, u):
+        return authors_bn(np.tanh(u @ self.back[d].T))
+
+    def compute_target(self, outputs, labels, stepsize):
+        targets = [None] * self.depth
+        targets[-1] = outputs[-1] - stepsize * (softmax(outputs[-1]) - onehot(labels, outputs[-1].shape[1]))
+        for d in reversed(range(self.depth - 1)):
+            plane = self.bf1(d + 1, targets[d + 1])
+            # difference_function: upper = layers[d+1].forward(original, update=False), rec = bf1(upper)
+            rec = self.bf1(d + 1, self.layer_forward(d + 1, outputs[d]))
+            targets[d] = authors_bn(plane + outputs[d] - rec)  # 'linear-BN'
+        return targets
+
+    def weight_grads(self, x, outputs, targets):
+        """∂ MSELoss(sum)(target_d, output_d) / ∂W_d for every layer, through the batch statistics; (out, in)."""
+        grads, inputs = [], [x] + outputs[:-1]
+        for d in range(self.depth):
+            a = inputs[d] @ self.w[d].T
+            hidden = d < self.depth - 1
+            z = np.tanh(a) if hidden else a
+            g = 2.0 * (outputs[d] - targets[d])
+            if hidden or self.last == "linear-BN":
+                g = authors_bn_backward(z, g)
+            if hidden:
+                g = g * (1.0 - z ** 2)
+            grads.append(g.T @ inputs[d])
+        return grads
+
+    def test(self, batches):
+        """net.test: predictions batch by batch, then CE_sum / N and the accuracy."""
+        pred = np.concatenate([self.forward(x)[-1] for x, _ in batches])
+        labels = np.concatenate([y for _, y in batches])
+        log_softmax = pred - pred.max(axis=1, keepdims=True)
+        log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
+        loss = -log_softmax[np.arange(len(labels)), labels].sum() / len(labels)
+        return pred, loss, float((pred.argmax(axis=1) == labels).mean())
+
+
+# --- the rule and its layers -------------------------------------------------------------------------------------
+
+def test_fw_dtp_bn_is_fw_dtp_with_batch_norm_on_hidden_layers_feedback_and_targets():
+    assert RULES["fw_dtp_bn"] is FW_DTP_BN
+    assert FW_DTP_BN == dataclasses.replace(FW_DTP, name="fw_dtp_bn", summary=FW_DTP_BN.summary, batch_norm=True,
+                                            feedback_init="uniform_1e-3")  # the authors' B ~ U(±1e-3)
+    assert FW_DTP_BN.batch_dependent and not FW_DTP.batch_dependent and not FW_DTP_BN.output_batch_norm
+    model = _model()
+    layers = model.tp_layers
+    assert [layer.batch_norm for layer in layers] == [True, True, True, False]  # the logits stay linear
+    assert [layer.feedback_batch_norm for layer in layers] == [False, True, True, True]
+    assert all(layer.bias is None and layer.feedback_bias_var is None for layer in layers)
+    assert model.feedback_variables == [] and len(model.all_feedback_variables) == len(layers) - 1
+    for layer in layers[1:]:
+        b = to_np(layer.feedback_kernel)
+        assert np.abs(b).max() <= 1e-3 and np.abs(b).max() > 5e-4  # U(±1e-3)
+    with_output_bn = _model(dataclasses.replace(FW_DTP_BN, output_batch_norm=True))
+    assert [layer.batch_norm for layer in with_output_bn.tp_layers] == [True] * 4
+
+
+def test_batch_normalize_is_the_authors_batch_normalization():
+    z = np.random.default_rng(0).normal(size=(9, 4)) * [1.0, 3.0, 0.1, 10.0] + [0.0, 2.0, -1.0, 5.0]
+    np.testing.assert_allclose(to_np(batch_normalize(tf.constant(z))), authors_bn(z), rtol=1e-14, atol=1e-14)
+    assert BATCH_NORM_EPSILON == 1e-12
+    # One row has no standard deviation (0/0): NaN, as torch.std of one row.
+    assert np.all(np.isnan(to_np(batch_normalize(tf.constant(z[:1])))))
+
+
+@pytest.mark.parametrize("last", ["linear", "linear-BN"])
+def test_one_batch_is_the_authors_forward_targets_gradients_and_sgd_step(last):
+    """FWDTP-BN in float64 against the transcription: the forward pass with BN, compute_target, the gradients of
+    update_weights through the batch statistics and one SGD step W ← W − (lr/B)·∂MSE_sum/∂W, to 1e-12."""
+    rule = FW_DTP_BN if last == "linear" else dataclasses.replace(FW_DTP_BN, output_batch_norm=True)
+    model = _model(rule, target_stepsize=STEPSIZE * BATCH)
+    authors = AuthorsFWDTPBN(model, last)
+    x, labels = make_batch(seed=6, batch=BATCH)
+    outputs = authors.forward(x)
+    targets = authors.compute_target(outputs, labels, STEPSIZE)
+    grads = authors.weight_grads(x, outputs, targets)
+
+    updates = tp_step.compute_updates(model, x, labels)
+    for got, expected in zip(updates.activations[1:], outputs):
+        np.testing.assert_allclose(to_np(got), expected, rtol=1e-12, atol=1e-13)
+    for got, expected in zip(updates.targets, targets):
+        np.testing.assert_allclose(to_np(got), expected, rtol=1e-12, atol=1e-13)
+    for got, expected in zip(updates.forward_grads, grads):
+        np.testing.assert_allclose(to_np(got), expected.T / BATCH, rtol=1e-12, atol=1e-13)
+    # Normalised targets: every column of a hidden target has mean 0 and std 1 (what a missing BN would break).
+    for target in updates.targets[:-1]:
+        np.testing.assert_allclose(to_np(target).mean(axis=0), 0.0, atol=1e-13)
+        np.testing.assert_allclose(to_np(target).std(axis=0, ddof=1), 1.0, rtol=1e-10)
+
+    tp_step.train_step(model, TorchSGD(LR, precision="float64"), None, tf.constant(x), tf.constant(labels))
+    for layer, w, g in zip(model.tp_layers, authors.w, grads):
+        np.testing.assert_allclose(to_np(layer.kernel), (w - LR / BATCH * g).T, rtol=1e-12, atol=1e-13)
+
+
+def test_evaluation_normalises_each_batch_by_its_own_statistics():
+    """predict and evaluate as the authors' net.test: every batch of `batch_size` rows (the last one shorter) by its
+    own statistics; the loss is CE summed over all samples / N. A prediction therefore depends on its batch."""
+    model = _model()
+    model.compile(forward_optimizer=TorchSGD(LR, precision="float64"))
+    authors = AuthorsFWDTPBN(model)
+    x, labels = make_batch(seed=4, batch=10)
+    x = x.astype(np.float32).astype(np.float64)  # Keras' predict and evaluate feed floatx (float32) inputs
+    batches = [(x[i:i + 4], labels[i:i + 4]) for i in range(0, 10, 4)]  # 4, 4, 2 rows
+    expected, loss, accuracy = authors.test(batches)
+    np.testing.assert_allclose(model.predict(x, batch_size=4, verbose=0), expected, rtol=1e-12, atol=1e-13)
+    # Keras' loss tracker (a Mean metric) accumulates in float32.
+    results = model.evaluate(x, labels, batch_size=4, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["loss"], loss, rtol=1e-6)
+    whole = model.predict(x, batch_size=10, verbose=0)
+    np.testing.assert_allclose(whole, authors.forward(x)[-1], rtol=1e-12, atol=1e-13)
+    assert np.max(np.abs(whole[:4] - expected[:4])) > 1e-3  # other rows in the batch, other outputs
+    assert 0.0 <= accuracy <= 1.0
+
+
+# --- saving and resuming -----------------------------------------------------------------------------------------
+
+def _train(trainer, steps, first=0):
+    """`steps` eager training steps (the compiled step's numbers are those of the one-batch test; eager costs no
+    tracing) on batches seeded first.."""
+    for s in range(first, first + steps):
+        x, labels = make_batch(seed=1 + s, batch=BATCH)
+        tp_step.train_step(trainer.model, trainer.forward_optimizer, None, tf.constant(x), tf.constant(labels))
+    return trainer
+
+
+def _trainer(model):
+    return tp_step.Trainer(model, TorchSGD(LR, momentum=0.9, precision=model.compute_dtype))
+
+
+def test_save_and_load_keep_fwdtp_bn_bit_for_bit(tmp_path):
+    model = _model(dataclasses.replace(FW_DTP_BN, output_batch_norm=True), dtype="float32")
+    _train(_trainer(model), 2)
+    path = str(tmp_path / "fwdtp_bn.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.rule == model.rule and loaded.rule.output_batch_norm
+    assert [(layer.batch_norm, layer.feedback_batch_norm) for layer in loaded.tp_layers] == \
+        [(layer.batch_norm, layer.feedback_batch_norm) for layer in model.tp_layers]
+    for a, b in zip(model.variables, loaded.variables):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+    x, labels = make_batch(seed=9, batch=BATCH)
+    np.testing.assert_array_equal(model.predict(x, batch_size=BATCH, verbose=0),
+                                  loaded.predict(x, batch_size=BATCH, verbose=0))
+    for a, b in zip(tp_step.compute_updates(model, x, labels).targets,
+                    tp_step.compute_updates(loaded, x, labels).targets):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+    # A TPDense config without the keys (saved before they existed) loads without batch normalisation.
+    config = loaded.tp_layers[1].get_config()
+    assert config["batch_norm"] and config["feedback_batch_norm"]
+    plain = _model("fw_dtp").tp_layers[1].get_config()
+    assert "batch_norm" not in plain and not TPDense.from_config(plain).batch_norm
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path):
+    """FWDTP-BN keeps no statistics between batches (no running mean or variance): the checkpoint's weights and
+    optimizer state are its whole state, and training resumed from it continues bit for bit."""
+    from tp_keras.run.checkpoint import load_checkpoint, save_checkpoint
+    from tp_keras.run.config import Config
+    config = Config(method="fw_dtp_bn", num_hidden=3, size_hidden=5, epochs=2)
+    straight = _model(dtype="float32")
+    trainer = _train(_trainer(straight), 2)
+    path = str(tmp_path / "checkpoint.npz")
+    save_checkpoint(path, trainer, epoch=1, passes=1, history=[], config=config)
+    names = [v.path for v in straight.variables]
+    assert not any("moving" in n or "running" in n for n in names), names
+    _train(trainer, 2, first=2)
+
+    resumed = _model(dtype="float32", seed=11)  # other initial weights: the checkpoint must replace them all
+    resumed_trainer = _trainer(resumed)
+    load_checkpoint(path, resumed_trainer, config)
+    _train(resumed_trainer, 2, first=2)
+    for a, b in zip(straight.variables, resumed.variables):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+
+
+# --- refusals ------------------------------------------------------------------------------------------------------
+
+def _one_line(err) -> str:
+    text = str(err.value)
+    assert text and "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(batch_norm=False, output_batch_norm=True), "set batch_norm=True too"),
+    (dict(feedback_loss="drl", feedback_trained=True), "batch_norm is built for FWDTP-BN"),
+    (dict(target_rule="plain"), "batch_norm is built for FWDTP-BN"),
+    (dict(batch_norm="yes"), "batch_norm='yes' must be True or False"),
+])
+def test_bad_batch_norm_rules_are_refused_in_one_line(change, words):
+    with pytest.raises(RuleError) as err:
+        dataclasses.replace(FW_DTP_BN, **change)
+    assert words in _one_line(err)
+
+
+class _Replicas:
+    num_replicas_in_sync = 2
+
+
+def test_several_replicas_are_refused(monkeypatch):
+    """Each replica would normalise its own shard: the layers refuse to trace in a context of several replicas
+    (Keras fit or predict under a strategy), and the launcher's distributed trainer refuses before building."""
+    from tp_keras.run import distribute
+    model = _model(dtype="float32")
+    x, _ = make_batch(seed=2, batch=BATCH)
+    model(x)
+    monkeypatch.setattr(tf.distribute, "get_replica_context", lambda: _Replicas())
+    with pytest.raises(ValueError) as err:
+        model(x)
+    assert "batch normalisation over one replica's shard" in _one_line(err) and "2 replicas" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        model.tp_layers[1].feedback(tf.constant(np.zeros((BATCH, SIZES[2]), np.float32)))
+    assert "train and evaluate it on one device" in _one_line(err)
+    monkeypatch.undo()
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+        extended = None
+
+        def scope(self):
+            return tf.distribute.get_strategy().scope()
+
+    monkeypatch.setattr(distribute, "is_tpu_strategy", lambda strategy: False)
+    with pytest.raises(distribute.DistributeError) as err:
+        distribute.DistributedTrainer(lambda: _model(dtype="float32"), lambda: TorchSGD(LR), None, TwoReplicas())
+    assert "'fw_dtp_bn' normalises each layer by the batch's statistics" in _one_line(err)
+
+
+def test_angles_conv_networks_and_conversion_are_refused():
+    model = _model()
+    x, labels = make_batch(seed=3, batch=BATCH)
+    updates = tp_step.compute_updates(model, x, labels)
+    for call in (lambda: D.angles(model, updates, labels), lambda: D.gnt_angles_for_dampings(model, updates, labels,
+                                                                                             [0.0])):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert "drop the angle logging (--log_angles)" in _one_line(err)
+    with pytest.raises(ValueError) as err:  # s'(a) cannot be read from a normalised output
+        model.tp_layers[0].activation_derivative(updates.activations[1])
+    assert "the batch statistics couple the samples" in _one_line(err)
+    with pytest.raises(ValueError) as err:
+        ConvChainNetwork(FW_DTP_BN, (8, 8, 1), [{"filters": 2}, {"units": 3}])
+    assert "built for the MLP only" in _one_line(err)
+    keras_model = keras.Sequential([keras.Input((SIZES[0],)), keras.layers.Dense(4, activation="tanh",
+                                                                                 use_bias=False),
+                                    keras.layers.Dense(3, use_bias=False)])
+    with pytest.raises(ConversionError) as err:
+        to_tp_model(keras_model, "fw_dtp_bn")
+    assert "build a TPModel('fw_dtp_bn', ...) instead" in _one_line(err)
+
+
+def test_the_launcher_takes_fw_dtp_bn_and_refuses_angles_and_the_conv_chain_in_one_line():
+    from tp_keras.run.config import Config, ConfigError
+    from tp_keras.run.launch import FLAGS
+    assert "fw_dtp_bn" in FLAGS["method"].parser.enum_values  # --method's choices are the registry's names
+    config = Config.paper("fw_dtp_bn").validate()
+    assert config.method == "fw_dtp_bn" and config.target_stepsize == Config.paper("fw_dtp").target_stepsize
+    with pytest.raises(ConfigError) as err:
+        Config.paper("fw_dtp_bn", log_angles=True).validate()
+    assert _one_line(err).startswith("--log_angles: fw_dtp_bn batch-normalises its layers")
+    with pytest.raises(ConfigError) as err:
+        Config.paper("fw_dtp_bn", architecture="conv", dataset="fashion_mnist", conv_channels=(4,)).validate()
+    assert _one_line(err).startswith("--method: fw_dtp_bn has no conv chain")
