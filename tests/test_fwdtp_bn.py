@@ -348,3 +348,47 @@ def test_the_launcher_takes_fw_dtp_bn_and_refuses_angles_and_the_conv_chain_in_o
     with pytest.raises(ConfigError) as err:
         Config.paper("fw_dtp_bn", architecture="conv", dataset="fashion_mnist", conv_channels=(4,)).validate()
     assert _one_line(err).startswith("--method: fw_dtp_bn has no conv chain")
+
+
+_TWO_REPLICAS = r'''
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+from tp_keras.core.model import TPModel
+from tp_keras.core.optimizers import TorchSGD
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+x = np.random.default_rng(0).normal(size=(8, 7)).astype("float32")
+y = (np.arange(8) % 3).astype("int32")
+with strategy.scope():
+    model = TPModel("fw_dtp_bn", 7, [6, 5], 3, seed=1)
+    model.compile(forward_optimizer=TorchSGD(0.1))
+for name, call in (("fit", lambda: model.fit(x, y, batch_size=8, epochs=1, verbose=0)),
+                   ("predict", lambda: model.predict(x, batch_size=8, verbose=0))):
+    try:
+        call()
+        print("NOT REFUSED", name)
+    except ValueError as err:
+        print("REFUSED", name, str(err).replace("\n", "<newline>"))
+'''
+
+
+@pytest.mark.slow
+def test_keras_fit_and_predict_under_two_replicas_are_refused_in_one_line():
+    """The refusal where it matters: Keras `fit` and `predict` inside a MirroredStrategy of 2 logical CPUs (which
+    must be configured before TensorFlow starts: a subprocess)."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if "REFUSED" in line]
+    assert proc.returncode == 0 and len(lines) == 2, proc.stderr[-3000:]
+    for name, line in zip(("fit", "predict"), lines):
+        assert line.startswith(f"REFUSED {name} TPDense 'layer_1': batch normalisation over one replica's shard"), line
+        assert "<newline>" not in line and "(2 replicas)" in line
