@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tp_keras.core.conv_layers import TPConvBlock
+from tp_keras.core.conv_layers import TPConvBlock, transposed_conv_of_constant
 from tp_keras.core.conv_networks import ConvChainNetwork
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
@@ -196,6 +196,100 @@ def test_stacked_rows_read_the_same_forward_pass():
     stacked = layer.feedback(u, x).numpy()
     for i in range(3):
         np.testing.assert_array_equal(stacked[2 * i:2 * i + 2], layer.feedback(u[2 * i:2 * i + 2], x).numpy())
+
+
+# --- the same numbers from less work ----------------------------------------------------------------------------
+@pytest.mark.parametrize("compile_", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_transposed_conv_of_a_constant_has_the_registered_gradient_bit_for_bit(dtype, compile_):
+    """Output and kernel gradient are TensorFlow's transposed conv's and its registered gradient's, to the bit
+    (C_in ≠ C_out: swapped roles would not even run); the input, read as a constant, gets no gradient."""
+    rng = np.random.default_rng(3)
+    up = tf.constant(rng.standard_normal((2, 5, 6, 3)), dtype)  # (B, H, W, C_out)
+    kernel = tf.Variable(rng.standard_normal((3, 3, 2, 3)), dtype=dtype)  # (k, k, C_in, C_out)
+    upstream = tf.constant(rng.standard_normal((2, 5, 6, 2)), dtype)
+    shape = tf.constant([2, 5, 6, 2])
+
+    def run(transposed_conv):
+        def fn():
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(up)
+                out = transposed_conv(up, kernel, shape)
+                loss = tf.reduce_sum(out * upstream)
+            return out, tape.gradient(loss, kernel), tape.gradient(loss, up)
+        return tf.function(fn, autograph=False)() if compile_ else fn()
+
+    out, grad, _ = run(lambda u, k, s: tf.nn.conv2d_transpose(u, k, s, strides=1, padding="SAME"))
+    mine, mine_grad, input_grad = run(transposed_conv_of_constant)
+    np.testing.assert_array_equal(mine.numpy(), out.numpy())
+    np.testing.assert_array_equal(mine_grad.numpy(), grad.numpy())
+    assert input_grad is None
+
+
+@pytest.mark.parametrize("pooling", ["max", "average", "none"])
+def test_call_with_switches_is_the_call_and_its_argmax(pooling):
+    layer = _block(pooling, image=(6, 4, 2))
+    x = tf.constant(_images((3, 48), 4))
+    h, switches = layer.call_with_switches(x)
+    np.testing.assert_array_equal(h.numpy(), layer(x).numpy())
+    if pooling == "max":
+        np.testing.assert_array_equal(switches.numpy(), layer.switches(x).numpy())
+    else:
+        assert switches is None
+
+
+def _ldrl_losses_each_term_binding_its_pass(net, rule, hs, noise, batch_size):
+    """L-DRL's losses as first written: each feedback call unpools at the argmax of its own pass, computed by its own
+    conv, F(h + δx) by another, and TensorFlow's registered gradient of every transposed conv."""
+    layers = net.tp_layers
+    inputs, outputs = hs[1:-1], hs[2:]
+    sigmas = rule.sigmas(len(inputs))
+    deltas = noise.scaled(inputs + outputs, sigmas + sigmas)
+    dx, dy = deltas[:len(inputs)], deltas[len(inputs):]
+
+    def g(k, u, forward_input):
+        layer = layers[k]
+        return layer.feedback(u, forward_input) if isinstance(layer, TPConvBlock) else layer.feedback(u)
+
+    losses = []
+    for k in range(1, len(layers)):
+        shifted = inputs[k - 1] + dx[k - 1]
+        r = g(k, outputs[k - 1], hs[k])
+        dr = g(k, tf.stop_gradient(layers[k](shifted)), shifted) - r
+        dr_y = g(k, outputs[k - 1] + dy[k - 1], hs[k]) - r
+        losses.append((-2.0 * tf.reduce_sum(dx[k - 1] * dr) + tf.reduce_sum(tf.square(dr_y))) / batch_size)
+    return losses
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_ldrl_losses_and_gradients_on_shared_argmaxes_are_bit_identical(dtype):
+    """The loss on one clean binding (`bind_clean_pass`, as every round of a batch shares it), F(h + δx) and its
+    argmax from one conv, and the kernel-only gradient of the transposed convs: the same losses and feedback
+    gradients, bit for bit, as each term binding its own pass with TensorFlow's own gradients."""
+    rule = dataclasses.replace(get_rule("ldrl"), sigma=(0.3, 0.2, 0.1))
+    specs = [{"filters": 2, "pooling": "none"}, {"filters": 3, "pooling": "max"},
+             {"filters": 2, "pooling": "average"}, {"units": 4}]
+    net = ConvChainNetwork(rule, (8, 8, 2), specs, seed=1, dtype=dtype)
+    net.build((None, 8, 8, 2))
+    hs = net.activations(tf.constant(_images((3, 8, 8, 2), 13), dtype))
+    sizes = [int(h.shape[-1]) for h in hs[1:-1]] + [int(h.shape[-1]) for h in hs[2:]]
+    eps = np.random.default_rng(5).standard_normal((3, sum(sizes))).astype(np.float32)
+    variables = [v.value for layer in net.tp_layers[1:] for v in layer.feedback_variables]
+
+    def run(losses_fn):
+        noise = K.NoiseDraw(_FixedNoise(eps), _Seeds(), 3, tf.as_dtype(dtype))
+        with tf.GradientTape() as tape:
+            tape.watch(variables)
+            losses = losses_fn(noise)
+            total = tf.add_n(losses)
+        return [l.numpy() for l in losses] + [g.numpy() for g in tape.gradient(total, variables)]
+
+    mine = run(lambda noise: LDRL_LOSS.losses(net, rule, hs, noise, None, 3,
+                                              clean_layers=K.bind_clean_pass(net.tp_layers, hs))[0])
+    reference = run(lambda noise: _ldrl_losses_each_term_binding_its_pass(net, rule, hs, noise, 3))
+    assert len(mine) == len(reference) == 3 + len(variables)
+    for a, b in zip(mine, reference):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- L-DRL against the authors' loss ---------------------------------------------------------------------------

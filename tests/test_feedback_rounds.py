@@ -25,8 +25,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_batch, make_model, randomize_biases
+from conftest import INPUT, OUTPUT, make_batch, make_model, randomize_biases
 from tp_keras.core import step
+from tp_keras.core.conv_layers import TPConvBlock
+from tp_keras.core.conv_networks import ConvChainNetwork
+from tp_keras.core.model import TPModel
+from tp_keras.core.rules import get_rule
 from tp_keras.core.optimizers import LayerwiseOptimizer, TorchAdam
 from tp_keras.core.rules.components import InBatchSchedule
 
@@ -35,6 +39,7 @@ from tp_keras.core.rules.components import InBatchSchedule
 ITERATIONS = (4, 6, 3)
 BATCHES = 2
 TOLERANCE = {"float64": 1e-13, "float32": 3e-5}
+CONV_IMAGE = (6, 6, 1)
 
 
 def unrolled_reference_batch(model, forward_optimizer, feedback_optimizer, x, y, forward=True):
@@ -73,13 +78,33 @@ def _state(model, forward, feedback):
     return [np.array(v.numpy()) for v in variables] + [np.array(model.noise_seed.state.numpy())]
 
 
+def _setup_conv(dtype, iterations=ITERATIONS):
+    """A conv chain with 3 hidden layers (no pooling, average pooling, max pooling of an odd-sized map) and L-DRL's
+    inverse blocks."""
+    rule = dataclasses.replace(get_rule("ldrl"), feedback_iterations=tuple(iterations), sigma=0.05)
+    specs = [{"filters": 2, "pooling": "none"}, {"filters": 3, "pooling": "average"},
+             {"filters": 2, "pooling": "max"}, {"units": OUTPUT}]
+    net = ConvChainNetwork(rule, CONV_IMAGE, specs, seed=3, dtype=dtype)
+    model = randomize_biases(TPModel(rule, network=net, seed=3, dtype=dtype))
+    groups = model.feedback_variable_groups
+    feedback = LayerwiseOptimizer([TorchAdam(1e-2 * (i + 1), epsilon=1e-4) for i in range(len(groups))], groups)
+    forward = TorchAdam(1e-2)
+    forward.build(model.forward_variables)
+    feedback.build(model.feedback_variables)
+    return model, forward, feedback
+
+
+def _input_size(model):
+    return int(np.prod(model.network.image_shape)) if isinstance(model.network, ConvChainNetwork) else INPUT
+
+
 def _run(step_fn, model, forward, feedback, compile_, forward_step=True):
     fn = lambda x, y: step_fn(model, forward, feedback, x, y, forward=forward_step)  # noqa: E731
     if compile_ is not None:
         fn = tf.function(fn, jit_compile=compile_ == "xla", autograph=False)
     metrics = []
     for seed in range(BATCHES):
-        x, y = make_batch(seed=seed)
+        x, y = make_batch(seed=seed, input_size=_input_size(model))
         out = fn(tf.constant(x, model.compute_dtype), tf.constant(y))
         metrics.append({k: np.array(v.numpy()) for k, v in out.items()})
     return metrics, _state(model, forward, feedback)
@@ -114,11 +139,11 @@ def test_groups_are_the_rounds_run_length_encoded():
         assert expanded == schedule.rounds(3 if iterations != (20, 30, 35, 55, 20) else 5)
 
 
-def _compare(dtype, compile_, atol=0.0):
-    model, forward, feedback = _setup(dtype)
+def _compare(dtype, compile_, atol=0.0, setup=_setup):
+    model, forward, feedback = setup(dtype)
     ref_metrics, ref_state = _run(_reference_step, model, forward, feedback, compile_)
     assert [int(o.iterations.numpy()) for o in feedback.optimizers] == [BATCHES * k for k in ITERATIONS]
-    model, forward, feedback = _setup(dtype)
+    model, forward, feedback = setup(dtype)
     metrics, state = _run(step.train_step, model, forward, feedback, compile_)
     _assert_identical(state, ref_state, atol)
     for mine, theirs in zip(metrics, ref_metrics):
@@ -130,6 +155,38 @@ def _compare(dtype, compile_, atol=0.0):
 @pytest.mark.parametrize("compile_", [None, pytest.param("graph", marks=pytest.mark.slow)])
 def test_looped_rounds_are_bit_identical_to_the_written_out_rounds(dtype, compile_, without_arithmetic_rewrites):
     _compare(dtype, compile_)
+
+
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
+def test_conv_looped_rounds_are_bit_identical_to_the_written_out_rounds(dtype):
+    """The same on conv blocks, eagerly: the argmaxes of the clean pass computed once for every round, the noisy
+    pass's from the conv of F(h + δx), the transposed convs' kernel-only gradients."""
+    _compare(dtype, None, setup=_setup_conv)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compile_", ["graph", "xla"])
+def test_conv_looped_rounds_agree_to_rounding_compiled(compile_):
+    _compare("float64", compile_, TOLERANCE["float64"], setup=_setup_conv)
+
+
+@pytest.mark.slow  # traces the step (~7 s on the loaded 2-core CPU)
+def test_a_conv_round_in_a_loop_body_runs_one_conv_per_inverted_block():
+    """What a looped round computes on conv blocks (Grappler does not prune a while body): per hidden layer whose
+    map is a conv block's inverse, one forward conv (F(h + δx), whose argmax the δx term unpools at), three
+    transposed convs (r, G(F(h + δx)), G(y + δy)) and their three kernel gradients; no conv for the clean pass's
+    argmax (computed once per batch, before the loop) and none for the transposed convs' unread input gradients."""
+    model, forward, feedback = _setup_conv("float32", (3, 3, 3))
+    x, y = make_batch(input_size=_input_size(model))
+    fn = tf.function(lambda x, y: step.train_step(model, forward, feedback, x, y), autograph=False)
+    graph = fn.get_concrete_function(tf.constant(x, tf.float32), tf.constant(y)).graph.as_graph_def()
+    bodies = [f for f in graph.library.function if "while_body" in f.signature.name]
+    assert len(bodies) == 1
+    ops = [node.op for node in bodies[0].node_def]
+    inverted = sum(isinstance(layer, TPConvBlock) for layer in model.tp_layers[1:])
+    assert inverted == 2
+    assert ops.count("Conv2D") == inverted
+    assert ops.count("Conv2DBackpropInput") == ops.count("Conv2DBackpropFilter") == 3 * inverted
 
 
 @pytest.mark.slow  # traces and compiles both steps (7-45 s on a shared 2-core CPU)

@@ -68,6 +68,26 @@ def max_unpool(u, switches, output_hw):
     return _pad_to(up, output_hw)
 
 
+def transposed_conv_of_constant(up, kernel, output_shape):
+    """tf.nn.conv2d_transpose(up, kernel, output_shape, 1, 'SAME') for an input `up` that no gradient reaches, whose
+    gradient is the kernel's alone. TensorFlow's registered gradient of the transposed conv also computes the
+    input's (a conv as costly as the op itself) whatever the caller needs; Grappler prunes it from a graph's main
+    body, but neither eager execution nor a while-loop body (L-DRL's feedback rounds) does. The kernel's gradient
+    is the registered one's, op for op (the same numbers)."""
+    up = tf.stop_gradient(up)
+
+    @tf.custom_gradient
+    def transposed_conv(kernel):
+        def grad(upstream):  # the transposed conv's is the conv's input gradient: its filter gradient swaps roles
+            return tf.raw_ops.Conv2DBackpropFilter(
+                input=upstream, filter_sizes=tf.shape(kernel), out_backprop=up, strides=[1, 1, 1, 1],
+                padding="SAME", use_cudnn_on_gpu=True, explicit_paddings=[], data_format="NHWC",
+                dilations=[1, 1, 1, 1])
+        return tf.nn.conv2d_transpose(up, kernel, output_shape, strides=1, padding="SAME"), grad
+
+    return transposed_conv(tf.convert_to_tensor(kernel))
+
+
 def nearest_upsample(u, output_hw):
     """Each value of u (N, H/2, W/2, C) copied to its 2×2 window."""
     return _pad_to(tf.nn.depth_to_space(tf.tile(u, [1, 1, 1, 4]), 2), output_hw)
@@ -181,6 +201,13 @@ class TPConvBlock(PairedWeights, keras.layers.Layer):
     def call(self, x):
         return tf.reshape(self.pool(self.pre_pooling(x)), [-1, self.units])
 
+    def call_with_switches(self, x):
+        """(call(x), switches(x)) from one conv: the forward pass and the argmax its inverse unpools at (the very
+        tensors of the two calls; None for the switches without max pooling)."""
+        a = self.pre_pooling(x)
+        h = tf.reshape(self.pool(a), [-1, self.units])
+        return h, (tf.stop_gradient(first_max_switches(a)) if self.pooling == "max" else None)
+
     def compute_output_shape(self, input_shape):
         return (tuple(input_shape)[0], self.units)
 
@@ -206,9 +233,10 @@ class TPConvBlock(PairedWeights, keras.layers.Layer):
             return nearest_upsample(u, self.conv_image_shape[:2])
         return u
 
-    def feedback(self, u, forward_input=None, constant: bool = False, *, switches=None):
+    def feedback(self, u, forward_input=None, constant: bool = False, *, switches=None, detach_input: bool = False):
         """g(u): this block's output space → its input space, unpooling at the argmax of the forward pass on
-        `forward_input` (or at precomputed `switches`). constant=True reads Q and d as constants for gradients."""
+        `forward_input` (or at precomputed `switches`). constant=True reads Q and d as constants for gradients;
+        detach_input=True reads u as one (its gradient is then Q's only: see `transposed_conv_of_constant`)."""
         if switches is None and self.pooling == "max":
             if forward_input is None:
                 raise ValueError(f"{self.name}: the feedback of a max-pooling block needs the forward pass's input")
@@ -217,11 +245,16 @@ class TPConvBlock(PairedWeights, keras.layers.Layer):
         if constant:
             kernel = tf.stop_gradient(kernel)
             bias = None if bias is None else tf.stop_gradient(bias)
+        if detach_input:
+            u = tf.stop_gradient(u)
         up = self.unpool(tf.reshape(u, (-1,) + self.output_image_shape), switches)
         if self.feedback_form == "inverse_block":
             up = self._act(up)
-        rows = tf.shape(up)[0]
-        a = tf.nn.conv2d_transpose(up, kernel, tf.stack([rows, *self.image_shape]), strides=1, padding="SAME")
+        output_shape = tf.stack([tf.shape(up)[0], *self.image_shape])
+        if detach_input and not constant:
+            a = transposed_conv_of_constant(up, kernel, output_shape)
+        else:
+            a = tf.nn.conv2d_transpose(up, kernel, output_shape, strides=1, padding="SAME")
         if bias is not None:
             a = a + bias
         if self.feedback_form == "dtp":

@@ -28,7 +28,7 @@ import tensorflow as tf
 from tp_keras.core import diagnostics as D
 from tp_keras.core import losses as L
 from tp_keras.core import targets as T
-from tp_keras.core.rules.components import NoiseDraw
+from tp_keras.core.rules.components import NoiseDraw, bind_clean_pass
 
 
 def _tf_variables(variables):
@@ -51,21 +51,23 @@ class Updates:
 
 
 def _targets_and_feedback_losses(model, hs, top_target, with_targets: bool, with_losses: bool, batch_size,
-                                 noise_rows=None):
+                                 noise_rows=None, clean_layers=None):
     """Hidden targets ĥ_1..ĥ_{L−1} and feedback losses, through the rule's components: the feedback path of the
-    network's maps, the target rule, the feedback loss (which may compute the targets on its way)."""
+    network's maps, the target rule, the feedback loss (which may compute the targets on its way).
+    clean_layers: the layers bound to this clean pass (`CleanForward.bound_layers`), or None."""
     rule = model.rule
     path, loss = rule.path, rule.loss
     difference = rule.targets.difference
-    clean = path.clean(model, hs) if (difference or loss.needs_clean) else None
+    needs_clean = difference or loss.needs_clean
+    clean = path.clean(model, hs, clean_layers=clean_layers) if needs_clean else None
     targets, fb_losses = None, []
     if with_losses:
         noise = NoiseDraw(rule.noise_fn, model.noise_seed, tf.shape(hs[0])[0], hs[0].dtype, noise_rows)
         fb_losses, targets = loss.losses(model, rule, hs, noise, clean, batch_size,
-                                         top_target if with_targets else None)
+                                         top_target if with_targets else None, clean_layers=clean_layers)
     if with_targets:
         if targets is None:
-            targets = path.targets(model, hs, top_target, clean if difference else None)
+            targets = path.targets(model, hs, top_target, clean if difference else None, clean_layers=clean_layers)
         targets = [tf.stop_gradient(t) for t in targets]
     return targets, fb_losses
 
@@ -78,6 +80,15 @@ class CleanForward:
     before the forward step."""
     activations: list
     tape: tf.GradientTape
+    _bound_layers: list | None = None
+
+    def bound_layers(self, model):
+        """`model.tp_layers` bound to this pass for the layer-wise feedback (`components.bind_clean_pass`: each
+        max-pooling block's argmax computed once, where this is first asked, for every reader of the batch);
+        None for the other feedback paths."""
+        if self._bound_layers is None and model.rule.path is not None and model.rule.path.layerwise:
+            self._bound_layers = bind_clean_pass(model.tp_layers, [tf.stop_gradient(h) for h in self.activations])
+        return self._bound_layers
 
 
 def clean_forward(model, x, *, forward_tape: bool) -> CleanForward:
@@ -156,7 +167,7 @@ def compute_updates(model, x, y, *, forward: bool = True, feedback: bool = True,
                 fb_tape.watch(fb_vars)
             hidden_targets, fb_losses = _targets_and_feedback_losses(
                 model, [tf.stop_gradient(h) for h in hs], top_target, with_targets=forward, with_losses=train_fb,
-                batch_size=batch_size, noise_rows=noise_rows)
+                batch_size=batch_size, noise_rows=noise_rows, clean_layers=clean.bound_layers(model))
             trained = fb_losses if feedback_layers is None else [fb_losses[i] for i in feedback_layers]
             fb_total = tf.add_n(trained) if trained else None
         if train_fb:
@@ -249,13 +260,16 @@ def trains_feedback_first(model) -> bool:
     return model.rule.schedule.feedback_first and bool(model.feedback_variables)
 
 
-def _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows):
-    """One feedback step of the hidden layers `active` (None: all) on the clean pass `hs`, fresh noise: what a
-    round inside a compiled loop runs (the feedback half of `compute_updates(forward=False)`, without the output
-    loss, the accuracy and the path's unread clean terms: Grappler prunes unused ops from the main graph but not
-    from a while-loop body, where they cost as much again). The loss still computes every hidden layer's value,
-    the inactive layers' too (`FeedbackLoss.losses` has no per-layer form): work a loop body keeps and the
-    written-out rounds drop (XLA drops it in both)."""
+def _feedback_round(model, feedback_optimizer, clean, active, batch_size, noise_rows):
+    """One feedback step of the hidden layers `active` (None: all) on the clean pass `clean` (a `CleanForward`),
+    fresh noise: what a round inside a compiled loop runs (the feedback half of `compute_updates(forward=False)`,
+    without the output loss, the accuracy and the path's unread clean terms: Grappler prunes unused ops from the
+    main graph but not from a while-loop body, where they cost as much again). Its layers are bound to the clean
+    pass once per batch (`CleanForward.bound_layers`: the argmaxes come into the loop computed). The loss still
+    computes every hidden layer's value, the inactive layers' too (`FeedbackLoss.losses` has no per-layer form):
+    work a loop body keeps and the written-out rounds drop (XLA drops it in both)."""
+    hs = clean.activations
+    clean_layers = clean.bound_layers(model)
     groups = model.feedback_variable_groups
     keras_vars = model.feedback_variables if active is None else [v for i in active for v in groups[i]]
     fb_vars = _tf_variables(keras_vars)
@@ -263,20 +277,20 @@ def _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_row
         tape.watch(fb_vars)
         hs = [tf.stop_gradient(h) for h in hs]
         rule = model.rule  # no targets: the path's clean terms only where the loss reads them
-        clean = rule.path.clean(model, hs) if rule.loss.needs_clean else None
+        clean_terms = rule.path.clean(model, hs, clean_layers=clean_layers) if rule.loss.needs_clean else None
         noise = NoiseDraw(rule.noise_fn, model.noise_seed, tf.shape(hs[0])[0], hs[0].dtype, noise_rows)
-        losses, _ = rule.loss.losses(model, rule, hs, noise, clean, batch_size)
+        losses, _ = rule.loss.losses(model, rule, hs, noise, clean_terms, batch_size, clean_layers=clean_layers)
         total = tf.add_n(losses if active is None else [losses[i] for i in active])
     grads = tape.gradient(total, fb_vars)
     apply_updates(model, Updates(None, grads, hs, None, None, None, losses, keras_vars), None, feedback_optimizer)
 
 
-def _looped_rounds(model, feedback_optimizer, hs, active, count, batch_size, noise_rows):
+def _looped_rounds(model, feedback_optimizer, clean, active, count, batch_size, noise_rows):
     """`count` rounds of the same active set as one tf.while_loop: the graph holds the round once. Iterations
     run one after another (each reads the feedback weights, optimizer state and noise seed the previous one
     wrote: parallel_iterations=1, and the counter comes out of the body after its updates)."""
     def body(i):
-        _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows)
+        _feedback_round(model, feedback_optimizer, clean, active, batch_size, noise_rows)
         return (i + 1,)
     tf.while_loop(lambda i: i < count, body, (tf.constant(0),), parallel_iterations=1, maximum_iterations=count)
 
@@ -299,6 +313,7 @@ def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, 
     if clean is None:
         clean = clean_forward(model, x, forward_tape=False)
     hs = clean.activations
+    clean.bound_layers(model)  # the argmaxes before the loops, which read them
     batch_size = tf.shape(hs[0])[0] if batch_size is None else batch_size
     groups = model.rule.schedule.groups(len(model.tp_layers) - 1)
     first_active, first_count = groups[0]
@@ -309,9 +324,9 @@ def feedback_first_updates(model, feedback_optimizer, x, y, *, batch_size=None, 
         count -= 1 if index == 0 else 0
         if unroll or count == 1:  # one round: no loop to pay for
             for _ in range(count):
-                _feedback_round(model, feedback_optimizer, hs, active, batch_size, noise_rows)
+                _feedback_round(model, feedback_optimizer, clean, active, batch_size, noise_rows)
         elif count > 1:
-            _looped_rounds(model, feedback_optimizer, hs, active, count, batch_size, noise_rows)
+            _looped_rounds(model, feedback_optimizer, clean, active, count, batch_size, noise_rows)
     return first
 
 

@@ -67,21 +67,39 @@ class NoiseDraw:
 
 
 # --- feedback paths --------------------------------------------------------------------------------------------
+_UNSET = object()
+
+
 class FeedbackAt:
     """A layer whose feedback reads the forward pass it inverts (a max-pooling conv block: the pooling's argmax),
     bound to that pass's input: `feedback(u, constant)` as a dense layer's, the forward call unchanged. The
-    argmax is computed once, on first use, and serves every row block of a stack read at that pass."""
+    argmax (`switches`, if not given) is computed once, on first use or at `prepare()`, and serves every row block
+    of a stack read at that pass. The feedback reads u as a constant (`TPConvBlock.feedback(detach_input=True)`):
+    every caller's input is one (each loss trains its own map; targets are constants), and so no gradient of the
+    input is computed."""
 
-    def __init__(self, layer, forward_input):
-        self.layer, self.forward_input, self._switches = layer, forward_input, None
+    def __init__(self, layer, forward_input, switches=_UNSET):
+        self.layer, self.forward_input, self._switches = layer, forward_input, switches
 
     def __call__(self, x):
         return self.layer(x)
 
-    def feedback(self, u, constant=False):
-        if self._switches is None:
+    def __getattr__(self, name):  # the layer's other attributes, as the unbound layer's
+        return getattr(self.layer, name)
+
+    def prepare(self):
+        """The argmax computed now (in the graph where the binding is made, e.g. before a loop that reads it)."""
+        if self._switches is _UNSET:
             self._switches = self.layer.switches(self.forward_input)
-        return self.layer.feedback(u, constant=constant, switches=self._switches)
+        return self
+
+    def feedback(self, u, constant=False):
+        self.prepare()
+        return self.layer.feedback(u, constant=constant, switches=self._switches, detach_input=True)
+
+
+def _reads_input(layer) -> bool:
+    return getattr(layer, "feedback_reads_input", False)
 
 
 def bind_forward_inputs(layers, inputs):
@@ -92,22 +110,38 @@ def bind_forward_inputs(layers, inputs):
     Which pass: the clean one (inputs = hs) for the targets, the difference correction and DRL (the map as the
     targets use it); the noisy one for DTP's reconstruction g(f(h̃)) and L-DRL's g(f(h + δx)), as in the
     authors' code, where unpooling takes the indices of the most recent forward call."""
-    if not any(getattr(layer, "feedback_reads_input", False) for layer in layers):
+    if not any(_reads_input(layer) for layer in layers):
         return layers
-    return [FeedbackAt(layer, x) if getattr(layer, "feedback_reads_input", False) else layer
-            for layer, x in zip(layers, inputs)]
+    return [FeedbackAt(layer, x) if _reads_input(layer) else layer for layer, x in zip(layers, inputs)]
 
 
+def bind_clean_pass(layers, hs):
+    """`layers` bound to the clean pass h_0..h_L (`bind_forward_inputs(layers, hs[:-1])`) with every argmax
+    computed now: one binding for all that read that pass in a batch (the feedback rounds of a feedback-first
+    batch, its targets), each argmax a conv computed once instead of once per reader."""
+    bound = bind_forward_inputs(layers, hs[:-1])
+    return [layer.prepare() if isinstance(layer, FeedbackAt) else layer for layer in bound]
+
+
+def forward_and_bound(layer, x):
+    """(layer(x), the layer bound to this pass), both from one forward conv where the feedback reads the pass
+    (`TPConvBlock.call_with_switches`): what the noisy terms g(f(x)) of a loss need."""
+    if not _reads_input(layer):
+        return layer(x), layer
+    h, switches = layer.call_with_switches(x)
+    return h, FeedbackAt(layer, x, switches)
 class LayerwisePath:
     """g_k carried by forward layer k+1 (the DTP family): targets descend layer by layer."""
     name = "layerwise"
     layerwise = True  # each hidden layer's target comes from the layer above it (not from the output)
 
-    def clean(self, net, hs):
-        return T.layerwise_clean_terms(bind_forward_inputs(net.tp_layers, hs), hs)
+    def clean(self, net, hs, clean_layers=None):
+        layers = bind_forward_inputs(net.tp_layers, hs) if clean_layers is None else clean_layers
+        return T.layerwise_clean_terms(layers, hs)
 
-    def targets(self, net, hs, top_target, clean):
-        return T.propagate_layerwise(bind_forward_inputs(net.tp_layers, hs), hs, top_target, clean)
+    def targets(self, net, hs, top_target, clean, clean_layers=None):
+        layers = bind_forward_inputs(net.tp_layers, hs) if clean_layers is None else clean_layers
+        return T.propagate_layerwise(layers, hs, top_target, clean)
 
 
 class DirectPath:
@@ -115,10 +149,10 @@ class DirectPath:
     name = "direct"
     layerwise = False
 
-    def clean(self, net, hs):
+    def clean(self, net, hs, clean_layers=None):
         return net.direct_feedback(hs[-1], hidden=hs[1:-1])
 
-    def targets(self, net, hs, top_target, clean):
+    def targets(self, net, hs, top_target, clean, clean_layers=None):
         return T.direct_targets(net.direct_feedback, hs, top_target, clean)
 
 
@@ -161,9 +195,10 @@ class FeedbackLoss:
     needs_clean = False
     per_layer_sigma = False
 
-    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
+    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None, clean_layers=None):
         """(losses [L_1..L_{L−1}], targets [ĥ_1..ĥ_{L−1}] when it computed them on the way from `top_target`,
-        else None)."""
+        else None). clean_layers: the network's layers bound to the clean pass hs (`bind_clean_pass`) where the
+        caller shares one binding among several readers; None: bound here where needed."""
         raise NotImplementedError(self.name)
 
 
@@ -177,7 +212,7 @@ class Reconstruction(FeedbackLoss):
     """DTP's layer-wise loss, scale 1/max(σ, 0.02)² (the reference's clamp)."""
     name, paths = "reconstruction", ("layerwise",)
 
-    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
+    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None, clean_layers=None):
         scale = 1.0 / max(rule.sigma, L.DTP_SIGMA_FLOOR) ** 2
         noisy = noisy_hidden_copies(rule, hs, noise)
         layers = bind_forward_inputs(net.tp_layers, hs[:1] + noisy)  # g_k inverts f_{k+1}(h̃_k)
@@ -188,12 +223,12 @@ class DifferenceReconstruction(FeedbackLoss):
     """DRL (scale 1/σ²); on the layer-wise path the targets ride along in its stack (same matmuls)."""
     name, paths, needs_difference_on, needs_clean = "drl", ("layerwise", "direct"), ("layerwise",), True
 
-    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
+    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None, clean_layers=None):
         noisy = noisy_hidden_copies(rule, hs, noise)
         scale = 1.0 / rule.sigma ** 2
         if rule.path.layerwise:
-            return L.layerwise_drl(bind_forward_inputs(net.tp_layers, hs), hs, noisy, clean, scale, batch_size,
-                                   top_target)
+            layers = bind_forward_inputs(net.tp_layers, hs) if clean_layers is None else clean_layers
+            return L.layerwise_drl(layers, hs, noisy, clean, scale, batch_size, top_target)
         return L.direct_drl(net.direct_feedback, hs, noisy, net.tp_layers, clean, scale, batch_size), None
 
 
@@ -201,7 +236,7 @@ class Control(FeedbackLoss):
     """DDTP-control: reconstruction through the output loop, no difference correction, no scale."""
     name, paths = "control", ("direct",)
 
-    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
+    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None, clean_layers=None):
         return L.direct_control(net.direct_feedback, hs, noisy_hidden_copies(rule, hs, noise), net.tp_layers,
                                 batch_size), None
 

@@ -36,21 +36,23 @@ from tp_keras.core.rules.base import LearningRule
 class LocalDifferenceReconstruction(K.FeedbackLoss):
     name, paths, per_layer_sigma = "ldrl", ("layerwise",), True
 
-    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None):
+    def losses(self, net, rule, hs, noise, clean, batch_size, top_target=None, clean_layers=None):
         layers = net.tp_layers
         inputs, outputs = hs[1:-1], hs[2:]  # h_k and h_{k+1} = F(h_k) for k = 1..L−1
         sigmas = rule.sigmas(len(inputs))
         deltas = noise.scaled(inputs + outputs, sigmas + sigmas)
         dx, dy = deltas[:len(inputs)], deltas[len(inputs):]
         b = tf.cast(batch_size, hs[0].dtype)
-        shifted = [x + d for x, d in zip(inputs, dx)]
-        # r and the δy term invert the clean pass, the δx term the pass on h + δx (conv blocks: their argmax)
-        clean, noisy = K.bind_forward_inputs(layers, hs[:-1]), K.bind_forward_inputs(layers, hs[:1] + shifted)
+        # r and the δy term invert the clean pass, the δx term the pass on h + δx (conv blocks: their argmax, from
+        # the very conv that computes F(h + δx))
+        if clean_layers is None:
+            clean_layers = K.bind_forward_inputs(layers, hs[:-1])
         losses = []
         for k in range(1, len(layers)):
-            y, g = outputs[k - 1], clean[k].feedback
+            y, g = outputs[k - 1], clean_layers[k].feedback
             r = g(y)
-            dr = noisy[k].feedback(tf.stop_gradient(layers[k](shifted[k - 1]))) - r
+            noisy_output, noisy = K.forward_and_bound(layers[k], inputs[k - 1] + dx[k - 1])
+            dr = noisy.feedback(tf.stop_gradient(noisy_output)) - r
             dr_y = g(y + dy[k - 1]) - r
             losses.append((-2.0 * tf.reduce_sum(dx[k - 1] * dr) + tf.reduce_sum(tf.square(dr_y))) / b)
         return losses, None
