@@ -165,6 +165,55 @@ def test_a_damaged_or_missing_idx_file_is_one_line_naming_it(idx_dir, name, dama
     assert name.split(".")[0] in str(err.value) and says in str(err.value) and "\n" not in str(err.value)
 
 
+def _cut_stream(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(raw[:len(raw) // 2])
+
+
+def _not_gzip(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:  # the IDX bytes themselves under a .gz name
+        f.write(raw)
+
+
+@pytest.mark.parametrize("damage, says", [(_cut_stream, "Compressed file ended"), (_not_gzip, "Not a gzipped file")])
+def test_a_damaged_gzip_stream_is_one_line_naming_the_file(idx_dir, damage, says):
+    path = os.path.join(idx_dir, "train-images-idx3-ubyte.gz")
+    damage(path)
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", idx_dir, validation_size=N_VAL)
+    assert str(err.value).startswith(f"cannot read {path}: ") and says in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_gzip_file_of_several_members_reads_as_their_concatenation(idx_dir):
+    """gzip's format allows several members in one file (e.g. written by `cat a.gz b.gz`); they decode as one."""
+    path = os.path.join(idx_dir, "train-images-idx3-ubyte.gz")
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    np.testing.assert_array_equal(data.read_idx_images(path), TRAIN_IMAGES)
+
+
+def test_loading_in_background_gives_load_datasets_result_or_its_error_in_the_caller(idx_dir, tmp_path):
+    options = dict(seed=3, validation_size=N_VAL, flatten=False, dtype="float64")
+    background = data.load_dataset_in_background("mnist", idx_dir, **options)()
+    direct = load_dataset("mnist", idx_dir, **options)
+    assert background.fingerprint == direct.fingerprint
+    for name in ("train", "val", "test"):
+        for part in ("x", "y"):
+            a, b = getattr(getattr(background, name), part), getattr(getattr(direct, name), part)
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+    waiting = data.load_dataset_in_background("mnist", str(tmp_path / "empty_folder_that_is_missing"))
+    with pytest.raises(DataError, match="does not exist"):
+        waiting()
+
+
 def test_idx_count_mismatch(tmp_path):
     folder = _write_idx_set(tmp_path, train_labels=TRAIN_LABELS[:-1])
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz") as err:
