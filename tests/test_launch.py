@@ -145,6 +145,60 @@ def test_a_bad_flag_is_refused_before_tensorflow_loads(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_on_data_files_loads_no_optional_package(mnist_dir, tmp_path):
+    """A --data_dir run needs neither tensorflow-datasets nor Optuna, nor what Keras and TensorFlow import at start-up
+    only for features no run uses (cli.OPTIONAL_AT_TENSORFLOW_IMPORT: matplotlib, IPython, scipy); none is loaded
+    when the launcher exits. Run as `python -m tp_keras.launch` runs it, with a hook that lists them at exit."""
+    optional = ("tensorflow_datasets", "optuna", "matplotlib", "IPython", "scipy")
+    code = ("import atexit, runpy, sys\n"
+            f"atexit.register(lambda: print('loaded:', sorted(m for m in {optional!r} if m in sys.modules)))\n"
+            "sys.argv[0] = 'tp_keras.launch'\n"
+            "runpy.run_module('tp_keras.launch', run_name='__main__', alter_sys=True)\n")
+    result = subprocess.run([sys.executable, "-c", code, "--method=bp", f"--data_dir={mnist_dir}",
+                             f"--workdir={tmp_path / 'run'}", "--epochs=1", "--num_hidden=2", "--size_hidden=8",
+                             "--batch_size=16", "--validation_size=20"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+    assert result.stdout.strip().splitlines()[-1] == "loaded: []", result.stdout[-2000:]
+
+
+def test_modules_are_held_back_only_inside_the_block_and_only_if_not_yet_imported(tmp_path, monkeypatch):
+    from tp_keras.run import cli
+    (tmp_path / "tp_keras_held_back.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tp_keras_held_back", raising=False)
+    with cli.without_modules(["json", "tp_keras_held_back"]):
+        import json as again  # imported before the block: untouched
+        with pytest.raises(ImportError):
+            import tp_keras_held_back  # noqa: F401
+    import tp_keras_held_back  # after the block it loads as usual
+    assert again is json and tp_keras_held_back.VALUE == 7
+
+
+@pytest.mark.parametrize("code, status, err", [
+    (2, 2, ""),
+    pytest.param(None, 0, "", marks=pytest.mark.slow),
+    pytest.param("error: bad; fix it", 1, "error: bad; fix it\n", marks=pytest.mark.slow),
+])
+def test_exit_without_teardown_is_sys_exit_with_its_handlers_and_buffered_output(code, status, err):
+    """As sys.exit(code): status, message, atexit handlers, output still in the buffers; a non-daemon thread still
+    running is waited for (the ordinary exit)."""
+    program = ("import atexit, sys, threading, time\n"
+               "from tp_keras.run import cli\n"
+               "atexit.register(lambda: print('handler ran', end=''))\n"
+               "worker = threading.Thread(target=lambda: (time.sleep(0.3), print('thread done; ', end='')))\n"
+               "worker.start() if sys.argv[1] == 'thread' else None\n"
+               "sys.stdout.write('buffered; ')\n"
+               f"cli.exit_without_teardown({code!r})\n")
+    for threads in ("none", "thread"):
+        result = subprocess.run([sys.executable, "-c", program, threads], capture_output=True, text=True,
+                                timeout=60, env=dict(os.environ, PYTHONUNBUFFERED="0"))
+        waited = "thread done; " if threads == "thread" else ""
+        assert (result.returncode, result.stdout, result.stderr) == (status, f"buffered; {waited}handler ran", err)
+
+
+@pytest.mark.slow
 def test_launcher_missing_data_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -266,6 +320,50 @@ def test_on_epoch_end_sees_every_epoch_and_can_stop_the_run(mnist_dir, tmp_path)
     assert summary["status"] == "pruned: stopped by the hook"
     assert summary["epochs_run"] == 2
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == summary["status"]
+
+
+def _evaluated_batch_by_batch(trainer, split, batch_size):
+    """The evaluation written out: each batch alone through the trainer's eval step, its sums read at once, the
+    means taken in float64 on the host (the reference's per-batch means beside the sample-weighted ones)."""
+    loss, correct, count = [], [], []
+    for start in range(0, len(split.x), batch_size):
+        sums = trainer.eval_step(split.x[start:start + batch_size], split.y[start:start + batch_size])
+        loss.append(float(sums["loss_sum"]))
+        correct.append(float(sums["correct"]))
+        count.append(float(sums["count"]))
+    loss, correct, count = np.array(loss), np.array(correct), np.array(count)
+    return {"loss": float(loss.sum() / count.sum()), "loss_batchmean": float(np.mean(loss / count)),
+            "acc": float(correct.sum() / count.sum()), "acc_batchmean": float(np.mean(correct / count))}
+
+
+# The evaluation runs a split's full batches in one compiled loop around the eval step; every number must equal
+# the batches run one by one, on a split with a smaller last batch, one without, and one smaller than a batch,
+# again after training has changed the weights (the loop and the split's device copy are kept between calls).
+@pytest.mark.parametrize("method, settings", [
+    ("bp", dict(precision="float32")),
+    pytest.param("ddtp_linear", dict(precision="float64"), marks=pytest.mark.slow),
+    pytest.param("bp", dict(architecture="cnn", precision="float32"), marks=pytest.mark.slow),
+])
+def test_evaluation_equals_the_batches_run_one_by_one(mnist_dir, method, settings):
+    import tensorflow as tf
+
+    from tp_keras.run.data import Split, load_dataset
+    from tp_keras.run.factories import build_model, build_trainer
+    from tp_keras.run.passes import evaluate
+    config = Config.paper(method, data_dir=mnist_dir, **{**TINY, **settings}).validate()
+    dataset = load_dataset("mnist", mnist_dir, validation_size=20, flatten=not config.uses_images,
+                           dtype=config.precision)
+    trainer = build_trainer(config, build_model(config, dataset))
+    size = config.batch_size
+    splits = [dataset.test, dataset.val, Split(dataset.test.x[:2 * size], dataset.test.y[:2 * size]),
+              Split(dataset.test.x[:size // 2], dataset.test.y[:size // 2])]
+    assert len(dataset.test) % size and not len(splits[2]) % size and len(splits[3]) < size
+    for _ in range(2):
+        for split in splits:
+            assert evaluate(trainer, split, size) == _evaluated_batch_by_batch(trainer, split, size)
+        before = evaluate(trainer, dataset.test, size)
+        trainer.train_step(tf.constant(dataset.train.x[:size]), tf.constant(dataset.train.y[:size]))
+        assert evaluate(trainer, dataset.test, size) != before
 
 
 @pytest.mark.parametrize("tf32", [False, True])

@@ -12,6 +12,7 @@ Importing this module does not import TensorFlow.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -94,6 +95,33 @@ def guarded(main=None, *, user_errors=(), interrupted_hint: str = ""):
     return wrapper
 
 
+def exit_without_teardown(code=0):
+    """Ends the process as `sys.exit(code)` would (None: 0; a string: printed on stderr, status 1), without the
+    interpreter's teardown: once TensorFlow and Keras are loaded, freeing their thousands of modules and native
+    objects costs over a second of CPU on the 2-core CPU (docs/performance.md, "Start-up and imports") and writes
+    nothing. The atexit handlers (logging's flush among them) run and stdout and stderr are flushed first; with a
+    non-daemon thread still running, it exits the ordinary way, which waits for the thread. For a command's
+    entry point, after its work is done and its files are closed."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    import threading
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(status)
+    import atexit
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be written there anyway
+            pass
+    os._exit(status)
+
+
 FLAGFILE_EXAMPLE = "launch/mnist_DDTPlinear.flags"
 
 
@@ -154,25 +182,58 @@ def parse_flags_one_line(argv):
         fail(flag_error_line(err))
 
 
+# Packages that Keras and TensorFlow import at their own start-up only for features no tp_keras command uses: Keras'
+# image-gallery plots (matplotlib.pyplot) and its file editor's notebook display (IPython), TensorFlow's legacy
+# Keras 2 sparse-input checks (scipy.sparse). Together a fifth of TensorFlow and Keras' import time on the 2-core
+# CPU (docs/performance.md, "Start-up and imports"); each is imported as usual when something asks for it later.
+OPTIONAL_AT_TENSORFLOW_IMPORT = ("matplotlib", "IPython", "scipy")
+
+
+@contextlib.contextmanager
+def without_modules(names):
+    """Inside the block, importing any of `names` (top-level packages not yet imported) or their submodules raises
+    ImportError, as if they were not installed (None in sys.modules: Python's documented way); after it, they
+    import normally. For the optional imports of third-party packages (`try: import x except ImportError`)."""
+    blocked = [name for name in names if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+def import_tensorflow() -> None:
+    """Imports Keras and TensorFlow without OPTIONAL_AT_TENSORFLOW_IMPORT (unless already imported): what the
+    launcher's process never uses it does not load. In this process Keras' gallery plots then find no matplotlib;
+    every other feature, and every number, is unchanged."""
+    with without_modules(OPTIONAL_AT_TENSORFLOW_IMPORT):
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
 def quiet_tensorflow_without_gpu(probe: bool = True, configure=None) -> None:
-    """On a machine without an NVIDIA device (no /dev/nvidia*), imports TensorFlow and runs its device probe with
-    the process's C-level stderr sent to /dev/null, which hides the lines TensorFlow's C++ side writes there before
-    its logging is set up (oneDNN notice, "Could not find cuda drivers", "failed call to cuInit"; tp_keras sets
-    TF_CPP_MIN_LOG_LEVEL=2, which does not reach them). Nothing is hidden when the user set TF_CPP_MIN_LOG_LEVEL
-    to 0 or 1 (asking for TensorFlow's logs) or the machine has a GPU; a failing import still raises, after stderr
-    is back.
+    """Imports TensorFlow and Keras (`import_tensorflow`). On a machine without an NVIDIA device (no
+    /dev/nvidia*), imports them and runs TensorFlow's device probe with the process's C-level stderr sent to
+    /dev/null, which hides the lines TensorFlow's C++ side writes there before its logging is set up (oneDNN notice,
+    "Could not find cuda drivers", "failed call to cuInit"; tp_keras sets TF_CPP_MIN_LOG_LEVEL=2, which does not
+    reach them). Nothing is hidden when the user set TF_CPP_MIN_LOG_LEVEL to 0 or 1 (asking for TensorFlow's logs)
+    or the machine has a GPU; a failing import still raises, after stderr is back.
     probe=False skips the device probe (a multi-worker run must configure its collectives first); `configure()`,
     if given, runs just before it (e.g. to set TensorFlow's thread pools, which the probe fixes)."""
     import glob
     import os
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1") or glob.glob("/dev/nvidia[0-9]*"):
+        import_tensorflow()
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401  (its import loads more of TensorFlow's libraries, which log again)
+            import_tensorflow()  # Keras' import loads more of TensorFlow's libraries, which log again
             import tensorflow as tf
             if configure is not None:
                 configure()

@@ -17,7 +17,7 @@ from tp_keras.core.rules import RULES
 from tp_keras.run import cli, memory
 from tp_keras.run.config import (ARCHITECTURES, AUGMENTATIONS, CONV_ACTIVATIONS, CONV_KERNEL_SIZES, CONV_LOSSES,
                                   CONV_POOLINGS, INITS, Config, ConfigError)
-from tp_keras.run.data import DATASETS, check_data_dir, load_dataset
+from tp_keras.run.data import DATASETS, check_data_dir, load_dataset, load_dataset_in_background
 from tp_keras.run.rundir import check_no_run
 
 FLAGS = flags.FLAGS
@@ -232,6 +232,12 @@ def main(argv):
     check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
                   holds_run=FLAGS.strategy != "multi_worker")
     check_data_dir(config.data_dir, config.dataset)
+    # The data files are read on a thread while TensorFlow is imported (not tensorflow-datasets' copy, which needs
+    # TensorFlow itself); train_and_evaluate gets the same Dataset it would load.
+    loading = load_dataset_in_background(
+        config.dataset, config.data_dir, seed=config.seed, validation_size=config.validation_size,
+        no_val_set=config.no_val_set, flatten=not config.uses_images) \
+        if FLAGS.strategy == "none" and (config.data_dir is not None or config.dataset == "student_teacher") else None
     # Imported here so that --help and flag errors answer without loading TensorFlow.
     cli.quiet_tensorflow_without_gpu(probe=FLAGS.strategy != "multi_worker")
     from tp_keras.run.experiment import train_and_evaluate
@@ -258,6 +264,8 @@ def main(argv):
         print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     elif FLAGS.tpu:
         raise ConfigError("tpu", "a TPU address needs --strategy=tpu (or auto)")
+    if loading is not None:
+        dataset = loading()
     summary = train_and_evaluate(config, workdir, dataset, trainer, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
                                      "loss_train_last", "total_seconds") if k in summary}
@@ -270,7 +278,10 @@ def main(argv):
 
 
 def run():
-    app.run(main, flags_parser=cli.parse_flags_one_line)
+    try:
+        app.run(main, flags_parser=cli.parse_flags_one_line)
+    except SystemExit as done:  # the run's files are written and closed: skip the interpreter's teardown
+        cli.exit_without_teardown(done.code)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 
 import keras
 import numpy as np
@@ -133,9 +134,18 @@ def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
     """Loss (and accuracy, for classification) on a split: sample-weighted means, and the reference's unweighted
     means over batches (`*_batchmean`, where the small last batch is over-weighted; docs/semantics.md §15.12).
 
-    The per-batch sums stay on the device; the host reads them once, after the last batch."""
-    sums = [trainer.eval_step(x, y) for x, y in in_order(split.x, split.y, batch_size)]
-    table = {k: np.array([float(v) for v in tf.stack([s[k] for s in sums]).numpy()]) for k in sums[0]}
+    The split's full batches go through the trainer's eval step in one compiled loop (loop.StepLoop: the same
+    per-batch computation, bit for bit, tests/test_launch.py), the last, smaller batch alone; the split stays on
+    the device between evaluations. The per-batch sums stay there too; the host reads them once, at the end."""
+    if is_distributed(trainer):  # strategy.run per batch
+        sums = [trainer.eval_step(x, y) for x, y in in_order(split.x, split.y, batch_size)]
+        columns = {k: [np.atleast_1d(v) for v in tf.stack([s[k] for s in sums]).numpy()] for k in sums[0]}
+    else:
+        data, multi_step = _evaluation(trainer, split, batch_size)
+        calls = [out for out, _ in data.calls(trainer.eval_step, multi_step, max(1, data.full_steps))]
+        columns = {k: [np.atleast_1d(out[k].numpy()) for out in calls] for k in calls[0]}
+    # float64 sums of the float32 per-batch values, in batch order.
+    table = {k: np.concatenate(v).astype(np.float64) for k, v in columns.items()}
     result = {"loss": float(table["loss_sum"].sum() / table["count"].sum()),
               "loss_batchmean": float(np.mean(table["loss_sum"] / table["count"]))}
     if "correct" in table:
@@ -143,6 +153,26 @@ def evaluate(trainer: Trainer, split, batch_size: int) -> dict:
                       acc_batchmean=float(np.mean(table["correct"] / table["count"])))
     return result
 
+
+# Per trainer: its evaluation loop and each evaluated split on the device, made at the first evaluation.
+_EVALUATIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _evaluation(trainer, split, batch_size: int):
+    """(loop.Pass of `split` on the device, loop.StepLoop of trainer.eval_step), kept for the next evaluation."""
+    kept = _EVALUATIONS.setdefault(trainer, {"splits": []})
+    if kept.get("batch_size") != batch_size:
+        kept.update(batch_size=batch_size, splits=[],
+                    # Not XLA-compiled itself: the step inside keeps its own compilation, so its numbers.
+                    loop=loop.StepLoop(trainer.eval_step, batch_size))
+    for held, data in kept["splits"]:
+        if held is split:
+            return data, kept["loop"]
+    data = loop.Pass(split.x, split.y, batch_size)
+    if not kept["splits"]:  # one trace for every split: the rows unknown (each batch keeps its static shape)
+        kept["loop"].trace(*(tf.TensorSpec([None] + t.shape[1:].as_list(), t.dtype) for t in (data.x, data.y)))
+    kept["splits"].append((split, data))
+    return data, kept["loop"]
 
 
 def is_distributed(trainer) -> bool:
