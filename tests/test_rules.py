@@ -284,3 +284,23 @@ def test_launcher_runs_the_new_rules(mnist_dir, tmp_path, method, extra):
     assert summary["status"] == "finished"
     angles = (tmp_path / "run" / "angles.jsonl").read_text().splitlines()
     assert angles and all(np.all(np.isfinite(json.loads(line)["bp_angle"])) for line in angles)
+
+
+@pytest.mark.slow
+def test_launcher_runs_fw_dtp_bn_and_refuses_its_angles(mnist_dir, tmp_path):
+    """--method=fw_dtp_bn trains to a finished run with finite metrics (evaluation by batch statistics, in batches
+    of --batch_size); --log_angles is refused before any work, in one line, exit status 2."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    common = [sys.executable, "-m", "tp_keras.launch", "--method=fw_dtp_bn", f"--data_dir={mnist_dir}", "--epochs=2",
+              "--num_hidden=2", "--size_hidden=8", "--batch_size=16", "--validation_size=20", "--progress=false"]
+    done = subprocess.run(common + [f"--workdir={tmp_path / 'run'}"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["method"] == "fw_dtp_bn"
+    assert np.isfinite(summary["loss_train_last"]) and np.isfinite(summary["loss_test_val_best"])
+    refused = subprocess.run(common + ["--log_angles", f"--workdir={tmp_path / 'angles'}"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: --log_angles: fw_dtp_bn batch-normalises")
+    assert not (tmp_path / "angles" / "summary.json").exists()
