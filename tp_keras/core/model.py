@@ -338,7 +338,72 @@ class TPModel(keras.Model):
                                    CompileMetrics(config["metrics"], config["weighted_metrics"]))
         object.__setattr__(self, "_label_shape", shape)
 
+    def make_train_function(self, force=False):
+        """Keras' train function (TensorFlowTrainer.make_train_function) with its loop over `steps_per_execution`
+        batches written for a step whose results nobody reads between batches: Keras runs each batch in a
+        `tf.cond` on an Optional, wraps the step's metric results of every batch in another Optional and carries
+        them through its `tf.while_loop`; here the loop runs `_train_batch` (the step and the metric updates, the
+        same compiled function Keras' `train_step` runs, XLA-compiled alike) while the execution has steps left
+        and the iterator a batch, and reads the metric results once, after the loop. Batches, their order, every
+        update and the logs handed to callbacks (once per execution, as Keras does) are Keras' own. Eager runs
+        (`run_eagerly=True`), an unrolled loop (`unrolled_steps_per_execution`) and a subclass's own `train_step`
+        keep Keras' function."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if (self.run_eagerly or self.unrolled_steps_per_execution != 1
+                or type(self).train_step is not TPModel.train_step):
+            return super().make_train_function(force)
+        from keras.src.backend.tensorflow.trainer import reduce_per_replica
+        strategy, steps = self.distribute_strategy, int(self.steps_per_execution)
+
+        @tf.autograph.experimental.do_not_convert
+        def one_batch(data):
+            strategy.run(self._train_batch, args=(data,))
+
+        one_batch = self._autoconvert_optionals(tf.function(one_batch, reduce_retracing=True,
+                                                            jit_compile=self.jit_compile))
+
+        def results():
+            return reduce_per_replica(strategy.run(self.get_metrics_result), strategy, reduction="auto")
+
+        @tf.autograph.experimental.do_not_convert
+        def batches_of_one_execution(iterator):
+            def more(count, batch):
+                return tf.logical_and(count < steps, batch.has_value())
+
+            def body(count, batch):
+                one_batch(batch.get_value())
+                # The next batch only while the execution has steps left: one fetched past them would be lost.
+                following = tf.cond(count + 1 < steps, iterator.get_next_as_optional, lambda: batch)
+                return count + 1, following
+
+            count, _ = tf.while_loop(more, body, (tf.constant(0), iterator.get_next_as_optional()),
+                                     parallel_iterations=1)
+            return count, results()
+
+        batches_of_one_execution = tf.function(batches_of_one_execution, reduce_retracing=True)
+        results_once = tf.function(results)
+
+        def function(iterator):
+            if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+                count, logs = batches_of_one_execution(iterator)
+                if not count:  # Keras' signal that the data ran out
+                    raise StopIteration
+                return logs
+            for _, data in zip(range(steps), iterator):
+                one_batch(data)
+            return results_once()
+
+        self.train_function = function
+        return function
+
     def train_step(self, data):
+        """One batch as Keras' train_step: the update (`_train_batch`), then the metric results."""
+        self._train_batch(data)
+        return self.get_metrics_result()
+
+    def _train_batch(self, data):
+        """The TP step on one batch of Keras' data, and the updates of the loss tracker and compiled metrics."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         C.check_traced_data(self, x, y)
         context = tf.distribute.get_replica_context()
@@ -361,7 +426,6 @@ class TPModel(keras.Model):
         if "rec_loss" in metrics:  # each replica's part of the global feedback loss: the parts add up
             self._rec_loss_tracker.update_state(metrics["rec_loss"] * replicas, sample_weight=1.0 / replicas)
         self._update_compiled_metrics(y, updates.activations[-1], sample_weight)
-        return self.get_metrics_result()
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
