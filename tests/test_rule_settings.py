@@ -38,10 +38,10 @@ def test_each_rule_knows_what_it_uses():
     feedback = {"sigma", "feedback_optimizer", "feedback_schedule"}
     assert uses["bp"] == set()
     assert uses["gnt"] == {"target_stepsize", "gn_damping"}
-    assert uses["dfa"] == uses["fw_dtp"] == {"target_stepsize"}  # fixed feedback: no noise, no optimizer
+    assert uses["dfa"] == uses["fw_dtp"] == uses["fw_dtp_bn"] == {"target_stepsize"}  # fixed feedback: no noise
     assert uses["ldrl"] == {"target_stepsize", "feedback_iterations"} | feedback
     assert uses["ddtp_rhl"] == {"target_stepsize", "size_hidden_fb", "recurrent_input"} | feedback
-    for name in sorted(set(uses) - {"bp", "gnt", "dfa", "fw_dtp", "ldrl", "ddtp_rhl"}):  # every other rule
+    for name in sorted(set(uses) - {"bp", "gnt", "dfa", "fw_dtp", "fw_dtp_bn", "ldrl", "ddtp_rhl"}):  # the others
         assert uses[name] == {"target_stepsize"} | feedback, name
     assert RULES["bp"].used(target_stepsize=0.1, sigma=0.05) == {}
     assert RULES["dfa"].used(target_stepsize=0.1, sigma=0.05) == {"target_stepsize": 0.1}
