@@ -289,7 +289,8 @@ def test_launcher_runs_the_new_rules(mnist_dir, tmp_path, method, extra):
 @pytest.mark.slow
 def test_launcher_runs_fw_dtp_bn_and_refuses_its_angles(mnist_dir, tmp_path):
     """--method=fw_dtp_bn trains to a finished run with finite metrics (evaluation by batch statistics, in batches
-    of --batch_size); --log_angles is refused before any work, in one line, exit status 2."""
+    of --batch_size); --log_angles, and the damping search (GNT angles), are refused before any work, in one line,
+    exit status 2."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     common = [sys.executable, "-m", "tp_keras.launch", "--method=fw_dtp_bn", f"--data_dir={mnist_dir}", "--epochs=2",
               "--num_hidden=2", "--size_hidden=8", "--batch_size=16", "--validation_size=20", "--progress=false"]
@@ -304,3 +305,8 @@ def test_launcher_runs_fw_dtp_bn_and_refuses_its_angles(mnist_dir, tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("error: --log_angles: fw_dtp_bn batch-normalises")
     assert not (tmp_path / "angles" / "summary.json").exists()
+    search = subprocess.run([sys.executable, "-m", "tp_keras.damping_search", "--method=fw_dtp_bn",
+                             f"--data_dir={mnist_dir}", f"--workdir={tmp_path / 'search'}"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert search.returncode == 2
+    assert search.stderr.strip().splitlines()[-1].startswith("error: --method: fw_dtp_bn batch-normalises its layers")

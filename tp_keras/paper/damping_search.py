@@ -78,6 +78,9 @@ def main(argv):
     if not get_rule(config.method).uses_targets:
         raise ConfigError("method", f"{config.method} has no forward targets to compare with GNT; choose a "
                                     "TP method")
+    if get_rule(config.method).batch_dependent:  # diagnostics.check_angles_defined, before any work
+        raise ConfigError("method", f"{config.method} batch-normalises its layers, so its GNT angles do not exist; "
+                                    "choose a TP method without batch normalisation")
     workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_damping_search")
     launch.check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
