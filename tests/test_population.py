@@ -210,3 +210,19 @@ def test_a_population_is_of_one_rule_and_dtype_and_each_member_its_own_model():
     trainer = _trainer("dtpdrl", MEMBERS[0], "float64")
     with pytest.raises(ValueError, match="appears twice"):
         Population([trainer, trainer])
+
+
+@pytest.mark.slow
+def test_the_bench_times_singles_against_the_population_and_steps_per_second_against_k():
+    """tools/population_bench.py on a tiny network: a row per method against the singles (samples/s both ways, the
+    ratio of the median seconds, each round's seconds) and a row per K."""
+    from tp_keras.tools import population_bench
+    report = population_bench.run(["ddtp_linear"], [4], members=2, samples=64, batch_size=16,
+                                  xla_settings=[False], k_values=[1, 2], repeats=1)
+    (row,) = report["against_singles"]
+    (rounds,) = row["rounds"]
+    assert row["ratio"] == pytest.approx(rounds["singles_seconds"] / rounds["population_seconds"])
+    assert row["population_samples_per_second"] == pytest.approx(2 * 64 / rounds["population_seconds"])
+    assert [r["members"] for r in report["against_k"]] == [1, 2]
+    for r in report["against_k"]:
+        assert r["samples_per_second"] == pytest.approx(r["members"] * 16 * r["steps_per_second"])

@@ -2,18 +2,20 @@
 
     python -m tp_keras.tools.population_bench [--members=10] [--xla=off|on|both] [--samples=2560]
         [--methods=ddtp_linear,dtpdrl,bp] [--hidden=256,256,256,256,256] [--batch_size=128] [--k_values=1,2,5,10]
-        [--threads=0] [--json=out.json]
+        [--repeats=3] [--threads=0] [--json=out.json]
 
 For each method and XLA setting, in one process: `members` single models (each its own `step.Trainer`, its own
 seed and shuffling order) each train `samples` samples, one model after the other, every pass one compiled
 `loop.StepLoop` call; then one `Population` of the same members trains the same samples per member, the pass one
-compiled `Population.loop` call. Each is timed after a warm-up pass that traces and compiles it; the row gives
-samples per second (all members' samples over the seconds) and the population's ratio to the singles. Then steps
+compiled `Population.loop` call. Both are built and warmed up (traced and compiled) first, then timed in
+`repeats` alternating rounds; the row gives samples per second (all members' samples over the median seconds) and
+the population's ratio to the singles, with each round's ratio. Then steps
 per second (population batches, each a batch of every member) against K. Random MNIST-shaped data (784 inputs,
 10 classes); the paper network by default.
 """
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -43,6 +45,7 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 128, "batch size")
     flags.DEFINE_list("k_values", ["1", "2", "5", "10"], "population sizes of the steps/s against K rows "
                       "(empty: none)")
+    flags.DEFINE_integer("repeats", 3, "timed rounds (singles, then population, alternating); the median of each")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: its default)")
     flags.DEFINE_string("json", None, "also write the rows to this JSON file")
 
@@ -62,33 +65,44 @@ def _data(samples, members):
     return tf.constant(x), tf.constant(y), order
 
 
-def _timed(one_pass) -> float:
-    one_pass()  # traces and compiles
+def _seconds(one_pass) -> float:
     start = time.perf_counter()
     one_pass()
     return time.perf_counter() - start
 
 
-def time_singles(method, hidden, x, y, order, batch_size, xla) -> float:
-    """Seconds of one pass of each member's own trainer, one after the other (warm-ups not counted)."""
+def singles_pass(method, hidden, x, y, order, batch_size, xla):
+    """One pass of each member's own trainer, one after the other (every member's StepLoop traced and compiled
+    by a first pass here): a function that runs it."""
     steps = int(order.shape[1]) // batch_size
-    seconds = 0.0
+    passes = []
     for k in range(order.shape[0]):
         trainer = _trainer(method, hidden, k, xla)
         xk, yk = tf.gather(x, order[k]), tf.gather(y, order[k])
         multi = loop.StepLoop(trainer.train_step, batch_size, jit_compile=xla)
-        seconds += _timed(lambda: float(tf.reduce_sum(multi(xk, yk, 0, steps)["loss"])))
-    return seconds
+        passes.append(functools.partial(lambda m, a, b: float(tf.reduce_sum(m(a, b, 0, steps)["loss"])),
+                                        multi, xk, yk))
+        passes[-1]()
+
+    def one_pass():
+        for member_pass in passes:
+            member_pass()
+    return one_pass
 
 
-def time_population(method, hidden, x, y, order, batch_size, xla) -> float:
-    """Seconds of one pass of the population of these members (warm-up not counted)."""
+def population_pass(method, hidden, x, y, order, batch_size, xla):
+    """One pass of the population of these members (traced and compiled by a first pass here): a function that
+    runs it."""
     steps = int(order.shape[1]) // batch_size
     population = Population([_trainer(method, hidden, k, xla) for k in range(order.shape[0])], jit_compile=xla)
-    return _timed(lambda: float(tf.reduce_sum(population.loop(x, y, order, 0, steps, batch_size)["loss"])))
+
+    def one_pass():
+        float(tf.reduce_sum(population.loop(x, y, order, 0, steps, batch_size)["loss"]))
+    one_pass()
+    return one_pass
 
 
-def run(methods, hidden, members, samples, batch_size, xla_settings, k_values) -> dict:
+def run(methods, hidden, members, samples, batch_size, xla_settings, k_values, repeats=3) -> dict:
     x, y, order = _data(samples, members)
     steps = samples // batch_size
     report = {"machine": platform.processor() or platform.machine(), "members": members, "samples": samples,
@@ -97,18 +111,25 @@ def run(methods, hidden, members, samples, batch_size, xla_settings, k_values) -
           f"{members} members", flush=True)
     for xla in xla_settings:
         for method in methods:
-            singles = time_singles(method, hidden, x, y, order, batch_size, xla)
-            population = time_population(method, hidden, x, y, order, batch_size, xla)
+            # both built and warmed first, then timed in alternating rounds (the median of each): a load that
+            # changes during the run weighs on both alike
+            singles_run = singles_pass(method, hidden, x, y, order, batch_size, xla)
+            population_run = population_pass(method, hidden, x, y, order, batch_size, xla)
+            times = [(_seconds(singles_run), _seconds(population_run)) for _ in range(repeats)]
+            singles, population = (float(np.median([t[i] for t in times])) for i in (0, 1))
             total = members * steps * batch_size
             row = {"method": method, "xla": xla, "singles_samples_per_second": total / singles,
-                   "population_samples_per_second": total / population, "ratio": singles / population}
+                   "population_samples_per_second": total / population, "ratio": singles / population,
+                   "rounds": [{"singles_seconds": a, "population_seconds": b} for a, b in times]}
             report["against_singles"].append(row)
             print(f"{method:12s} XLA {'on ' if xla else 'off'}  {members} singles {total / singles:8.0f} samples/s"
                   f"  population {total / population:8.0f} samples/s  x{singles / population:5.2f}  "
-                  f"{'met' if singles / population >= GOAL else 'not met'} (goal >= {GOAL:g})", flush=True)
+                  f"{'met' if singles / population >= GOAL else 'not met'} (goal >= {GOAL:g}); rounds x"
+                  + ", x".join(f"{a / b:.2f}" for a, b in times), flush=True)
         for method in methods:
             for k in k_values:
-                seconds = time_population(method, hidden, x, y, order[:k], batch_size, xla)
+                population_run = population_pass(method, hidden, x, y, order[:k], batch_size, xla)
+                seconds = float(np.median([_seconds(population_run) for _ in range(repeats)]))
                 row = {"method": method, "xla": xla, "members": k, "steps_per_second": steps / seconds,
                        "samples_per_second": k * steps * batch_size / seconds}
                 report["against_k"].append(row)
@@ -125,7 +146,7 @@ def main(argv):
     xla_settings = {"off": [False], "on": [True], "both": [False, True]}[FLAGS.xla]
     k_values = [int(k) for k in FLAGS.k_values if int(k) <= FLAGS.members]
     report = run(FLAGS.methods, [int(h) for h in FLAGS.hidden], FLAGS.members, FLAGS.samples, FLAGS.batch_size,
-                 xla_settings, k_values)
+                 xla_settings, k_values, FLAGS.repeats)
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
