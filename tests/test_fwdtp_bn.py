@@ -199,6 +199,21 @@ def test_evaluation_normalises_each_batch_by_its_own_statistics():
     assert 0.0 <= accuracy <= 1.0
 
 
+def test_the_launchers_evaluation_normalises_each_batch_of_batch_size():
+    """run.passes.evaluate (the launcher's val/test numbers): batches of --batch_size in order, each by its own
+    statistics, as the authors' loaders (shuffle=False) and net.test; float64, so to 1e-12."""
+    from tp_keras.run.data import Split
+    from tp_keras.run.passes import evaluate
+    model = _model()
+    authors = AuthorsFWDTPBN(model)
+    x, labels = make_batch(seed=5, batch=11)
+    _, loss, accuracy = authors.test([(x[i:i + 4], labels[i:i + 4]) for i in range(0, 11, 4)])  # 4, 4, 3 rows
+    result = evaluate(tp_step.Trainer(model, TorchSGD(LR, precision="float64")),
+                      Split(x, labels.astype(np.int32)), batch_size=4)
+    np.testing.assert_allclose(result["loss"], loss, rtol=1e-12)
+    assert result["acc"] == accuracy
+
+
 # --- saving and resuming -----------------------------------------------------------------------------------------
 
 def _train(trainer, steps, first=0):
