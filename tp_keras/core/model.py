@@ -340,14 +340,17 @@ class TPModel(keras.Model):
 
     def make_train_function(self, force=False):
         """Keras' train function (TensorFlowTrainer.make_train_function) with its loop over `steps_per_execution`
-        batches written for a step whose results nobody reads between batches: Keras runs each batch in a
-        `tf.cond` on an Optional, wraps the step's metric results of every batch in another Optional and carries
-        them through its `tf.while_loop`; here the loop runs `_train_batch` (the step and the metric updates, the
-        same compiled function Keras' `train_step` runs, XLA-compiled alike) while the execution has steps left
-        and the iterator a batch, and reads the metric results once, after the loop. Batches, their order, every
-        update and the logs handed to callbacks (once per execution, as Keras does) are Keras' own. Eager runs
-        (`run_eagerly=True`), an unrolled loop (`unrolled_steps_per_execution`) and a subclass's own `train_step`
-        keep Keras' function."""
+        batches written so that a call runs nothing of the step unless a batch came: Keras' one-batch function calls
+        the step on `iterator.get_next()`, and on a dataset of unknown size the call that finds the data ended has
+        already run the step's data-independent ops (the noise generator's advance), so the next epoch draws other
+        noise than the custom loop. Here every call is one `tf.while_loop` that runs `_train_batch` (the step and
+        the metric updates, the compiled function Keras' `train_step` runs, XLA-compiled alike) while the execution
+        has steps left and the iterator a batch, and reads the metric results once, after the loop (Keras carries
+        each batch's results through its loop in an Optional). Batches, their order, every update and the logs
+        handed to callbacks (once per execution) are Keras' own. The speed is Keras' own too: on the host-bound
+        proxy, fit's time per batch beyond the custom loop's is Keras' tf.data iterator and the per-batch metric
+        updates, not this loop. Eager runs (`run_eagerly=True`), an unrolled loop (`unrolled_steps_per_execution`)
+        and a subclass's own `train_step` keep Keras' function."""
         if self.train_function is not None and not force:
             return self.train_function
         if (self.run_eagerly or self.unrolled_steps_per_execution != 1

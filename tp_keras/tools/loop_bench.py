@@ -18,6 +18,7 @@ whole pass) and sums them up against the goals: `python -m tp_keras.bench --loop
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -107,15 +108,19 @@ def prepare_loop(method, hidden, x, y, batch_size, steps_per_call, xla):
     return one_pass
 
 
-def prepare_fit(method, hidden, x, y, batch_size, steps_per_call, xla):
+def prepare_fit(method, hidden, x, y, batch_size, steps_per_call, xla, keras_own_function=False):
     """One `fit` epoch over the same device-resident (x, y) with compile(steps_per_execution=N), as a function,
     after a warm-up epoch. fit's own per-call work (its checks of the data, Keras' dataset, callbacks) stays in
-    it: it is what a Keras user pays per epoch."""
+    it: it is what a Keras user pays per epoch. `keras_own_function`: through Keras' own train function
+    (TensorFlowTrainer.make_train_function) instead of TPModel's."""
     from tp_keras.core.optimizers import TorchAdam
     model = _model(method, hidden)
     steps = -(-int(x.shape[0]) // batch_size) if steps_per_call == "epoch" else int(steps_per_call)
     extra = {"feedback_optimizer": TorchAdam(1e-4)} if model.feedback_variables else {}
     model.compile(optimizer=TorchAdam(1e-4), steps_per_execution=steps, jit_compile=xla, **extra)
+    if keras_own_function:
+        from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+        TensorFlowTrainer.make_train_function(model)  # fit finds a train function made and keeps it
     one_pass = lambda: model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)  # noqa: E731
     one_pass()
     return one_pass
@@ -155,7 +160,8 @@ def prepare_data(method, hidden, x, y, batch_size, steps_per_call, xla):
     return one_pass
 
 
-PREPARE = {"loop": prepare_loop, "fit": prepare_fit, "data": prepare_data}
+PREPARE = {"loop": prepare_loop, "fit": prepare_fit, "data": prepare_data,
+           "keras_fit": functools.partial(prepare_fit, keras_own_function=True)}
 
 
 def run(methods, hidden, batch_size, samples, steps_list, drivers, xla, repeats=1) -> list[dict]:
@@ -169,22 +175,26 @@ def run(methods, hidden, batch_size, samples, steps_list, drivers, xla, repeats=
     for method in methods:
         settings = [(driver, steps) for driver in drivers for steps in steps_list]
         passes = [PREPARE[driver](method, hidden, x, y, batch_size, steps, xla) for driver, steps in settings]
-        times = [[] for _ in settings]
+        times, cpu_times = [[] for _ in settings], [[] for _ in settings]
         for _ in range(repeats):
-            for one_pass, measured in zip(passes, times):
-                start = time.perf_counter()
+            for one_pass, measured, cpu_measured in zip(passes, times, cpu_times):
+                start, cpu_start = time.perf_counter(), time.process_time()
                 one_pass()
                 measured.append(time.perf_counter() - start)
+                cpu_measured.append(time.process_time() - cpu_start)
         base = {}
-        for (driver, steps), measured in zip(settings, times):
+        for (driver, steps), measured, cpu_measured in zip(settings, times, cpu_times):
             seconds = min(measured)
             rate = steps_in_pass / seconds
             base.setdefault(driver, rate)
+            # The process's CPU seconds (all its threads, tf.data's among them): what the pass costs, less
+            # swayed than the wall clock by other processes on a shared machine.
             row = {"method": method, "driver": driver, "steps_per_call": steps, "xla": xla,
-                   "seconds": seconds, "steps_per_second": rate, "ratio_to_first": rate / base[driver]}
+                   "seconds": seconds, "steps_per_second": rate, "ratio_to_first": rate / base[driver],
+                   "cpu_seconds": min(cpu_measured), "steps_per_cpu_second": steps_in_pass / min(cpu_measured)}
             rows.append(row)
-            print(f"{method:12s} {driver:4s} N={str(steps):6s} {rate:9.1f} steps/s  x{rate / base[driver]:5.2f}",
-                  flush=True)
+            print(f"{method:12s} {driver:4s} N={str(steps):6s} {rate:9.1f} steps/s  x{rate / base[driver]:5.2f}  "
+                  f"{row['steps_per_cpu_second']:9.1f} steps per CPU second", flush=True)
     return rows
 
 
@@ -239,8 +249,9 @@ def summary(host_bound, paper_network) -> list[str]:
                          (row["method"], row["steps_per_call"], row["xla"])), None)
         if row["driver"] == "fit" and loop_row is not None:
             ratio = loop_row["steps_per_second"] / row["steps_per_second"]
+            cpu_ratio = row["cpu_seconds"] / loop_row["cpu_seconds"]
             lines.append(f"  {row['method']:12s} N={row['steps_per_call']} XLA {'on ' if row['xla'] else 'off'}  "
-                         f"{ratio:5.2f}  {'met' if ratio <= FIT_GOAL else 'not met'}")
+                         f"{ratio:5.2f}  {'met' if ratio <= FIT_GOAL else 'not met'}  (CPU seconds: {cpu_ratio:.2f})")
     lines.append(f"summary: paper network, seconds with N = epoch over N = 1, same XLA setting "
                  f"(goal <= {PAPER_GOAL:g})")
     for row in paper_network:
@@ -259,8 +270,9 @@ def _define_flags():
     flags.DEFINE_integer("batch_size", 32, "Minibatch size.", lower_bound=1)
     flags.DEFINE_integer("samples", 32000, "Samples per timed pass.", lower_bound=1)
     flags.DEFINE_list("steps_per_call", ["1", "100"], "Batches per compiled call to compare (numbers or 'epoch').")
-    flags.DEFINE_list("drivers", ["loop", "fit"], "loop (the custom trainer), fit (Keras) and/or data (Keras' "
-                      "dataset of the arrays alone, fetched as fit's train function fetches it, no step).")
+    flags.DEFINE_list("drivers", ["loop", "fit"], "loop (the custom trainer), fit (Keras), keras_fit (fit through "
+                      "Keras' own train function instead of TPModel's) and/or data (Keras' dataset of the arrays "
+                      "alone, fetched as fit's train function fetches it, no step).")
     flags.DEFINE_enum("xla", "off", ["on", "off"], "XLA compilation of the steps.")
     flags.DEFINE_integer("threads", 1, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).",
                          lower_bound=0)
@@ -291,7 +303,7 @@ def main(argv):
     hidden = _parse_hidden(FLAGS.hidden)
     steps_list = [parse_steps_per_call(s) for s in FLAGS.steps_per_call]
     if set(FLAGS.drivers) - set(PREPARE):
-        cli.fail(f"--drivers={','.join(FLAGS.drivers)}: choose among loop, fit, data")
+        cli.fail(f"--drivers={','.join(FLAGS.drivers)}: choose among loop, fit, keras_fit, data")
     import tensorflow as tf
     start_tensorflow(FLAGS.threads)
     print(f"tp_keras.loop_bench: 784-{'-'.join(map(str, hidden))}-10, batch {FLAGS.batch_size}, {FLAGS.samples} "
