@@ -147,6 +147,16 @@ def test_max_unpooling_puts_each_value_at_its_windows_first_argmax():
     np.testing.assert_array_equal(got, expected)
 
 
+def test_switches_are_the_one_hot_first_argmax_of_each_window_under_every_tie():
+    """Values 0..2 in 2×2 windows: every tie pattern occurs; the one-hot is np.argmax's (the first maximum)."""
+    from tp_keras.core.conv_layers import first_max_switches
+    a = np.random.default_rng(8).integers(0, 3, (4, 6, 8, 3)).astype(np.float32)
+    windows = a.reshape(4, 3, 2, 4, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(4, 3, 4, 4, 3)  # (.., dy·2+dx, c)
+    expected = np.eye(4, dtype=np.float32)[np.argmax(windows, axis=3)]  # (4, 3, 4, C, 4)
+    expected = expected.transpose(0, 1, 2, 4, 3).reshape(4, 3, 4, 12)  # space_to_depth's (dy·2+dx)·C + c
+    np.testing.assert_array_equal(first_max_switches(tf.constant(a)).numpy(), expected)
+
+
 def test_average_unpooling_copies_each_value_to_its_window():
     layer = _block(pooling="average")
     u = _images((2, 3, 3, 3), 5)
@@ -261,7 +271,7 @@ def _ldrl_losses_each_term_binding_its_pass(net, rule, hs, noise, batch_size):
     return losses
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 def test_ldrl_losses_and_gradients_on_shared_argmaxes_are_bit_identical(dtype):
     """The loss on one clean binding (`bind_clean_pass`, as every round of a batch shares it), F(h + δx) and its
     argmax from one conv, and the kernel-only gradient of the transposed convs: the same losses and feedback

@@ -54,9 +54,14 @@ def first_max_switches(a):
     windows = tf.nn.space_to_depth(a[:, :height, :width, :], 2)  # (B, H/2, W/2, 4·C)
     rows = tf.shape(windows)[0]
     windows = tf.reshape(windows, [rows, height // 2, width // 2, 4, channels])
-    is_max = tf.cast(tf.equal(windows, tf.reduce_max(windows, axis=3, keepdims=True)), a.dtype)
-    first = is_max * tf.cast(tf.equal(tf.cumsum(is_max, axis=3), 1.0), a.dtype)
-    return tf.reshape(first, [rows, height // 2, width // 2, 4 * channels])
+    is_max = tf.unstack(tf.equal(windows, tf.reduce_max(windows, axis=3, keepdims=True)), axis=3)
+    # a maximum no earlier position of its window holds: logical ops on the 4 positions, 7x faster on the CPU than
+    # a cumulative sum along them (measured: 77 ms against 570 ms for 128x28x28x32 on the loaded 2-core CPU)
+    first, seen = [is_max[0]], is_max[0]
+    for position in is_max[1:]:
+        first.append(tf.logical_and(position, tf.logical_not(seen)))
+        seen = tf.logical_or(seen, position)
+    return tf.reshape(tf.cast(tf.stack(first, axis=3), a.dtype), [rows, height // 2, width // 2, 4 * channels])
 
 
 def max_unpool(u, switches, output_hw):
