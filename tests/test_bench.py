@@ -133,3 +133,51 @@ def test_loop_bench_and_op_profile_refuse_a_bad_flag_in_one_line_before_tensorfl
         out, err = run.communicate(timeout=120)
         _one_line(run.returncode, [line for line in err.splitlines() if line.strip()], starts=starts[arg])
         assert out == "" and "tensorflow" not in err.lower(), (arg, out, err)
+
+
+# --- the conv-net cost figure (--conv) ---------------------------------------------------------------------------
+@pytest.mark.slow  # traces 3 rules' steps (~2 min on the loaded 2-core CPU)
+def test_conv_figures_give_every_rule_against_bp():
+    """conv_bench.figures on a 2-channel 8×8 net of the comparison's structure: one row per rule, BP first, each
+    ratio its seconds over BP's, the epoch ratio counting the flagfiles' feedback-only passes."""
+    from tp_keras.tools import conv_bench
+    batches = conv_bench.fashion_mnist_shaped_batches(8, 4, image_shape=(8, 8, 1))
+    lines = []
+    rows = conv_bench.figures(batches, methods=("ldrl", "dtpdrl"), xla_settings=(False,), repeats=1,
+                              report=lines.append, channels=(2, 2, 2, 2))
+    assert [r["method"] for r in rows] == ["bp", "ldrl", "dtpdrl"] and len(lines) == 4
+    bp = rows[0]
+    assert bp["ratio_to_bp"] == bp["cpu_ratio_to_bp"] == bp["epoch_ratio_to_bp"] == 1.0
+    assert bp["feedback_seconds_per_batch"] is None and bp["extra_feedback_passes"] == 0
+    for row in rows:
+        assert set(row) == set(conv_bench.FIELDS)
+        assert row["first_call_seconds"] > 0 and row["seconds_per_batch"] > 0 and row["cpu_seconds_per_batch"] > 0
+        assert row["ratio_to_bp"] == row["seconds_per_batch"] / bp["seconds_per_batch"]
+        assert row["cpu_ratio_to_bp"] == row["cpu_seconds_per_batch"] / bp["cpu_seconds_per_batch"]
+        assert row["samples_per_second"] == 4 / row["seconds_per_batch"]
+    ldrl, dtpdrl = rows[1], rows[2]
+    assert ldrl["extra_feedback_passes"] == 0 and ldrl["epoch_ratio_to_bp"] == ldrl["ratio_to_bp"]
+    assert dtpdrl["extra_feedback_passes"] == 1 and dtpdrl["feedback_seconds_per_batch"] > 0
+    assert dtpdrl["epoch_ratio_to_bp"] == pytest.approx(
+        (dtpdrl["seconds_per_batch"] + dtpdrl["feedback_seconds_per_batch"]) / bp["seconds_per_batch"])
+
+
+@pytest.mark.slow
+def test_bench_conv_prints_and_writes_the_figure(tmp_path):
+    out = tmp_path / "conv.json"
+    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--conv", "--methods=fw_dtp", "--samples=128",
+                             "--repeats=1", "--xla=off", f"--json={out}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["conv"] is True and report["methods"] == ["bp", "fw_dtp"] and report["threads"] == [2]
+    assert [r["method"] for r in report["rows"]] == ["bp", "fw_dtp"]
+    assert "fw_dtp" in result.stdout and "x BP" in result.stdout
+
+
+@pytest.mark.slow  # a subprocess that loads TensorFlow
+def test_bench_conv_refuses_a_rule_without_a_conv_version_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--conv", "--methods=gnt"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--methods" in result.stderr and "gnt" in result.stderr and "conv" in result.stderr

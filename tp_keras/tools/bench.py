@@ -4,6 +4,8 @@
                              [--precision=float32] [--repeats=2] [--angles] [--json=bench.json]
     python -m tp_keras.bench --loop [--methods=bp,ddtp_linear,dtpdrl] [--samples=12800] [--xla=both]
                              [--proxy_samples=32000] [--proxy_steps_per_call=100] [--json=loop.json]
+    python -m tp_keras.bench --conv [--methods=bp,ldrl,...] [--samples=1280] [--xla=both] [--repeats=3]
+                             [--threads=2] [--json=conv.json]
 
 For each method (its paper MNIST configuration: 5×256 tanh, batch 128) and each XLA setting, it times one
 training pass (targets, feedback step, forward step on every batch) and one feedback-only pass over `samples`
@@ -53,6 +55,13 @@ run: per XLA setting and step, the first call's seconds (trace + compile + one s
 --repeats timed passes), steps/s and the ratio to BP (tp_keras.tools.loop_bench.feedback_rounds_figures). The JSON
 file: {"feedback_rounds": true, the settings, "iterations", "rows"}.
 
+`--conv` (one thread setting, 2 by default; --samples=1280 by default, 10 batches; --repeats passes each, median):
+the Fashion-MNIST conv comparison's five rules (bp, ldrl, dtpdrl, ddtp_linear, fw_dtp; launch/fashion_mnist_conv_*)
+on its network, in one process, passes alternating: per XLA setting and rule, the first call's seconds, seconds and
+process CPU seconds per batch, samples/s, × BP (wall and CPU), the feedback-only step's seconds per batch where the
+rule trains feedback, and one epoch's cost against BP's with the feedback-only passes its flagfile runs per epoch
+(tp_keras.tools.conv_bench.figures). The JSON file: {"conv": true, the settings, "fields", "rows"}.
+
 `--loop`: many batches per compiled call (tp_keras/core/loop.py) against one, all in one process at one thread
 setting (1 by default): the host-bound proxy (784-32-10, batch 32, --proxy_samples samples: the step's ops, not
 its arithmetic, dominate, as for the paper network on a GPU) with N = 1 and N = --proxy_steps_per_call, in the
@@ -80,7 +89,7 @@ from tp_keras.core.rules import RULES
 from tp_keras.run import cli, memory, rundir
 from tp_keras.run.config import Config, ConfigError, check_integer
 from tp_keras.run.rundir import atomic_write
-from tp_keras.tools import loop_bench
+from tp_keras.tools import conv_bench, loop_bench
 
 try:
     import resource
@@ -110,6 +119,11 @@ flags.DEFINE_bool("feedback_rounds", False, "Instead of the per-method table, L-
                   "against compiled loops: the paper MLP with the authors' CIFAR-10 feedback steps "
                   "K = (20, 30, 35, 55, 20), first-call (trace + compile) seconds and steps/s of BP, L-DRL unrolled "
                   "and L-DRL looped at each --xla setting, over --samples (e.g. 1280), median of --repeats.")
+flags.DEFINE_bool("conv", False, "Instead of the per-method table, the conv-net cost figure: bp, ldrl, dtpdrl, "
+                  "ddtp_linear and fw_dtp on the Fashion-MNIST conv comparison's network (32,32,64,64 channels), "
+                  "first-call seconds, seconds and CPU seconds per batch, samples/s, x BP, feedback-only seconds per "
+                  "batch, at each --xla setting, median of --repeats alternating passes over --samples (default "
+                  "1280); one thread setting (default 2).")
 flags.DEFINE_integer("proxy_samples", 32000, "--loop: samples per pass of the host-bound proxy.", lower_bound=1)
 flags.DEFINE_integer("proxy_steps_per_call", 100, "--loop: the proxy's batches per compiled call compared with 1.",
                      lower_bound=2)
@@ -157,8 +171,19 @@ def _check_settings(methods):
         for name in ("precision", "angles"):
             if FLAGS[name].present:
                 raise ConfigError(name, f"--loop times float32 training passes only; drop --{name}")
+    if FLAGS.conv:
+        for name in ("precision", "angles", "loop", "feedback_rounds"):
+            if FLAGS[name].present:
+                raise ConfigError(name, f"--conv times the float32 conv figure alone; drop --{name}")
+        for method in methods:
+            reason = conv_bench.refusal(method)
+            if reason:
+                raise ConfigError("methods", f"{method} has no conv version ({reason}); choose from "
+                                             f"{', '.join(conv_bench.CONV_METHODS)} or another conv rule")
     if FLAGS.json:
         rundir.check_writable(FLAGS.json, "--json")
+    if FLAGS.conv:
+        return
     for method in methods:
         config = Config.paper(method, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
                               log_angles=FLAGS.angles)
@@ -337,6 +362,38 @@ def run_feedback_rounds(threads):
             "errors": []}
 
 
+CONV_SAMPLES = 1280
+CONV_THREADS = 2
+
+
+def run_conv(methods, threads):
+    """--conv: tp_keras.tools.conv_bench.figures at one thread setting, in this process (ratios within one run)."""
+    loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
+    import tensorflow as tf
+    samples = FLAGS.samples if FLAGS["samples"].present else CONV_SAMPLES
+    batches = conv_bench.fashion_mnist_shaped_batches(samples, FLAGS.batch_size)
+    print(f"tp_keras.bench --conv: 28x28x1, conv {','.join(map(str, conv_bench.CHANNELS))} (max-pool after 2 and 4) "
+          f"-> 10, batch {FLAGS.batch_size}, {len(batches)} batches, float32, threads={threads or 'default'}, median "
+          f"of {FLAGS.repeats}, TF {tf.__version__}, {platform.machine()}, {os.cpu_count()} cpus, GPUs: "
+          f"{len(tf.config.list_physical_devices('GPU'))}", flush=True)
+    rows = conv_bench.figures(batches, methods=methods, xla_settings=_xla_settings(), repeats=FLAGS.repeats,
+                              report=lambda line: print(line, flush=True))
+    return {"conv": True, "samples": len(batches) * FLAGS.batch_size, "batch_size": FLAGS.batch_size,
+            "repeats": FLAGS.repeats, "xla": FLAGS.xla, "methods": methods,
+            "threads": [threads], "tensorflow": tf.__version__, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "fields": conv_bench.FIELDS, "rows": rows, "errors": []}
+
+
+def _conv_threads(threads_list):
+    """--conv measures one thread setting (2 unless --threads names one)."""
+    if not FLAGS["threads"].present:
+        return CONV_THREADS
+    if len(threads_list) > 1:
+        raise ConfigError("threads", f"--conv measures one thread setting per run, got {','.join(FLAGS.threads)}; "
+                                     "e.g. --threads=2")
+    return threads_list[0]
+
+
 def _loop_threads(threads_list):
     """--loop measures one thread setting (1 unless --threads names one)."""
     if not FLAGS["threads"].present:
@@ -406,13 +463,16 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     threads_list = _parse_threads(FLAGS.threads)
-    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(RULES))
+    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(conv_bench.CONV_METHODS) if FLAGS.conv
+                                else list(RULES))
     unknown = [m for m in methods if m not in RULES]
     if unknown:
         raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(RULES)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
     _check_settings(methods)
-    if FLAGS.feedback_rounds:
+    if FLAGS.conv:
+        report = run_conv(methods, _conv_threads(threads_list))
+    elif FLAGS.feedback_rounds:
         report = run_feedback_rounds(_loop_threads(threads_list))
     elif FLAGS.loop:
         report = run_loop(methods, _loop_threads(threads_list))
