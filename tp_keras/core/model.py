@@ -380,8 +380,7 @@ class TPModel(keras.Model):
                 following = tf.cond(count + 1 < steps, iterator.get_next_as_optional, lambda: batch)
                 return count + 1, following
 
-            count, _ = tf.while_loop(more, body, (tf.constant(0), iterator.get_next_as_optional()),
-                                     parallel_iterations=1)
+            count, _ = tf.while_loop(more, body, (tf.constant(0), iterator.get_next_as_optional()))
             return count, results()
 
         batches_of_one_execution = tf.function(batches_of_one_execution, reduce_retracing=True)
