@@ -181,3 +181,25 @@ def test_bench_conv_refuses_a_rule_without_a_conv_version_in_one_line(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "--methods" in result.stderr and "gnt" in result.stderr and "conv" in result.stderr
+
+
+# --- populations against single models (--population) ---------------------------------------------------------
+
+@pytest.mark.slow  # a subprocess training the paper network
+def test_bench_population_prints_and_writes_the_figure(tmp_path):
+    """--population runs population_bench.run on the paper network: one row per rule against the singles, whose
+    ratio is the singles' seconds over the population's, and one steps/s row per K up to --members."""
+    out = tmp_path / "population.json"
+    result = subprocess.run([sys.executable, "-m", "tp_keras.bench", "--population", "--members=2",
+                             "--methods=ddtp_linear", "--samples=256", "--repeats=1", "--xla=off", f"--json={out}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["population"] is True and report["members"] == 2 and report["hidden"] == [256] * 5
+    rows = report["against_singles"]
+    assert [r["method"] for r in rows] == ["bp", "ddtp_linear"]
+    for row in rows:
+        (round_,) = row["rounds"]
+        assert row["ratio"] == pytest.approx(round_["singles_seconds"] / round_["population_seconds"])
+    assert sorted({r["members"] for r in report["against_k"]}) == [1, 2]
+    assert "population" in result.stdout and "goal >= 1.5" in result.stdout

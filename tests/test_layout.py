@@ -38,6 +38,7 @@ DEFERRED_IMPORTS = {
     ("tp_keras.tools.conv_bench", "tp_keras.core.conv_networks"): "TensorFlow: after start_tensorflow sets its threads",
     ("tp_keras.tools.conv_bench", "tp_keras.core.model"): "TensorFlow: after start_tensorflow sets its threads",
     ("tp_keras.tools.conv_bench", "tp_keras.core.step"): "TensorFlow: after start_tensorflow sets its threads",
+    ("tp_keras.tools.bench", "tp_keras.tools.population_bench"): "TensorFlow: after start_tensorflow sets its threads",
     ("tp_keras.search.runs", "tp_keras.run.experiment"): "TensorFlow: only a trial that trains loads it",
     ("tp_keras.search.worker", "tp_keras.run.schedule"): "TensorFlow: once a trial reaches the pruning epoch",
     ("tp_keras.paper.damping_search", "tp_keras.core.diagnostics"): "TensorFlow: after the flags are checked",

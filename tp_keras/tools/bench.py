@@ -6,6 +6,8 @@
                              [--proxy_samples=32000] [--proxy_steps_per_call=100] [--json=loop.json]
     python -m tp_keras.bench --conv [--methods=bp,ldrl,...] [--samples=1280] [--xla=both] [--repeats=3]
                              [--threads=2] [--json=conv.json]
+    python -m tp_keras.bench --population [--members=10] [--methods=bp,ddtp_linear,dtpdrl] [--samples=1280]
+                             [--xla=off] [--repeats=3] [--threads=0] [--json=population.json]
 
 For each method (its paper MNIST configuration: 5×256 tanh, batch 128) and each XLA setting, it times one
 training pass (targets, feedback step, forward step on every batch) and one feedback-only pass over `samples`
@@ -61,6 +63,14 @@ on its network, in one process, passes alternating: per XLA setting and rule, th
 process CPU seconds per batch, samples/s, × BP (wall and CPU), the feedback-only step's seconds per batch where the
 rule trains feedback, and one epoch's cost against BP's with the feedback-only passes its flagfile runs per epoch
 (tp_keras.tools.conv_bench.figures). The JSON file: {"conv": true, the settings, "fields", "rows"}.
+
+`--population` (one thread setting, TensorFlow's default unless --threads names one; --samples per member, 1280
+by default): K = --members models of one rule in one compiled program (tp_keras/core/population.py) against the
+same K single models trained one after the other in this process, each its own Trainer and compiled loop, on the
+paper network (784-5×256-10, --batch_size), each member its own seed and shuffling order; both built and warmed
+first, then timed in --repeats alternating rounds: samples/s of each and the population's ratio (goal >= 1.5),
+then steps/s against K = 1, 2, 5, 10 up to --members (tp_keras.tools.population_bench.run). The JSON file:
+{"population": true, the settings, "against_singles", "against_k" (the rows)}.
 
 `--loop`: many batches per compiled call (tp_keras/core/loop.py) against one, all in one process at one thread
 setting (1 by default): the host-bound proxy (784-32-10, batch 32, --proxy_samples samples: the step's ops, not
@@ -124,6 +134,11 @@ flags.DEFINE_bool("conv", False, "Instead of the per-method table, the conv-net 
                   "first-call seconds, seconds and CPU seconds per batch, samples/s, x BP, feedback-only seconds per "
                   "batch, at each --xla setting, median of --repeats alternating passes over --samples (default "
                   "1280); one thread setting (default 2).")
+flags.DEFINE_bool("population", False, "Instead of the per-method table, a population of --members models of one "
+                  "rule in one compiled program against the same models trained one after the other (default "
+                  "methods bp,ddtp_linear,dtpdrl; paper network; --samples per member, default 1280; one thread "
+                  "setting, default TensorFlow's).")
+flags.DEFINE_integer("members", 10, "--population: K, the population's size.", lower_bound=1)
 flags.DEFINE_integer("proxy_samples", 32000, "--loop: samples per pass of the host-bound proxy.", lower_bound=1)
 flags.DEFINE_integer("proxy_steps_per_call", 100, "--loop: the proxy's batches per compiled call compared with 1.",
                      lower_bound=2)
@@ -364,6 +379,8 @@ def run_feedback_rounds(threads):
 
 CONV_SAMPLES = 1280
 CONV_THREADS = 2
+POPULATION_SAMPLES = 1280  # 10 batches of 128 per member
+PAPER_HIDDEN = [256] * 5
 
 
 def run_conv(methods, threads):
@@ -384,23 +401,28 @@ def run_conv(methods, threads):
             "cpus": os.cpu_count(), "fields": conv_bench.FIELDS, "rows": rows, "errors": []}
 
 
-def _conv_threads(threads_list):
-    """--conv measures one thread setting (2 unless --threads names one)."""
-    if not FLAGS["threads"].present:
-        return CONV_THREADS
-    if len(threads_list) > 1:
-        raise ConfigError("threads", f"--conv measures one thread setting per run, got {','.join(FLAGS.threads)}; "
-                                     "e.g. --threads=2")
-    return threads_list[0]
+def run_population(methods, threads):
+    """--population: tp_keras.tools.population_bench.run at one thread setting, in this process (ratios within one
+    run)."""
+    loop_bench.start_tensorflow(threads)  # the first import of TensorFlow, which must come through it to be quiet
+    import tensorflow as tf
+    from tp_keras.tools import population_bench
+    samples = FLAGS.samples if FLAGS["samples"].present else POPULATION_SAMPLES
+    print(f"tp_keras.bench --population: TF {tf.__version__}, {platform.machine()}, {os.cpu_count()} cpus, "
+          f"threads={threads or 'default'}, median of {FLAGS.repeats} alternating rounds", flush=True)
+    report = population_bench.run(methods, PAPER_HIDDEN, FLAGS.members, samples, FLAGS.batch_size,
+                                  _xla_settings(), [k for k in (1, 2, 5, 10) if k <= FLAGS.members], FLAGS.repeats)
+    return {"population": True, "repeats": FLAGS.repeats, "xla": FLAGS.xla, "methods": methods,
+            "threads": [threads], "tensorflow": tf.__version__, "cpus": os.cpu_count(), **report, "errors": []}
 
 
-def _loop_threads(threads_list):
-    """--loop measures one thread setting (1 unless --threads names one)."""
+def _one_thread_setting(threads_list, default, flag):
+    """--conv, --loop, --population measure one thread setting per run: `default` unless --threads names one."""
     if not FLAGS["threads"].present:
-        return 1
+        return default
     if len(threads_list) > 1:
-        raise ConfigError("threads", f"--loop measures one thread setting per run, got {','.join(FLAGS.threads)}; "
-                                     "e.g. --threads=1")
+        raise ConfigError("threads", f"--{flag} measures one thread setting per run, got {','.join(FLAGS.threads)}; "
+                                     f"e.g. --threads={default or 1}")
     return threads_list[0]
 
 
@@ -463,19 +485,21 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     threads_list = _parse_threads(FLAGS.threads)
-    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop else list(conv_bench.CONV_METHODS) if FLAGS.conv
+    methods = FLAGS.methods or (LOOP_METHODS if FLAGS.loop or FLAGS.population else list(conv_bench.CONV_METHODS) if FLAGS.conv
                                 else list(RULES))
     unknown = [m for m in methods if m not in RULES]
     if unknown:
         raise ConfigError("methods", f"unknown {', '.join(unknown)}; choose from {', '.join(RULES)}")
     methods = ["bp"] + [m for m in methods if m != "bp"]
     _check_settings(methods)
-    if FLAGS.conv:
-        report = run_conv(methods, _conv_threads(threads_list))
+    if FLAGS.population:
+        report = run_population(methods, _one_thread_setting(threads_list, 0, "population"))
+    elif FLAGS.conv:
+        report = run_conv(methods, _one_thread_setting(threads_list, CONV_THREADS, "conv"))
     elif FLAGS.feedback_rounds:
-        report = run_feedback_rounds(_loop_threads(threads_list))
+        report = run_feedback_rounds(_one_thread_setting(threads_list, 1, "feedback_rounds"))
     elif FLAGS.loop:
-        report = run_loop(methods, _loop_threads(threads_list))
+        report = run_loop(methods, _one_thread_setting(threads_list, 1, "loop"))
     elif len(threads_list) == 1:
         report = run_in_process(methods, threads_list[0])
     else:
