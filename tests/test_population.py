@@ -55,7 +55,7 @@ def _assert_same(a, b, tolerance=0.0):
             np.testing.assert_array_equal(p, q)
 
 
-@pytest.mark.parametrize("method", fast_tier(ALL_METHODS, {"ddtp_linear"}))
+@pytest.mark.parametrize("method", fast_tier(ALL_METHODS, {"fw_dtp"}))
 def test_each_member_equals_its_single_run_bit_for_bit(method):
     """float64, two members differing by seed and hyper-parameters, two batches, one per call: every variable of
     every member (weights, noise state, both optimizers) and every output equals the single run's."""
