@@ -62,15 +62,20 @@ def _reference_step(model, forward_optimizer, feedback_optimizer, x, y, forward=
     return {**step.step_metrics(updates), **step.health(updates)}
 
 
-def _setup(dtype, iterations=ITERATIONS):
-    model = randomize_biases(make_model("ldrl", dtype=dtype, feedback_iterations=list(iterations)))
+def _optimizers(model):
+    """The forward optimizer and the per-layer feedback optimizer, built; unequal feedback rates, so that a step
+    taken by the wrong layer's optimizer shows."""
     groups = model.feedback_variable_groups
-    # Unequal rates, so that a step taken by the wrong layer's optimizer shows.
     feedback = LayerwiseOptimizer([TorchAdam(1e-2 * (i + 1), epsilon=1e-4) for i in range(len(groups))], groups)
     forward = TorchAdam(1e-2)
     forward.build(model.forward_variables)
     feedback.build(model.feedback_variables)
-    return model, forward, feedback
+    return forward, feedback
+
+
+def _setup(dtype, iterations=ITERATIONS):
+    model = randomize_biases(make_model("ldrl", dtype=dtype, feedback_iterations=list(iterations)))
+    return (model, *_optimizers(model))
 
 
 def _state(model, forward, feedback):
@@ -86,12 +91,7 @@ def _setup_conv(dtype, iterations=ITERATIONS):
              {"filters": 2, "pooling": "max"}, {"units": OUTPUT}]
     net = ConvChainNetwork(rule, CONV_IMAGE, specs, seed=3, dtype=dtype)
     model = randomize_biases(TPModel(rule, network=net, seed=3, dtype=dtype))
-    groups = model.feedback_variable_groups
-    feedback = LayerwiseOptimizer([TorchAdam(1e-2 * (i + 1), epsilon=1e-4) for i in range(len(groups))], groups)
-    forward = TorchAdam(1e-2)
-    forward.build(model.forward_variables)
-    feedback.build(model.feedback_variables)
-    return model, forward, feedback
+    return (model, *_optimizers(model))
 
 
 def _input_size(model):
