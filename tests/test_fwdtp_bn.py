@@ -365,6 +365,34 @@ def test_the_launcher_takes_fw_dtp_bn_and_refuses_angles_and_the_conv_chain_in_o
     assert _one_line(err).startswith("--method: fw_dtp_bn has no conv chain")
 
 
+def test_the_launchers_output_batch_norm_builds_the_linear_bn_rule_and_is_refused_without_batch_norm():
+    """--output_batch_norm (the authors' linear-BN last layer) reaches the model's rule and its output layer; a rule
+    without batch_norm refuses it in one line naming the fix."""
+    from tp_keras.run import launch
+    from tp_keras.run.config import ConfigError
+    from tp_keras.run.factories import build_model
+
+    def parse(*argv):
+        launch.FLAGS(["launch", *argv])
+        try:
+            return launch.config_from_flags().validate()
+        finally:
+            launch.FLAGS.unparse_flags()
+
+    class _Data:  # what build_model reads of a Dataset for the MLP
+        train = type("Split", (), {"x": np.zeros((1, 6))})()
+        num_outputs, task = 3, "classification"
+
+    for argv, expected in (((), False), (("--output_batch_norm",), True), (("--nooutput_batch_norm",), False)):
+        config = parse("--method=fw_dtp_bn", "--num_hidden=2", "--size_hidden=4", *argv)
+        assert config.output_batch_norm is expected and config.rule.output_batch_norm is expected
+        model = build_model(config, _Data())
+        assert model.rule.output_batch_norm is expected and model.tp_layers[-1].batch_norm is expected
+        assert all(layer.batch_norm for layer in model.tp_layers[:-1])
+    with pytest.raises(ConfigError) as err:
+        parse("--method=fw_dtp", "--output_batch_norm")
+    assert _one_line(err).startswith("--output_batch_norm:") and "--method=fw_dtp_bn" in _one_line(err)
+
 _TWO_REPLICAS = r'''
 import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -81,6 +81,9 @@ class Config:
     conv_loss: str = "sum"
     # Training-set augmentation, every pass: 'none' or 'crop_flip' (AUGMENTATIONS; image architectures only).
     augment: str = "none"
+    # The rule's output_batch_norm (a batch-normalising rule, fw_dtp_bn: the logits normalised too, FW-DTP's
+    # authors' `--forward_last_activation=linear-BN`); refused for a rule without batch_norm.
+    output_batch_norm: bool = False
     # Forward optimizer, PyTorch semantics (docs/semantics.md §4): 'adam' (TorchAdam: beta1, beta2, epsilon) or
     # 'sgd' (TorchSGD with `momentum`), both with the coupled L2 forward_wd; its learning rate is
     # lr/target_stepsize when normalize_lr. lr and (Adam) epsilon may be tuples, one value per layer (the CNN's 4,
@@ -233,6 +236,12 @@ class Config:
         return specs + [{"units": int(num_outputs), "activation": "linear"}]
 
     @property
+    def rule(self):
+        """The learning rule the model trains with: the method's, with `output_batch_norm` when set."""
+        method = get_rule(self.method)
+        return dataclasses.replace(method, output_batch_norm=True) if self.output_batch_norm else method
+
+    @property
     def forward_learning_rate(self) -> float | tuple:
         """The forward Adam's learning rate: lr / target_stepsize when normalize_lr (docs/semantics.md §15.1); a tuple,
         one per layer, when lr is one (the CNN, docs/semantics.md §4.5: each layer's Adam takes lr[i]/η̂)."""
@@ -258,6 +267,9 @@ class Config:
             self._validate_cnn()
         self._validate_conv()
         self._validate_augment()
+        if self.output_batch_norm and not get_rule(self.method).batch_norm:
+            raise ConfigError("output_batch_norm", f"normalises the logits of a batch-normalised network, and "
+                                                   f"{self.method} has none; use --method=fw_dtp_bn or drop the flag")
         for name in ("lr", "epsilon"):
             count = len(_values(getattr(self, name)))
             if cnn and count not in (1, CNN_NUM_LAYERS):

@@ -34,16 +34,19 @@ def build_model(config: Config, dataset: Dataset) -> TPModel:
         network = ConvChainNetwork(get_rule(config.method), dataset.image_shape,
                                    config.conv_layer_specs(dataset.num_outputs), conv_loss=config.conv_loss,
                                    init=config.init, seed=config.seed, dtype=config.precision)
-        return TPModel(config.method, network=network, target_stepsize=config.target_stepsize, sigma=config.sigma,
+        return TPModel(config.rule, network=network, target_stepsize=config.target_stepsize, sigma=config.sigma,
                        feedback_iterations=config.feedback_iterations, task=dataset.task, seed=config.seed,
                        dtype=config.precision)
-    return TPModel(config.method, input_size=int(np.prod(dataset.train.x.shape[1:])),
+    rule = config.rule
+    settings = dict(target_stepsize=config.target_stepsize, sigma=config.sigma, size_hidden_fb=config.size_hidden_fb,
+                    recurrent_input=config.recurrent_input, gn_damping=config.gn_damping_training,
+                    feedback_iterations=config.feedback_iterations)
+    if rule is not get_rule(config.method):  # --output_batch_norm: TPModel accepts and drops a method's unused paper
+        settings = rule.used(**settings)     # values for the registry's rule only, so pass just the used ones
+    return TPModel(rule, input_size=int(np.prod(dataset.train.x.shape[1:])),
                    hidden_sizes=config.hidden_sizes, output_size=dataset.num_outputs,
-                   target_stepsize=config.target_stepsize, sigma=config.sigma,
                    last_hidden_bias=config.last_hidden_bias, task=dataset.task, seed=config.seed,
-                   size_hidden_fb=config.size_hidden_fb, recurrent_input=config.recurrent_input,
-                   only_train_first_layer=config.only_train_first_layer, gn_damping=config.gn_damping_training,
-                   feedback_iterations=config.feedback_iterations, dtype=config.precision)
+                   only_train_first_layer=config.only_train_first_layer, dtype=config.precision, **settings)
 
 
 def build_trainer(config: Config, model: TPModel) -> Trainer:

@@ -87,6 +87,8 @@ flags.DEFINE_enum("conv_loss", None, list(CONV_LOSSES), "--architecture=conv: th
 flags.DEFINE_enum("augment", None, list(AUGMENTATIONS), "Training-set augmentation, drawn anew every pass from "
                   "(--seed, pass index): none, or crop_flip (random horizontal flip, then a random crop of the image "
                   "padded by 4 edge pixels, as the L-DRL authors'); --architecture=conv or cnn. Default none.")
+flags.DEFINE_bool("output_batch_norm", None, "fw_dtp_bn: batch-normalise the logits too (FW-DTP's authors' "
+                  "--forward_last_activation=linear-BN; default off: linear logits, their default).")
 # Hyper-parameters: None means "the method's paper MNIST value".
 flags.DEFINE_integer("num_hidden", None, "Number of hidden layers.")
 flags.DEFINE_integer("size_hidden", None, "Units per hidden layer.")
@@ -168,7 +170,7 @@ _OVERRIDABLE = ("num_hidden", "size_hidden", "lr", "target_stepsize", "beta1", "
                 "extra_fb_epochs", "lr_min")
 # Choices and counts, given as they are (None: the Config's default).
 _CHOICES = ("optimizer", "optimizer_fb", "lr_schedule", "lr_schedule_epochs", "conv_kernel_size", "conv_activation",
-            "conv_pooling", "init", "conv_loss", "augment")
+            "conv_pooling", "init", "conv_loss", "augment", "output_batch_norm")
 
 
 def config_from_flags():
