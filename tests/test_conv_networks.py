@@ -18,7 +18,7 @@ from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.rules import get_rule
 from tp_keras.core.rules import components as K
-from tp_keras.core.rules.ldrl import LOSS as LDRL_LOSS
+from tp_keras.core.rules.ldrl import AS_WRITTEN as LDRL_AS_WRITTEN, LOSS as LDRL_LOSS
 from tp_keras.core import step
 
 ACT = {"elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0))), "tanh": np.tanh,
@@ -209,6 +209,37 @@ def test_stacked_rows_read_the_same_forward_pass():
 
 
 # --- the same numbers from less work ----------------------------------------------------------------------------
+@pytest.mark.parametrize("pooling", ["max", "average"])
+def test_inverse_blocks_linear_part_is_the_transposed_conv_of_the_activated_unpooled_input(pooling):
+    """g(u) = T_Q(P(u)) + d with P(u) = s(unpool(u)) (NumPy: the authors' reversed block without d), g(a) − g(b) =
+    T_Q(P(a) − P(b)), and the pairing Σ v·T_Q(p) with its gradient Σ_b,i,j p[i, j, o]·v[i + di − 1, j + dj − 1, c]
+    for Q[di, dj, c, o] (NumPy correlation sums), in float64."""
+    layer = _block(pooling, image=(6, 6, 2), filters=3)
+    x = tf.constant(_images((2, 72), 1))
+    _, index = np_block(x.numpy().reshape(2, 6, 6, 2), layer.kernel.numpy(), layer.bias.numpy(), "elu", pooling)
+    switches = layer.switches(x)
+    q = layer.feedback_kernel.numpy()
+    a, b, v = _images((2, 27), 2), _images((2, 27), 3), _images((2, 72), 4)
+
+    def p_of(u):
+        return layer.linear_feedback_input(tf.constant(u), switches)
+    expected_p = np_inverse_block(a.reshape(2, 3, 3, 3), index, np.eye(3).reshape(1, 1, 3, 3), 0.0, "elu", pooling,
+                                  (6, 6))  # a 1×1 identity transposed conv leaves P(a)
+    np.testing.assert_allclose(p_of(a).numpy(), expected_p, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(layer.linear_feedback(p_of(a) - p_of(b)).numpy(),
+                               (layer.feedback(a, x) - layer.feedback(b, x)).numpy(), rtol=1e-12, atol=1e-13)
+    p = p_of(a)
+    with tf.GradientTape() as tape:
+        pairing = layer.linear_feedback_pairing(tf.constant(v), p)
+    gradient = tape.gradient(pairing, layer.feedback_kernel).numpy()
+    v_map = np.pad(v.reshape(2, 6, 6, 2), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected_gradient = np.einsum("bijo,bijdec->deco", p.numpy(), np.stack(
+        [np.stack([v_map[:, di:di + 6, dj:dj + 6, :] for dj in range(3)], axis=3) for di in range(3)], axis=3))
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(pairing.numpy(), np.sum(v.reshape(2, 6, 6, 2) * np_conv_transpose(p.numpy(), q)),
+                               rtol=1e-12)
+
+
 @pytest.mark.parametrize("compile_", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_transposed_conv_of_a_constant_has_the_registered_gradient_bit_for_bit(dtype, compile_):
@@ -271,35 +302,81 @@ def _ldrl_losses_each_term_binding_its_pass(net, rule, hs, noise, batch_size):
     return losses
 
 
-@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
-def test_ldrl_losses_and_gradients_on_shared_argmaxes_are_bit_identical(dtype):
-    """The loss on one clean binding (`bind_clean_pass`, as every round of a batch shares it), F(h + δx) and its
-    argmax from one conv, and the kernel-only gradient of the transposed convs: the same losses and feedback
-    gradients, bit for bit, as each term binding its own pass with TensorFlow's own gradients."""
-    rule = dataclasses.replace(get_rule("ldrl"), sigma=(0.3, 0.2, 0.1))
+def _ldrl_on_a_small_conv_chain(dtype, feedback_bias=False):
+    """(net, rule, hs, eps, feedback variables): a conv chain with no, max and average pooling, its clean pass on
+    3 random images, fixed N(0, 1) noise and random feedback biases."""
+    rule = dataclasses.replace(get_rule("ldrl"), sigma=(0.3, 0.2, 0.1), feedback_bias=feedback_bias)
     specs = [{"filters": 2, "pooling": "none"}, {"filters": 3, "pooling": "max"},
              {"filters": 2, "pooling": "average"}, {"units": 4}]
     net = ConvChainNetwork(rule, (8, 8, 2), specs, seed=1, dtype=dtype)
     net.build((None, 8, 8, 2))
+    rng = np.random.default_rng(5)
+    for layer in net.tp_layers[1:]:
+        if layer.feedback_bias_var is not None:
+            layer.feedback_bias_var.assign(rng.normal(scale=0.3, size=layer.feedback_bias_var.shape))
     hs = net.activations(tf.constant(_images((3, 8, 8, 2), 13), dtype))
     sizes = [int(h.shape[-1]) for h in hs[1:-1]] + [int(h.shape[-1]) for h in hs[2:]]
-    eps = np.random.default_rng(5).standard_normal((3, sum(sizes))).astype(np.float32)
+    eps = rng.standard_normal((3, sum(sizes))).astype(np.float32)
     variables = [v.value for layer in net.tp_layers[1:] for v in layer.feedback_variables]
+    return net, rule, hs, eps, variables
 
-    def run(losses_fn):
-        noise = K.NoiseDraw(_FixedNoise(eps), _Seeds(), 3, tf.as_dtype(dtype))
-        with tf.GradientTape() as tape:
-            tape.watch(variables)
-            losses = losses_fn(noise)
-            total = tf.add_n(losses)
-        return [l.numpy() for l in losses] + [g.numpy() for g in tape.gradient(total, variables)]
 
-    mine = run(lambda noise: LDRL_LOSS.losses(net, rule, hs, noise, None, 3,
-                                              clean_layers=K.bind_clean_pass(net.tp_layers, hs))[0])
-    reference = run(lambda noise: _ldrl_losses_each_term_binding_its_pass(net, rule, hs, noise, 3))
+def _losses_and_gradients(losses_fn, eps, dtype, variables):
+    """[each layer's loss, then the sum's gradient for each variable] from `losses_fn(noise)` on the noise eps."""
+    noise = K.NoiseDraw(_FixedNoise(eps), _Seeds(), 3, tf.as_dtype(dtype))
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        losses = losses_fn(noise)
+        total = tf.add_n(losses)
+    return [l.numpy() for l in losses] + [g.numpy() for g in tape.gradient(total, variables)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
+def test_ldrl_losses_and_gradients_on_shared_argmaxes_are_bit_identical(dtype):
+    """The loss in the authors' order ('ldrl_as_written') on one clean binding (`bind_clean_pass`, as every round of
+    a batch shares it), F(h + δx) and its argmax from one conv, and the kernel-only gradient of the transposed convs:
+    the same losses and feedback gradients, bit for bit, as each term binding its own pass with TensorFlow's own
+    gradients."""
+    net, rule, hs, eps, variables = _ldrl_on_a_small_conv_chain(dtype)
+    mine = _losses_and_gradients(lambda noise: LDRL_AS_WRITTEN.losses(
+        net, rule, hs, noise, None, 3, clean_layers=K.bind_clean_pass(net.tp_layers, hs))[0], eps, dtype, variables)
+    reference = _losses_and_gradients(lambda noise: _ldrl_losses_each_term_binding_its_pass(net, rule, hs, noise, 3),
+                                      eps, dtype, variables)
     assert len(mine) == len(reference) == 3 + len(variables)
     for a, b in zip(mine, reference):
         np.testing.assert_array_equal(a, b)
+
+
+# float64: rounding (measured ≤ 6e-16 of the largest entry); float32: measured ≤ 2.3e-7 of the largest entry (the
+# differences taken before the transposed conv instead of after it round otherwise)
+LINEAR_DIFFERENCE_TOLERANCE = {"float64": 1e-13, "float32": 2e-6}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("feedback_bias", [False, True])
+def test_ldrl_linear_differences_are_the_written_loss_to_rounding(dtype, feedback_bias):
+    """L-DRL's default on inverse conv blocks, G(a) − G(b) = T_Q(P(a) − P(b)) and the δx term from one kernel
+    gradient, against the authors' order ('ldrl_as_written'): every loss and gradient to rounding, relative to the
+    largest entry of each; the feedback bias d, which cancels, gets an exact zero gradient (the written form:
+    rounding noise)."""
+    net, rule, hs, eps, variables = _ldrl_on_a_small_conv_chain(dtype, feedback_bias)
+    clean_layers = K.bind_clean_pass(net.tp_layers, hs)
+    linear = _losses_and_gradients(lambda noise: LDRL_LOSS.losses(net, rule, hs, noise, None, 3,
+                                                                  clean_layers=clean_layers)[0], eps, dtype, variables)
+    written = _losses_and_gradients(lambda noise: LDRL_AS_WRITTEN.losses(net, rule, hs, noise, None, 3,
+                                                                         clean_layers=clean_layers)[0],
+                                    eps, dtype, variables)
+    biases = {id(layer.feedback_bias_var.value): isinstance(layer, TPConvBlock) for layer in net.tp_layers[1:]
+              if layer.feedback_bias_var is not None}
+    assert list(biases.values()) == ([True, True, False] if feedback_bias else [])
+    entries = [(f"loss {k}", None) for k in (1, 2, 3)] + [(v.name, id(v)) for v in variables]
+    for (name, key), a, b in zip(entries, linear, written):
+        if key in biases:  # d cancels: 0 on a conv block, the written form's rounding noise on the dense map
+            np.testing.assert_array_equal(a, 0.0 if biases[key] else b, err_msg=name)
+            continue
+        scale = np.abs(b).max()
+        assert scale > 1e-3, name  # a real loss or gradient, not a vanishing one
+        np.testing.assert_allclose(a, b, rtol=0, atol=LINEAR_DIFFERENCE_TOLERANCE[dtype] * scale, err_msg=name)
 
 
 # --- L-DRL against the authors' loss ---------------------------------------------------------------------------

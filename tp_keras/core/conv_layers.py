@@ -252,9 +252,7 @@ class TPConvBlock(PairedWeights, keras.layers.Layer):
             bias = None if bias is None else tf.stop_gradient(bias)
         if detach_input:
             u = tf.stop_gradient(u)
-        up = self.unpool(tf.reshape(u, (-1,) + self.output_image_shape), switches)
-        if self.feedback_form == "inverse_block":
-            up = self._act(up)
+        up = self._unpooled(u, switches)
         output_shape = tf.stack([tf.shape(up)[0], *self.image_shape])
         if detach_input and not constant:
             a = transposed_conv_of_constant(up, kernel, output_shape)
@@ -265,6 +263,39 @@ class TPConvBlock(PairedWeights, keras.layers.Layer):
         if self.feedback_form == "dtp":
             a = self._fb_act(a)
         return tf.reshape(a, [-1, int(np.prod(self.image_shape))])
+
+    def _unpooled(self, u, switches):
+        """unpool(u), with s on it in the inverse-block form: what g's transposed conv reads, an NHWC map."""
+        up = self.unpool(tf.reshape(u, (-1,) + self.output_image_shape), switches)
+        return self._act(up) if self.feedback_form == "inverse_block" else up
+
+    # --- the inverse block's linear part (L-DRL's differences) ------------------------------------------------
+    # In the inverse-block form g(u) = T_Q(P(u)) + d, with P(u) = s(unpool(u)) and T_Q the transposed conv, is
+    # linear in P(u): g(a) − g(b) = T_Q(P(a) − P(b)), one transposed conv instead of two, d cancelled exactly.
+    def linear_feedback_input(self, u, switches=None):
+        """P(u) = s(unpool(u)) (unpooling at `switches`) as a constant for gradients: the NHWC map g's linear part
+        reads, g(u) = T_Q(P(u)) + d (feedback_form='inverse_block' only)."""
+        if self.feedback_form != "inverse_block":
+            raise ValueError(f"{self.name}: feedback_form={self.feedback_form!r} is not linear in its unpooled "
+                             "input; the linear part exists for feedback_form='inverse_block'")
+        return tf.stop_gradient(self._unpooled(tf.stop_gradient(u), switches))
+
+    def linear_feedback(self, p):
+        """T_Q(p), flattened: g's linear part on an input map p of `linear_feedback_input`'s, Q's gradient alone."""
+        output_shape = tf.stack([tf.shape(p)[0], *self.image_shape])
+        a = transposed_conv_of_constant(p, self.feedback_kernel, output_shape)
+        return tf.reshape(a, [-1, int(np.prod(self.image_shape))])
+
+    def linear_feedback_pairing(self, v, p):
+        """Σ v·T_Q(p) over all its entries (v: rows in this block's input space, a constant), with no transposed
+        conv: T_Q(p) is linear in Q, so the sum is Σ Q ⊙ ∂/∂Q, and ∂/∂Q is one kernel gradient
+        (Conv2DBackpropFilter of v and p, the op Q's gradient through T_Q(p) runs with upstream v)."""
+        v = tf.reshape(tf.stop_gradient(v), (-1,) + self.image_shape)
+        kernel = tf.convert_to_tensor(self.feedback_kernel)
+        gradient = tf.raw_ops.Conv2DBackpropFilter(
+            input=v, filter_sizes=tf.shape(kernel), out_backprop=tf.stop_gradient(p), strides=[1, 1, 1, 1],
+            padding="SAME", use_cudnn_on_gpu=True, explicit_paddings=[], data_format="NHWC", dilations=[1, 1, 1, 1])
+        return tf.reduce_sum(kernel * tf.stop_gradient(gradient))
 
     def get_config(self):
         config = super().get_config()

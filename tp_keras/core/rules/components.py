@@ -93,6 +93,10 @@ class FeedbackAt:
             self._switches = self.layer.switches(self.forward_input)
         return self
 
+    def bound_switches(self):
+        """The bound pass's argmax (None without max pooling)."""
+        return self.prepare()._switches
+
     def feedback(self, u, constant=False):
         self.prepare()
         return self.layer.feedback(u, constant=constant, switches=self._switches, detach_input=True)
