@@ -435,3 +435,102 @@ def test_keras_fit_and_predict_under_two_replicas_are_refused_in_one_line():
     for name, line in zip(("fit", "predict"), lines):
         assert line.startswith(f"REFUSED {name} TPDense 'layer_1': batch normalisation over one replica's shard"), line
         assert "<newline>" not in line and "(2 replicas)" in line
+
+
+# --- DTP-BN ('dtp_bn'): FWDTP-BN with its feedback trained (docs/semantics.md §7.14) ----------------------------------
+
+SIGMA = 0.01  # the authors' --std_backward
+LR_FB = 0.05  # an --learning_rate_backward large enough that the feedback steps visibly move Q
+
+
+class SequenceNoise:
+    """A rule's noise component returning known N(0, 1) blocks (NumPy's, rounded to float32 as the library's draw
+    is), a new one on every call, in order: what each feedback round of a batch draws."""
+
+    def __init__(self, draws):
+        self.draws = [d.astype(np.float32) for d in draws]
+        self.calls = 0
+
+    def __call__(self, shape, seed):
+        assert tuple(int(s) for s in shape) == self.draws[self.calls].shape
+        self.calls += 1
+        return tf.constant(self.draws[self.calls - 1])
+
+
+class AuthorsDTPBN(AuthorsFWDTPBN):
+    """tp_net with DTP-BN's params: bf1 a trained `parameterized_function` with 'tanh-BN' (Q_d, (in, out) in their
+    convention), the rest as FWDTP-BN's; `train_back_weights(loss_type='DTP')` and the SGD step of `update_backward`."""
+
+    def train_back_weights(self, x, noise, lrb):
+        """One feedback step of every layer d = depth−1..1: q = h_{d−1} + noise, h = bf1(layers[d].forward(q)),
+        loss = MSELoss(sum)(h, q), Q_d ← Q_d − (lrb/B)·∂loss/∂Q_d (through bf1's batch statistics). Returns the
+        losses, layer 1 first."""
+        outputs = self.forward(x)
+        losses = [None] * (self.depth - 1)
+        for d in reversed(range(1, self.depth)):
+            q = outputs[d - 1] + noise[d - 1]
+            q_upper = self.layer_forward(d, q)
+            z = np.tanh(q_upper @ self.back[d].T)
+            h = authors_bn(z)
+            losses[d - 1] = ((h - q) ** 2).sum()
+            da = authors_bn_backward(z, 2.0 * (h - q)) * (1.0 - z ** 2)
+            self.back[d] = self.back[d] - lrb / len(x) * (da.T @ q_upper)
+        return losses
+
+
+def test_dtp_bn_is_fwdtp_bn_with_its_feedback_trained_first():
+    from tp_keras.core.rules.dtp_bn import DTP_BN
+    assert RULES["dtp_bn"] is DTP_BN
+    assert DTP_BN == dataclasses.replace(
+        FW_DTP_BN, name="dtp_bn", summary=DTP_BN.summary, feedback_loss="reconstruction_summed",
+        feedback_trained=True, feedback_init="uniform_1e-2", feedback_first=True, feedback_iterations=5, sigma=0.01)
+    assert DTP_BN.batch_dependent and DTP_BN.trains_feedback and DTP_BN.uses("feedback_iterations")
+    model = _model("dtp_bn")
+    layers = model.tp_layers
+    assert [layer.batch_norm for layer in layers] == [True, True, True, False]
+    assert [layer.feedback_batch_norm for layer in layers] == [False, True, True, True]
+    assert all(layer.bias is None and layer.feedback_bias_var is None for layer in layers)
+    assert model.feedback_variables == [layer.feedback_kernel for layer in layers[1:]]  # trained, no bias
+    for layer in layers[1:]:
+        q = to_np(layer.feedback_kernel)
+        assert np.abs(q).max() <= 1e-2 and np.abs(q).max() > 5e-3  # the authors' parameterized 'uniform': U(±1e-2)
+
+
+@pytest.mark.parametrize("iterations", [5, 2])
+def test_dtp_bn_one_batch_is_the_authors_feedback_steps_targets_and_forward_step(iterations):
+    """DTP-BN in float64 against the transcription of their `tp_net.train` for one batch: `iterations` feedback
+    steps (`train_back_weights`, loss 'DTP', fresh noise each), then `compute_target` with the new Q and
+    `update_weights`: the first step's losses, every Q after the steps, every W after the forward SGD step, to
+    1e-12."""
+    model = _model("dtp_bn", sigma=SIGMA, target_stepsize=STEPSIZE * BATCH, feedback_iterations=iterations)
+    authors = AuthorsDTPBN(model)
+    rng = np.random.default_rng(8)
+    draws = [rng.normal(size=(BATCH, sum(SIZES[1:-1]))) for _ in range(iterations)]
+    noise = SequenceNoise(draws)
+    model.set_rule(dataclasses.replace(model.rule, noise=noise))
+    x, labels = make_batch(seed=6, batch=BATCH)
+
+    splits = np.cumsum(SIZES[1:-2])
+    first_losses = None
+    for draw in noise.draws:
+        losses = authors.train_back_weights(x, [SIGMA * e for e in np.split(draw.astype(np.float64), splits,
+                                                                            axis=1)], LR_FB)
+        first_losses = losses if first_losses is None else first_losses
+    outputs = authors.forward(x)
+    targets = authors.compute_target(outputs, labels, STEPSIZE)
+    grads = authors.weight_grads(x, outputs, targets)
+
+    updates = tp_step.batch_updates(model, TorchSGD(LR, precision="float64"), TorchSGD(LR_FB, precision="float64"),
+                                    tf.constant(x), tf.constant(labels), unroll_feedback_rounds=True)
+    assert noise.calls == iterations
+    np.testing.assert_allclose([to_np(v) for v in updates.feedback_losses], np.array(first_losses) / BATCH,
+                               rtol=1e-12)
+    for layer, q in zip(model.tp_layers[1:], authors.back[1:]):
+        np.testing.assert_allclose(to_np(layer.feedback_kernel), q.T, rtol=1e-12, atol=1e-14)
+    for got, expected in zip(updates.targets, targets):
+        np.testing.assert_allclose(to_np(got), expected, rtol=1e-12, atol=1e-13)
+    for layer, w, g in zip(model.tp_layers, authors.w, grads):
+        np.testing.assert_allclose(to_np(layer.kernel), (w - LR / BATCH * g).T, rtol=1e-12, atol=1e-13)
+    # The feedback steps moved every Q (the comparison above is not of untouched initial values).
+    assert all(not np.allclose(q, to_np(layer.feedback_kernel).T)
+               for layer, q in zip(model.tp_layers[1:], AuthorsDTPBN(_model("dtp_bn")).back[1:]))

@@ -39,9 +39,9 @@ def test_each_rule_knows_what_it_uses():
     assert uses["bp"] == set()
     assert uses["gnt"] == {"target_stepsize", "gn_damping"}
     assert uses["dfa"] == uses["fw_dtp"] == uses["fw_dtp_bn"] == {"target_stepsize"}  # fixed feedback: no noise
-    assert uses["ldrl"] == {"target_stepsize", "feedback_iterations"} | feedback
+    assert uses["ldrl"] == uses["dtp_bn"] == {"target_stepsize", "feedback_iterations"} | feedback  # feedback first
     assert uses["ddtp_rhl"] == {"target_stepsize", "size_hidden_fb", "recurrent_input"} | feedback
-    for name in sorted(set(uses) - {"bp", "gnt", "dfa", "fw_dtp", "fw_dtp_bn", "ldrl", "ddtp_rhl"}):  # the others
+    for name in sorted(set(uses) - {"bp", "gnt", "dfa", "fw_dtp", "fw_dtp_bn", "ldrl", "dtp_bn", "ddtp_rhl"}):  # the others
         assert uses[name] == {"target_stepsize"} | feedback, name
     assert RULES["bp"].used(target_stepsize=0.1, sigma=0.05) == {}
     assert RULES["dfa"].used(target_stepsize=0.1, sigma=0.05) == {"target_stepsize": 0.1}
@@ -211,7 +211,7 @@ def test_feedback_schedule_is_refused_where_no_feedback_trains(method):
                                         "layer); drop the flag (it is for ddtp_rhl)"),
     ("dtp", dict(recurrent_input=True), "--recurrent_input: True is not used by dtp"),
     ("dtp", dict(feedback_iterations=3), "--feedback_iterations: 3 is not used by dtp (dtp takes one feedback step "
-                                         "per batch, with its targets); drop the flag (it is for ldrl)"),
+                                         "per batch, with its targets); drop the flag (it is for ldrl, dtp_bn)"),
     ("gnt", dict(epochs_fb=2), "--epochs_fb: 2 is not used by gnt (gnt does not train feedback weights)"),
     ("fw_dtp", dict(extra_fb_epochs=1), "--extra_fb_epochs: 1 is not used by fw_dtp"),
 ])

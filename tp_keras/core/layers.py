@@ -136,7 +136,8 @@ class UniformBound(keras.initializers.Initializer):
 # The forms of a layer-wise feedback map (TPDense's feedback_form): DTP's t(uQ + d), the inverse block s(u)Q + d.
 FEEDBACK_FORMS = ("dtp", "inverse_block")
 # Initialisers of the layer-wise feedback kernel Q, by name, from the layer's seed.
-FEEDBACK_INITIALIZERS = {"xavier": XavierNormal, "uniform_1e-3": lambda seed: UniformBound(1e-3, seed)}
+FEEDBACK_INITIALIZERS = {"xavier": XavierNormal, "uniform_1e-3": lambda seed: UniformBound(1e-3, seed),
+                         "uniform_1e-2": lambda seed: UniformBound(1e-2, seed)}  # DTP-BN's authors' trained Q
 
 
 class PairedWeights:

@@ -9,11 +9,12 @@ from tp_keras.core.rules.base import (HYPER_PARAMETERS, SETTINGS, HyperParameter
                                       UnusedSettingError)
 from tp_keras.core.rules.base import RULES  # the registry (base's, so that LearningRule reads it), filled below
 from tp_keras.core.rules.components import NoiseDraw, standard_normal
+from tp_keras.core.rules.dtp_bn import DTP_BN
 from tp_keras.core.rules.fw_dtp import FW_DTP, FW_DTP_BN
 from tp_keras.core.rules.ldrl import LDRL
 from tp_keras.core.rules.paper import PAPER_RULES
 
-RULES.update({r.name: r for r in (*PAPER_RULES, LDRL, FW_DTP, FW_DTP_BN)})  # base.RULES, the one registry
+RULES.update({r.name: r for r in (*PAPER_RULES, LDRL, FW_DTP, FW_DTP_BN, DTP_BN)})  # base.RULES, the one registry
 
 
 def rule_names() -> tuple[str, ...]:

@@ -64,8 +64,11 @@ from tp_keras.core.rules import components as K
 # module); `LearningRule.structure` reads it.
 RULES: dict[str, LearningRule] = {}
 FEEDBACK_KINDS = ("none", "layerwise", "direct", "direct_rhl")
-FEEDBACK_INITS = ("xavier", "uniform_1e-3")
+FEEDBACK_INITS = ("xavier", "uniform_1e-3", "uniform_1e-2")
 FEEDBACK_FORMS = ("dtp", "inverse_block")
+# The feedback losses a batch-normalised rule can train with: each noisy copy passes through the maps alone, so the
+# batch statistics are its own (FWDTP-BN's fixed feedback; DTP-BN's summed reconstruction loss, rules/dtp_bn.py).
+_BATCH_NORM_FEEDBACK_LOSSES = ("none", "reconstruction_summed")
 # The hyper-parameters of a rule (what TPModel's keyword arguments and the launcher's flags override); the other
 # fields are its structure.
 HYPER_PARAMETERS = ("sigma", "target_stepsize", "gn_damping", "noise", "feedback_iterations")
@@ -208,13 +211,15 @@ class LearningRule:
         if self.output_batch_norm and not self.batch_norm:
             raise RuleError(f"rule {n!r}: output_batch_norm=True normalises the logits of a batch-normalised network; "
                             "set batch_norm=True too, or drop output_batch_norm")
-        if self.batch_norm and (self.feedback, self.target_rule, self.feedback_loss, self.feedback_form) != (
-                "layerwise", "difference", "none", "dtp"):
-            raise RuleError(f"rule {n!r}: batch_norm is built for FWDTP-BN, fixed layer-wise feedback t(uQ) with "
-                            "difference targets (feedback='layerwise', target_rule='difference', feedback_loss="
-                            f"'none', feedback_form='dtp'), not {self.feedback!r}/{self.target_rule!r}/"
-                            f"{self.feedback_loss!r}/{self.feedback_form!r}: the feedback losses stack noisy rows into "
-                            "one batch, which the batch statistics would mix; start from RULES['fw_dtp_bn']")
+        if self.batch_norm and ((self.feedback, self.target_rule, self.feedback_form) != (
+                "layerwise", "difference", "dtp") or self.feedback_loss not in _BATCH_NORM_FEEDBACK_LOSSES):
+            raise RuleError(f"rule {n!r}: batch_norm is built for FWDTP-BN and DTP-BN, layer-wise feedback t(uQ) "
+                            "with difference targets, fixed or trained by the summed reconstruction loss (feedback="
+                            "'layerwise', target_rule='difference', feedback_form='dtp', feedback_loss 'none' or "
+                            f"'reconstruction_summed'), not {self.feedback!r}/{self.target_rule!r}/"
+                            f"{self.feedback_form!r}/{self.feedback_loss!r}: the other feedback losses stack noisy "
+                            "rows into one batch, which the batch statistics would mix; start from "
+                            "RULES['fw_dtp_bn'] or RULES['dtp_bn']")
         if not _number(self.forward_loss_scale, 0, strict=True):
             raise RuleError(f"rule {n!r}: forward_loss_scale={self.forward_loss_scale!r} must be a finite number > 0 "
                             "(1.0: the paper's local loss; 0.5: L-DRL's authors')")
