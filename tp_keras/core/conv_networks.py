@@ -40,7 +40,7 @@ CONV_LOSSES = ("sum", "mean")
 INITS = ("xavier", "torch")
 TORCH_BIAS_SEED = 100_003  # offset of a bias's seed from its kernel's under init='torch'
 # The feedback losses each feedback path supports on conv blocks.
-LAYERWISE_LOSSES = ("reconstruction", "drl", "ldrl", "none")
+LAYERWISE_LOSSES = ("reconstruction", "drl", "ldrl", "ldrl_as_written", "none")
 DIRECT_LOSSES = ("drl", "control", "none")
 
 

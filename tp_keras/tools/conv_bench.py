@@ -14,6 +14,7 @@ a training epoch's cost against BP's counts the feedback-only passes per epoch t
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
@@ -26,9 +27,17 @@ POOLING = ("none", "max", "none", "max")
 # Feedback-only passes per training epoch in launch/fashion_mnist_conv_*.flags (--extra_fb_epochs); L-DRL trains
 # its feedback inside each batch instead, as its authors.
 EXTRA_FEEDBACK_PASSES = {"dtpdrl": 1, "ddtp_linear": 1}
+# Variants timed beside the rules (`figures(methods=...)`): L-DRL's loss in the authors' order of operations, every
+# inverse block applied and then subtracted (rules/ldrl.py), the baseline of its linear differences.
+RULE_VARIANTS = {"ldrl_as_written": lambda: dataclasses.replace(get_rule("ldrl"), feedback_loss="ldrl_as_written")}
+
+
+def rule_of(method):
+    """The rule a method name of this benchmark stands for: a rule's name or one of RULE_VARIANTS."""
+    return RULE_VARIANTS[method]() if method in RULE_VARIANTS else get_rule(method)
 
 FIELDS = {
-    "method": "the rule",
+    "method": "the rule (or one of RULE_VARIANTS)",
     "xla": "XLA compilation of the steps (jit_compile)",
     "first_call_seconds": "the first training call: trace, compile and one step",
     "seconds_per_batch": "one training step (median pass / batches)",
@@ -56,7 +65,7 @@ def conv_trainer(method, *, xla: bool, seed: int = 42, channels=CHANNELS, image_
     from tp_keras.core.conv_networks import ConvChainNetwork
     from tp_keras.core.model import TPModel
     from tp_keras.core.step import Trainer
-    rule = get_rule(method)
+    rule = rule_of(method)
     net = ConvChainNetwork(rule, image_shape, network_specs(channels), init="xavier", conv_loss="sum", seed=seed)
     model = TPModel(rule, network=net, seed=seed)
     feedback = keras.optimizers.Adam(1e-5) if model.feedback_variables else None
@@ -67,7 +76,7 @@ def refusal(method) -> str | None:
     """Why `method` has no conv version (ConvChainNetwork's one line), or None."""
     from tp_keras.core.conv_networks import check_rule
     try:
-        check_rule(get_rule(method))
+        check_rule(rule_of(method))
     except ValueError as error:
         return str(error)
     return None
@@ -111,7 +120,7 @@ def figures(batches, *, methods=CONV_METHODS, xla_settings=(False, True), repeat
     (4 values) and the batches' image shape give a smaller net of the same structure (tests)."""
     methods = ["bp"] + [m for m in methods if m != "bp"]
     rows, count, batch_size = [], len(batches), int(batches[0][0].shape[0])
-    report(f"{'method':<13}{'xla':<5}{'first s':>9}{'s/batch':>9}{'cpu s/b':>9}{'samples/s':>10}{'x BP':>7}"
+    report(f"{'method':<17}{'xla':<5}{'first s':>9}{'s/batch':>9}{'cpu s/b':>9}{'samples/s':>10}{'x BP':>7}"
            f"{'cpu x BP':>9}{'fb s/b':>8}{'epoch x BP':>11}")
     for xla in xla_settings:
         trainers = {}
@@ -145,7 +154,7 @@ def figures(batches, *, methods=CONV_METHODS, xla_settings=(False, True), repeat
             extra = row["extra_feedback_passes"] * (row["feedback_seconds_per_batch"] or 0.0)
             row["epoch_ratio_to_bp"] = (row["seconds_per_batch"] + extra) / bp["seconds_per_batch"]
             fb = "-" if row["feedback_seconds_per_batch"] is None else f"{row['feedback_seconds_per_batch']:.3f}"
-            report(f"{row['method']:<13}{'on' if xla else 'off':<5}{row['first_call_seconds']:>9.2f}"
+            report(f"{row['method']:<17}{'on' if xla else 'off':<5}{row['first_call_seconds']:>9.2f}"
                    f"{row['seconds_per_batch']:>9.3f}{row['cpu_seconds_per_batch']:>9.3f}"
                    f"{row['samples_per_second']:>10.1f}{row['ratio_to_bp']:>7.2f}{row['cpu_ratio_to_bp']:>9.2f}"
                    f"{fb:>8}{row['epoch_ratio_to_bp']:>11.2f}")
