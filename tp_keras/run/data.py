@@ -266,6 +266,16 @@ def load_dataset(
     )
 
 
+def dataset_options(config) -> dict:
+    """The `load_dataset` arguments of a run's settings (a run.config.Config): the one place where a Config is
+    turned into what to load, for the single run, the launcher's background and --strategy loads and a
+    population's members (`load_dataset(**dataset_options(config))`). Images stay NHWC for the networks that read
+    them (the CNN, the conv chain), every other network gets flattened vectors."""
+    return dict(name=config.dataset, data_dir=config.data_dir, seed=config.seed,
+                validation_size=config.validation_size, no_val_set=config.no_val_set,
+                flatten=not config.uses_images)
+
+
 def load_dataset_in_background(name: str, data_dir: str | None = None, **options):
     """Starts `load_dataset(name, data_dir, **options)` on a thread; returns a function that waits for it and
     returns the Dataset (or raises its error, e.g. a DataError, in the caller's thread). For a caller with other

@@ -31,14 +31,15 @@ from tp_keras.core.health import Diverged
 from tp_keras.core.step import Trainer
 from tp_keras.run import faults, memory, precision, trace_ahead
 from tp_keras.run.config import Config, ConfigError
-from tp_keras.run.data import DataError, Dataset, dataset_fingerprint, load_dataset
+from tp_keras.run.data import DataError, Dataset, dataset_fingerprint, dataset_options, load_dataset
 from tp_keras.run.factories import build_model, build_trainer, worker_workdir
 from tp_keras.run.passes import Batches, MultiSteps, run_pass
 from tp_keras.run.records import RunFolder, RunSummary
 from tp_keras.run.schedule import train_epochs
 
 
-def _check_splits(dataset: Dataset) -> None:
+def check_splits(dataset: Dataset) -> None:
+    """DataError (one line) for a split without samples."""
     for name in ("train", "test") + (("val",) if dataset.val is not None else ()):
         if len(getattr(dataset, name).x) == 0:
             raise DataError(f"the {name} split of {dataset.name} has 0 samples; give every split at least one "
@@ -96,10 +97,8 @@ def train_and_evaluate(config: Config, workdir: str, dataset: Dataset | None = N
 def _run(config, folder: RunFolder, dataset, trainer, resume, on_epoch_end, log) -> RunSummary:
     keras.utils.set_random_seed(config.seed)
     if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                               validation_size=config.validation_size, no_val_set=config.no_val_set,
-                               flatten=not config.uses_images)
-    _check_splits(dataset)
+        dataset = load_dataset(**dataset_options(config))
+    check_splits(dataset)
     folder.data = dataset_fingerprint(dataset)
     if trainer is None:
         memory.check_dataset_fits(config, dataset)

@@ -12,6 +12,9 @@ exact account; TensorFlow's own ~1 GB is outside it):
   jacobians            per-sample output Jacobians (GNT targets, angle logging)
   data on the device   the training set, its shuffled copy of the current pass, and the largest evaluation split
 
+A population (run/population_run.py) counts the model's parts once per member, each member's evaluation splits,
+and its distinct training sets once each (no shuffled copy: members read their rows in place).
+
 It is compared with the memory the machine can give now: MemAvailable of /proc/meminfo, lowered to the cgroup's
 limit minus its usage where a container sets one. Where neither is known, nothing is refused.
 """
@@ -50,9 +53,13 @@ def _chain_geometry(config: Config, image_shape):
 
 
 def estimate_bytes(config: Config, *, input_size: int, image_shape, num_outputs: int, num_train: int,
-                   num_eval: int) -> dict[str, int]:
+                   num_eval: int, members: int = 1, train_copies: int | None = None) -> dict[str, int]:
     """The estimate's parts in bytes (see the module docstring). `num_eval`: samples of the largest evaluation
-    split."""
+    split. `members`: a population's (run/population_run.py): every part of the model's K times, each member's
+    evaluation splits, and `train_copies` training sets on the device (the distinct members' sets; a single run
+    keeps two, its set and the current pass's shuffled copy)."""
+    members = max(1, int(members))
+    train_copies = 2 if train_copies is None else int(train_copies)
     item = 8 if config.precision == "float64" else 4
     method = get_rule(config.method)
     batch = max(1, min(int(config.batch_size), max(1, int(num_train))))
@@ -91,12 +98,12 @@ def estimate_bytes(config: Config, *, input_size: int, image_shape, num_outputs:
     noise_levels = sum(k * widths[k + 1] for k in range(1, len(widths) - 1)) if method.trains_feedback else 0
     jacobian_units = num_outputs * sum(hidden) if (method.target_rule == "gnt" or config.log_angles) else 0
     return {
-        "parameters": (forward + feedback) * item,
-        "optimizer": 3 * trained * item,
-        "activations": batch * (8 * sum(widths) + 2 * extra_activations) * item,
-        "noise stack": 2 * batch * noise_levels * item,
-        "jacobians": 3 * batch * jacobian_units * item,
-        "data on the device": (2 * int(num_train) + int(num_eval)) * (input_size + 1) * item,
+        "parameters": members * (forward + feedback) * item,
+        "optimizer": members * 3 * trained * item,
+        "activations": members * batch * (8 * sum(widths) + 2 * extra_activations) * item,
+        "noise stack": members * 2 * batch * noise_levels * item,
+        "jacobians": members * 3 * batch * jacobian_units * item,
+        "data on the device": (train_copies * int(num_train) + members * int(num_eval)) * (input_size + 1) * item,
     }
 
 
@@ -143,15 +150,25 @@ def _culprit(config: Config, parts: dict, data_flag: str) -> str:
     return {"cnn": "architecture", "conv": "conv_channels"}.get(config.architecture, "size_hidden")
 
 
-def check_fits(config: Config, data_flag: str = "dataset", **shapes) -> dict:
+def check_fits(config: Config, data_flag: str = "dataset", *, members_flag: str = "seeds", **shapes) -> dict:
     """Raises ConfigError (one line: the estimate, its largest parts, the memory available, the flag to lower)
     when the run cannot fit in memory; returns the estimate's parts otherwise. `shapes`: as estimate_bytes;
-    `data_flag`: the flag that sets the data's size."""
+    `data_flag`: the flag that sets the data's size. A population (shapes' `members` > 1) that would not fit is
+    refused naming `members_flag`, with what one member needs."""
     parts = estimate_bytes(config, **shapes)
     total = sum(parts.values())
     available = available_bytes()
     if available is None or total <= available:
         return parts
+    members = int(shapes.get("members", 1))
+    if members > 1:
+        one = sum(estimate_bytes(config, **{**shapes, "members": 1, "train_copies": 1}).values())
+        shown = ", ".join(f"{name} {_size(value)}" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])
+                          if value >= total / 100)
+        raise ConfigError(members_flag, f"{members} members need about {_size(total)} of memory ({shown}), more "
+                                        f"than the {_size(available)} this machine has available (one member needs "
+                                        f"about {_size(one)}); lower --{members_flag}, or run on a machine with "
+                                        "more memory")
     flag = _culprit(config, parts, data_flag)
     shown = ", ".join(f"{name} {_size(value)}" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])
                       if value >= total / 100)

@@ -19,6 +19,11 @@ from tp_keras.run.config import Config
 from tp_keras.run.data import crop_flip_draws, crop_flip_indices
 
 
+def pass_permutation(seed: int, pass_index: int, rows: int) -> np.ndarray:
+    """The order of a training set's rows in pass `pass_index` of a run seeded `seed` (every pass reshuffles)."""
+    return np.random.default_rng([seed, pass_index]).permutation(rows)
+
+
 class Batches:
     """The training set, reshuffled for every pass by a permutation drawn from (seed, pass index).
 
@@ -39,7 +44,7 @@ class Batches:
     def permuted(self):
         """The next pass's shuffled copy of the whole set, on the device."""
         n = int(self.x.shape[0])
-        perm = np.random.default_rng([self.seed, self.passes]).permutation(n)
+        perm = pass_permutation(self.seed, self.passes, n)
         x = tf.gather(self.x, perm)
         if self.augment == "crop_flip":
             rows, cols = crop_flip_indices(*self.x.shape[1:3], *crop_flip_draws(self.seed, self.passes, n))
