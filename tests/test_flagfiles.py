@@ -22,7 +22,9 @@ ALL_NAMES = sorted(f[:-len(".flags")] for f in os.listdir(LAUNCH_DIR) if f.endsw
 # The reference's cells; the other flagfiles (the conv chains: cifar10_LDRL_vgg, fashion_mnist_conv_*) are not
 # reference configs and are checked by tests/test_conv_launch.py.
 CONV_NAMES = ("cifar10_LDRL_vgg",) + tuple(n for n in ALL_NAMES if n.startswith("fashion_mnist_conv_"))
-NAMES = [n for n in ALL_NAMES if n not in CONV_NAMES]
+# FW-DTP's authors' configurations (launch/*_FWDTPBN.flags, *_DTPBN.flags), checked by tests/test_fwdtp_bn.py.
+FWDTP_NAMES = tuple(n for n in ALL_NAMES if n.endswith(("_FWDTPBN", "_DTPBN")))
+NAMES = [n for n in ALL_NAMES if n not in CONV_NAMES + FWDTP_NAMES]
 # The values a flagfile must reproduce exactly: every hyper-parameter (for the CNN: no MLP architecture keys).
 HYPER_KEYS = ("lr", "target_stepsize", "beta1", "beta2", "epsilon", "forward_wd", "lr_fb", "beta1_fb", "beta2_fb",
               "epsilon_fb", "feedback_wd", "sigma", "batch_size", "epochs", "epochs_fb", "extra_fb_epochs",

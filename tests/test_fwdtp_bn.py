@@ -15,6 +15,7 @@ Their stepsize acts on the gradient of the summed loss, ours on e_L = ∂(mean l
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -534,3 +535,83 @@ def test_dtp_bn_one_batch_is_the_authors_feedback_steps_targets_and_forward_step
     # The feedback steps moved every Q (the comparison above is not of untouched initial values).
     assert all(not np.allclose(q, to_np(layer.feedback_kernel).T)
                for layer, q in zip(model.tp_layers[1:], AuthorsDTPBN(_model("dtp_bn")).back[1:]))
+
+
+# --- the authors' configurations as flagfiles (launch/*_FWDTPBN.flags, launch/*_DTPBN.flags) -------------------------
+
+LAUNCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "launch")
+FLAGFILES = {f"{data}_{algorithm}": (data, algorithm) for data in ("mnist", "fashion_mnist")
+             for algorithm in ("FWDTPBN", "DTPBN")}
+# Their README's MNIST command (`--learning_rate=0.1 --stepsize=0.04 --test`) and Main.py's defaults (batch 256,
+# 100 epochs, --depth=6 --hid_dim=256; DTP-BN: --learning_rate_backward=1e-3 --std_backward=1e-2
+# --epochs_backward=5), in the launcher's terms: lr on the mean gradient (their lr/B on the summed loss), the target
+# step on the mean loss (stepsize·B).
+AUTHORS_VALUES = dict(num_hidden=5, size_hidden=256, optimizer="sgd", momentum=0.0, lr=0.1, normalize_lr=False,
+                      target_stepsize=0.04 * 256, forward_wd=0.0, batch_size=256, epochs=100, no_val_set=True,
+                      precision="float32")
+AUTHORS_DTP_BN_FEEDBACK = dict(optimizer_fb="sgd", momentum_fb=0.0, lr_fb=1e-3, feedback_wd=0.0, sigma=0.01,
+                               feedback_iterations=5, epochs_fb=1)
+
+
+def _parse_flagfile(name):
+    from tp_keras.run import launch
+    launch.FLAGS(["launch", f"--flagfile={os.path.join(LAUNCH_DIR, name + '.flags')}"])
+    try:
+        return launch.config_from_flags().validate(), launch.FLAGS.cell
+    finally:
+        launch.FLAGS.unparse_flags()
+
+
+def test_one_flagfile_per_authors_configuration():
+    names = sorted(f[:-len(".flags")] for f in os.listdir(LAUNCH_DIR) if f.endswith(("_FWDTPBN.flags",
+                                                                                       "_DTPBN.flags")))
+    assert names == sorted(FLAGFILES)
+
+
+@pytest.mark.parametrize("name", sorted(FLAGFILES))
+def test_authors_flagfile_header_and_values(name):
+    """Header first (what it reproduces, the paper's number or where to read it, the setting, the cost, the
+    command), then one flag per line; the launcher reads exactly the authors' values."""
+    data, algorithm = FLAGFILES[name]
+    with open(os.path.join(LAUNCH_DIR, name + ".flags"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    assert lines[:len(header)] == header and lines[0].startswith(f"# {name}: Shibuya et al. (AAAI 2023)")
+    assert all(line.startswith("--") for line in lines[len(header):]) and f"--cell={name}" in lines
+    assert all(len(line) <= 120 for line in lines)
+    comment = " ".join(line[2:].strip() for line in header)
+    for part in ("Paper: ", "Setting: ", "Departure", "Cost: measured", "s/batch",
+                 f"--algorithm={'FWDTP-BN' if algorithm == 'FWDTPBN' else 'DTP-BN'}"):
+        assert part in comment, (name, part)
+    assert header[-1] == (f"# Run: python -m tp_keras.launch --flagfile=launch/{name}.flags "
+                          f"--data_dir=../shared/data/{data}")
+    config, cell = _parse_flagfile(name)
+    assert cell == name and config.dataset == data
+    assert config.method == {"FWDTPBN": "fw_dtp_bn", "DTPBN": "dtp_bn"}[algorithm]
+    assert config.output_batch_norm is (algorithm == "FWDTPBN")  # their linear-BN is FWDTP-BN's only
+    expected = dict(AUTHORS_VALUES, **(AUTHORS_DTP_BN_FEEDBACK if algorithm == "DTPBN" else {}))
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("name", sorted(FLAGFILES))
+def test_authors_flagfile_builds_its_model_and_takes_one_training_step(name):
+    """The file's model (784-256x5-10, its rule, the logits' BN) and optimizers take one finite training step on 8
+    random samples: every forward weight moves, and DTP-BN's feedback weights too."""
+    from tp_keras.run.data import Dataset, Split
+    from tp_keras.run.factories import build_model, build_trainer
+    config, _ = _parse_flagfile(name)
+    split = Split(np.zeros((1, 784), "float32"), np.zeros((1,), "int32"))
+    dataset = Dataset(name=config.dataset, train=split, val=None, test=split, num_outputs=10,
+                      task="classification", image_shape=(28, 28, 1))
+    model = build_model(config, dataset)
+    trainer = build_trainer(config, model)
+    assert [layer.units for layer in model.tp_layers] == [256] * 5 + [10]
+    assert model.tp_layers[-1].batch_norm is config.output_batch_norm
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 784)).astype("float32"), np.arange(8, dtype="int32")
+    before = [to_np(v) for v in model.forward_variables + model.feedback_variables]
+    out = tp_step.train_step(model, trainer.forward_optimizer, trainer.feedback_optimizer, x, y)
+    assert np.isfinite(float(out["loss"]))
+    after = [to_np(v) for v in model.forward_variables + model.feedback_variables]
+    assert all(np.all(np.isfinite(a)) and not np.array_equal(a, b) for a, b in zip(after, before))
+    assert bool(model.feedback_variables) is (config.method == "dtp_bn")
