@@ -615,3 +615,60 @@ def test_authors_flagfile_builds_its_model_and_takes_one_training_step(name):
     after = [to_np(v) for v in model.forward_variables + model.feedback_variables]
     assert all(np.all(np.isfinite(a)) and not np.array_equal(a, b) for a, b in zip(after, before))
     assert bool(model.feedback_variables) is (config.method == "dtp_bn")
+
+
+@pytest.mark.slow  # two compiled feedback-first trainers: ~15 s of tracing on the 2-core CPU
+def test_dtp_bn_checkpoint_resume_is_bit_identical(tmp_path):
+    """DTP-BN's state is its weights, both optimizers' (SGD with momentum here, so they have some) and the noise
+    generator's: training resumed from a checkpoint continues bit for bit, the feedback steps' noise included."""
+    from tp_keras.run.checkpoint import load_checkpoint, save_checkpoint
+    from tp_keras.run.config import Config
+    config = Config(method="dtp_bn", num_hidden=3, size_hidden=5, epochs=2)
+
+    def trainer_of(model):
+        return tp_step.Trainer(model, TorchSGD(LR, momentum=0.9, precision=model.compute_dtype),
+                               TorchSGD(LR_FB, momentum=0.9, precision=model.compute_dtype))
+
+    def train(trainer, first, steps=2):
+        for s in range(first, first + steps):
+            x, labels = make_batch(seed=1 + s, batch=BATCH)
+            trainer.train_step(tf.constant(x, tf.float32), tf.constant(labels))
+
+    straight = _model("dtp_bn", dtype="float32")
+    trainer = trainer_of(straight)
+    train(trainer, 0)
+    path = str(tmp_path / "checkpoint.npz")
+    save_checkpoint(path, trainer, epoch=1, passes=1, history=[], config=config)
+    train(trainer, 2)
+    resumed = _model("dtp_bn", dtype="float32", seed=11)  # other initial weights: the checkpoint must replace them
+    resumed_trainer = trainer_of(resumed)
+    load_checkpoint(path, resumed_trainer, config)
+    train(resumed_trainer, 2)
+    for a, b in zip(straight.variables + straight.feedback_variables, resumed.variables + resumed.feedback_variables):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+    assert not np.array_equal(to_np(straight.tp_layers[1].feedback_kernel),
+                              to_np(_model("dtp_bn", dtype="float32").tp_layers[1].feedback_kernel))
+
+
+def test_dtp_bn_is_refused_where_fwdtp_bn_is_and_the_launcher_takes_it():
+    from tp_keras.core.rules.dtp_bn import DTP_BN
+    from tp_keras.run.config import Config, ConfigError
+    with pytest.raises(ValueError) as err:
+        ConvChainNetwork(DTP_BN, (8, 8, 1), [{"filters": 2}, {"units": 3}])
+    assert "built for the MLP only" in _one_line(err)
+    keras_model = keras.Sequential([keras.Input((SIZES[0],)), keras.layers.Dense(4, activation="tanh",
+                                                                                 use_bias=False),
+                                    keras.layers.Dense(3, use_bias=False)])
+    with pytest.raises(ConversionError) as err:
+        to_tp_model(keras_model, "dtp_bn")
+    assert "build a TPModel('dtp_bn', ...) instead" in _one_line(err)
+    config = Config.paper("dtp_bn").validate()  # DTP's MNIST configuration, as fw_dtp_bn
+    assert (config.lr, config.lr_fb, config.sigma) == (Config.paper("dtp").lr, Config.paper("dtp").lr_fb,
+                                                      Config.paper("dtp").sigma)
+    assert config.feedback_iterations is None  # the rule's 5
+    for change, starts in ((dict(log_angles=True), "--log_angles: dtp_bn batch-normalises its layers"),
+                           (dict(architecture="conv", dataset="fashion_mnist", conv_channels=(4,)),
+                            "--method: dtp_bn has no conv chain")):
+        with pytest.raises(ConfigError) as err:
+            Config.paper("dtp_bn", **change).validate()
+        assert _one_line(err).startswith(starts)

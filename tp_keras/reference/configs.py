@@ -850,5 +850,6 @@ MNIST_CONFIGS = {method: FINAL_CONFIGS[name] for method, name in MNIST_TABLE1.it
 # Methods the paper did not tune on MNIST take another method's configuration as their default:
 # vanilla TP (never implemented by the reference) that of DTP, GNT (used by the reference only for a toy
 # figure) that of BP (η̂ = 1, no feedback).
-# FW-DTP (and FWDTP-BN) and L-DRL (later papers) start from DTP's and DTPDRL's (same architecture and feedback maps).
-DEFAULTS_FROM = {"tp": "dtp", "gnt": "bp", "ldrl": "dtpdrl", "fw_dtp": "dtp", "fw_dtp_bn": "dtp"}
+# FW-DTP (FWDTP-BN, DTP-BN) and L-DRL (later papers) start from DTP's and DTPDRL's (same architecture and
+# feedback maps).
+DEFAULTS_FROM = {"tp": "dtp", "gnt": "bp", "ldrl": "dtpdrl", "fw_dtp": "dtp", "fw_dtp_bn": "dtp", "dtp_bn": "dtp"}
