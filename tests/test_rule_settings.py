@@ -39,9 +39,10 @@ def test_each_rule_knows_what_it_uses():
     assert uses["bp"] == set()
     assert uses["gnt"] == {"target_stepsize", "gn_damping"}
     assert uses["dfa"] == uses["fw_dtp"] == uses["fw_dtp_bn"] == {"target_stepsize"}  # fixed feedback: no noise
-    assert uses["ldrl"] == uses["dtp_bn"] == {"target_stepsize", "feedback_iterations"} | feedback  # feedback first
+    assert uses["ldrl"] == uses["dtp_bn"] == {"target_stepsize", "feedback_iterations"} | feedback
     assert uses["ddtp_rhl"] == {"target_stepsize", "size_hidden_fb", "recurrent_input"} | feedback
-    for name in sorted(set(uses) - {"bp", "gnt", "dfa", "fw_dtp", "fw_dtp_bn", "ldrl", "dtp_bn", "ddtp_rhl"}):  # the others
+    others = set(uses) - {"bp", "gnt", "dfa", "fw_dtp", "fw_dtp_bn", "ldrl", "dtp_bn", "ddtp_rhl"}
+    for name in sorted(others):
         assert uses[name] == {"target_stepsize"} | feedback, name
     assert RULES["bp"].used(target_stepsize=0.1, sigma=0.05) == {}
     assert RULES["dfa"].used(target_stepsize=0.1, sigma=0.05) == {"target_stepsize": 0.1}

@@ -9,7 +9,8 @@ as a plain dict) and carries its hyper-parameters:
   ``feedback_init`` shape those maps; ``feedback_trained`` says whether the feedback optimizer steps.
 * ``target_rule``: ``backprop``, ``difference`` (paper eq. 8), ``plain`` (eq. 3) or ``gnt`` (Gauss-Newton).
 * ``feedback_loss``: ``none``, ``reconstruction`` (DTP), ``drl`` (difference reconstruction loss), ``control``
-  (DDTP-control) or ``ldrl`` (local difference reconstruction loss, Ernoult et al. 2022).
+  (DDTP-control), ``ldrl`` (local difference reconstruction loss, Ernoult et al. 2022) or
+  ``reconstruction_summed`` (DTP's loss as Shibuya et al.'s DTP-BN computes it, rules/dtp_bn.py).
 * the in-batch schedule, a component (`components.InBatchSchedule`, `LearningRule.schedule`) saved as three
   fields: ``feedback_first`` (train the feedback before the targets are computed, instead of computing targets
   and both gradients from the same weights), ``feedback_iterations`` (feedback steps per batch: one value, or one
@@ -24,8 +25,9 @@ as a plain dict) and carries its hyper-parameters:
   activation of the layer whose output u is (L-DRL's authors invert each forward block: its activation, then the
   transposed linear map; the output layer's map is purely linear); ``forward_bias`` (False: no forward layer has a
   bias, as FW-DTP's authors' layers); ``forward_loss_scale`` (c in the local loss c·(1/B)Σ‖h − ĥ‖²: 1 for the
-  paper methods, ½ for L-DRL's authors); ``batch_norm`` (FW-DTP's authors' FWDTP-BN: every hidden layer's output,
-  every layer-wise feedback map and every difference target batch-normalised, docs/semantics.md §7.13) and
+  paper methods, ½ for L-DRL's authors); ``batch_norm`` (FW-DTP's authors' FWDTP-BN and DTP-BN: every hidden
+  layer's output, every layer-wise feedback map and every difference target batch-normalised, docs/semantics.md
+  §7.13, §7.14) and
   ``output_batch_norm`` (the output layer's logits normalised too, their ``--forward_last_activation=linear-BN``).
 
 Every invalid combination is refused by the constructor with a one-line `RuleError` (a ValueError): a bool

@@ -14,8 +14,9 @@ FW_DTP_BN ('fw_dtp_bn') is their default and headline variant, FWDTP-BN: the sam
 output, every feedback map and every difference target batch-normalised by the batch's own statistics, in training
 and in evaluation alike (`layers.batch_normalize`; docs/semantics.md §7.13): h_ℓ = BN(tanh(h_{ℓ−1}W_ℓ)),
 g_k(u) = BN(tanh(u B_k)), ĥ_k = BN(g_k(ĥ_{k+1}) + h_k − g_k(h_{k+1})); the logits stay linear (their
-`--forward_last_activation` default; `dataclasses.replace(FW_DTP_BN, output_batch_norm=True)` is their README's
-MNIST command's `linear-BN`). Its fixed feedback takes the authors' init, B_k ~ U(±10⁻³): the normalisation after
+`--forward_last_activation` default; `dataclasses.replace(FW_DTP_BN, output_batch_norm=True)`, the launcher's
+`--output_batch_norm`, is their README's MNIST command's `linear-BN`). DTP_BN (rules/dtp_bn.py) is this rule with its
+feedback trained. Its fixed feedback takes the authors' init, B_k ~ U(±10⁻³): the normalisation after
 tanh(u B_k) removes the 10⁻³ scale that drowns FWDTP's differences in float32 (on a 20-32×5-10 net, float32 forward
 gradients within 3e-5 of float64 with either init; FWDTP's layer 1 with U(±10⁻³): 9e5).
 
