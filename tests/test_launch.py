@@ -132,6 +132,38 @@ def test_launcher_bad_flags_one_line(command, args, starts):
 
 
 @pytest.mark.slow
+def test_launcher_trains_seeds_as_a_population_one_workdir_each(mnist_dir, tmp_path):
+    """--seeds=2 --workdir=W: W/seed_5 and W/seed_6, each an ordinary run folder of its seed (what the tables read
+    as a sweep's seeds); the numbers equal the single runs' (tests/test_population_run.py)."""
+    from tp_keras.paper.sweep_results import seed_dirs
+    workdir = tmp_path / "pop"
+    result = _launch("--method=ddtp_linear", f"--data_dir={mnist_dir}", f"--workdir={workdir}", "--seeds=2",
+                     "--seed=5", "--epochs=1", "--epochs_fb=1", "--num_hidden=2", "--size_hidden=8",
+                     "--batch_size=16", "--validation_size=20", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_no_tensorflow_startup_noise(result.stderr)
+    assert [seed for seed, _ in seed_dirs(str(workdir))] == [5, 6]
+    for seed in (5, 6):
+        member = workdir / f"seed_{seed}"
+        assert json.loads((member / "config.json").read_text())["seed"] == seed
+        summary = json.loads((member / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["seed"] == seed and summary["epochs_run"] == 1
+        assert [row["epoch"] for row in _lines(member / "metrics.jsonl")] == [0, 1]
+        assert (member / "checkpoint.npz").is_file() and os.listdir(member / "tb")
+        assert f"done: seed {seed}:" in result.stdout
+
+
+@pytest.mark.parametrize("args, starts", [
+    (["--seeds=0"], "--seeds: 0 is not a number of seeds"),
+    (["--seeds=2", "--strategy=mirrored"], "--strategy: a population of --seeds=2 trains on one device"),
+    (["--seeds=2", "--tpu=local"], "--tpu: a population of --seeds=2 trains on one device"),
+    (["--seeds=2", "--log_angles"], "--log_angles: angle logging runs in single runs only"),
+])
+def test_what_a_population_cannot_train_is_refused_in_one_line(command, args, starts):
+    _one_line(*command(launch.main, ["--method=ddtp_linear", *args]), starts=starts)
+
+
+@pytest.mark.slow
 def test_a_bad_flag_is_refused_before_tensorflow_loads(tmp_path):
     """The launcher's flags, the rule registry behind --method and the refusal need no TensorFlow: the answer is
     the one line alone (TensorFlow's import would add its C++ start-up lines to stderr, and seconds)."""

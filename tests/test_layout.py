@@ -30,6 +30,7 @@ OPTIONAL = {"optuna", "matplotlib"}  # the `search` and `figures` extras
 DEFERRED_IMPORTS = {
     ("tp_keras.run.launch", "tp_keras.run.experiment"): "TensorFlow: the launcher parses and refuses flags first",
     ("tp_keras.run.launch", "tp_keras.run.distribute"): "TensorFlow: the launcher parses and refuses flags first",
+    ("tp_keras.run.launch", "tp_keras.run.population_run"): "TensorFlow: the launcher parses and refuses flags first",
     ("tp_keras.tools.loop_bench", "tp_keras.core.model"): "TensorFlow: after start_tensorflow sets its threads",
     ("tp_keras.tools.loop_bench", "tp_keras.core.loop"): "TensorFlow: after start_tensorflow sets its threads",
     ("tp_keras.tools.loop_bench", "tp_keras.core.optimizers"): "TensorFlow: after start_tensorflow sets its threads",

@@ -124,6 +124,19 @@ def test_an_interrupted_run_is_refused_naming_its_state_and_resume_continues_it(
     assert [r["epoch"] for r in _lines(workdir / "metrics.jsonl")] == [1]
 
 
+def test_a_population_refuses_a_member_workdir_holding_a_run(command, mnist_dir, finished_run, tmp_path):
+    """--seeds: each member's workdir follows a single run's rule; the refusal names the member's, before any work,
+    and the other member's folder is not made."""
+    folder = tmp_path / "pop"
+    shutil.copytree(finished_run, folder / "seed_7")
+    before = _snapshot(folder)
+    status, lines = command(launch.main, ["--method=bp", f"--data_dir={mnist_dir}", "--seed=6", "--seeds=2",
+                                          "--epochs=2", f"--workdir={folder}", *TINY])
+    _one_line(status, lines, starts=f"--workdir={folder / 'seed_7'} already holds a run (method bp, seed 7, finished, "
+                                    "2/2 epochs)", contains=CHOICES)
+    assert _snapshot(folder) == before and os.listdir(folder) == ["seed_7"]
+
+
 def test_a_folder_without_run_files_is_used_and_its_other_files_kept(command, mnist_dir, tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()

@@ -5,6 +5,9 @@ other flag overrides one value. Bad settings, unusable files and folders, and a 
 stop it with one line naming what was wrong and the fix (exit status 2), and so does a workdir that holds a run
 (unless --resume continues it or --overwrite replaces it); SIGINT or SIGTERM stop it after the
 current batch with status "interrupted" in summary.json and one line (exit status 130 or 143).
+
+`--seeds=N` trains --seed, --seed+1, ... as one population (tp_keras/run/population_run.py), one ordinary workdir
+per seed, each with its single run's numbers.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from tp_keras.core.rules import RULES
 from tp_keras.run import cli, memory
 from tp_keras.run.config import (ARCHITECTURES, AUGMENTATIONS, CONV_ACTIVATIONS, CONV_KERNEL_SIZES, CONV_LOSSES,
                                   CONV_POOLINGS, INITS, Config, ConfigError)
-from tp_keras.run.data import DATASETS, check_data_dir, load_dataset, load_dataset_in_background
+from tp_keras.run.data import DATASETS, check_data_dir, dataset_options, load_dataset, load_dataset_in_background
 from tp_keras.run.rundir import check_no_run
 
 FLAGS = flags.FLAGS
@@ -61,6 +64,10 @@ flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<met
 flags.DEFINE_string("cell", None, "Name of the paper config this run reproduces (set by launch/<cell>.flags); a "
                     "label only: it names the default workdir, the other flags hold the settings.")
 flags.DEFINE_integer("seed", 42, "Seed of the data split, initialisation, noise and shuffling.")
+flags.DEFINE_integer("seeds", 1, "How many seeds to train: --seed, --seed+1, ..., as one population in one compiled "
+                     "program (core.population; every other setting shared), each member writing the ordinary "
+                     "workdir of its single run, with its numbers: runs/<name>_seed<S>, or with --workdir=W, "
+                     "W/seed_<S> (a folder of seed folders, as the tables and figures read a sweep). 1: one run.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float64"], "Floating-point precision (the paper's configs "
                   "mostly ran float64).")
 flags.DEFINE_enum("architecture", "mlp", list(ARCHITECTURES), "mlp: --num_hidden tanh layers of --size_hidden "
@@ -229,6 +236,10 @@ def main(argv):
         cli.fail(f"unexpected argument {argv[1]!r}: flags take the form --name=value")
     config = config_from_flags().validate()
     run_name = FLAGS.cell or f"{config.dataset}_{config.method}"
+    if FLAGS.seeds < 1:
+        raise ConfigError("seeds", f"{FLAGS.seeds} is not a number of seeds; give 1 or more")
+    if FLAGS.seeds > 1:
+        return _population(config, run_name)
     workdir = FLAGS.workdir or os.path.join("runs", f"{run_name}_seed{config.seed}")
     # A multi-worker run's other workers write a folder of their own; its chief checks `workdir` under the lock.
     check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
@@ -236,9 +247,7 @@ def main(argv):
     check_data_dir(config.data_dir, config.dataset)
     # The data files are read on a thread while TensorFlow is imported (not tensorflow-datasets' copy, which needs
     # TensorFlow itself); train_and_evaluate gets the same Dataset it would load.
-    loading = load_dataset_in_background(
-        config.dataset, config.data_dir, seed=config.seed, validation_size=config.validation_size,
-        no_val_set=config.no_val_set, flatten=not config.uses_images) \
+    loading = load_dataset_in_background(**dataset_options(config)) \
         if FLAGS.strategy == "none" and (config.data_dir is not None or config.dataset == "student_teacher") else None
     # Imported here so that --help and flag errors answer without loading TensorFlow.
     cli.quiet_tensorflow_without_gpu(probe=FLAGS.strategy != "multi_worker")
@@ -259,8 +268,7 @@ def main(argv):
         from tp_keras.run import distribute
         strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
         distribute.check_precision(strategy, config.precision)
-        dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                               validation_size=config.validation_size, no_val_set=config.no_val_set)
+        dataset = load_dataset(**dataset_options(config))  # flattened: the strategy refused images above
         memory.check_dataset_fits(config, dataset)
         trainer = distribute.DistributedTrainer.from_config(config, dataset, strategy)
         print(f"[tp_keras] strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
@@ -277,6 +285,37 @@ def main(argv):
                 if summary.checkpoint_epoch is not None else "it diverged before its first checkpoint")
         cli.fail(f"{summary['status']} ({kept}; lower the learning rates or target_stepsize and rerun "
                  "with --overwrite or another --workdir)")
+
+
+def _population(config, run_name: str) -> None:
+    """--seeds > 1: the seeds as one population (run/population_run.py), one ordinary workdir per member."""
+    for flag, given in (("strategy", FLAGS.strategy != "none"), ("tpu", FLAGS.tpu is not None)):
+        if given:
+            raise ConfigError(flag, f"a population of --seeds={FLAGS.seeds} trains on one device; drop --{flag} "
+                                    "or train one seed at a time (--seeds=1)")
+    cli.quiet_tensorflow_without_gpu()
+    from tp_keras.run import population_run  # loads TensorFlow
+    population_run.check_supported(config)
+    seeds = [config.seed + i for i in range(FLAGS.seeds)]
+    configs = population_run.member_configs(config, seeds)
+    workdirs = population_run.member_workdirs(seeds, run_name=run_name, workdir=FLAGS.workdir)
+    for workdir in workdirs:
+        check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+    check_data_dir(config.data_dir, config.dataset)
+    summaries = population_run.train_and_evaluate_population(configs, workdirs, resume=FLAGS.resume,
+                                                             overwrite=FLAGS.overwrite)
+    for seed, workdir, summary in zip(seeds, workdirs, summaries):
+        shown = {k: summary[k] for k in ("status", "error_test_val_best", "acc_test_last", "loss_test_val_best",
+                                         "loss_train_last", "total_seconds") if k in summary}
+        print(f"[tp_keras] done: seed {seed}: {shown}; summary in {os.path.join(workdir, 'summary.json')}")
+    diverged = [(seed, summary) for seed, summary in zip(seeds, summaries)
+                if summary.get("status", "").startswith("diverged")]
+    if diverged:
+        cli.fail(f"{len(diverged)} of {len(seeds)} seeds diverged: " + "; ".join(
+            f"seed {seed} {summary['status']} (" + (f"its checkpoint of epoch {summary.checkpoint_epoch} is kept"
+                                                     if summary.checkpoint_epoch is not None
+                                                     else "before its first checkpoint") + ")"
+            for seed, summary in diverged) + "; the other seeds' runs are complete in their workdirs")
 
 
 def run():
