@@ -159,7 +159,7 @@ def test_ldrl_minimiser_makes_feedback_jacobian_the_transposed_forward_jacobian(
     is Q = Wᵀ: J_G = Qᵀ = W = J_Fᵀ (Ernoult et al. 2022, the L-DRL optimum). The rule's own feedback-first steps
     with plain SGD reach it. (The inverse-block map of a linear layer is uQ + d; d, which the rule leaves out, is
     kept here to show that it gets no gradient.)"""
-    rule = dataclasses.replace(LDRL, feedback_bias=True, feedback_iterations=60, per_layer_feedback_optimizers=False)
+    rule = dataclasses.replace(LDRL, feedback_bias=True, feedback_iterations=30, per_layer_feedback_optimizers=False)
     batch, sigma = 32, 0.5
     model = randomize_biases(make_model(rule, hidden=(6, 5, 4), sigma=sigma, hidden_activation="linear"))
     rng = np.random.default_rng(0)
@@ -181,7 +181,8 @@ def test_ldrl_minimiser_makes_feedback_jacobian_the_transposed_forward_jacobian(
         np.testing.assert_allclose(to_np(grads[id(layer.feedback_kernel)]), 2 * (cy @ q - w.T @ cx), atol=1e-12)
         np.testing.assert_allclose(cx, sigma ** 2 * np.eye(len(cx)), atol=1e-6)  # hence ≈ 2σ²(Q − Wᵀ)
         np.testing.assert_allclose(to_np(grads[id(layer.feedback_bias_var)]), 0.0, atol=1e-12)
-    # Descend: 60 SGD steps of rate 1 shrink Q − Wᵀ by (1 − 2σ²)⁶⁰ = 2⁻⁶⁰ (up to the float32 noise's whitening).
+    # Descend: 30 SGD steps of rate 1 shrink Q − Wᵀ by (1 − 2σ²)³⁰ = 2⁻³⁰, from 1.7 to 1.5e-9, below the floor that
+    # the float32 noise's whitening leaves (measured max |Q − Wᵀ| 4.1e-8 after 30 steps and after 60).
     tp_step.feedback_first_updates(model, keras.optimizers.SGD(1.0), x, y)
     for layer in model.tp_layers[1:]:
         np.testing.assert_allclose(to_np(layer.feedback_kernel), to_np(layer.kernel).T, atol=1e-5)
