@@ -14,6 +14,8 @@ values; the library supplies only the trained weights, the targets and the updat
 """
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -189,6 +191,15 @@ THEOREM6_ARCHS = {
 }
 
 
+@functools.cache
+def _linear_gnt_model(arch, seed, task):
+    """The linear GNT network of Theorem 6's case (arch, seed, task), built once for its three batch sizes: a
+    check reads its weights and computes updates without applying them, so the cases share it unchanged."""
+    n_in, hidden, n_out = THEOREM6_ARCHS[arch]
+    return randomize_biases(make_model("gnt", hidden_activation="linear", task=task, input_size=n_in, hidden=hidden,
+                                       output=n_out, seed=seed), seed=seed)
+
+
 def _gnt_and_bp_grads_per_layer(model, x, y):
     """[(GNT update direction, batch-mean-loss gradient)] per layer, kernel and bias flattened together."""
     updates = tp_step.compute_updates(model, x, y, forward=True, feedback=False)
@@ -218,8 +229,8 @@ def test_theorem6_gnt_updates_of_linear_networks_lie_within_90_degrees_of_the_gr
     n_in, hidden, n_out = THEOREM6_ARCHS[arch]
     for seed in (0, 1):
         for task in ("regression", "classification"):
-            model = randomize_biases(make_model("gnt", hidden_activation="linear", task=task, input_size=n_in,
-                                                hidden=hidden, output=n_out, seed=seed), seed=seed)
+            model = _linear_gnt_model(arch, seed, task)
+            weights = [np.array(v.numpy(), copy=True) for v in model.weights]
             rng = np.random.default_rng(100 * batch + seed)
             x = rng.normal(size=(batch, n_in))
             y = (rng.normal(size=(batch, n_out)) if task == "regression"
@@ -242,6 +253,8 @@ def test_theorem6_gnt_updates_of_linear_networks_lie_within_90_degrees_of_the_gr
             # The whole update is a descent direction: Σ_ℓ⟨G_gnt, G_bp⟩ > 0.
             total = sum(float(g @ b) for g, b in pairs)
             assert total > 0, (case, total)
+            for v, w in zip(model.weights, weights):  # the shared model is as the next case expects it
+                np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
 
 
 def test_theorem6_needs_a_linear_network_tanh_counterexample():
