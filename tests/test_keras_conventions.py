@@ -49,6 +49,15 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(u, v)
 
 
+def _restored(model, values):
+    """`model` with every variable set back to `values` (`_values(model.variables)`, the noise generator's state
+    included): updates computed again from it see the same weights and the same noise, as a second model of the
+    same seed would, without building one."""
+    for variable, value in zip(model.variables, values, strict=True):
+        variable.assign(value)
+    return model
+
+
 # --------------------------------------------------------------------------------------------------------------
 # sample_weight / class_weight
 # --------------------------------------------------------------------------------------------------------------
@@ -59,9 +68,10 @@ def test_zero_sample_weights_give_no_forward_update_and_leave_the_feedback_losse
     0 (for DTP's difference correction this is exact only because zero-weight samples keep h as target). The
     feedback losses use no labels: their gradients equal the unweighted ones (same model, same noise)."""
     x, y = make_batch()
-    weighted, plain = make_model(method), make_model(method)
-    updates = step.compute_updates(weighted, x, y, sample_weight=np.zeros(len(x)))
-    reference = step.compute_updates(plain, x, y)
+    model = make_model(method)
+    state = _values(model.variables)
+    updates = step.compute_updates(model, x, y, sample_weight=np.zeros(len(x)))
+    reference = step.compute_updates(_restored(model, state), x, y)
     assert all(np.all(g.numpy() == 0) for g in updates.forward_grads), method
     if updates.targets is not None:
         for target, h in zip(updates.targets, updates.activations[1:]):
@@ -76,14 +86,16 @@ def test_sample_weight_scales_the_output_error(method):
     """Weights of 2 double every output error: bit for bit the step of the unweighted model with η̂ doubled (a
     power of two scales exactly). And the output target is ĥ_L = h_L − η̂·w_b·(softmax − onehot)/B (NumPy)."""
     x, y = make_batch()
+    model = make_model(method, target_stepsize=0.1)
+    state = _values(model.variables)
     if RULES[method].target_rule != "gnt":  # GNT's targets do not use η̂
-        doubled = step.compute_updates(make_model(method, target_stepsize=0.1), x, y,
-                                       sample_weight=np.full(len(x), 2.0))
-        reference = step.compute_updates(make_model(method, target_stepsize=0.2), x, y)
+        doubled = step.compute_updates(model, x, y, sample_weight=np.full(len(x), 2.0))
+        model.target_stepsize = 0.2
+        reference = step.compute_updates(_restored(model, state), x, y)
         for a, b in zip(doubled.forward_grads + doubled.targets, reference.forward_grads + reference.targets):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+        model.target_stepsize = 0.1
 
-    model = make_model(method)
     w = np.linspace(0.0, 2.0, len(x))
     h_out = np_forward(model, x)[-1]
     expected = h_out - model.target_stepsize * w[:, None] * (softmax(h_out) - onehot(y, h_out.shape[1])) / len(x)
@@ -252,9 +264,11 @@ def test_default_metrics_are_loss_accuracy_and_rec_loss():
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_one_hot_and_column_labels_give_the_step_of_class_ids(method):
     x, y = make_batch()
-    reference = step.compute_updates(make_model(method), x, y)
+    model = make_model(method)
+    state = _values(model.variables)
+    reference = step.compute_updates(model, x, y)
     for labels in (np.eye(3)[y], y[:, None]):
-        updates = step.compute_updates(make_model(method), x, labels)
+        updates = step.compute_updates(_restored(model, state), x, labels)
         _assert_same([g.numpy() for g in reference.forward_grads + (reference.feedback_grads or [])],
                      [g.numpy() for g in updates.forward_grads + (updates.feedback_grads or [])])
         assert float(updates.loss) == pytest.approx(float(reference.loss), rel=1e-14)
