@@ -28,11 +28,13 @@ SAVED_CLASSES = {"TPModel": "core.model", "CNNModel": "core.cnn", "TPDense": "co
 
 
 def __getattr__(name):
-    # `tp_keras.to_tp_model(keras_model, method, ...)` and the learning rules (tp_keras/core/rules/), imported on
-    # first use so that `import tp_keras` stays light.
+    # `tp_keras.to_tp_model(keras_model, method, ...)`, `tp_keras.PopulationModel` and the learning rules
+    # (tp_keras/core/rules/), imported on first use so that `import tp_keras` stays light.
     if name in ("to_tp_model", "ConversionError"):
         convert = _importlib.import_module("tp_keras.core.convert")
         return convert.from_keras if name == "to_tp_model" else convert.ConversionError
+    if name == "PopulationModel":  # K TPModels trained through one Keras fit, logs per member
+        return _importlib.import_module("tp_keras.core.population_model").PopulationModel
     if name in ("LearningRule", "RuleError", "RULES", "get_rule"):
         return getattr(_importlib.import_module("tp_keras.core.rules"), name)
     raise AttributeError(f"module 'tp_keras' has no attribute {name!r}")

@@ -83,9 +83,10 @@ class _Member:
         return self.trainer.model
 
 
-def _member_batch(member: _Member, x, y, forward: bool) -> dict:
+def _member_batch(member: _Member, x, y, forward: bool, logits: bool = False) -> dict:
     """One batch of one member, its updates applied only where everything came out finite (`Population`).
-    Returns the single run's `step.train_step` outputs (metrics and health flags)."""
+    Returns the single run's `step.train_step` outputs (metrics and health flags), and with `logits` the batch's
+    output h_L (for Keras' compiled metrics, `population_model`)."""
     trainer, model = member.trainer, member.model
     fwd_opt, fb_opt = trainer.forward_optimizer, trainer.feedback_optimizer
     if S.trains_feedback_first(model):
@@ -127,7 +128,10 @@ def _member_batch(member: _Member, x, y, forward: bool) -> dict:
     applied = tf.cond(ok, good, bad)
     with tf.control_dependencies([applied]):
         member.record.update(tf.concat([_flag_vector(flags), tf.cast(grads_ok, tf.float32)[None]], axis=0))
-    return {**S.step_metrics(updates), **flags}
+    outputs = {**S.step_metrics(updates), **flags}
+    if logits:
+        outputs["logits"] = updates.activations[-1]
+    return outputs
 
 
 def _stopped_outputs(structure: dict) -> dict:
@@ -187,18 +191,23 @@ class Population:
         return len(self.members)
 
     # --- the compiled program -------------------------------------------------------------------------------
-    def _member_step(self, member: _Member, x, y, forward: bool) -> dict:
+    def _member_step(self, member: _Member, x, y, forward: bool, logits: bool = False) -> dict:
         structure = {}
 
         def run():
-            outputs = _member_batch(member, x, y, forward)
+            outputs = _member_batch(member, x, y, forward, logits)
             structure.update(outputs)
             return outputs
 
         def stopped():  # cond_v2 traces the true branch first: the stopped branch copies its structure
             if not structure:
                 raise RuntimeError("Population: tf.cond traced its false branch first")
-            return _stopped_outputs(structure)
+            outputs = _stopped_outputs({key: t for key, t in structure.items() if key != "logits"})
+            if "logits" in structure:  # rows from the batch: the true branch's tensors are not readable here
+                t = structure["logits"]
+                shape = tf.concat([tf.shape(x)[:1], tf.constant(t.shape[1:].as_list(), tf.int32)], axis=0)
+                outputs["logits"] = tf.fill(shape, tf.constant(float("nan"), t.dtype))
+            return outputs
 
         outputs = tf.cond(member.record.first < 0, run, stopped)
         return {**outputs, "alive": member.record.first < 0}
@@ -206,6 +215,13 @@ class Population:
     def _step(self, x, y, *, forward: bool) -> dict:
         outputs = [self._member_step(m, x[k], y[k], forward) for k, m in enumerate(self.members)]
         return {key: tf.stack([o[key] for o in outputs]) for key in outputs[0]}
+
+    def member_steps(self, x, y, *, logits: bool = False) -> list[dict]:
+        """Every member trained on the same batch (x: [B, ...], y: [B, ...]), uncompiled: the body of a caller's
+        compiled step (Keras' train function, `population_model.PopulationModel`). Returns each member's outputs
+        as `train_step`'s (metrics, health flags, 'alive'), with `logits` also the batch's output h_L (NaN where
+        the member has stopped)."""
+        return [self._member_step(m, x, y, True, logits) for m in self.members]
 
     def _gathered_step(self, x, y, order, first, batch_size, forward):
         """Every member's batch at row `first` of its order (rows of the shared x, y), stepped."""

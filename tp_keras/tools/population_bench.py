@@ -3,6 +3,7 @@
     python -m tp_keras.tools.population_bench [--members=10] [--xla=off|on|both] [--samples=2560]
         [--methods=ddtp_linear,dtpdrl,bp] [--hidden=256,256,256,256,256] [--batch_size=128] [--k_values=1,2,5,10]
         [--repeats=3] [--threads=0] [--json=out.json]
+    python -m tp_keras.tools.population_bench --fit_steps=1,10 [--members=...] [--samples=...] [--methods=...]
 
 For each method and XLA setting, in one process: `members` single models (each its own `step.Trainer`, its own
 seed and shuffling order) each train `samples` samples, one model after the other, every pass one compiled
@@ -12,6 +13,11 @@ compiled `Population.loop` call. Both are built and warmed up (traced and compil
 the population's ratio to the singles, with each round's ratio. Then steps
 per second (population batches, each a batch of every member) against K. Random MNIST-shaped data (784 inputs,
 10 classes); the paper network by default.
+
+With --fit_steps=N,...: instead, for each method, XLA setting and N, one epoch of the population through Keras
+`fit` (`PopulationModel`, compile(steps_per_execution=N), the data in memory, unshuffled) against the same epoch by
+its custom loop (`Population.loop`, N batches per call), alternating rounds: samples/s of each and fit's time over
+the loop's.
 """
 from __future__ import annotations
 
@@ -47,11 +53,17 @@ def define_flags():
                       "(empty: none)")
     flags.DEFINE_integer("repeats", 3, "timed rounds (singles, then population, alternating); the median of each")
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: its default)")
+    flags.DEFINE_list("fit_steps", [], "instead of the singles and K rows: the population through Keras fit "
+                      "(PopulationModel) against its custom loop at these N batches per compiled call")
     flags.DEFINE_string("json", None, "also write the rows to this JSON file")
 
 
+def _model(method, hidden, seed):
+    return TPModel(method, 784, hidden, 10, seed=seed, **get_rule(method).used(target_stepsize=0.1, sigma=0.1))
+
+
 def _trainer(method, hidden, seed, xla):
-    model = TPModel(method, 784, hidden, 10, seed=seed, **get_rule(method).used(target_stepsize=0.1, sigma=0.1))
+    model = _model(method, hidden, seed)
     return Trainer(model, TorchAdam(1e-4), TorchAdam(1e-4) if model.feedback_variables else None,
                    jit_compile=xla)
 
@@ -102,6 +114,65 @@ def population_pass(method, hidden, x, y, order, batch_size, xla):
     return one_pass
 
 
+def fit_pass(method, hidden, members, x, y, batch_size, xla, steps_per_execution):
+    """One epoch of `PopulationModel.fit` over the in-memory (x, y) (unshuffled; traced and compiled by a first
+    epoch here): a function that runs it."""
+    from tp_keras.core.population_model import PopulationModel
+    model = PopulationModel([_model(method, hidden, k) for k in range(members)])
+    feedback = {"feedback_optimizer": TorchAdam(1e-4)} if model.members[0].feedback_variables else {}
+    model.compile(optimizer=TorchAdam(1e-4), jit_compile=xla, steps_per_execution=steps_per_execution, **feedback)
+
+    def one_pass():
+        model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    one_pass()
+    return one_pass
+
+
+def loop_pass(method, hidden, members, x, y, batch_size, xla, steps_per_execution):
+    """One epoch of the same population by its custom loop, `steps_per_execution` batches per `Population.loop`
+    call, every member reading the rows in order as fit's unshuffled stream does (traced and compiled by a first
+    epoch here): a function that runs it."""
+    steps = int(x.shape[0]) // batch_size
+    population = Population([_trainer(method, hidden, k, xla) for k in range(members)], jit_compile=xla)
+    order = np.tile(np.arange(int(x.shape[0]), dtype="int32"), (members, 1))
+
+    def one_pass():
+        for first in range(0, steps, steps_per_execution):
+            count = min(steps_per_execution, steps - first)
+            float(tf.reduce_sum(population.loop(x, y, order, first * batch_size, count, batch_size)["loss"]))
+    one_pass()
+    return one_pass
+
+
+def run_fit(methods, hidden, members, samples, batch_size, xla_settings, steps_per_execution, repeats=3) -> dict:
+    """Samples/s of a population through Keras fit (`PopulationModel`) against its custom loop (`Population.loop`)
+    at the same N batches per compiled call and XLA setting: built and warmed first, then `repeats` alternating
+    rounds, the medians. The rows: "fit_against_loop"."""
+    x, y, _ = _data(samples, members)
+    steps = samples // batch_size
+    report = {"machine": platform.processor() or platform.machine(), "members": members, "samples": samples,
+              "batch_size": batch_size, "hidden": hidden, "fit_against_loop": []}
+    print(f"network 784-{'-'.join(map(str, hidden))}-10, batch {batch_size}, {steps} batches per member, "
+          f"{members} members: PopulationModel.fit against Population.loop", flush=True)
+    for xla in xla_settings:
+        for method in methods:
+            for n in steps_per_execution:
+                fit_run = fit_pass(method, hidden, members, x, y, batch_size, xla, n)
+                loop_run = loop_pass(method, hidden, members, x, y, batch_size, xla, n)
+                times = [(_seconds(fit_run), _seconds(loop_run)) for _ in range(repeats)]
+                fit_seconds, loop_seconds = (float(np.median([t[i] for t in times])) for i in (0, 1))
+                total = members * steps * batch_size
+                row = {"method": method, "xla": xla, "steps_per_execution": n,
+                       "fit_samples_per_second": total / fit_seconds, "loop_samples_per_second": total / loop_seconds,
+                       "fit_over_loop_seconds": fit_seconds / loop_seconds,
+                       "rounds": [{"fit_seconds": a, "loop_seconds": b} for a, b in times]}
+                report["fit_against_loop"].append(row)
+                print(f"{method:12s} XLA {'on ' if xla else 'off'}  N={n:3d}  fit {total / fit_seconds:8.0f} "
+                      f"samples/s  loop {total / loop_seconds:8.0f} samples/s  fit takes x{fit_seconds / loop_seconds:5.2f}"
+                      " the loop's time; rounds x" + ", x".join(f"{a / b:.2f}" for a, b in times), flush=True)
+    return report
+
+
 def run(methods, hidden, members, samples, batch_size, xla_settings, k_values, repeats=3) -> dict:
     x, y, order = _data(samples, members)
     steps = samples // batch_size
@@ -145,8 +216,13 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     xla_settings = {"off": [False], "on": [True], "both": [False, True]}[FLAGS.xla]
     k_values = [int(k) for k in FLAGS.k_values if int(k) <= FLAGS.members]
-    report = run(FLAGS.methods, [int(h) for h in FLAGS.hidden], FLAGS.members, FLAGS.samples, FLAGS.batch_size,
-                 xla_settings, k_values, FLAGS.repeats)
+    hidden = [int(h) for h in FLAGS.hidden]
+    if FLAGS.fit_steps:
+        report = run_fit(FLAGS.methods, hidden, FLAGS.members, FLAGS.samples, FLAGS.batch_size, xla_settings,
+                         [int(n) for n in FLAGS.fit_steps], FLAGS.repeats)
+    else:
+        report = run(FLAGS.methods, hidden, FLAGS.members, FLAGS.samples, FLAGS.batch_size, xla_settings, k_values,
+                     FLAGS.repeats)
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
