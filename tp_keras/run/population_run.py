@@ -186,6 +186,10 @@ def _run(members: list[_Member], datasets, resume: bool, log, seeds_flag: str) -
         m.dataset = datasets[k] if datasets is not None else load_dataset(**dataset_options(m.config))
         check_splits(m.dataset)
         m.folder.data = dataset_fingerprint(m.dataset)
+    sizes = {len(m.dataset.train.x) for m in members}
+    if len(sizes) > 1:
+        raise ValueError(f"train_and_evaluate_population: the members' training sets differ in size {sorted(sizes)}; "
+                         "a population steps its members' batches together")
     x, y, offsets, copies = _shared_training_set([m.dataset for m in members])
     first = members[0].dataset
     evals = [len(s.x) for s in (first.val, first.test) if s is not None]
@@ -197,6 +201,10 @@ def _run(members: list[_Member], datasets, resume: bool, log, seeds_flag: str) -
         keras.utils.set_random_seed(m.seed)  # as the single run, before its model is built
         m.trainer = build_trainer(m.config, build_model(m.config, m.dataset))
         m.order = _MemberOrder(m.seed, len(m.dataset.train.x), offset)
+    rows = len(first.train.x)
+    for m in members:  # their training rows are in x now: the members' own copies can go
+        m.dataset = dataclasses.replace(m.dataset, train=None)
+    first = members[0].dataset
     has_val = first.val is not None
     if resume:
         for m in members:
@@ -214,11 +222,11 @@ def _run(members: list[_Member], datasets, resume: bool, log, seeds_flag: str) -
         return [_final_summary(m, has_val) for m in members]
     population = Population([m.trainer for m in training], jit_compile=loop.resolve_jit(config.jit_compile))
     batch_size = config.batch_size
-    steps = -(-len(first.train.x) // batch_size)
-    full_steps = len(first.train.x) // batch_size
+    steps = -(-rows // batch_size)
+    full_steps = rows // batch_size
     steps_per_call = loop.resolve_steps(config.steps_per_call, steps)
     log(f"[tp_keras] population of {len(training)} ({config.method} on {config.dataset}, seeds "
-        f"{', '.join(str(m.seed) for m in training)}): {len(first.train.x)} train / "
+        f"{', '.join(str(m.seed) for m in training)}): {rows} train / "
         f"{len(first.val.x) if has_val else 0} val / {len(first.test.x)} test each, {copies} training set(s) on "
         f"the device, {config.precision}, XLA {'on' if population.jit_compile else 'off'}, "
         f"{min(steps_per_call, steps)} batch(es) per compiled call")
