@@ -168,6 +168,25 @@ def test_a_population_killed_between_two_members_checkpoints_resumes_to_the_unin
         _assert_same_run(str(killed / f"seed_{seed}"), whole)
 
 
+@pytest.mark.slow
+def test_sigint_stops_every_member_once_all_have_recorded_the_epoch(tmp_path, monkeypatch):
+    """SIGINT right after the first member's epoch-1 checkpoint: the request waits until every member has recorded
+    epoch 1, then each summary says "interrupted" with its epoch-1 checkpoint, and the raised Interrupted is one
+    line naming --resume."""
+    from tp_keras.run import faults
+    from tp_keras.run.population_run import member_configs
+    monkeypatch.setenv(faults.KILL_ENV, "after_checkpoint:1:INT")
+    config = Config.paper("bp", dataset="student_teacher", epochs=3, batch_size=64, **SMALL)
+    with pytest.raises(faults.Interrupted) as err:
+        _population(member_configs(config, [3, 4]), tmp_path)
+    assert str(err.value).startswith("interrupted by SIGINT in epoch 1; continue the population with --resume")
+    assert "\n" not in str(err.value)
+    for seed in (3, 4):
+        summary = _json(tmp_path / f"seed_{seed}" / "summary.json")
+        assert summary["status"] == "interrupted" and summary["interrupted_by"] == "SIGINT"
+        assert summary["epochs_run"] == 1 and [r["epoch"] for r in _rows(tmp_path / f"seed_{seed}")] == [1]
+
+
 def test_a_member_workdir_holding_a_run_is_refused_and_nothing_written(tmp_path, monkeypatch):
     """Without --resume or --overwrite, the population refuses in one line naming the member's workdir, before
     loading data, and leaves every folder as it was (the free member's is not created)."""
