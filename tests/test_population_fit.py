@@ -161,7 +161,7 @@ def test_fit_ends_when_every_member_has_stopped():
 def test_predict_and_evaluate_are_per_member():
     """predict: the list of each member's outputs; evaluate: each member's own evaluate, under `<name>_<k>`."""
     x, y = _data()
-    population = _population("dtpdrl", MEMBERS[:2])
+    population = _population("ddtp_linear", MEMBERS[:2])
     outputs = population.predict(x, **FIT)
     results = population.evaluate(x, y, return_dict=True, **FIT)
     assert len(outputs) == 2

@@ -34,6 +34,7 @@ from tp_keras.core import loop
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
 from tp_keras.core.population import Population
+from tp_keras.core.population_model import PopulationModel
 from tp_keras.core.rules import get_rule
 from tp_keras.core.step import Trainer
 
@@ -117,7 +118,6 @@ def population_pass(method, hidden, x, y, order, batch_size, xla):
 def fit_pass(method, hidden, members, x, y, batch_size, xla, steps_per_execution):
     """One epoch of `PopulationModel.fit` over the in-memory (x, y) (unshuffled; traced and compiled by a first
     epoch here): a function that runs it."""
-    from tp_keras.core.population_model import PopulationModel
     model = PopulationModel([_model(method, hidden, k) for k in range(members)])
     feedback = {"feedback_optimizer": TorchAdam(1e-4)} if model.members[0].feedback_variables else {}
     model.compile(optimizer=TorchAdam(1e-4), jit_compile=xla, steps_per_execution=steps_per_execution, **feedback)
