@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -226,7 +225,6 @@ def test_members_differ_by_seed_only(tmp_path):
 
 
 def test_member_workdirs_follow_the_single_runs_default_or_a_folder_of_seed_folders():
-    from tp_keras.paper.sweep_results import seed_dirs  # noqa: F401  (the layout it reads: seed_<S>)
     from tp_keras.run.population_run import member_workdirs
     assert member_workdirs([42, 43], run_name="mnist_bp") == [os.path.join("runs", "mnist_bp_seed42"),
                                                              os.path.join("runs", "mnist_bp_seed43")]

@@ -398,7 +398,8 @@ class _Schedule:
             else:
                 rows = order[:, i * size:(i + 1) * size]
                 step = population.train_step if forward else population.feedback_step
-                out = {key: value[None] for key, value in step(tf.gather(self.x, rows), tf.gather(self.y, rows)).items()}
+                out = step(tf.gather(self.x, rows), tf.gather(self.y, rows))
+                out = {key: value[None] for key, value in out.items()}  # as a loop of one batch: [1, K, ...]
             calls.append(out)
             done = i + count
             if bar is not None and (done // sync_every > i // sync_every or done == self.steps):
