@@ -6,13 +6,14 @@ ConvTranspose2d(padding=k//2), `invert` reversing each block, and `get_feedback_
 recent forward call), not from our TensorFlow code.
 """
 import dataclasses
+import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tp_keras.core.conv_layers import TPConvBlock, transposed_conv_of_constant
+from tp_keras.core.conv_layers import TPConvBlock, transposed_conv_as_conv, transposed_conv_of_constant
 from tp_keras.core.conv_networks import ConvChainNetwork
 from tp_keras.core.model import TPModel
 from tp_keras.core.optimizers import TorchAdam
@@ -209,6 +210,55 @@ def test_stacked_rows_read_the_same_forward_pass():
 
 
 # --- the same numbers from less work ----------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [3, 5])
+def test_transposed_conv_as_conv_is_the_transposed_conv_and_its_kernel_gradient(k):
+    """`transposed_conv_as_conv` (a plain conv of the flipped kernel, the kernel gradient a plain conv too) against
+    tf.nn.conv2d_transpose and its registered gradient, in float64."""
+    rng = np.random.default_rng(k)
+    p, upstream = tf.constant(rng.standard_normal((2, 5, 6, 3))), tf.constant(rng.standard_normal((2, 5, 6, 4)))
+    kernel = tf.Variable(rng.standard_normal((k, k, 4, 3)))
+    results = []
+    for transposed in (lambda: transposed_conv_as_conv(p, kernel),
+                       lambda: tf.nn.conv2d_transpose(p, kernel, [2, 5, 6, 4], strides=1, padding="SAME")):
+        with tf.GradientTape() as tape:
+            out = transposed()
+            total = tf.reduce_sum(out * upstream)
+        results.append((out.numpy(), tape.gradient(total, kernel).numpy()))
+    for mine, registered in zip(*results):
+        np.testing.assert_allclose(mine, registered, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[0][0], np_conv_transpose(p.numpy(), kernel.numpy()), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow  # compiles a loop with XLA (~5 s on the loaded 2-core CPU)
+def test_the_inverse_blocks_linear_part_stays_canonical_for_xla_in_a_loop_body():
+    """XLA on a CPU rewrites convs to the layout Eigen runs (NHWC input, HWIO kernel: dim_labels b01f_01io->b01f)
+    in the main computation only; in a while body a transposed conv or a kernel gradient stays a naive loop nest.
+    L-DRL's round, in a tf.while_loop under XLA, compiles to canonical convs only; TensorFlow's own transposed conv
+    and Conv2DBackpropFilter in the same loop do not (so the check can fail)."""
+    layer = _block("max", image=(6, 6, 2), filters=3, dtype="float32")
+    x = tf.constant(_images((4, 72), 1), tf.float32)
+    switches = layer.switches(x)
+
+    def round_(own_ops):
+        def body(i, acc):
+            with tf.GradientTape() as tape:
+                p = layer.linear_feedback_input(layer(x) + acc[0, 0, 0, 0], switches)
+                if own_ops:
+                    out = tf.nn.conv2d_transpose(p, layer.feedback_kernel, [4, 6, 6, 2], strides=1, padding="SAME")
+                    loss = tf.reduce_sum(tf.square(out))
+                else:
+                    loss = tf.reduce_sum(tf.square(layer.linear_feedback(p))) + layer.linear_feedback_pairing(x, p)
+            return i + 1, acc + tape.gradient(loss, layer.feedback_kernel)
+        return tf.while_loop(lambda i, acc: i < 2, body, (0, tf.zeros(layer.feedback_kernel.shape)))[1]
+
+    for own_ops in (False, True):
+        hlo = tf.function(lambda: round_(own_ops), jit_compile=True).experimental_get_compiler_ir()(
+            stage="optimized_hlo")
+        labels = re.findall(r"convolution\(.*?dim_labels=([^ ,]+)", hlo)
+        assert len(labels) >= (2 if own_ops else 4)
+        assert (set(labels) == {"b01f_01io->b01f"}) != own_ops, labels
+
+
 @pytest.mark.parametrize("pooling", ["max", "average"])
 def test_inverse_blocks_linear_part_is_the_transposed_conv_of_the_activated_unpooled_input(pooling):
     """g(u) = T_Q(P(u)) + d with P(u) = s(unpool(u)) (NumPy: the authors' reversed block without d), g(a) − g(b) =

@@ -93,6 +93,36 @@ def transposed_conv_of_constant(up, kernel, output_shape):
     return transposed_conv(tf.convert_to_tensor(kernel))
 
 
+def kernel_gradient(v, p, kernel_size):
+    """Σ_{b,i,j} v[b, i+di−r, j+dj−r, c]·p[b, i, j, o] (zero outside v, r = k//2): the (k, k, C_in, C_out) gradient of
+    Σ v·T_Q(p) (T_Q the stride-1 'SAME' transposed conv) with respect to Q, and of Σ p·conv(v, Q) — the number
+    Conv2DBackpropFilter(v, p) gives, written as a plain NHWC/HWIO conv: the samples as channels, the channels as
+    samples, p's map as the window. XLA on a CPU runs a conv through Eigen only in this canonical layout, and it
+    rewrites other layouts to it in the main computation alone: a Conv2DBackpropFilter or a transposed conv in a
+    while-loop body (L-DRL's feedback rounds) became a naive loop nest there, 17 s instead of 0.25 s for one pair on
+    128×28×28×32 (docs/performance.md). Unjitted it is also quicker than Conv2DBackpropFilter on this CPU."""
+    pad = kernel_size // 2
+    g = tf.nn.conv2d(tf.transpose(v, [3, 1, 2, 0]), tf.transpose(p, [1, 2, 0, 3]), strides=1,
+                     padding=[[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    return tf.transpose(g, [1, 2, 0, 3])
+
+
+def transposed_conv_as_conv(p, kernel):
+    """T_Q(p) = conv2d_transpose(p, Q, stride 1, 'SAME') for a constant input p (odd k), as the plain conv of p with
+    Q flipped in space and its channel axes swapped, with Q's gradient alone (`kernel_gradient`): both in the
+    canonical layout XLA runs through Eigen inside a loop body too (`kernel_gradient` says why)."""
+    p = tf.stop_gradient(p)
+    kernel = tf.convert_to_tensor(kernel)
+    size = int(kernel.shape[0])
+
+    @tf.custom_gradient
+    def transposed_conv(kernel):
+        flipped = tf.reverse(tf.transpose(kernel, [0, 1, 3, 2]), [0, 1])
+        return tf.nn.conv2d(p, flipped, strides=1, padding="SAME"), lambda upstream: kernel_gradient(upstream, p, size)
+
+    return transposed_conv(kernel)
+
+
 def nearest_upsample(u, output_hw):
     """Each value of u (N, H/2, W/2, C) copied to its 2×2 window."""
     return _pad_to(tf.nn.depth_to_space(tf.tile(u, [1, 1, 1, 4]), 2), output_hw)
@@ -281,20 +311,18 @@ class TPConvBlock(PairedWeights, keras.layers.Layer):
         return tf.stop_gradient(self._unpooled(tf.stop_gradient(u), switches))
 
     def linear_feedback(self, p):
-        """T_Q(p), flattened: g's linear part on an input map p of `linear_feedback_input`'s, Q's gradient alone."""
-        output_shape = tf.stack([tf.shape(p)[0], *self.image_shape])
-        a = transposed_conv_of_constant(p, self.feedback_kernel, output_shape)
+        """T_Q(p), flattened: g's linear part on an input map p of `linear_feedback_input`'s, Q's gradient alone,
+        as plain convs (`transposed_conv_as_conv`: L-DRL runs it in a loop body, which XLA does not canonicalise)."""
+        a = transposed_conv_as_conv(p, self.feedback_kernel)
         return tf.reshape(a, [-1, int(np.prod(self.image_shape))])
 
     def linear_feedback_pairing(self, v, p):
         """Σ v·T_Q(p) over all its entries (v: rows in this block's input space, a constant), with no transposed
         conv: T_Q(p) is linear in Q, so the sum is Σ Q ⊙ ∂/∂Q, and ∂/∂Q is one kernel gradient
-        (Conv2DBackpropFilter of v and p, the op Q's gradient through T_Q(p) runs with upstream v)."""
+        (`kernel_gradient` of v and p, what Q's gradient through T_Q(p) computes with upstream v)."""
         v = tf.reshape(tf.stop_gradient(v), (-1,) + self.image_shape)
         kernel = tf.convert_to_tensor(self.feedback_kernel)
-        gradient = tf.raw_ops.Conv2DBackpropFilter(
-            input=v, filter_sizes=tf.shape(kernel), out_backprop=tf.stop_gradient(p), strides=[1, 1, 1, 1],
-            padding="SAME", use_cudnn_on_gpu=True, explicit_paddings=[], data_format="NHWC", dilations=[1, 1, 1, 1])
+        gradient = kernel_gradient(v, tf.stop_gradient(p), self.kernel_size)
         return tf.reduce_sum(kernel * tf.stop_gradient(gradient))
 
     def get_config(self):
