@@ -15,7 +15,10 @@ Their stepsize acts on the gradient of the summed loss, ours on e_L = ∂(mean l
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -424,9 +427,6 @@ for name, call in (("fit", lambda: model.fit(x, y, batch_size=8, epochs=1, verbo
 def test_keras_fit_and_predict_under_two_replicas_are_refused_in_one_line():
     """The refusal where it matters: Keras `fit` and `predict` inside a MirroredStrategy of 2 logical CPUs (which
     must be configured before TensorFlow starts: a subprocess)."""
-    import os
-    import subprocess
-    import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], cwd=root, env=env, capture_output=True, text=True,
@@ -672,3 +672,28 @@ def test_dtp_bn_is_refused_where_fwdtp_bn_is_and_the_launcher_takes_it():
         with pytest.raises(ConfigError) as err:
             Config.paper("dtp_bn", **change).validate()
         assert _one_line(err).startswith(starts)
+
+
+@pytest.mark.slow  # three launcher processes
+def test_the_dtp_bn_flagfile_runs_end_to_end_and_resumes_bit_identically(mnist_dir, tmp_path):
+    """launch/mnist_DTPBN.flags on the 100-image MNIST look-alike (a small net): the feedback-only epoch, 2 epochs,
+    finite metrics; run 1 epoch then --resume to 2, and the metrics equal the straight run's."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    common = [sys.executable, "-m", "tp_keras.launch", f"--flagfile={os.path.join(LAUNCH_DIR, 'mnist_DTPBN.flags')}",
+              f"--data_dir={mnist_dir}", "--num_hidden=2", "--size_hidden=8", "--batch_size=16", "--progress=false"]
+
+    def run(workdir, *argv):
+        done = subprocess.run(common + [f"--workdir={tmp_path / workdir}", *argv], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [json.loads(line) for line in (tmp_path / workdir / "metrics.jsonl").read_text().splitlines()]
+
+    straight = run("straight", "--epochs=2")
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["method"] == "dtp_bn"
+    assert [row["epoch"] for row in straight] == [0, 1, 2]  # the feedback-only epoch (--epochs_fb=1), then 2
+    assert all(np.isfinite(row["test_loss"]) for row in straight[1:])
+    run("resumed", "--epochs=1")
+    resumed = run("resumed", "--epochs=2", "--resume")
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert [{k: row.get(k) for k in keys} for row in resumed] == [{k: row.get(k) for k in keys} for row in straight]
