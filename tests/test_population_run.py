@@ -127,6 +127,13 @@ def test_a_diverging_member_is_marked_alone_and_keeps_its_last_good_checkpoint(t
         single, single_dir = _single(member_config, tmp_path)
         assert single["status"] == summary["status"]
         _assert_same_run(workdir, single_dir)
+    # --resume: both runs have ended (one finished at --epochs, one diverged): nothing trains, the diverged
+    # member's files stay byte for byte
+    diverged_files = {name: (tmp_path / "seed_4" / name).read_bytes() for name in ("summary.json", "metrics.jsonl",
+                                                                                    "checkpoint.npz")}
+    again, _ = _population(configs, tmp_path, resume=True)
+    assert [s["status"] for s in again] == [s["status"] for s in summaries]
+    assert {name: (tmp_path / "seed_4" / name).read_bytes() for name in diverged_files} == diverged_files
 
 
 _KILLED_POPULATION = """
