@@ -61,6 +61,7 @@ run can know about them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -712,6 +713,29 @@ def _first_line(err: BaseException) -> str:
 # Student-teacher regression.
 
 
+@functools.lru_cache(maxsize=8)
+def _student_teacher_arrays(seed, num_train, num_test, num_val, size_input, size_output, teacher_hidden, gain):
+    """make_student_teacher's float64 (x, y) of train, test and validation. Cached: the 1000-unit teacher costs about
+    a second per call, and runs, tests and searches ask for the same data again; callers get copies (astype)."""
+    rng = np.random.default_rng(seed)
+    sizes = (size_input, *teacher_hidden, size_output)
+    weights = [
+        rng.standard_normal((fan_in, fan_out)) * (gain * np.sqrt(2.0 / (fan_in + fan_out)))
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+    ]
+
+    def make_split(n):
+        x = rng.uniform(-1.0, 1.0, (n, size_input))
+        h = x
+        for w in weights[:-1]:
+            h = np.maximum(h @ w, 0.0)
+        y = h @ weights[-1]
+        x.flags.writeable = y.flags.writeable = False  # the cache's copy
+        return x, y
+
+    return make_split(num_train), make_split(num_test), make_split(num_val)
+
+
 def make_student_teacher(
     seed: int,
     *,
@@ -733,21 +757,9 @@ def make_student_teacher(
     validation inputs (``uniform(-1, 1, (n, size_input))``). Computed in float64, cast to ``dtype``.
     """
     dtype = _check_dtype(dtype)
-    rng = np.random.default_rng(seed)
-    sizes = (size_input, *teacher_hidden, size_output)
-    weights = [
-        rng.standard_normal((fan_in, fan_out)) * (gain * np.sqrt(2.0 / (fan_in + fan_out)))
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
-    ]
-
-    def make_split(n):
-        x = rng.uniform(-1.0, 1.0, (n, size_input))
-        h = x
-        for w in weights[:-1]:
-            h = np.maximum(h @ w, 0.0)
-        return Split(x.astype(dtype), (h @ weights[-1]).astype(dtype))
-
-    train, test, val = make_split(num_train), make_split(num_test), make_split(num_val)
+    arrays = _student_teacher_arrays(int(seed), num_train, num_test, num_val, size_input, size_output,
+                                     tuple(int(n) for n in teacher_hidden), float(gain))
+    train, test, val = (Split(x.astype(dtype), y.astype(dtype)) for x, y in arrays)
     # No file holds these data: they are a function of the generator's parameters, which is what is fingerprinted
     # (hashing the float arrays would tie a run to one machine's BLAS rounding).
     generator = {"generator": "make_student_teacher", "seed": int(seed), "num_train": num_train,
