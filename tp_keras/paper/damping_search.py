@@ -28,7 +28,7 @@ from absl import app, flags
 from tp_keras.core.rules import get_rule
 from tp_keras.run import cli, launch  # launch defines the launcher's flags, which this command shares
 from tp_keras.run.config import ConfigError, check_integer
-from tp_keras.run.data import load_dataset
+from tp_keras.run.data import dataset_options, load_dataset
 from tp_keras.run.memory import check_dataset_fits
 from tp_keras.run.rundir import write_json
 
@@ -83,8 +83,7 @@ def main(argv):
                                     "choose a TP method without batch normalisation")
     workdir = FLAGS.workdir or os.path.join("runs", f"{config.dataset}_{config.method}_damping_search")
     launch.check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
-    dataset = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                           validation_size=config.validation_size, no_val_set=config.no_val_set)
+    dataset = load_dataset(**dataset_options(config))
     check_dataset_fits(config, dataset)
     trainer = build_trainer(config, build_model(config, dataset))
     try:

@@ -16,7 +16,7 @@ import re
 from tp_keras.run import launch
 from tp_keras.run.cli import flagfile_problem
 from tp_keras.run.config import ConfigError
-from tp_keras.run.data import load_dataset
+from tp_keras.run.data import dataset_options, load_dataset
 
 # Set per trial by the engine, or not possible in a worker that trains on one device.
 RESERVED = {"workdir": "the engine gives every run its own folder under --out",
@@ -129,13 +129,11 @@ _cache: dict = {}
 
 def _dataset(config):
     """The dataset of a config; the last one is kept, so the trials of a search (one seed) load it once."""
-    key = (config.dataset, config.data_dir, config.seed, config.validation_size, config.no_val_set,
-           not config.uses_images)
+    options = dataset_options(config)
+    key = tuple(sorted(options.items()))
     if key not in _cache:
         _cache.clear()
-        _cache[key] = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                                   validation_size=config.validation_size, no_val_set=config.no_val_set,
-                                   flatten=not config.uses_images)
+        _cache[key] = load_dataset(**options)
     return _cache[key]
 
 
